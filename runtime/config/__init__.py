@@ -1,0 +1,37 @@
+"""Configuration: one TOML file, credential files and environment overrides, validated up front.
+
+``load_settings()`` returns a ``Settings`` or raises ``ConfigError`` listing every problem with
+its dotted key path. Precedence, later wins: embedded defaults, the TOML file, secrets from
+``$CREDENTIALS_DIRECTORY`` (a file named by the key path, e.g. ``telegram.token``), then
+``VPNBOT_<SECTION>__<KEY>`` environment variables (e.g. ``VPNBOT_HTTP__PORT=9000``).
+"""
+
+from ._load import load_settings
+from ._model import (
+    ActorPolicyOverride,
+    AlertsSettings,
+    ConfigError,
+    ConfigProblem,
+    HttpSettings,
+    PluginsSettings,
+    ServiceSettings,
+    Settings,
+    TelegramAlertSettings,
+    TelegramSettings,
+    WebhookAlertSettings,
+)
+
+__all__ = [
+    "ActorPolicyOverride",
+    "AlertsSettings",
+    "ConfigError",
+    "ConfigProblem",
+    "HttpSettings",
+    "PluginsSettings",
+    "ServiceSettings",
+    "Settings",
+    "TelegramAlertSettings",
+    "TelegramSettings",
+    "WebhookAlertSettings",
+    "load_settings",
+]

@@ -1,0 +1,294 @@
+"""The settings schema: one small pydantic model per TOML table, and the problem types.
+
+Every model forbids unknown keys and validates strictly (TOML is typed, so ``port = "80"``
+is a mistake worth reporting). Every section has defaults, so ``Settings()`` is a valid
+configuration on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    model_validator,
+)
+
+# --- problems -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with the configuration: where (a dotted key path) and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable. ``problems`` lists everything found, not just the first."""
+
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems: list[ConfigProblem] = list(problems)
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        """One line per problem, ready for stderr."""
+        return "\n".join(f"config error: {problem}" for problem in self.problems)
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[ConfigProblem]]]:
+        return (type(self), (self.problems,))
+
+
+class CrossFieldError(ValueError):
+    """Raised by model validators for checks that span fields; paths are relative to the model.
+
+    The loader turns each entry into a ``ConfigProblem`` at the right dotted path.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {reason}" for path, reason in problems))
+
+
+# --- reusable field types -------------------------------------------------------------------
+
+
+def _empty_is_unset(value: object) -> object:
+    return None if value == "" else value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _module_path(value: str) -> str:
+    if not _MODULE_PATH.fullmatch(value):
+        raise ValueError("must be a dotted module path such as mypackage.plugin")
+    return value
+
+
+Secret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
+"""A secret; an empty string counts as not set."""
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+Seconds = Annotated[float, Field(ge=0)]
+
+Restart = Literal["permanent", "transient", "temporary"]
+OnExhausted = Literal["park", "escalate"]
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+class ServiceSettings(_Section):
+    """``[service]``: identity and logging of the process."""
+
+    name: NonEmptyStr = "vpnbot"
+    log_format: LogFormat = "auto"
+    log_level: LogLevel = "info"
+    instance_id: NonEmptyStr | None = None
+
+
+class HttpSettings(_Section):
+    """``[http]``: the health and metrics endpoint."""
+
+    enabled: bool = True
+    host: NonEmptyStr = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
+class TelegramSettings(_Section):
+    """``[telegram]``: the bot's access to the Bot API."""
+
+    token: Secret = None
+    api_base: HttpUrl = "https://api.telegram.org"
+    admin_chat_ids: list[int] = Field(default_factory=list)
+
+
+class WebhookAlertSettings(_Section):
+    """``[alerts.webhook]``: POST alerts to a URL (off while ``url`` is unset)."""
+
+    url: HttpUrl | None = None
+    timeout_seconds: PositiveSeconds = 5.0
+    secret: Secret = None
+
+
+class TelegramAlertSettings(_Section):
+    """``[alerts.telegram]``: send alerts as Telegram messages."""
+
+    enabled: bool = False
+    chat_ids: list[int] = Field(default_factory=list)
+    timeout_seconds: PositiveSeconds = 5.0
+
+
+class AlertsSettings(_Section):
+    """``[alerts]``: how alerts are throttled and where they go."""
+
+    throttle_seconds: PositiveSeconds = 300.0
+    queue_size: Annotated[int, Field(ge=1)] = 1000
+    webhook: WebhookAlertSettings = Field(default_factory=WebhookAlertSettings)
+    telegram: TelegramAlertSettings = Field(default_factory=TelegramAlertSettings)
+
+
+class PluginsSettings(_Section):
+    """``[plugins]``: extra plugins to load, plugins to leave out, and their own settings."""
+
+    paths: list[Annotated[str, AfterValidator(_module_path)]] = Field(default_factory=list)
+    disabled: list[NonEmptyStr] = Field(default_factory=list)
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ActorPolicyOverride(_Section):
+    """``[actors.<name>]``: changes to one actor's supervision policy.
+
+    Every field is optional; ``None`` keeps the actor's own default.
+    """
+
+    restart: Restart | None = None
+    backoff_min_seconds: Seconds | None = None
+    backoff_max_seconds: Seconds | None = None
+    backoff_multiplier: Annotated[float, Field(ge=1)] | None = None
+    backoff_jitter: Annotated[float, Field(ge=0, le=1)] | None = None
+    backoff_reset_after_seconds: Seconds | None = None
+    budget_max_failures: Annotated[int, Field(ge=1)] | None = None
+    budget_window_seconds: PositiveSeconds | None = None
+    on_exhausted: OnExhausted | None = None
+    park_cooldown_seconds: PositiveSeconds | None = None
+    shutdown_timeout_seconds: Seconds | None = None
+    critical: bool | None = None
+    min_sleep_on_failure_seconds: Seconds | None = None
+    interval_seconds: PositiveSeconds | None = None
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> ActorPolicyOverride:
+        low, high = self.backoff_min_seconds, self.backoff_max_seconds
+        if low is not None and high is not None and low > high:
+            raise CrossFieldError(
+                [
+                    (
+                        "backoff_min_seconds",
+                        f"must be <= backoff_max_seconds (got {_number(low)} > {_number(high)})",
+                    )
+                ]
+            )
+        return self
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def cross_section_problems(
+    telegram: TelegramSettings, alerts: AlertsSettings
+) -> list[tuple[str, str]]:
+    """Checks that span sections: secrets and targets an enabled feature needs."""
+    problems: list[tuple[str, str]] = []
+    if alerts.telegram.enabled:
+        if telegram.token is None:
+            problems.append(("telegram.token", "required when alerts.telegram.enabled is true"))
+        if not alerts.telegram.chat_ids and not telegram.admin_chat_ids:
+            problems.append(
+                (
+                    "alerts.telegram.chat_ids",
+                    "must not be empty when alerts.telegram.enabled is true"
+                    " and telegram.admin_chat_ids is empty",
+                )
+            )
+    return problems
+
+
+_SECRET_KEY_WORDS = ("token", "secret", "password", "passwd", "api_key", "apikey", "private_key")
+
+
+def _looks_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_KEY_WORDS)
+
+
+class Settings(_Section):
+    """The whole configuration. ``Settings()`` is the embedded default."""
+
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    plugins: PluginsSettings = Field(default_factory=PluginsSettings)
+    actors: dict[str, ActorPolicyOverride] = Field(default_factory=dict)
+
+    _credential_values: tuple[str, ...] = PrivateAttr(default=())
+    """Plugin settings supplied by credential files: secret whatever their key is called."""
+
+    @model_validator(mode="after")
+    def _cross_sections(self) -> Settings:
+        problems = cross_section_problems(self.telegram, self.alerts)
+        if problems:
+            raise CrossFieldError(problems)
+        return self
+
+    def actor_override(self, name: str) -> ActorPolicyOverride:
+        """The override for actor ``name``; an empty one (all ``None``) when there is none."""
+        return self.actors.get(name) or ActorPolicyOverride()
+
+    def secret_values(self) -> list[str]:
+        """Every non-empty secret value, for log redaction.
+
+        That is every ``SecretStr`` field, every plugin setting supplied by a credential file,
+        and every string plugin setting whose key names a secret (token, password, api_key...).
+        """
+        values = [*_model_secrets(self), *self._credential_values]
+        values.extend(_plugin_secrets(self.plugins.settings))
+        return [value for value in dict.fromkeys(values) if value]
+
+
+def _model_secrets(model: BaseModel) -> Iterator[str]:
+    for name in type(model).model_fields:
+        yield from _secrets_in(getattr(model, name))
+
+
+def _secrets_in(value: object) -> Iterator[str]:
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, BaseModel):
+        yield from _model_secrets(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secrets_in(item)
+
+
+def _plugin_secrets(table: dict[str, Any]) -> Iterator[str]:
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _plugin_secrets(value)
+        elif isinstance(value, str) and _looks_secret(key):
+            yield value
