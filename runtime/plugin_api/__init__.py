@@ -1,0 +1,34 @@
+"""The plugin API: hooks (pluggy, project ``vpnbot``), the interfaces plugins implement,
+and the loader that keeps one broken plugin from stopping the others.
+
+A plugin is a module (or object) with ``@hookimpl`` functions named after the hooks in
+``runtime.plugin_api.hookspecs``, registered through a ``vpnbot.plugins`` entry point or
+listed in ``settings.plugins.paths``.
+"""
+
+from ._manager import (
+    BUILTIN_PLUGINS,
+    DISABLE_ENV_VAR,
+    ENTRY_POINT_GROUP,
+    LoadedPlugins,
+    PluginInfo,
+    PluginProblem,
+    load_plugins,
+)
+from .hookspecs import hookimpl, hookspec
+from .protocols import AlertSink, PaymentProvider, VpnBackend
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "DISABLE_ENV_VAR",
+    "ENTRY_POINT_GROUP",
+    "AlertSink",
+    "LoadedPlugins",
+    "PaymentProvider",
+    "PluginInfo",
+    "PluginProblem",
+    "VpnBackend",
+    "hookimpl",
+    "hookspec",
+    "load_plugins",
+]
