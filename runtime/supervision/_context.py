@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -23,14 +25,24 @@ class ActorContext:
     watches it can stop cleanly within its shutdown timeout, after which it is cancelled.
     """
 
-    def __init__(self, spec: ActorSpec, reporter: _Reporter) -> None:
+    def __init__(
+        self,
+        spec: ActorSpec,
+        reporter: _Reporter,
+        boundary: Callable[[str], AbstractContextManager[Any]],
+    ) -> None:
         self.spec = spec
         self.stop_requested = trio.Event()
         self._reporter = reporter
+        self._boundary = boundary
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def boundary(self) -> AbstractContextManager[Any]:
+        """A fresh context for one unit of work (the runtime binds a new correlation id)."""
+        return self._boundary(self.name)
 
     def record_failure(self, exc: BaseException) -> None:
         """Count a failed unit of work against the actor's budget without exiting."""

@@ -17,6 +17,9 @@ Iteration = Callable[[ActorContext], Awaitable[float | None]]
 def loop_worker(iteration: Iteration, *, interval: float) -> RunFunction:
     """Build an actor body that runs ``iteration`` until asked to stop.
 
+    ``interval`` is the pause after a successful iteration; an ``interval`` key in the
+    actor spec's ``extra`` (set from ``[actors.<name>] interval_seconds``) overrides it.
+
     Each iteration is its own boundary: an exception is reported to the supervisor (it is
     logged there with its failure type and counts against the actor's budget) and is
     followed by at least the actor's ``min_sleep_on_failure``. A successful iteration
@@ -29,16 +32,18 @@ def loop_worker(iteration: Iteration, *, interval: float) -> RunFunction:
     async def run(
         ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        every = float(ctx.spec.extra.get("interval", interval))
         task_status.started()
         while not ctx.stop_requested.is_set():
-            try:
-                next_in = await iteration(ctx)
-            except Exception as exc:
-                ctx.record_failure(exc)
-                pause = max(interval, ctx.spec.min_sleep_on_failure)
-            else:
-                ctx.record_success()
-                pause = interval if next_in is None else max(0.0, next_in)
+            with ctx.boundary():
+                try:
+                    next_in = await iteration(ctx)
+                except Exception as exc:
+                    ctx.record_failure(exc)
+                    pause = max(every, ctx.spec.min_sleep_on_failure)
+                else:
+                    ctx.record_success()
+                    pause = every if next_in is None else max(0.0, next_in)
             with trio.move_on_after(pause):
                 await ctx.stop_requested.wait()
             if pause == 0:

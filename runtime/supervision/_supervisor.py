@@ -107,7 +107,7 @@ class _Child:
 
     async def _attempt(self) -> tuple[BaseException | None, float]:
         """One start of the actor; returns its error (None for a normal exit) and run time."""
-        self.ctx = ActorContext(self.spec, self.sup)
+        self.ctx = ActorContext(self.spec, self.sup, self.sup._boundary)
         self.exhausted_by = None
         self._returned = False
         self._set_state(ActorState.STARTING)

@@ -1,0 +1,6 @@
+"""Prometheus metrics of one runtime, in a registry of its own (not the global one)."""
+
+from ._registry import Metrics
+from ._supervision import SupervisionCollector
+
+__all__ = ["Metrics", "SupervisionCollector"]

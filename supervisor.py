@@ -1,0 +1,141 @@
+"""vpnbot: the composition root and command line.
+
+    vpnbot run [--config PATH]          run the service until SIGTERM/SIGINT
+    vpnbot check-config [PATH]          validate a config file and exit
+    vpnbot plugins [--config PATH]      list loaded plugins and what they provide
+    vpnbot status [--url URL]           show a running instance's actors
+
+Exit codes: 0 clean stop, 69 instance unreachable (status), 70 unexpected error,
+75 a failure budget escalated (systemd restarts the service), 78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import trio
+
+from runtime.app import build_runtime, serve
+from runtime.app.tables import render_plugins, render_status
+from runtime.config import ConfigError, Settings, load_settings
+from runtime.logs import configure_logging, get_logger, log_failure
+
+EX_OK = 0
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_CONFIG = 78
+
+
+def _config_path(given: str | None, environ: Mapping[str, str]) -> Path | None:
+    value = given or environ.get("VPNBOT_CONFIG")
+    return Path(value) if value else None
+
+
+def _load(path: Path | None, environ: Mapping[str, str]) -> Settings | None:
+    try:
+        return load_settings(path, environ=environ)
+    except ConfigError as exc:
+        print(exc.format(), file=sys.stderr)
+        return None
+
+
+def _setup_logging(settings: Settings) -> None:
+    configure_logging(
+        fmt=settings.service.log_format,
+        level=settings.service.log_level,
+        secrets=settings.secret_values(),
+        stream=sys.stdout,
+    )
+
+
+def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = _load(_config_path(args.config, environ), environ)
+    if settings is None:
+        return EX_CONFIG
+    _setup_logging(settings)
+    try:
+        runtime = build_runtime(settings, environ=environ)
+    except ConfigError as exc:
+        print(exc.format(), file=sys.stderr)
+        return EX_CONFIG
+    try:
+        return trio.run(serve, runtime)
+    except Exception as exc:
+        log_failure(get_logger("supervisor"), exc, operation="run")
+        return EX_SOFTWARE
+
+
+def cmd_check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    path = _config_path(args.path, environ)
+    settings = _load(path, environ)
+    if settings is None:
+        return EX_CONFIG
+    print(f"config ok: {path if path else 'embedded defaults'}")
+    return EX_OK
+
+
+def cmd_plugins(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = _load(_config_path(args.config, environ), environ)
+    if settings is None:
+        return EX_CONFIG
+    configure_logging(fmt="console", level="critical")
+    runtime = build_runtime(settings, environ=environ)
+    print(render_plugins(runtime.plugins))
+    return EX_OK if not runtime.plugins.problems else EX_SOFTWARE
+
+
+def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    import httpx
+
+    url = args.url
+    if url is None:
+        settings = _load(_config_path(args.config, environ), environ)
+        if settings is None:
+            return EX_CONFIG
+        host = settings.http.host if ":" not in settings.http.host else f"[{settings.http.host}]"
+        url = f"http://{host}:{settings.http.port}"
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/status", timeout=args.timeout)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        print(f"vpnbot is not answering at {url}: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    print(render_status(response.json()))
+    return EX_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(prog="vpnbot", description=__doc__.splitlines()[0])
+    commands = main_parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run the service")
+    run.add_argument("--config", help="TOML config file (default: $VPNBOT_CONFIG or built-in)")
+    run.set_defaults(handler=cmd_run)
+    check = commands.add_parser("check-config", help="validate the configuration and exit")
+    check.add_argument("path", nargs="?", help="TOML config file (default: $VPNBOT_CONFIG)")
+    check.set_defaults(handler=cmd_check_config)
+    plugins = commands.add_parser("plugins", help="list plugins and what they provide")
+    plugins.add_argument("--config")
+    plugins.set_defaults(handler=cmd_plugins)
+    status = commands.add_parser("status", help="show the actors of a running instance")
+    status.add_argument("--url", help="base URL of the HTTP endpoint (default: from config)")
+    status.add_argument("--config")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.set_defaults(handler=cmd_status)
+    return main_parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    if args.command is None:
+        args = parser().parse_args(["run", *(argv or [])])
+    handler = args.handler
+    return int(handler(args, env))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""`vpnbot run` as a real process, observed only from outside: HTTP, webhook, notify socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Receiver:
+    """A webhook receiver on loopback that keeps every JSON body it gets."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def alert_keys(self) -> list[str]:
+        return [body["key"] for body in self.bodies]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.thread.start()
+    yield r
+    r.server.shutdown()
+
+
+class NotifyListener:
+    """A fake systemd: reads the notify socket continuously (its queue is only ~10 deep)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.05)
+        self.running = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while self.running:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(str(tmp_path / "notify.sock"))
+    yield listener
+    listener.close()
+
+
+def write_config(tmp_path: Path, port: int, receiver_url: str, on_exhausted: str) -> Path:
+    config = tmp_path / "vpnbot.toml"
+    config.write_text(
+        f"""
+[service]
+log_format = "json"
+
+[http]
+port = {port}
+
+[alerts]
+throttle_seconds = 3600
+
+[alerts.webhook]
+url = "{receiver_url}"
+
+[plugins]
+paths = ["tests.fixtures.crashing_actor_plugin"]
+
+[actors.crashy]
+backoff_min_seconds = 0.2
+backoff_max_seconds = 5
+backoff_multiplier = 2
+backoff_jitter = 0
+budget_max_failures = 3
+budget_window_seconds = 60
+on_exhausted = "{on_exhausted}"
+"""
+    )
+    return config
+
+
+def start(
+    config: Path, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env.update({"PYTHONPATH": str(ROOT), **(extra_env or {})})
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def get_status(port: int) -> dict[str, Any] | None:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/status", timeout=1)
+    except httpx.HTTPError:
+        return None
+    return dict(response.json())
+
+
+def actor(document: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in document["actors"] if a["name"] == name)
+
+
+def log_lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_crashing_actor_is_restarted_with_backoff_then_parked_and_alerted_once(
+    tmp_path: Path, receiver: Receiver, notify: NotifyListener
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port, receiver.url, "park")
+    process = start(config, tmp_path, {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
+    try:
+        restarts_seen = []
+
+        def parked() -> dict[str, Any] | None:
+            document = get_status(port)
+            if document is None:
+                return None
+            restarts_seen.append(actor(document, "crashy")["restarts"])
+            return document if actor(document, "crashy")["state"] == "parked" else None
+
+        document = wait_for(parked)
+        crashy = actor(document, "crashy")
+        assert crashy["restarts"] == 3
+        assert crashy["last_failure"]["type"] == "bug"
+        assert "crashy fell over" in crashy["last_failure"]["message"]
+        assert sorted(set(restarts_seen)) == list(range(min(restarts_seen), 4))
+        for name in ("steady", "http", "alerts"):
+            assert actor(document, name)["state"] == "running", name
+        assert actor(document, "steady")["restarts"] == 0
+        assert document["state"] == "degraded"
+
+        wait_for(lambda: "actor_parked:crashy" in receiver.alert_keys())
+        time.sleep(0.5)
+        assert receiver.alert_keys().count("actor_failed:crashy:bug") == 1
+        assert receiver.alert_keys().count("actor_parked:crashy") == 1
+        first = receiver.bodies[receiver.alert_keys().index("actor_failed:crashy:bug")]
+        assert first["severity"] == "critical" and first["component"] == "crashy"
+
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'vpnbot_actor_restarts_total{actor="crashy"} 3.0' in metrics
+        assert 'vpnbot_actor_state{actor="crashy",state="parked"} 1.0' in metrics
+        assert 'vpnbot_failures_total{component="crashy",failure_type="bug"} 4.0' in metrics
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+
+    delays = [
+        line["delay_seconds"]
+        for line in log_lines(stdout)
+        if line.get("event") == "actor restarting" and line.get("actor") == "crashy"
+    ]
+    assert delays == [0.2, 0.4, 0.8]
+
+    messages = list(notify.messages)
+    assert any(m.startswith("READY=1") for m in messages)
+    assert "WATCHDOG=1" in messages
+    assert any(m.startswith("STOPPING=1") for m in messages)
+
+
+def test_escalation_exits_75(tmp_path: Path, receiver: Receiver) -> None:
+    config = write_config(tmp_path, free_port(), receiver.url, "escalate")
+    process = start(config, tmp_path)
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 75, stderr
+    assert "escalated:crashy" in receiver.alert_keys()
+    events = [line.get("event") for line in log_lines(stdout)]
+    assert "escalating: shutting the runtime down" in events
+
+
+def test_invalid_config_exits_78_and_names_every_bad_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        """
+[http]
+port = 70000
+prot = 1
+
+[actors.crashy]
+backoff_min_seconds = -1
+budget_max_failures = "many"
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 78
+    for key in ("http.port", "http.prot", "backoff_min_seconds", "budget_max_failures"):
+        assert key in result.stderr, key
+    assert "Traceback" not in result.stderr
+
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "supervisor.py"), "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert check.returncode == 78
+    assert "http.prot" in check.stderr
