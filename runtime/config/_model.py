@@ -92,6 +92,22 @@ def _module_path(value: str) -> str:
 
 Secret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
 """A secret; an empty string counts as not set."""
+
+
+def _postgres_dsn(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    parts = urlsplit(value.get_secret_value())
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError("must be a postgresql://user:password@host:port/database URL")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError("has a malformed port") from None
+    return value
+
+
+PostgresDsn = Annotated[Secret, AfterValidator(_postgres_dsn)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -158,6 +174,26 @@ class AlertsSettings(_Section):
     queue_size: Annotated[int, Field(ge=1)] = 1000
     webhook: WebhookAlertSettings = Field(default_factory=WebhookAlertSettings)
     telegram: TelegramAlertSettings = Field(default_factory=TelegramAlertSettings)
+
+
+class DatabaseSettings(_Section):
+    """``[database]``: PostgreSQL. Without ``dsn`` an embedded server runs under ``data_dir``."""
+
+    dsn: PostgresDsn = None
+    data_dir: NonEmptyStr = "var/pgdata"
+    pool_min_size: Annotated[int, Field(ge=0)] = 1
+    pool_max_size: Annotated[int, Field(ge=1)] = 10
+    connect_timeout_seconds: PositiveSeconds = 10.0
+    command_timeout_seconds: PositiveSeconds = 30.0
+    auto_migrate: bool = False
+
+    @model_validator(mode="after")
+    def _pool_order(self) -> DatabaseSettings:
+        if self.pool_min_size > self.pool_max_size:
+            raise CrossFieldError(
+                [("pool_min_size", f"must be <= pool_max_size ({self.pool_max_size})")]
+            )
+        return self
 
 
 class PluginsSettings(_Section):
@@ -243,6 +279,7 @@ class Settings(_Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     actors: dict[str, ActorPolicyOverride] = Field(default_factory=dict)
 
