@@ -1,12 +1,14 @@
 """vpnbot: the composition root and command line.
 
     vpnbot run [--config PATH]          run the service until SIGTERM/SIGINT
+    vpnbot migrate [--config PATH]      apply pending database migrations
     vpnbot check-config [PATH]          validate a config file and exit
     vpnbot plugins [--config PATH]      list loaded plugins and what they provide
     vpnbot status [--url URL]           show a running instance's actors
 
 Exit codes: 0 clean stop, 69 instance unreachable (status), 70 unexpected error,
-75 a failure budget escalated (systemd restarts the service), 78 bad configuration.
+75 temporary (a failure budget escalated, the database is unreachable: systemd restarts
+the service), 78 the configuration or the database schema needs an operator.
 """
 
 from __future__ import annotations
@@ -19,15 +21,11 @@ from pathlib import Path
 
 import trio
 
-from runtime.app import build_runtime, serve
+from runtime.app import StartupError, build_runtime, migrate, serve
+from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 from runtime.app.tables import render_plugins, render_status
 from runtime.config import ConfigError, Settings, load_settings
 from runtime.logs import configure_logging, get_logger, log_failure
-
-EX_OK = 0
-EX_UNAVAILABLE = 69
-EX_SOFTWARE = 70
-EX_CONFIG = 78
 
 
 def _config_path(given: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -67,6 +65,20 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except Exception as exc:
         log_failure(get_logger("supervisor"), exc, operation="run")
         return EX_SOFTWARE
+
+
+def cmd_migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = _load(_config_path(args.config, environ), environ)
+    if settings is None:
+        return EX_CONFIG
+    _setup_logging(settings)
+    try:
+        applied = trio.run(migrate, settings)
+    except StartupError as exc:
+        print(f"vpnbot migrate: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"applied: {', '.join(applied)}" if applied else "the database is up to date")
+    return EX_OK
 
 
 def cmd_check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -114,6 +126,9 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the service")
     run.add_argument("--config", help="TOML config file (default: $VPNBOT_CONFIG or built-in)")
     run.set_defaults(handler=cmd_run)
+    migrate_parser = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate_parser.add_argument("--config")
+    migrate_parser.set_defaults(handler=cmd_migrate)
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("path", nargs="?", help="TOML config file (default: $VPNBOT_CONFIG)")
     check.set_defaults(handler=cmd_check_config)

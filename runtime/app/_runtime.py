@@ -14,20 +14,25 @@ import stamina
 import trio
 
 from runtime.alerts import Alert, AlertPipeline, LogSink, Severity
+from runtime.bridge import asyncio_loop
 from runtime.config import Settings
 from runtime.logs import correlation, get_logger
 from runtime.metrics import Metrics, SupervisionCollector
-from runtime.plugin_api import LoadedPlugins, load_plugins
+from runtime.plugin_api import LoadedPlugins, Services, load_plugins
+from runtime.storage import MigrationError, apply_migrations
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
 from runtime.web import HttpEndpoint, build_app
 
+from ._database import StartupError, connect, database_probe, ensure_schema
 from ._observer import RuntimeObserver, describe_failure
 from ._policy import apply_policy
+from .exit_codes import EX_CONFIG
 
 
 @dataclass
 class Runtime:
     settings: Settings
+    services: Services
     plugins: LoadedPlugins
     alerts: AlertPipeline
     metrics: Metrics
@@ -44,10 +49,13 @@ def actor_boundary(name: str) -> Iterator[None]:
 
 
 def core_actors(
-    settings: Settings, alerts: AlertPipeline, http: HttpEndpoint | None
+    services: Services, alerts: AlertPipeline, http: HttpEndpoint | None
 ) -> list[ActorSpec]:
     """The runtime's own actors. Alerts start first so they stop last."""
-    specs = [ActorSpec("alerts", alerts.run, critical=False, shutdown_timeout=5.0)]
+    specs = [
+        ActorSpec("alerts", alerts.run, critical=False, shutdown_timeout=5.0),
+        database_probe(services),
+    ]
     if http is not None:
         specs.append(ActorSpec("http", http.run, restart=Restart.PERMANENT, shutdown_timeout=5.0))
     return specs
@@ -58,25 +66,19 @@ def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
     # Retries log through runtime.failures; stamina's own hooks would write unstructured
     # lines and count into the global Prometheus registry that /metrics does not serve.
     stamina.instrumentation.set_on_retry_hooks([])
-    plugins = load_plugins(settings, environ=environ)
+    metrics = Metrics()
+    instance = settings.service.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    services = Services(settings, metrics, instance_id=instance)
+    plugins = load_plugins(settings, services, environ=environ)
     alerts = AlertPipeline(
         [LogSink(), *plugins.alert_sinks()],
         throttle_seconds=settings.alerts.throttle_seconds,
         queue_size=settings.alerts.queue_size,
     )
+    services.provide_alerts(alerts)
     for problem in plugins.problems:
-        alerts.submit(
-            Alert(
-                severity=Severity.CRITICAL,
-                key=f"plugin_failed:{problem.name}",
-                component="plugins",
-                title=f"plugin {problem.name} left out",
-                text=f"{problem.stage} failed: {problem.error}",
-            )
-        )
-    metrics = Metrics()
+        alerts.submit(problem.to_alert())
     holder: dict[str, Supervisor] = {}
-    instance = settings.service.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     info = {"service": settings.service.name, "instance": instance}
 
     def app() -> Any:
@@ -94,7 +96,7 @@ def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
             port=settings.http.port,
             on_listening=lambda urls: get_logger("http").info("listening", urls=urls),
         )
-    specs = [*core_actors(settings, alerts, http), *plugins.actors()]
+    specs = [*core_actors(services, alerts, http), *plugins.actors()]
     enabled = [s for s in specs if settings.actor_override(s.name).enabled is not False]
     tree = [apply_policy(s, settings.actor_override(s.name)) for s in enabled]
     supervisor = Supervisor(
@@ -106,11 +108,48 @@ def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
     )
     holder["supervisor"] = supervisor
     metrics.register(SupervisionCollector(supervisor))
-    return Runtime(settings, plugins, alerts, metrics, supervisor, http, info)
+    return Runtime(settings, services, plugins, alerts, metrics, supervisor, http, info)
 
 
 async def serve(runtime: Runtime) -> int:
-    """Run until SIGTERM or SIGINT (exit 0) or an escalation (exit 75)."""
+    """Open the asyncio loop and the database, then supervise until a signal or escalation.
+
+    Returns the exit code: 0 after SIGTERM/SIGINT, 75 after an escalation or when the
+    database is unreachable, 78 when the database needs an operator.
+    """
+    log = get_logger("supervisor")
+
+    def leaked(message: str, error: BaseException | None) -> None:
+        runtime.alerts.submit(
+            Alert(
+                severity=Severity.CRITICAL,
+                key="asyncio_leak",
+                component="bridge",
+                title="an asyncio task failed unobserved",
+                text=f"{message}: {error!r}",
+            )
+        )
+
+    async with asyncio_loop(report=leaked):
+        try:
+            opened = await connect(runtime.settings.database)
+            try:
+                await ensure_schema(opened, auto_migrate=runtime.settings.database.auto_migrate)
+            except BaseException:
+                await opened.close()
+                raise
+        except StartupError as exc:
+            log.error("cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed")
+            return exc.exit_code
+        runtime.services.provide_db(opened.db)
+        try:
+            return await _supervise(runtime)
+        finally:
+            with trio.CancelScope(shield=True):
+                await opened.close()
+
+
+async def _supervise(runtime: Runtime) -> int:
     log = get_logger("supervisor")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, runtime.supervisor)
@@ -118,6 +157,7 @@ async def serve(runtime: Runtime) -> int:
             "starting",
             actors=[s.name for s in runtime.supervisor.statuses],
             plugins=[p.name for p in runtime.plugins.plugins],
+            instance=runtime.info["instance"],
         )
         code = await runtime.supervisor.run()
         nursery.cancel_scope.cancel()
@@ -131,3 +171,15 @@ async def _stop_on_signal(supervisor: Supervisor) -> None:
         async for signum in signals:
             log.info("signal received: stopping", signal=signal.Signals(signum).name)
             supervisor.request_shutdown()
+
+
+async def migrate(settings: Settings) -> list[str]:
+    """Apply pending migrations (``vpnbot migrate``); returns their labels."""
+    async with asyncio_loop():
+        opened = await connect(settings.database)
+        try:
+            return [m.label for m in await apply_migrations(opened.db)]
+        except MigrationError as exc:
+            raise StartupError(f"database schema: {exc}", EX_CONFIG) from exc
+        finally:
+            await opened.close()

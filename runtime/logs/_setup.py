@@ -32,7 +32,7 @@ LEVELS = {
 }
 FORMATS = ("auto", "json", "console")
 
-_QUIET_LIBRARIES = ("httpx", "httpcore", "hpack")
+_QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "pgserver")
 """Libraries that log every request at INFO; they are held to WARNING at least."""
 
 _lock = threading.Lock()

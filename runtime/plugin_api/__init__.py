@@ -17,6 +17,7 @@ from ._manager import (
 )
 from .hookspecs import hookimpl, hookspec
 from .protocols import AlertSink, PaymentProvider, VpnBackend
+from .services import ServiceNotReady, Services
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -27,6 +28,8 @@ __all__ = [
     "PaymentProvider",
     "PluginInfo",
     "PluginProblem",
+    "ServiceNotReady",
+    "Services",
     "VpnBackend",
     "hookimpl",
     "hookspec",

@@ -34,6 +34,8 @@ from .protocols import AlertSink, PaymentProvider, VpnBackend
 if TYPE_CHECKING:
     from runtime.config import Settings
 
+    from .services import Services
+
 ENTRY_POINT_GROUP = "vpnbot.plugins"
 DISABLE_ENV_VAR = "VPNBOT_DISABLE_PLUGINS"
 SOURCE_ENTRY_POINT = "entry point"
@@ -136,9 +138,12 @@ def _import_path(path: str) -> object:
 class LoadedPlugins:
     """The outcome of ``load_plugins``: what loaded, what did not, and what they provide."""
 
-    def __init__(self, pm: pluggy.PluginManager, settings: Settings) -> None:
+    def __init__(
+        self, pm: pluggy.PluginManager, settings: Settings, services: Services | None
+    ) -> None:
         self._pm = pm
         self._settings = settings
+        self._services = services
         self.plugins: list[PluginInfo] = []
         self.problems: list[PluginProblem] = []
         self.disabled: list[PluginInfo] = []
@@ -284,7 +289,7 @@ class LoadedPlugins:
         failed: set[str] = set()
         # kind key -> [(plugin name, items)] in call order
         collected: dict[str, list[tuple[str, list[Any]]]] = {kind.key: [] for kind in _KINDS}
-        call_args = {"settings": self._settings}
+        call_args = {"settings": self._settings, "services": self._services}
 
         for kind in _KINDS:
             caller: pluggy.HookCaller = getattr(self._pm.hook, kind.hook)
@@ -397,6 +402,7 @@ def _with_builtins(
 
 def load_plugins(
     settings: Settings,
+    services: Services | None = None,
     *,
     entry_point_group: str = ENTRY_POINT_GROUP,
     entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
@@ -412,7 +418,7 @@ def load_plugins(
     disabled = _disabled_names(settings, environ)
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    loaded = LoadedPlugins(pm, settings)
+    loaded = LoadedPlugins(pm, settings, services)
 
     if entry_points is None:
         try:

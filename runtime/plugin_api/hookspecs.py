@@ -1,7 +1,9 @@
 """Every hook a plugin can implement, in one module (project name ``vpnbot``).
 
 Hooks are synchronous: pluggy cannot await. Each returns a list of objects with async
-methods. An ``async def`` implementation is rejected when the plugin is loaded.
+methods. An ``async def`` implementation is rejected when the plugin is loaded. An
+implementation takes any subset of the arguments: ``settings`` (the validated config) and
+``services`` (database, alerts, metrics; the database is usable once actors run).
 
 A plugin module looks like::
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from runtime.supervision import ActorSpec
 
     from .protocols import AlertSink, PaymentProvider, VpnBackend
+    from .services import Services
 
 PROJECT_NAME = "vpnbot"
 
@@ -31,20 +34,20 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def vpnbot_payment_providers(settings: Settings) -> list[PaymentProvider]:  # type: ignore[empty-body]
+def vpnbot_payment_providers(settings: Settings, services: Services) -> list[PaymentProvider]:  # type: ignore[empty-body]
     """Return the payment providers this plugin offers (may be empty)."""
 
 
 @hookspec
-def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:  # type: ignore[empty-body]
+def vpnbot_vpn_backends(settings: Settings, services: Services) -> list[VpnBackend]:  # type: ignore[empty-body]
     """Return the VPN backends this plugin offers (may be empty)."""
 
 
 @hookspec
-def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:  # type: ignore[empty-body]
+def vpnbot_alert_sinks(settings: Settings, services: Services) -> list[AlertSink]:  # type: ignore[empty-body]
     """Return the alert sinks this plugin offers (may be empty)."""
 
 
 @hookspec
-def vpnbot_actors(settings: Settings) -> list[ActorSpec]:  # type: ignore[empty-body]
+def vpnbot_actors(settings: Settings, services: Services) -> list[ActorSpec]:  # type: ignore[empty-body]
     """Return extra actors for the supervisor to run (may be empty)."""

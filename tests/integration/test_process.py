@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from runtime.testing.postgres import TestPostgres
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -93,12 +95,15 @@ def notify(tmp_path: Path) -> Iterator[NotifyListener]:
     listener.close()
 
 
-def write_config(tmp_path: Path, port: int, receiver_url: str, on_exhausted: str) -> Path:
+def write_config(tmp_path: Path, port: int, receiver_url: str, on_exhausted: str, dsn: str) -> Path:
     config = tmp_path / "vpnbot.toml"
     config.write_text(
         f"""
 [service]
 log_format = "json"
+
+[database]
+dsn = "{dsn}"
 
 [http]
 port = {port}
@@ -167,10 +172,10 @@ def log_lines(output: str) -> list[dict[str, Any]]:
 
 
 def test_crashing_actor_is_restarted_with_backoff_then_parked_and_alerted_once(
-    tmp_path: Path, receiver: Receiver, notify: NotifyListener
+    tmp_path: Path, receiver: Receiver, notify: NotifyListener, database_dsn: str
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path, port, receiver.url, "park")
+    config = write_config(tmp_path, port, receiver.url, "park", database_dsn)
     process = start(config, tmp_path, {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
     try:
         restarts_seen = []
@@ -188,7 +193,7 @@ def test_crashing_actor_is_restarted_with_backoff_then_parked_and_alerted_once(
         assert crashy["last_failure"]["type"] == "bug"
         assert "crashy fell over" in crashy["last_failure"]["message"]
         assert sorted(set(restarts_seen)) == list(range(min(restarts_seen), 4))
-        for name in ("steady", "http", "alerts"):
+        for name in ("steady", "http", "alerts", "database"):
             assert actor(document, name)["state"] == "running", name
         assert actor(document, "steady")["restarts"] == 0
         assert document["state"] == "degraded"
@@ -228,8 +233,8 @@ def test_crashing_actor_is_restarted_with_backoff_then_parked_and_alerted_once(
     assert any(m.startswith("STOPPING=1") for m in messages)
 
 
-def test_escalation_exits_75(tmp_path: Path, receiver: Receiver) -> None:
-    config = write_config(tmp_path, free_port(), receiver.url, "escalate")
+def test_escalation_exits_75(tmp_path: Path, receiver: Receiver, database_dsn: str) -> None:
+    config = write_config(tmp_path, free_port(), receiver.url, "escalate", database_dsn)
     process = start(config, tmp_path)
     try:
         stdout, stderr = process.communicate(timeout=30)
@@ -276,3 +281,59 @@ budget_max_failures = "many"
     )
     assert check.returncode == 78
     assert "http.prot" in check.stderr
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "supervisor.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_unreachable_database_exits_75_with_a_clear_message(tmp_path: Path) -> None:
+    config = tmp_path / "vpnbot.toml"
+    config.write_text(
+        f"""
+[http]
+port = {free_port()}
+
+[database]
+dsn = "postgresql://vpnbot:hunter2-secret@127.0.0.1:{free_port()}/vpnbot"
+connect_timeout_seconds = 2
+"""
+    )
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 75, result.stderr
+    output = result.stdout + result.stderr
+    assert "database unreachable" in output
+    assert "Traceback" not in output
+    assert "hunter2-secret" not in output
+
+
+def test_malformed_dsn_exits_78(tmp_path: Path) -> None:
+    config = tmp_path / "vpnbot.toml"
+    config.write_text('[database]\ndsn = "mysql://root@localhost/x"\n')
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 78
+    assert "database.dsn" in result.stderr
+    assert "mysql://root" not in result.stderr
+
+
+def test_a_database_behind_is_refused_until_migrated(
+    tmp_path: Path, postgres: TestPostgres
+) -> None:
+    dsn = postgres.new_database(migrated=False)
+    config = tmp_path / "vpnbot.toml"
+    config.write_text(f'[http]\nport = {free_port()}\n\n[database]\ndsn = "{dsn}"\n')
+    refused = run_cli("run", "--config", str(config))
+    assert refused.returncode == 78, refused.stderr
+    assert "vpnbot migrate" in refused.stdout + refused.stderr
+
+    migrated = run_cli("migrate", "--config", str(config))
+    assert migrated.returncode == 0, migrated.stderr
+    assert "0001_initial" in migrated.stdout
+    again = run_cli("migrate", "--config", str(config))
+    assert again.returncode == 0 and "up to date" in again.stdout

@@ -1,0 +1,46 @@
+"""What the runtime hands to plugins: shared services, some of which arrive later.
+
+Hooks run while the runtime is assembled, before the database is connected; a plugin
+keeps the ``Services`` object and reads ``db`` when its actors run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runtime.alerts import AlertPipeline
+    from runtime.config import Settings
+    from runtime.metrics import Metrics
+    from runtime.storage import Database
+
+
+class ServiceNotReady(RuntimeError):
+    """A service was used before the runtime provided it (e.g. the database at load time)."""
+
+
+class Services:
+    def __init__(self, settings: Settings, metrics: Metrics, *, instance_id: str) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.instance_id = instance_id
+        self._alerts: AlertPipeline | None = None
+        self._db: Database | None = None
+
+    @property
+    def alerts(self) -> AlertPipeline:
+        if self._alerts is None:
+            raise ServiceNotReady("alerts are wired after the plugins load; use them at run time")
+        return self._alerts
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise ServiceNotReady("the database is connected when the runtime starts")
+        return self._db
+
+    def provide_alerts(self, alerts: AlertPipeline) -> None:
+        self._alerts = alerts
+
+    def provide_db(self, db: Database | None) -> None:
+        self._db = db
