@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import trio
+
 from runtime.alerts import Alert, AlertPipeline, Severity
 from runtime.failures import Failure, FailureType, Outcome, classify, escalation_for
 from runtime.logs import get_logger, log_failure
@@ -21,10 +23,21 @@ def describe_failure(error: BaseException) -> str:
 
 
 class RuntimeObserver(SupervisorObserver):
-    def __init__(self, metrics: Metrics, alerts: AlertPipeline) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        alerts: AlertPipeline,
+        *,
+        unavailable_after: float = 60.0,
+        degraded_after: float = 300.0,
+    ) -> None:
         self._log = get_logger("supervisor")
         self._metrics = metrics
         self._alerts = alerts
+        self._unavailable_after = unavailable_after
+        self._degraded_after = degraded_after
+        self._unavailable_since: float | None = None
+        self._degraded_since: dict[str, float] = {}
 
     def actor_started(self, status: ActorStatus) -> None:
         self._log.info(
@@ -89,6 +102,38 @@ class RuntimeObserver(SupervisorObserver):
     def system_state_changed(self, old: SystemState, new: SystemState) -> None:
         log = self._log.info if new is SystemState.HEALTHY else self._log.warning
         log("system state changed", old=old.value, new=new.value)
+
+    def tick(self, statuses: list[ActorStatus], state: SystemState) -> None:
+        """Alert on long trouble: the service unavailable, or an actor degraded for long."""
+        now = trio.current_time()
+        if state is SystemState.UNAVAILABLE and any(s.started_at for s in statuses):
+            if self._unavailable_since is None:
+                self._unavailable_since = now
+            since = self._unavailable_since
+            if now - since >= self._unavailable_after:
+                down = [s.name for s in statuses if s.critical and not s.up]
+                self._alert(
+                    Severity.CRITICAL,
+                    "system_unavailable",
+                    "supervisor",
+                    "the service is unavailable",
+                    f"unavailable for {now - since:.0f}s; critical actors down: {', '.join(down)}",
+                )
+        else:
+            self._unavailable_since = None
+        for status in statuses:
+            if status.degraded_reason is None:
+                self._degraded_since.pop(status.name, None)
+                continue
+            since = self._degraded_since.setdefault(status.name, now)
+            if now - since >= self._degraded_after:
+                self._alert(
+                    Severity.WARNING,
+                    f"degraded:{status.name}",
+                    status.name,
+                    f"{status.name} has been degraded for {now - since:.0f}s",
+                    status.degraded_reason,
+                )
 
     def observer_failed(self, error: BaseException) -> None:
         log_failure(self._log, error, operation="observer")

@@ -17,7 +17,7 @@ from runtime.alerts import Alert, AlertPipeline, LogSink, Severity
 from runtime.bridge import asyncio_loop
 from runtime.config import Settings
 from runtime.logs import correlation, get_logger
-from runtime.metrics import Metrics, SupervisionCollector
+from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, load_plugins
 from runtime.storage import MigrationError, apply_migrations
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
@@ -101,13 +101,19 @@ def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
     tree = [apply_policy(s, settings.actor_override(s.name)) for s in enabled]
     supervisor = Supervisor(
         tree,
-        observer=RuntimeObserver(metrics, alerts),
+        observer=RuntimeObserver(
+            metrics,
+            alerts,
+            unavailable_after=settings.alerts.unavailable_after_seconds,
+            degraded_after=settings.alerts.degraded_after_seconds,
+        ),
         describe_failure=describe_failure,
         notifier=SdNotifier(environ),
         boundary=actor_boundary,
     )
     holder["supervisor"] = supervisor
     metrics.register(SupervisionCollector(supervisor))
+    metrics.register(AlertsCollector(alerts))
     return Runtime(settings, services, plugins, alerts, metrics, supervisor, http, info)
 
 

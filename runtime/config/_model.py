@@ -172,6 +172,8 @@ class AlertsSettings(_Section):
 
     throttle_seconds: PositiveSeconds = 300.0
     queue_size: Annotated[int, Field(ge=1)] = 1000
+    unavailable_after_seconds: PositiveSeconds = 60.0
+    degraded_after_seconds: PositiveSeconds = 300.0
     webhook: WebhookAlertSettings = Field(default_factory=WebhookAlertSettings)
     telegram: TelegramAlertSettings = Field(default_factory=TelegramAlertSettings)
 

@@ -1,6 +1,7 @@
 """Prometheus metrics of one runtime, in a registry of its own (not the global one)."""
 
+from ._alerts import AlertsCollector
 from ._registry import Metrics
 from ._supervision import SupervisionCollector
 
-__all__ = ["Metrics", "SupervisionCollector"]
+__all__ = ["AlertsCollector", "Metrics", "SupervisionCollector"]

@@ -32,5 +32,8 @@ class SupervisorObserver:
 
     def system_state_changed(self, old: SystemState, new: SystemState) -> None: ...
 
+    def tick(self, statuses: list[ActorStatus], state: SystemState) -> None:
+        """Called from the supervising loop about once per heartbeat interval."""
+
     def observer_failed(self, error: BaseException) -> None:
         """An observer method raised; the supervisor swallowed it and calls this."""

@@ -201,7 +201,7 @@ class _Child:
     def iteration_failed(self, error: BaseException) -> None:
         self._record_failure(error)
         last = self.status.last_failure
-        self.status.degraded_reason = last.message if last else None
+        self.set_degraded(last.message if last else None)
         self.sup._emit("iteration_failed", self.status, error)
         if self.budget.spend(trio.current_time()) and self.exhausted_by is None:
             self.exhausted_by = error
@@ -211,9 +211,18 @@ class _Child:
 
     def iteration_succeeded(self) -> None:
         self.budget.reset()
-        if self.status.degraded_reason is not None:
-            self.status.degraded_reason = None
-            self.sup._state_changed()
+        self.set_degraded(None)
+
+    def set_degraded(self, reason: str | None) -> None:
+        status = self.status
+        if status.degraded_reason == reason:
+            return
+        if reason is None:
+            status.degraded_since = None
+        elif status.degraded_since is None:
+            status.degraded_since = time.time()
+        status.degraded_reason = reason
+        self.sup._state_changed()
 
     # -- stopping --------------------------------------------------------------------
 
@@ -340,6 +349,8 @@ class Supervisor:
             self.last_heartbeat = trio.current_time()
             if watchdog is not None:
                 self._notifier.watchdog()
+            if not self._stopping:
+                self._emit("tick", self.statuses, self._system_state)
             await trio.sleep(interval)
 
     # -- called by actor contexts ----------------------------------------------------
@@ -351,10 +362,7 @@ class Supervisor:
         self._by_name[name].iteration_succeeded()
 
     def set_degraded(self, name: str, reason: str | None) -> None:
-        status = self._by_name[name].status
-        if status.degraded_reason != reason:
-            status.degraded_reason = reason
-            self._state_changed()
+        self._by_name[name].set_degraded(reason)
 
     # -- internals -------------------------------------------------------------------
 

@@ -209,6 +209,8 @@ def test_crashing_actor_is_restarted_with_backoff_then_parked_and_alerted_once(
         assert 'vpnbot_actor_restarts_total{actor="crashy"} 3.0' in metrics
         assert 'vpnbot_actor_state{actor="crashy",state="parked"} 1.0' in metrics
         assert 'vpnbot_failures_total{component="crashy",failure_type="bug"} 4.0' in metrics
+        assert "vpnbot_alerts_suppressed_total 3.0" in metrics
+        assert 'vpnbot_alerts_sent_total{sink="webhook"}' in metrics
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
 

@@ -1,0 +1,236 @@
+"""The wiring around the supervisor: policy from config, observer alerts, HTTP, tables."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+import supervisor as cli
+from runtime.alerts import Alert
+from runtime.app import RuntimeObserver, apply_policy
+from runtime.app.tables import render_status
+from runtime.config import ActorPolicyOverride, ConfigError
+from runtime.metrics import Metrics, SupervisionCollector
+from runtime.supervision import (
+    ActorContext,
+    ActorSpec,
+    ActorState,
+    ActorStatus,
+    Backoff,
+    OnExhausted,
+    Restart,
+    Supervisor,
+    SystemState,
+)
+from runtime.web import build_app
+
+
+async def idle(ctx: ActorContext, *, task_status: trio.TaskStatus[None]) -> None:
+    task_status.started()
+    await ctx.stop_requested.wait()
+
+
+class Alerts:
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def submit(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def keys(self) -> list[str]:
+        return [a.key for a in self.alerts]
+
+
+# -- per-actor policy ---------------------------------------------------------------------
+
+
+def test_policy_override_replaces_only_what_is_set() -> None:
+    spec = ActorSpec("w", idle, backoff=Backoff(min=1, max=60, jitter=0.1))
+    override = ActorPolicyOverride(
+        restart="transient",
+        backoff_max_seconds=30,
+        budget_max_failures=2,
+        on_exhausted="escalate",
+        park_cooldown_seconds=600,
+        critical=False,
+        interval_seconds=7,
+    )
+    result = apply_policy(spec, override)
+    assert result.restart is Restart.TRANSIENT
+    assert (result.backoff.min, result.backoff.max, result.backoff.jitter) == (1, 30, 0.1)
+    assert result.budget.max_failures == 2
+    assert result.budget.on_exhausted is OnExhausted.ESCALATE
+    assert result.budget.park_cooldown == 600
+    assert result.critical is False
+    assert result.extra["interval"] == 7
+
+
+def test_empty_override_keeps_the_spec() -> None:
+    spec = ActorSpec("w", idle)
+    assert apply_policy(spec, ActorPolicyOverride()) is spec
+
+
+def test_override_clashing_with_the_actor_default_is_a_config_error() -> None:
+    spec = ActorSpec("w", idle, backoff=Backoff(min=1, max=60))
+    with pytest.raises(ConfigError) as caught:
+        apply_policy(spec, ActorPolicyOverride(backoff_min_seconds=120))
+    assert caught.value.problems[0].path == "actors.w"
+    assert "above max" in caught.value.problems[0].reason
+
+
+# -- long-trouble alerts ---------------------------------------------------------------------
+
+
+def _status(name: str, state: ActorState, *, critical: bool = True) -> ActorStatus:
+    return ActorStatus(name, critical, "permanent", state=state, started_at=1.0)
+
+
+async def test_long_unavailability_alerts_once_the_threshold_passes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    alerts = Alerts()
+    observer = RuntimeObserver(Metrics(), alerts, unavailable_after=60)  # type: ignore[arg-type]
+    down = [_status("db", ActorState.BACKING_OFF)]
+    observer.tick(down, SystemState.UNAVAILABLE)
+    await trio.sleep(59)
+    observer.tick(down, SystemState.UNAVAILABLE)
+    assert alerts.keys() == []
+    await trio.sleep(2)
+    observer.tick(down, SystemState.UNAVAILABLE)
+    assert alerts.keys() == ["system_unavailable"]
+    assert "db" in alerts.alerts[0].text
+    observer.tick([_status("db", ActorState.RUNNING)], SystemState.HEALTHY)
+    await trio.sleep(61)
+    observer.tick(down, SystemState.UNAVAILABLE)
+    assert alerts.keys() == ["system_unavailable"]
+
+
+async def test_an_actor_degraded_for_long_alerts(autojump_clock: trio.testing.MockClock) -> None:
+    alerts = Alerts()
+    observer = RuntimeObserver(Metrics(), alerts, degraded_after=300)  # type: ignore[arg-type]
+    status = _status("activation", ActorState.RUNNING)
+    status.degraded_reason = "panel down"
+    observer.tick([status], SystemState.DEGRADED)
+    await trio.sleep(299)
+    observer.tick([status], SystemState.DEGRADED)
+    assert alerts.keys() == []
+    await trio.sleep(1)
+    observer.tick([status], SystemState.DEGRADED)
+    assert alerts.keys() == ["degraded:activation"]
+    assert alerts.alerts[0].text == "panel down"
+
+
+def test_failures_are_counted_and_bugs_alert() -> None:
+    alerts = Alerts()
+    metrics = Metrics()
+    observer = RuntimeObserver(metrics, alerts)  # type: ignore[arg-type]
+    status = _status("w", ActorState.RUNNING)
+    observer.actor_failed(status, KeyError("x"))
+    observer.iteration_failed(status, ConnectionError("refused"))
+    text = metrics.render().decode()
+    assert 'vpnbot_failures_total{component="w",failure_type="bug"} 1.0' in text
+    assert 'vpnbot_failures_total{component="w",failure_type="infra_error"} 1.0' in text
+    assert alerts.keys() == ["actor_failed:w:bug"]
+
+
+# -- HTTP endpoint -------------------------------------------------------------------------
+
+
+async def _get(app: Any, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vpnbot") as client:
+        return await client.get(path)
+
+
+async def test_endpoints_follow_the_supervisor(autojump_clock: trio.testing.MockClock) -> None:
+    async def slow_start(ctx: ActorContext, *, task_status: trio.TaskStatus[None]) -> None:
+        await trio.sleep(10)
+        task_status.started()
+        await ctx.stop_requested.wait()
+
+    supervisor = Supervisor([ActorSpec("a", idle), ActorSpec("slow", slow_start)])
+    metrics = Metrics()
+    metrics.register(SupervisionCollector(supervisor))
+    app = build_app(supervisor, metrics, extras=lambda: {"instance": "test-1"})
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(supervisor.run)
+        await trio.sleep(1)
+        ready = await _get(app, "/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"ready": False, "state": "unavailable"}
+        assert (await _get(app, "/healthz")).status_code == 200
+        await trio.sleep(10)
+        assert (await _get(app, "/readyz")).status_code == 200
+        status = (await _get(app, "/status")).json()
+        assert status["state"] == "healthy" and status["instance"] == "test-1"
+        assert [a["name"] for a in status["actors"]] == ["a", "slow"]
+        metrics_text = (await _get(app, "/metrics")).text
+        assert 'vpnbot_actor_state{actor="slow",state="running"} 1.0' in metrics_text
+        assert 'vpnbot_system_state{state="healthy"} 1.0' in metrics_text
+        supervisor.request_shutdown()
+
+
+async def test_healthz_fails_when_the_supervising_loop_stops_beating(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    supervisor = Supervisor([ActorSpec("a", idle)])
+    app = build_app(supervisor, Metrics())
+    assert (await _get(app, "/healthz")).status_code == 503
+    supervisor.last_heartbeat = trio.current_time()
+    assert (await _get(app, "/healthz")).status_code == 200
+    await trio.sleep(10)
+    assert (await _get(app, "/healthz")).status_code == 503
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def test_status_table_is_readable() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    document = {
+        "state": "degraded",
+        "ready": True,
+        "actors": [
+            {"name": "http", "state": "running", "critical": True, "restarts": 0},
+            {
+                "name": "crashy",
+                "state": "backing_off",
+                "critical": False,
+                "restarts": 3,
+                "last_failure": {"type": "bug", "message": "boom", "time": None},
+                "next_restart_at": "2026-01-01T12:00:04+00:00",
+            },
+        ],
+    }
+    text = render_status(document, now=now)
+    assert "system: degraded" in text
+    crashy = next(line for line in text.splitlines() if line.startswith("crashy"))
+    assert "backing_off" in crashy and "bug: boom" in crashy and "in 4s" in crashy
+
+
+def test_status_of_an_instance_that_does_not_answer_exits_69(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.main(["status", "--url", "http://127.0.0.1:9", "--timeout", "1"], environ={})
+    assert code == 69
+    assert "not answering" in capsys.readouterr().err
+
+
+def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check-config", "config/vpnbot.example.toml"], environ={}) == 0
+    assert "config ok" in capsys.readouterr().out
+
+
+def test_console_script_points_at_the_same_main() -> None:
+    import tomllib
+
+    with open("pyproject.toml", "rb") as handle:
+        project = tomllib.load(handle)
+    assert project["project"]["scripts"]["vpnbot"] == "supervisor:main"
+    assert json.dumps(project["project"]["entry-points"]["vpnbot.plugins"])
