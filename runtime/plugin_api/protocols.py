@@ -9,30 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from .payments import PaymentProvider
+from .vpn import VpnBackend
+
 if TYPE_CHECKING:
     from runtime.alerts._model import Alert
 
-
-@runtime_checkable
-class PaymentProvider(Protocol):
-    """A way to take money (Crypto Pay, Telegram Stars, ...).
-
-    Only the name for now: the methods (create an invoice, verify a webhook, reconcile)
-    come with the payments work.
-    """
-
-    name: str
-
-
-@runtime_checkable
-class VpnBackend(Protocol):
-    """A VPN panel that creates, extends and revokes access.
-
-    Only the name for now: the methods (ensure an account with an absolute expiry, revoke,
-    fetch the subscription link) come with the payments work.
-    """
-
-    name: str
+__all__ = ["AlertSink", "PaymentProvider", "VpnBackend"]
 
 
 @runtime_checkable
