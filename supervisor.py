@@ -26,6 +26,7 @@ from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 from runtime.app.tables import render_plugins, render_status
 from runtime.config import ConfigError, Settings, load_settings
 from runtime.logs import configure_logging, get_logger, log_failure
+from runtime.plugin_api import load_plugins
 
 
 def _config_path(given: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -85,6 +86,12 @@ def cmd_check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> in
     path = _config_path(args.path, environ)
     settings = _load(path, environ)
     if settings is None:
+        return EX_CONFIG
+    configure_logging(fmt="console", level="critical")
+    try:
+        load_plugins(settings, environ=environ)  # plugins validate their own settings
+    except ConfigError as exc:
+        print(exc.format(), file=sys.stderr)
         return EX_CONFIG
     print(f"config ok: {path if path else 'embedded defaults'}")
     return EX_OK

@@ -6,7 +6,7 @@ its dotted key path. Precedence, later wins: embedded defaults, the TOML file, s
 ``VPNBOT_<SECTION>__<KEY>`` environment variables (e.g. ``VPNBOT_HTTP__PORT=9000``).
 """
 
-from ._load import load_settings
+from ._load import load_settings, validate_section
 from ._model import (
     ActorPolicyOverride,
     AlertsSettings,
@@ -36,4 +36,5 @@ __all__ = [
     "TelegramSettings",
     "WebhookAlertSettings",
     "load_settings",
+    "validate_section",
 ]

@@ -15,7 +15,7 @@ import tomllib
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
@@ -417,3 +417,29 @@ def _env_name(parts: Sequence[str]) -> str:
 def _suggest(word: str, choices: Sequence[str]) -> str | None:
     matches = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return matches[0] if matches else None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_section(model: type[M], data: Mapping[str, Any], *, path: str) -> M:
+    """Validate a free-form table (a plugin's settings) against ``model``.
+
+    Problems are reported like the core's, at ``<path>.<key>``, with the same reasons and
+    without echoing values (plugin settings often hold API keys).
+    """
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = [part for part in error["loc"] if isinstance(part, str | int)]
+            if error["type"] == "extra_forbidden":
+                reason = "unknown key"
+                suggestion = _suggest(str(loc[-1]), list(model.model_fields)) if loc else None
+                if suggestion:
+                    reason += f" (did you mean {suggestion!r}?)"
+            else:
+                reason = _reason(error)
+            problems.append(ConfigProblem(_dotted([*path.split("."), *loc]), reason))
+        raise ConfigError(problems) from None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from runtime.alerts._model import Alert, Severity
+from runtime.config import ConfigError
 from runtime.logs import get_logger
 from runtime.supervision import ActorSpec
 
@@ -41,7 +42,15 @@ DISABLE_ENV_VAR = "VPNBOT_DISABLE_PLUGINS"
 SOURCE_ENTRY_POINT = "entry point"
 SOURCE_CONFIG_PATH = "config path"
 
-BUILTIN_PLUGINS: Mapping[str, str] = {"alert_sinks": "plugins.alert_sinks"}
+BUILTIN_PLUGINS: Mapping[str, str] = {
+    "alert_sinks": "plugins.alert_sinks",
+    "telegram_payments": "plugins.telegram_payments",
+    "cryptobot": "plugins.cryptobot",
+    "marzban": "plugins.marzban",
+    "xui": "plugins.xui",
+    "remnawave": "plugins.remnawave",
+    "outline": "plugins.outline",
+}
 """The built-in plugins' entry points, as declared in ``pyproject.toml``.
 
 When the code runs from a source tree, without installed package metadata, these entry
@@ -300,6 +309,8 @@ class LoadedPlugins:
                 try:
                     result = impl.function(*(call_args[arg] for arg in impl.argnames))
                     items = _check_result(kind, result)
+                except ConfigError:
+                    raise  # a plugin's settings are wrong: the operator must fix the config
                 except Exception as exc:
                     failed.add(plugin_name)
                     info = info_by_name[plugin_name]

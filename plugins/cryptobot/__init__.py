@@ -1,0 +1,1 @@
+"""CryptoBot (Crypto Pay API) payments."""

@@ -1,0 +1,1 @@
+"""The Marzban VPN panel."""

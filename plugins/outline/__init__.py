@@ -1,0 +1,1 @@
+"""The Outline VPN server."""

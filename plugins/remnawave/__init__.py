@@ -1,0 +1,1 @@
+"""The Remnawave 3.x VPN panel."""

@@ -1,0 +1,1 @@
+"""Telegram payments: Stars (XTR) and card payments through a provider token."""
