@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,10 +14,21 @@ from runtime.testing.postgres import TestPostgres
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestPostgres]:
-    server = TestPostgres(tmp_path_factory.mktemp("pg") / "data")
+    """One server per run. Its data lives in memory (/dev/shm) where there is one: each
+    test database is a copy of the template, and copying on disk is most of its cost."""
+    shm = Path("/dev/shm")
+    if shm.is_dir():
+        root = Path(tempfile.mkdtemp(prefix="vpnbot-pg-", dir=shm))
+    else:
+        root = tmp_path_factory.mktemp("pg")
+    server = TestPostgres(root / "data")
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if root.parent == shm:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import trio
 from asyncpg.pool import PoolConnectionProxy
 
 from runtime.bridge import run_asyncio
-from runtime.failures import retry_transient
+from runtime.failures import InfraError, retry_transient
 
 T = TypeVar("T")
 
@@ -22,9 +22,88 @@ Work: TypeAlias = Callable[[Connection], Awaitable[T]]
 write them; the rest of the project calls the trio functions built on them."""
 
 
+async def fetch_one(conn: Connection, query: str, *args: Any) -> asyncpg.Record:
+    """The one row a statement must return (``RETURNING`` after a guarded write, say)."""
+    row = await conn.fetchrow(query, *args)
+    if row is None:
+        raise LookupError(f"expected a row from: {query.split()[0]} ...")
+    return row
+
+
 async def _init_connection(conn: Connection) -> None:
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def _lost(conn: Connection) -> bool:
+    """Whether the connection of a running unit is gone.
+
+    When the server side goes away between two queries, asyncpg hands the connection back to
+    the pool at once and the unit's next call fails with a bare ``InterfaceError`` ("released
+    back to the pool", "the underlying connection is closed"), with nothing in its chain that
+    says the connection was lost. Inside a unit, the proxy is only detached that way.
+    """
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
+async def _on_connection(
+    conn: Connection,
+    work: Work[T],
+    *,
+    transaction: bool = True,
+    isolation: Isolation | None = None,
+    readonly: bool = False,
+) -> T:
+    """Run ``work`` on ``conn``, in a transaction unless told otherwise, and name a lost
+    connection for what it is: a transient infrastructure failure."""
+    try:
+        if not transaction:
+            return await work(conn)
+        async with conn.transaction(isolation=isolation, readonly=readonly):
+            return await work(conn)
+    except asyncpg.InterfaceError as exc:
+        if _lost(conn):
+            raise InfraError("the database connection was lost during a unit of work") from exc
+        raise
+    except asyncpg.ReadOnlySQLTransactionError as exc:
+        if readonly:
+            # Our own read-only transaction, not a standby after a failover: the unit wrote.
+            # That is a bug, and retrying it as a transient failure would only repeat it.
+            raise TypeError(
+                "a read unit of work tried to write; use Database.transaction for writes"
+            ) from exc
+        raise
+
+
+def _unreachable(exc: FileNotFoundError) -> InfraError:
+    # A Unix socket that is not there is PostgreSQL's "connection refused": the server is
+    # stopped or restarting. The stdlib error alone reads as a missing file, which is not
+    # transient, and would stop retries while the server comes back.
+    return InfraError(f"the database is not accepting connections ({exc})")
+
+
+async def _run_unit(
+    pool: asyncpg.Pool,
+    work: Work[T],
+    *,
+    transaction: bool = True,
+    isolation: Isolation | None = None,
+    readonly: bool = False,
+) -> T:
+    """One unit of work, on the asyncio side: take a connection, run, give it back."""
+    try:
+        conn = await pool.acquire()
+    except FileNotFoundError as exc:
+        raise _unreachable(exc) from exc
+    try:
+        return await _on_connection(
+            conn, work, transaction=transaction, isolation=isolation, readonly=readonly
+        )
+    finally:
+        await pool.release(conn)
 
 
 class Database:
@@ -33,7 +112,9 @@ class Database:
     ``transaction`` and ``read`` run a whole unit of work (an asyncio coroutine function
     taking a connection) in one crossing of the bridge. A trio cancellation cancels the
     asyncio task; asyncpg then rolls back, and the pool resets the connection it returns,
-    so no transaction is ever left open.
+    so no transaction is ever left open. A connection lost during a unit, and a server that
+    is not accepting connections (its Unix socket missing included), fail as transient
+    ``InfraError``s; the pool reconnects on the next unit.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, close_timeout: float = 10.0) -> None:
@@ -50,15 +131,18 @@ class Database:
         connect_timeout: float = 10.0,
         command_timeout: float = 30.0,
     ) -> Database:
-        pool = await run_asyncio(
-            asyncpg.create_pool,
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=connect_timeout,
-            command_timeout=command_timeout,
-            init=_init_connection,
-        )
+        try:
+            pool = await run_asyncio(
+                asyncpg.create_pool,
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout,
+                command_timeout=command_timeout,
+                init=_init_connection,
+            )
+        except FileNotFoundError as exc:
+            raise _unreachable(exc) from exc
         return cls(pool)
 
     async def transaction(
@@ -66,46 +150,33 @@ class Database:
     ) -> T:
         """Run ``work`` inside one transaction. ``retry`` only for work safe to repeat."""
 
-        async def unit() -> T:
-            async with self._pool.acquire() as conn, conn.transaction(isolation=isolation):
-                return await work(conn)
-
         if not retry:
-            return await run_asyncio(unit)
+            return await run_asyncio(_run_unit, self._pool, work, isolation=isolation)
         async for attempt in retry_transient(operation="storage.transaction"):
             with attempt:
-                return await run_asyncio(unit)
+                return await run_asyncio(_run_unit, self._pool, work, isolation=isolation)
         raise AssertionError("unreachable: retry_transient raises when it gives up")
 
     async def read(self, work: Work[T], *, retry: bool = True) -> T:
         """Run a read-only ``work``; reads are safe to repeat, so they retry by default."""
 
-        async def unit() -> T:
-            async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-                return await work(conn)
-
         if not retry:
-            return await run_asyncio(unit)
+            return await run_asyncio(_run_unit, self._pool, work, readonly=True)
         async for attempt in retry_transient(operation="storage.read"):
             with attempt:
-                return await run_asyncio(unit)
+                return await run_asyncio(_run_unit, self._pool, work, readonly=True)
         raise AssertionError("unreachable: retry_transient raises when it gives up")
 
     async def session(self, work: Work[T]) -> T:
         """Run ``work`` on one connection with no transaction around it (it manages its own)."""
 
-        async def unit() -> T:
-            async with self._pool.acquire() as conn:
-                return await work(conn)
-
-        return await run_asyncio(unit)
+        return await run_asyncio(_run_unit, self._pool, work, transaction=False)
 
     async def ping(self) -> None:
-        async def unit() -> None:
-            async with self._pool.acquire() as conn:
-                await conn.fetchval("select 1")
+        async def unit(conn: Connection) -> None:
+            await conn.fetchval("select 1")
 
-        await run_asyncio(unit)
+        await run_asyncio(_run_unit, self._pool, unit, transaction=False)
 
     async def close(self) -> None:
         """Close gracefully; terminate the connections that do not close in time."""

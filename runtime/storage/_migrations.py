@@ -50,11 +50,30 @@ class MigrationError(InfraError):
 
 
 def load_migrations() -> list[Migration]:
+    """The migrations shipped with the package, in order.
+
+    Raises ``MigrationError`` when there are none (a package built without its SQL files
+    would otherwise look like a database with nothing to do), when a ``.sql`` file is not
+    named like ``0001_name.sql`` (it would be skipped silently), and for gaps or duplicates.
+    """
+    folder = resources.files("runtime.storage").joinpath("migrations")
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        entries = []
     found = []
-    for entry in resources.files("runtime.storage").joinpath("migrations").iterdir():
+    for entry in entries:
         match = _FILE.fullmatch(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+        elif entry.name.endswith(".sql"):
+            raise MigrationError(
+                f"migration file {entry.name!r} is not named like 0001_lower_case_name.sql"
+            )
+    if not found:
+        raise MigrationError(
+            "no migrations found in the installed package: it was built without its SQL files"
+        )
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions) or versions != list(range(1, len(versions) + 1)):

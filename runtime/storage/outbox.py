@@ -1,0 +1,417 @@
+"""The outbox: durable jobs shared by every worker on every host, claimed with row locks.
+
+Enqueue a job in the same transaction as the state change it follows from (``enqueue``
+inside a unit of work), so the job exists exactly when the change committed. Workers then:
+
+1. ``claim`` a batch: one statement picks due rows with ``FOR UPDATE SKIP LOCKED``, counts
+   the attempt and stamps the claim (owner, expiry). The claim moves ``next_attempt_at`` to
+   the claim's expiry, so the due scan skips claimed rows and finds them again if the
+   claimer dies: a killed worker's jobs run again after ``claim_seconds``.
+2. do the side effect (idempotently: a job whose claim expired may run twice), then
+3. ``complete`` the batch in one statement, or ``fail`` a job: it is scheduled again after
+   a backoff, or dead-lettered once it has used ``max_attempts`` (the caller sees which, to
+   alert).
+
+``complete`` and ``fail`` count only for the claim that is still current: the row must be
+claimed by this owner with the attempt number of the claim (the attempt number is the
+claim's fencing token). A worker whose claim expired and was taken over learns it lost
+(``False``, ``FailOutcome.LOST``) and changes nothing. A job marked done is done once.
+
+A job whose claims kept expiring with no outcome until it used all its attempts (a job that
+kills its worker, say) is dead-lettered by the next ``claim`` instead of being handed out
+again; ``Claimed.buried`` lists those.
+
+``Connection``-level functions (``enqueue``) run on the asyncio side inside a unit of work;
+everything else is a trio function running one unit of work.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, overload
+
+import asyncpg
+
+from runtime.logs import get_logger
+from runtime.supervision import Backoff, backoff_delay
+
+from ._database import Connection, Database
+
+STATUSES = ("pending", "done", "dead")
+
+DEFAULT_RETRY_BACKOFF = Backoff(min=5.0, max=3600.0, multiplier=2.0, jitter=0.2)
+"""Between attempts of a job: 5 s, 10 s, 20 s ... at most an hour, shrunk by up to 20 %."""
+
+_log = get_logger("outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed job. ``attempts`` counts this attempt (1 on the first) and fences the claim."""
+
+    id: int
+    kind: str
+    dedup_key: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    claimed_by: str
+    claim_expires_at: datetime
+    """When the claim runs out, on the database's clock."""
+
+    @property
+    def last_attempt(self) -> bool:
+        """A failure now dead-letters the job."""
+        return self.attempts >= self.max_attempts
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A job that will not run again unless an operator requeues it."""
+
+    id: int
+    kind: str
+    dedup_key: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    dead_since: datetime
+
+
+class Claimed(list[Job]):
+    """The jobs a ``claim`` handed out, plus ``buried``: the due jobs it dead-lettered
+    instead, because their claims expired with no outcome until no attempt was left."""
+
+    __slots__ = ("buried",)
+
+    def __init__(self, jobs: Sequence[Job] = (), buried: Sequence[DeadLetter] = ()) -> None:
+        super().__init__(jobs)
+        self.buried: tuple[DeadLetter, ...] = tuple(buried)
+
+
+class FailOutcome(enum.StrEnum):
+    """What ``fail`` did to a job."""
+
+    RETRY = "retry"
+    """Scheduled for another attempt after the backoff."""
+    DEAD = "dead"
+    """Dead-lettered: no attempt left (or the failure was permanent). Alert someone."""
+    LOST = "lost"
+    """Nothing: the claim was no longer this owner's (it expired and was taken over)."""
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("run_at must be timezone-aware")
+    return moment
+
+
+# -- enqueueing --------------------------------------------------------------------------
+
+
+async def enqueue(
+    conn: Connection,
+    *,
+    kind: str,
+    dedup_key: str,
+    payload: dict[str, Any],
+    max_attempts: int = 10,
+    run_at: datetime | None = None,
+) -> bool:
+    """Add a job inside the caller's unit of work; True when new, False when ``dedup_key``
+    is already known (in any status: a done job is not enqueued again)."""
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    inserted = await conn.fetchval(
+        "insert into outbox (kind, dedup_key, payload, max_attempts, next_attempt_at)"
+        " values ($1, $2, $3, $4, coalesce($5, now()))"
+        " on conflict (dedup_key) do nothing returning id",
+        kind,
+        dedup_key,
+        payload,
+        max_attempts,
+        None if run_at is None else _aware(run_at),
+    )
+    return inserted is not None
+
+
+async def enqueue_job(
+    db: Database,
+    *,
+    kind: str,
+    dedup_key: str,
+    payload: dict[str, Any],
+    max_attempts: int = 10,
+    run_at: datetime | None = None,
+) -> bool:
+    """``enqueue`` in a transaction of its own (retried: the dedup key makes it safe)."""
+
+    async def unit(conn: Connection) -> bool:
+        return await enqueue(
+            conn,
+            kind=kind,
+            dedup_key=dedup_key,
+            payload=payload,
+            max_attempts=max_attempts,
+            run_at=run_at,
+        )
+
+    return await db.transaction(unit, retry=True)
+
+
+# -- claiming and outcomes -------------------------------------------------------------
+
+_CLAIM = """
+with due as materialized (
+    select id, attempts >= max_attempts as exhausted
+    from outbox
+    where status = 'pending' and kind = any($1::text[]) and next_attempt_at <= now()
+    order by next_attempt_at, id
+    limit $2
+    for update skip locked
+),
+buried as (
+    update outbox o
+    set status = 'dead', claimed_by = null, claim_expires_at = null, updated_at = now(),
+        last_error = 'claim expired with no outcome after attempt ' || o.attempts
+                     || coalesce('; before that: ' || o.last_error, '')
+    from due
+    where o.id = due.id and due.exhausted
+    returning o.id, o.kind, o.dedup_key, o.payload, o.attempts, o.max_attempts,
+              o.claimed_by, o.claim_expires_at, o.last_error, o.updated_at
+),
+claimed as (
+    update outbox o
+    set attempts = o.attempts + 1, claimed_by = $3, claim_expires_at = now() + $4::interval,
+        next_attempt_at = now() + $4::interval, updated_at = now()
+    from due
+    where o.id = due.id and not due.exhausted
+    returning o.id, o.kind, o.dedup_key, o.payload, o.attempts, o.max_attempts,
+              o.claimed_by, o.claim_expires_at, null::text as last_error, o.updated_at
+)
+select false as dead, * from claimed
+union all
+select true as dead, * from buried
+"""
+
+
+def _job(row: asyncpg.Record) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        dedup_key=row["dedup_key"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        claimed_by=row["claimed_by"],
+        claim_expires_at=row["claim_expires_at"],
+    )
+
+
+def _dead_letter(row: asyncpg.Record) -> DeadLetter:
+    return DeadLetter(
+        id=row["id"],
+        kind=row["kind"],
+        dedup_key=row["dedup_key"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        last_error=row["last_error"],
+        dead_since=row["updated_at"],
+    )
+
+
+async def claim(
+    db: Database, *, kinds: Sequence[str], owner: str, limit: int, claim_seconds: float
+) -> Claimed:
+    """Claim up to ``limit`` due jobs of ``kinds`` for ``claim_seconds``, oldest due first.
+
+    Rows other workers hold locked are skipped, never waited for. ``owner`` names this
+    worker; make it unique per process (``runtime.storage.leases.instance_id``).
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if claim_seconds <= 0:
+        raise ValueError("claim_seconds must be positive")
+    ttl = timedelta(seconds=claim_seconds)
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(_CLAIM, list(kinds), limit, owner, ttl)
+
+    rows = await db.transaction(unit)
+    jobs = sorted((_job(r) for r in rows if not r["dead"]), key=lambda j: j.id)
+    buried = [_dead_letter(r) for r in rows if r["dead"]]
+    for dead in buried:
+        _log.error(
+            "job dead-lettered: its claims expired with no outcome until no attempt was left",
+            operation="outbox.claim",
+            failure_type="bug",
+            outcome="failed",
+            job_id=dead.id,
+            kind=dead.kind,
+            dedup_key=dead.dedup_key,
+            attempts=dead.attempts,
+        )
+    return Claimed(jobs, buried)
+
+
+_COMPLETE = """
+update outbox o
+set status = 'done', done_at = now(), updated_at = now(), claim_expires_at = null
+from unnest($1::bigint[], $2::integer[]) as j(id, attempts)
+where o.id = any($1::bigint[]) and o.id = j.id and o.attempts = j.attempts
+  and o.claimed_by = $3 and o.status = 'pending'
+returning o.id
+"""
+
+
+@overload
+async def complete(db: Database, jobs: Job, *, owner: str) -> bool: ...
+@overload
+async def complete(db: Database, jobs: Sequence[Job], *, owner: str) -> frozenset[int]: ...
+async def complete(db: Database, jobs: Job | Sequence[Job], *, owner: str) -> bool | frozenset[int]:
+    """Mark jobs done, in one statement. For one job: whether it counted; for a sequence:
+    the ids that counted. A job counts when its claim is still this owner's (not taken
+    over after expiry) and it is not done already."""
+    batch = [jobs] if isinstance(jobs, Job) else list(jobs)
+    if not batch:
+        return frozenset()
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            _COMPLETE, [j.id for j in batch], [j.attempts for j in batch], owner
+        )
+
+    counted = frozenset(row["id"] for row in await db.transaction(unit))
+    if isinstance(jobs, Job):
+        return jobs.id in counted
+    return counted
+
+
+_FAIL = """
+update outbox
+set status = case when $5 or attempts >= max_attempts then 'dead' else 'pending' end,
+    next_attempt_at = case when $5 or attempts >= max_attempts then next_attempt_at
+                           else now() + $4::interval end,
+    claimed_by = null, claim_expires_at = null, last_error = $3, updated_at = now()
+where id = $1 and attempts = $2 and claimed_by = $6 and status = 'pending'
+returning status
+"""
+
+
+async def fail(
+    db: Database,
+    job: Job,
+    *,
+    owner: str,
+    error: str,
+    backoff: Backoff = DEFAULT_RETRY_BACKOFF,
+    retry_after: float | None = None,
+    permanent: bool = False,
+    rng: random.Random | None = None,
+) -> FailOutcome:
+    """Record a failed attempt: schedule the next one or dead-letter the job.
+
+    The delay is ``backoff_delay(backoff, job.attempts - 1, ...)``, so it grows with every
+    attempt; a peer's ``retry_after`` hint replaces it. ``permanent`` dead-letters at once
+    (retrying cannot help). ``FailOutcome.DEAD`` means an admin should hear of it.
+    """
+    if retry_after is not None and retry_after >= 0:
+        delay = retry_after
+    else:
+        draw = rng.random() if rng is not None else random.random()
+        delay = backoff_delay(backoff, max(0, job.attempts - 1), draw)
+
+    async def unit(conn: Connection) -> str | None:
+        status: str | None = await conn.fetchval(
+            _FAIL,
+            job.id,
+            job.attempts,
+            error[:4000],
+            timedelta(seconds=delay),
+            permanent,
+            owner,
+        )
+        return status
+
+    status = await db.transaction(unit)
+    if status is None:
+        return FailOutcome.LOST
+    return FailOutcome.DEAD if status == "dead" else FailOutcome.RETRY
+
+
+async def release(db: Database, jobs: Sequence[Job], *, owner: str) -> frozenset[int]:
+    """Hand claimed jobs back untried (shutting down before starting them): due now, and
+    the attempt is not counted. Returns the ids released."""
+    if not jobs:
+        return frozenset()
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            """
+            update outbox o
+            set attempts = o.attempts - 1, next_attempt_at = now(), claimed_by = null,
+                claim_expires_at = null, updated_at = now()
+            from unnest($1::bigint[], $2::integer[]) as j(id, attempts)
+            where o.id = any($1::bigint[]) and o.id = j.id and o.attempts = j.attempts
+              and o.claimed_by = $3 and o.status = 'pending'
+            returning o.id
+            """,
+            [j.id for j in jobs],
+            [j.attempts for j in jobs],
+            owner,
+        )
+
+    return frozenset(row["id"] for row in await db.transaction(unit))
+
+
+# -- operators and metrics ----------------------------------------------------------------
+
+
+async def dead_letters(
+    db: Database, limit: int = 100, *, kinds: Sequence[str] | None = None
+) -> list[DeadLetter]:
+    """The most recently dead-lettered jobs, newest first."""
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "select id, kind, dedup_key, payload, attempts, max_attempts, last_error, updated_at"
+            " from outbox where status = 'dead' and ($2::text[] is null or kind = any($2))"
+            " order by updated_at desc, id desc limit $1",
+            limit,
+            None if kinds is None else list(kinds),
+        )
+
+    return [_dead_letter(row) for row in await db.read(unit)]
+
+
+async def requeue_dead(db: Database, ids: Sequence[int]) -> int:
+    """Give dead jobs a fresh set of attempts, due now; returns how many were requeued."""
+
+    async def unit(conn: Connection) -> int:
+        rows = await conn.fetch(
+            "update outbox set status = 'pending', attempts = 0, next_attempt_at = now(),"
+            " claimed_by = null, claim_expires_at = null, updated_at = now()"
+            " where id = any($1::bigint[]) and status = 'dead' returning id",
+            list(ids),
+        )
+        return len(rows)
+
+    return await db.transaction(unit, retry=True)
+
+
+async def counts(db: Database) -> dict[str, int]:
+    """Jobs per status (every status present), for metrics."""
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch("select status, count(*) as n from outbox group by status")
+
+    found = {status: 0 for status in STATUSES}
+    for row in await db.read(unit):
+        found[row["status"]] = int(row["n"])
+    return found

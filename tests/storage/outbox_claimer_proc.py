@@ -1,0 +1,81 @@
+"""An outbox claimer in a process of its own, driven by tests/storage/test_outbox.py.
+
+    python outbox_claimer_proc.py DSN OWNER run  --batch N --ttl S
+    python outbox_claimer_proc.py DSN OWNER hang --batch N --ttl S
+
+Run with the project root on PYTHONPATH. Both print ``ready`` once connected and wait for
+a line on stdin before claiming, so that several processes start claiming together.
+
+``run`` claims and completes batches until no job is pending, printing one JSON line per
+batch (``{"claimed": [...], "completed": [...]}``), then ``done``.
+``hang`` claims one batch, prints ``{"hung": [job, ...]}`` and sleeps until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import trio
+
+from runtime.bridge import asyncio_loop
+from runtime.storage import Database, outbox
+
+KIND = "test.job"
+
+
+def say(message: object) -> None:
+    print(message if isinstance(message, str) else json.dumps(message), flush=True)
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with asyncio_loop():
+        db = await Database.connect(args.dsn, min_size=1, max_size=2)
+        try:
+            say("ready")
+            await trio.to_thread.run_sync(sys.stdin.readline)
+            if args.mode == "hang":
+                jobs = await outbox.claim(
+                    db, kinds=[KIND], owner=args.owner, limit=args.batch, claim_seconds=args.ttl
+                )
+                hung = [
+                    {
+                        "id": j.id,
+                        "kind": j.kind,
+                        "dedup_key": j.dedup_key,
+                        "payload": j.payload,
+                        "attempts": j.attempts,
+                        "max_attempts": j.max_attempts,
+                        "claimed_by": j.claimed_by,
+                        "claim_expires_at": j.claim_expires_at.isoformat(),
+                    }
+                    for j in jobs
+                ]
+                say({"hung": hung})
+                await trio.sleep_forever()
+            while True:
+                jobs = await outbox.claim(
+                    db, kinds=[KIND], owner=args.owner, limit=args.batch, claim_seconds=args.ttl
+                )
+                if not jobs:
+                    if (await outbox.counts(db))["pending"] == 0:
+                        break
+                    await trio.sleep(0.02)
+                    continue
+                await trio.lowlevel.checkpoint()  # the side effect would happen here
+                counted = await outbox.complete(db, jobs, owner=args.owner)
+                say({"claimed": [j.id for j in jobs], "completed": sorted(counted)})
+            say("done")
+        finally:
+            await db.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dsn")
+    parser.add_argument("owner")
+    parser.add_argument("mode", choices=["run", "hang"])
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--ttl", type=float, default=30.0)
+    trio.run(main, parser.parse_args())
