@@ -1,1 +1,75 @@
-"""CryptoBot (Crypto Pay API) payments."""
+"""CryptoBot (Crypto Pay API) payments: the ``cryptobot`` provider.
+
+Configured by ``[plugins.settings.cryptobot]`` (see ``settings.CryptoBotSettings``); without
+that table the plugin offers nothing. Plan prices for it are in minor units of the
+currency (see ``amounts``): ``prices = { cryptobot = { RUB = 19900 } }`` with
+``currency_type = "fiat"``, ``{ cryptobot = { USDT = 5000000 } }`` with ``"crypto"``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runtime.config import ConfigError, ConfigProblem, validate_section
+from runtime.plugin_api import PaymentProvider, hookimpl
+
+from .amounts import ASSET_DECIMALS, UnknownExponent, exponent
+from .provider import CryptoBotProvider
+from .settings import NETWORK_URLS, CryptoBotSettings
+
+if TYPE_CHECKING:
+    from runtime.config import Settings
+
+__all__ = [
+    "NETWORK_URLS",
+    "CryptoBotProvider",
+    "CryptoBotSettings",
+    "build_provider",
+    "vpnbot_payment_providers",
+]
+
+PLUGIN = "cryptobot"
+
+
+def build_provider(config: CryptoBotSettings, *, default_expires_in: int) -> CryptoBotProvider:
+    return CryptoBotProvider(
+        config.token_value(),
+        base_url=config.api_url(),
+        currency_type=config.currency_type,
+        accepted_assets=config.accepted_assets,
+        expires_in_seconds=config.invoice_expires_in_seconds or default_expires_in,
+        asset_decimals=config.asset_decimals,
+        timeout=config.timeout_seconds,
+    )
+
+
+def _price_problems(settings: Settings, config: CryptoBotSettings) -> list[ConfigProblem]:
+    """Plan prices this provider could not charge, found now rather than at a purchase."""
+    crypto = config.currency_type == "crypto"
+    problems = []
+    for plan_id, plan in settings.plans.items():
+        for currency in plan.prices.get(PLUGIN, {}):
+            path = f"plans.{plan_id}.prices.{PLUGIN}.{currency}"
+            if not crypto and (currency in ASSET_DECIMALS or currency in config.asset_decimals):
+                problems.append(
+                    ConfigProblem(path, 'is a crypto asset but currency_type is "fiat"')
+                )
+                continue
+            try:
+                exponent(currency, crypto=crypto, asset_decimals=config.asset_decimals)
+            except UnknownExponent as exc:
+                problems.append(ConfigProblem(path, str(exc)))
+    return problems
+
+
+@hookimpl
+def vpnbot_payment_providers(settings: Settings) -> list[PaymentProvider]:
+    table = settings.plugins.settings.get(PLUGIN)
+    if table is None:
+        return []
+    config = validate_section(CryptoBotSettings, table, path=f"plugins.settings.{PLUGIN}")
+    problems = _price_problems(settings, config)
+    if problems:
+        raise ConfigError(problems)
+    ttl = settings.billing.invoice_ttl_minutes * 60
+    return [build_provider(config, default_expires_in=min(ttl, 2_678_400))]

@@ -1,1 +1,29 @@
-"""The Marzban VPN panel."""
+"""The Marzban VPN panel (0.8.x), configured by ``[plugins.settings.marzban]``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runtime.config import validate_section
+from runtime.plugin_api import VpnBackend, hookimpl
+
+from .backend import MarzbanBackend
+from .client import MarzbanClient
+from .settings import MarzbanSettings
+
+if TYPE_CHECKING:
+    from runtime.config import Settings
+
+__all__ = ["MarzbanBackend", "MarzbanClient", "MarzbanSettings", "vpnbot_vpn_backends"]
+
+PLUGIN_NAME = "marzban"
+
+
+@hookimpl
+def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
+    """One backend when ``[plugins.settings.marzban]`` exists; ``ConfigError`` when it is wrong."""
+    table = settings.plugins.settings.get(PLUGIN_NAME)
+    if table is None:
+        return []
+    config = validate_section(MarzbanSettings, table, path=f"plugins.settings.{PLUGIN_NAME}")
+    return [MarzbanBackend(config, name=PLUGIN_NAME)]

@@ -1,1 +1,52 @@
-"""The Outline VPN server."""
+"""Outline VPN servers: the ``outline`` VPN backend.
+
+Configured by ``[plugins.settings.outline]`` (see ``settings.OutlineSettings``); without
+that table the plugin offers nothing::
+
+    [plugins.settings.outline]
+    api_url = "https://203.0.113.7:37518/XjY3ZkTbq0Lw"   # the installer's apiUrl: a secret
+    cert_sha256 = "A1B2...64 hex digits"                 # the installer's certSha256
+    timeout_seconds = 10
+    # method = "chacha20-ietf-poly1305"
+
+``api_url`` can come from a credential file (``plugins.settings.outline.api_url``) rather
+than the TOML file. Outline keeps no expiry: see ``backend`` for how subscriptions map onto
+access keys.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from runtime.config import validate_section
+from runtime.logs import add_secrets
+from runtime.plugin_api import VpnBackend, hookimpl
+
+from .backend import OutlineBackend
+from .settings import OutlineSettings
+
+if TYPE_CHECKING:
+    from runtime.config import Settings
+
+__all__ = ["OutlineBackend", "OutlineSettings", "build_backend", "vpnbot_vpn_backends"]
+
+PLUGIN = "outline"
+
+
+def build_backend(config: OutlineSettings) -> OutlineBackend:
+    """The backend for these settings; its secret URL is masked in every log line from now."""
+    api_url = config.api_url_value()
+    add_secrets([api_url, urlsplit(api_url).path.strip("/")])
+    return OutlineBackend(
+        api_url, config.cert_sha256, timeout=config.timeout_seconds, method=config.method
+    )
+
+
+@hookimpl
+def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
+    table = settings.plugins.settings.get(PLUGIN)
+    if table is None:
+        return []
+    config = validate_section(OutlineSettings, table, path=f"plugins.settings.{PLUGIN}")
+    return [build_backend(config)]

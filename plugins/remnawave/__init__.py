@@ -1,1 +1,30 @@
-"""The Remnawave 3.x VPN panel."""
+"""The Remnawave 3.x VPN panel, configured by ``[plugins.settings.remnawave]``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runtime.config import validate_section
+from runtime.plugin_api import VpnBackend, hookimpl
+
+from .backend import RemnawaveBackend
+from .client import RemnawaveClient
+from .settings import RemnawaveSettings
+
+if TYPE_CHECKING:
+    from runtime.config import Settings
+
+__all__ = ["RemnawaveBackend", "RemnawaveClient", "RemnawaveSettings", "vpnbot_vpn_backends"]
+
+PLUGIN_NAME = "remnawave"
+
+
+@hookimpl
+def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
+    """One backend when ``[plugins.settings.remnawave]`` exists; ``ConfigError`` when it is
+    wrong."""
+    table = settings.plugins.settings.get(PLUGIN_NAME)
+    if table is None:
+        return []
+    config = validate_section(RemnawaveSettings, table, path=f"plugins.settings.{PLUGIN_NAME}")
+    return [RemnawaveBackend(config, name=PLUGIN_NAME)]

@@ -1,0 +1,137 @@
+"""Remnawave 3.x as a ``VpnBackend``: one panel user per account, named by the core.
+
+- Create first; "username already exists" (A019) means an earlier attempt or a renewal
+  got there: ``PATCH /api/users`` the absolute values, naming the user by ``username``
+  (exactly one of ``id`` / ``username`` goes in the body).
+- Never the ``extend`` action: it adds days to whatever is there, so a retry would add
+  them twice.
+- The panel refuses a past ``expireAt`` in a PATCH. An expiry already (or about to be)
+  past therefore disables the account instead: a new one is created disabled with that
+  expiry; an existing one keeps its expiry, gets the other values and is disabled.
+- ``hwidDeviceLimit`` 0 means no device limit on the panel; None would mean its default.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from runtime.failures import DependencyError
+from runtime.logs import get_logger
+from runtime.plugin_api.vpn import Account, AccountSpec
+
+from .client import RemnawaveClient
+from .settings import RemnawaveSettings
+
+_log = get_logger("remnawave")
+
+LAPSE_MARGIN = timedelta(seconds=60)
+"""An expiry closer than this is treated as past: the panel compares with its own clock."""
+
+
+class RemnawaveBackend:
+    def __init__(
+        self,
+        settings: RemnawaveSettings,
+        *,
+        name: str = "remnawave",
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: Any = True,
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._client = RemnawaveClient(
+            settings.base_url,
+            api_token=settings.api_token.get_secret_value(),
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout=settings.timeout_seconds,
+            transport=transport,
+            verify=verify,
+        )
+
+    def __repr__(self) -> str:
+        return f"RemnawaveBackend(name={self.name!r}, base_url={self._settings.base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- VpnBackend ----------------------------------------------------------------------
+
+    async def ensure_account(self, spec: AccountSpec) -> Account:
+        lapsed = spec.expires_at <= datetime.now(UTC) + LAPSE_MARGIN
+        values: dict[str, Any] = {
+            "trafficLimitBytes": spec.traffic_limit_bytes or 0,
+            "trafficLimitStrategy": self._settings.traffic_limit_strategy,
+            "hwidDeviceLimit": spec.device_limit or 0,
+            "telegramId": spec.telegram_id,
+            "activeInternalSquads": list(self._settings.internal_squads),
+        }
+        user = await self._client.create_user(
+            {
+                "username": spec.name,
+                "status": "DISABLED" if lapsed else "ACTIVE",
+                "expireAt": _iso(spec.expires_at),
+                **values,
+            }
+        )
+        if user is None:
+            _log.info(
+                "account exists, adopting it",
+                operation="ensure_account",
+                account=spec.name,
+                lapsed=lapsed,
+            )
+            if not lapsed:
+                values.update(expireAt=_iso(spec.expires_at), status="ACTIVE")
+            user = await self._client.update_user({"username": spec.name, **values})
+            if user is None:  # deleted between the two calls: the retry creates it
+                raise DependencyError(
+                    f"remnawave: user {spec.name} vanished while being adopted", transient=True
+                )
+            if lapsed and user.get("status") != "DISABLED":
+                await self._client.disable_user(user["id"])
+                user = {**user, "status": "DISABLED"}
+        return _account(user)
+
+    async def disable(self, name: str) -> None:
+        user = await self._client.get_user(name)
+        if user is not None and user.get("status") != "DISABLED":
+            await self._client.disable_user(user["id"])
+
+    async def delete(self, name: str) -> None:
+        user = await self._client.get_user(name)
+        if user is not None:
+            await self._client.delete_user(user["id"])
+
+    async def get_account(self, name: str) -> Account | None:
+        user = await self._client.get_user(name)
+        return None if user is None else _account(user)
+
+    async def health(self) -> None:
+        await self._client.probe()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _account(user: dict[str, Any]) -> Account:
+    return Account(
+        name=str(user.get("username")),
+        reference=str(user["id"]),
+        access_url=str(user.get("subscriptionUrl") or ""),
+        expires_at=_parse(user.get("expireAt")),
+        enabled=user.get("status") == "ACTIVE",
+    )

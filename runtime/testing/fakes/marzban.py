@@ -1,0 +1,434 @@
+"""A fake Marzban 0.8.4 panel: admin tokens and the user API, awkward parts included.
+
+Modelled on the panel's source and on a running 0.8.4:
+
+- ``POST /api/admin/token`` (OAuth2 password form) issues bearer tokens with a lifetime
+  (``token_lifetime`` seconds, None for none); ``expire_tokens()`` kills every issued one,
+  as an expiry or a reinstall (new signing secret) does. No token: 401 "Not
+  authenticated"; a dead one: 401 "Could not validate credentials".
+- ``POST /api/user``: validation errors are 422 ``{"detail": {"<field>": "<message>"}}``;
+  a proxy type without inbounds is 400 "Protocol X is disabled on your server" (checked
+  before the duplicate); a duplicate name is 409 "User already exists" (case-sensitive, as
+  on SQLite). Without ``inbounds`` the user gets no inbound at all (the real validator
+  never runs on a missing field); ``"inbounds": {}`` or an empty list gives all of a type.
+- ``PUT /api/user/{name}`` applies absolute values with the panel's status rules (a past
+  ``expire`` answers ``expired`` at once; used traffic over the limit answers
+  ``limited``); sending ``proxies`` replaces their settings, so credentials left out are
+  regenerated, as on the real panel.
+- ``expire`` is unix seconds; 0 is stored and answered as null. ``subscription_url``
+  embeds a changing component: it differs in every answer.
+- Missing users: 404 ``{"detail": "User not found"}``; unknown routes: 404 "Not Found".
+- The panel's periodic review (active users past their expiry or traffic become
+  ``expired`` / ``limited``) is applied whenever a user is read or written.
+
+Not modelled: ``on_hold`` timing, ``next_plan``, non-sudo admins and ownership (403),
+node usage, templates, ``revoke_sub`` and the other admin routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ._base import FakePeer
+
+PROXY_TYPES = ("vmess", "vless", "trojan", "shadowsocks")
+RESET_STRATEGIES = ("no_reset", "day", "week", "month", "year")
+USERNAME_PATTERN = re.compile(r"^(?=\w{3,32}\b)[a-zA-Z0-9-_@.]+(?:_[a-zA-Z0-9-_@.]+)*$")
+USERNAME_MESSAGE = (
+    "Value error, Username only can be 3 to 32 characters and contain a-z, 0-9, "
+    "and underscores in between."
+)
+DEFAULT_INBOUNDS: dict[str, list[str]] = {
+    "vless": ["VLESS TCP REALITY", "VLESS GRPC REALITY"],
+    "vmess": ["VMess TCP"],
+    "trojan": ["Trojan Websocket TLS"],
+}
+
+
+class _Invalid(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status, headers=headers)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class FakeMarzban(FakePeer):
+    """``users`` maps a username to the stored user; tests may read and change it."""
+
+    name = "marzban"
+
+    def __init__(
+        self,
+        *,
+        admin_username: str = "admin",
+        admin_password: str = "admin-password",
+        token_lifetime: float | None = None,
+        inbounds: Mapping[str, Sequence[str]] | None = None,
+        subscription_prefix: str = "",
+        certfile: str | None = None,
+        keyfile: str | None = None,
+    ) -> None:
+        super().__init__(certfile=certfile, keyfile=keyfile)
+        self.admin_username = admin_username
+        self.admin_password = admin_password
+        self.token_lifetime = token_lifetime
+        self.inbounds = {k: list(v) for k, v in (inbounds or DEFAULT_INBOUNDS).items()}
+        """The server's inbound tags by proxy type; a type missing here is disabled."""
+        self.subscription_prefix = subscription_prefix.strip("/")
+        self.users: dict[str, dict[str, Any]] = {}
+        self.issued_tokens: list[str] = []
+        self._token_expiry: dict[str, float | None] = {}
+        self._changes = itertools.count(1)
+
+    # -- test controls -------------------------------------------------------------------
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far now gets 401 "Could not validate credentials"."""
+        self._token_expiry.clear()
+
+    def set_used_traffic(self, username: str, used_bytes: int) -> None:
+        self.users[username]["used_traffic"] = used_bytes
+
+    def add_user(self, username: str, **fields: Any) -> dict[str, Any]:
+        """Put a user in place directly, as if created earlier (by a crashed attempt)."""
+        user = self._new_user(
+            {"username": username, "proxies": {"vless": {}}, "inbounds": {}, **fields}
+        )
+        self.users[username] = user
+        return user
+
+    # -- routes --------------------------------------------------------------------------
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [
+            Route("/api/admin/token", self._token, methods=["POST"]),
+            Route("/api/admin", self._admin, methods=["GET"]),
+            Route("/api/system", self._system, methods=["GET"]),
+            Route("/api/user", self._create, methods=["POST"]),
+            Route("/api/user/{username}", self._get, methods=["GET"]),
+            Route("/api/user/{username}", self._modify, methods=["PUT"]),
+            Route("/api/user/{username}", self._delete, methods=["DELETE"]),
+        ]
+
+    async def _token(self, request: Request) -> Response:
+        form = parse_qs((await request.body()).decode(errors="replace"))
+        missing = {k: "Field required" for k in ("username", "password") if not form.get(k)}
+        if missing:
+            return _detail(422, missing)
+        username, password = form["username"][0], form["password"][0]
+        if username != self.admin_username or password != self.admin_password:
+            return _detail(401, "Incorrect username or password", {"WWW-Authenticate": "Bearer"})
+        token = (
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+            + secrets.token_urlsafe(24)
+            + "."
+            + secrets.token_urlsafe(16)
+        )
+        lifetime = self.token_lifetime
+        self._token_expiry[token] = None if lifetime is None else time.time() + lifetime
+        self.issued_tokens.append(token)
+        return JSONResponse({"access_token": token, "token_type": "bearer"})
+
+    def _unauthorized(self, request: Request) -> Response | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return _detail(401, "Not authenticated", {"WWW-Authenticate": "Bearer"})
+        if token not in self._token_expiry:
+            return _detail(401, "Could not validate credentials", {"WWW-Authenticate": "Bearer"})
+        expiry = self._token_expiry[token]
+        if expiry is not None and expiry <= time.time():
+            del self._token_expiry[token]
+            return _detail(401, "Could not validate credentials", {"WWW-Authenticate": "Bearer"})
+        return None
+
+    async def _admin(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        return JSONResponse(
+            {
+                "username": self.admin_username,
+                "is_sudo": True,
+                "telegram_id": None,
+                "discord_webhook": None,
+                "users_usage": sum(u["used_traffic"] for u in self.users.values()),
+            }
+        )
+
+    async def _system(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        for user in self.users.values():
+            self._review(user)
+        statuses = [u["status"] for u in self.users.values()]
+        return JSONResponse(
+            {
+                "version": "0.8.4",
+                "mem_total": 2**31,
+                "mem_used": 2**30,
+                "cpu_cores": 2,
+                "cpu_usage": 3.5,
+                "total_user": len(statuses),
+                "online_users": 0,
+                "users_active": statuses.count("active"),
+                "users_disabled": statuses.count("disabled"),
+                "users_expired": statuses.count("expired"),
+                "users_limited": statuses.count("limited"),
+                "users_on_hold": statuses.count("on_hold"),
+                "incoming_bandwidth": 0,
+                "outgoing_bandwidth": 0,
+                "incoming_bandwidth_speed": 0,
+                "outgoing_bandwidth_speed": 0,
+            }
+        )
+
+    async def _create(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        body = await self._json(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            self._validate(body, creating=True)
+        except _Invalid as exc:
+            return _detail(422, {exc.field: exc.message})
+        for kind in body["proxies"]:
+            if not self.inbounds.get(kind):
+                return _detail(400, f"Protocol {kind} is disabled on your server")
+        if body["username"] in self.users:
+            return _detail(409, "User already exists")
+        user = self._new_user(body)
+        self.users[user["username"]] = user
+        return JSONResponse(self._answer(user))
+
+    async def _get(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        user = self.users.get(request.path_params["username"])
+        if user is None:
+            return _detail(404, "User not found")
+        self._review(user)
+        return JSONResponse(self._answer(user))
+
+    async def _modify(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        user = self.users.get(request.path_params["username"])
+        if user is None:  # the panel resolves the user before it validates the body
+            return _detail(404, "User not found")
+        body = await self._json(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            self._validate(body, creating=False)
+        except _Invalid as exc:
+            return _detail(422, {exc.field: exc.message})
+        for kind in body.get("proxies") or {}:
+            if not self.inbounds.get(kind):
+                return _detail(400, f"Protocol {kind} is disabled on your server")
+        self._apply(user, body)
+        return JSONResponse(self._answer(user))
+
+    async def _delete(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if self.users.pop(request.path_params["username"], None) is None:
+            return _detail(404, "User not found")
+        return _detail(200, "User successfully deleted")
+
+    # -- behaviour -----------------------------------------------------------------------
+
+    @staticmethod
+    async def _json(request: Request) -> dict[str, Any] | Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _detail(422, {"body": "JSON decode error"})
+        if not isinstance(body, dict):
+            return _detail(422, {"body": "Input should be a valid dictionary"})
+        return body
+
+    def _validate(self, body: dict[str, Any], *, creating: bool) -> None:
+        if creating:
+            username = body.get("username")
+            if username is None:
+                raise _Invalid("username", "Field required")
+            if not isinstance(username, str) or not USERNAME_PATTERN.match(username):
+                raise _Invalid("username", USERNAME_MESSAGE)
+            if not body.get("proxies"):
+                raise _Invalid("proxies", "Value error, Each user needs at least one proxy")
+        proxies = body.get("proxies") or {}
+        if not isinstance(proxies, dict):
+            raise _Invalid("proxies", "Input should be a valid dictionary")
+        for kind in [*proxies, *(body.get("inbounds") or {})]:
+            if kind not in PROXY_TYPES:
+                raise _Invalid(kind, "Input should be 'vmess', 'vless', 'trojan' or 'shadowsocks'")
+        for field in ("expire", "data_limit"):
+            value = body.get(field)
+            if value is not None and not _is_int(value):
+                raise _Invalid(field, "Input should be a valid integer")
+        if (body.get("data_limit") or 0) < 0:
+            raise _Invalid("data_limit", "Input should be greater than or equal to 0")
+        allowed = ("active", "on_hold") if creating else ("active", "disabled", "on_hold")
+        status = body.get("status")
+        if status is not None and status not in allowed:
+            expected = " or ".join(f"'{s}'" for s in allowed)
+            raise _Invalid("status", f"Input should be {expected}")
+        if status == "on_hold" and not body.get("on_hold_expire_duration"):
+            raise _Invalid(
+                "status",
+                "Value error, User cannot be on hold without a valid on_hold_expire_duration.",
+            )
+        strategy = body.get("data_limit_reset_strategy")
+        if strategy is not None and strategy not in RESET_STRATEGIES:
+            raise _Invalid("data_limit_reset_strategy", "Input should be a valid strategy")
+        known = {tag for tags in self.inbounds.values() for tag in tags}
+        for tags in (body.get("inbounds") or {}).values():
+            for tag in tags or []:
+                if tag not in known:
+                    raise _Invalid("inbounds", f"Value error, Inbound {tag} doesn't exist")
+        note = body.get("note")
+        if isinstance(note, str) and len(note) > 500:
+            raise _Invalid("note", "Value error, User's note can be a maximum of 500 character")
+
+    @staticmethod
+    def _proxy_settings(kind: str, given: dict[str, Any]) -> dict[str, Any]:
+        if kind in ("vmess", "vless"):
+            settings: dict[str, Any] = {"id": str(given.get("id") or uuid.uuid4())}
+        else:
+            settings = {"password": str(given.get("password") or secrets.token_urlsafe(16))}
+        if kind in ("vless", "trojan"):
+            settings["flow"] = given.get("flow", "")
+        if kind == "shadowsocks":
+            settings["method"] = given.get("method", "chacha20-ietf-poly1305")
+        return settings
+
+    def _new_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        proxies = {
+            kind: self._proxy_settings(kind, given or {}) for kind, given in body["proxies"].items()
+        }
+        if "inbounds" in body:
+            given = body.get("inbounds") or {}
+            inbounds = {
+                kind: list(given.get(kind) or self.inbounds.get(kind, [])) for kind in proxies
+            }
+        else:  # the panel's inbound validator does not run on a missing field
+            inbounds = {}
+        return {
+            "username": body["username"],
+            "proxies": proxies,
+            "inbounds": inbounds,
+            "expire": body.get("expire") or None,
+            "data_limit": body.get("data_limit") or None,
+            "data_limit_reset_strategy": body.get("data_limit_reset_strategy") or "no_reset",
+            "note": body.get("note") or None,
+            "status": body.get("status") or "active",
+            "used_traffic": 0,
+            "lifetime_used_traffic": 0,
+            "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+            "on_hold_expire_duration": body.get("on_hold_expire_duration"),
+            "on_hold_timeout": None,
+            "auto_delete_in_days": None,
+            "next_plan": None,
+            "sub_updated_at": None,
+            "sub_last_user_agent": None,
+            "online_at": None,
+        }
+
+    def _apply(self, user: dict[str, Any], body: dict[str, Any]) -> None:
+        """``PUT /api/user/{name}``, following the panel's update rules."""
+        proxies = body.get("proxies") or {}
+        if proxies:
+            user["proxies"] = {
+                kind: self._proxy_settings(kind, given or {}) for kind, given in proxies.items()
+            }
+            user["inbounds"] = {
+                kind: user["inbounds"].get(kind, list(self.inbounds.get(kind, [])))
+                for kind in user["proxies"]
+            }
+        for kind, tags in (body.get("inbounds") or {}).items():
+            if kind in user["proxies"]:
+                user["inbounds"][kind] = list(tags or self.inbounds.get(kind, []))
+        if body.get("status") is not None:
+            user["status"] = body["status"]
+        if body.get("data_limit") is not None:
+            user["data_limit"] = body["data_limit"] or None
+            if user["status"] not in ("expired", "disabled"):
+                limit = user["data_limit"]
+                if not limit or user["used_traffic"] < limit:
+                    if user["status"] != "on_hold":
+                        user["status"] = "active"
+                else:
+                    user["status"] = "limited"
+        if body.get("expire") is not None:
+            user["expire"] = body["expire"] or None
+            if user["status"] in ("active", "expired"):
+                expire = user["expire"]
+                user["status"] = "active" if not expire or expire > time.time() else "expired"
+        if body.get("note") is not None:
+            user["note"] = body["note"] or None
+        if body.get("data_limit_reset_strategy") is not None:
+            user["data_limit_reset_strategy"] = body["data_limit_reset_strategy"]
+
+    @staticmethod
+    def _review(user: dict[str, Any]) -> None:
+        """What the panel's periodic job does to active users."""
+        if user["status"] != "active":
+            return
+        if user["data_limit"] and user["used_traffic"] >= user["data_limit"]:
+            user["status"] = "limited"
+        elif user["expire"] and user["expire"] <= time.time():
+            user["status"] = "expired"
+
+    def _subscription_url(self, username: str) -> str:
+        stamp = f"{username},{time.time_ns()}.{next(self._changes)}"
+        token = base64.urlsafe_b64encode(stamp.encode()).decode().rstrip("=")
+        signature = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).decode()
+        prefix = self.subscription_prefix.replace("*", secrets.token_hex(8))
+        return f"{prefix}/sub/{token}{signature[:10]}"
+
+    def _answer(self, user: dict[str, Any]) -> dict[str, Any]:
+        excluded = {
+            kind: [
+                t for t in self.inbounds.get(kind, []) if t not in user["inbounds"].get(kind, ())
+            ]
+            for kind in user["proxies"]
+        }
+        links = [
+            f"{kind}://{settings.get('id') or settings.get('password')}@example.com:443#{tag}"
+            for kind, settings in user["proxies"].items()
+            for tag in user["inbounds"].get(kind, [])
+        ]
+        return {
+            **user,
+            "links": links,
+            "subscription_url": self._subscription_url(user["username"]),
+            "excluded_inbounds": excluded,
+            "admin": {
+                "username": self.admin_username,
+                "is_sudo": True,
+                "telegram_id": None,
+                "discord_webhook": None,
+            },
+        }
