@@ -13,9 +13,12 @@ from typing import Any
 import stamina
 import trio
 
+from runtime.access import Access
 from runtime.alerts import Alert, AlertPipeline, LogSink, Severity
+from runtime.billing import Billing, payment_webhook_routes
 from runtime.bridge import asyncio_loop
-from runtime.config import Settings
+from runtime.catalog import Catalog
+from runtime.config import ConfigError, Settings
 from runtime.logs import correlation, get_logger
 from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, load_plugins
@@ -38,7 +41,32 @@ class Runtime:
     metrics: Metrics
     supervisor: Supervisor
     http: HttpEndpoint | None
+    catalog: Catalog
     info: dict[str, Any] = field(default_factory=dict)
+
+    def start_domain(self) -> None:
+        """Billing and access, once the database is connected."""
+        db = self.services.db
+        providers = {p.name: p for p in self.plugins.payment_providers()}
+        backends = {b.name: b for b in self.plugins.vpn_backends()}
+        billing = self.settings.billing
+        self.services.provide_domain(
+            Billing(
+                db,
+                self.catalog,
+                providers,
+                self.alerts,
+                balance_currency=billing.balance_currency,
+                invoice_ttl_minutes=billing.invoice_ttl_minutes,
+            ),
+            Access(
+                db,
+                self.catalog,
+                backends,
+                self.alerts,
+                max_attempts=billing.activation_max_attempts,
+            ),
+        )
 
 
 @contextlib.contextmanager
@@ -76,6 +104,13 @@ def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
         queue_size=settings.alerts.queue_size,
     )
     services.provide_alerts(alerts)
+    catalog = Catalog.from_settings(settings)
+    problems = catalog.problems(
+        backends=[b.name for b in plugins.vpn_backends()],
+        providers=[p.name for p in plugins.payment_providers()],
+    )
+    if problems:
+        raise ConfigError(problems)
     for problem in plugins.problems:
         alerts.submit(problem.to_alert())
     holder: dict[str, Supervisor] = {}
@@ -86,6 +121,7 @@ def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
             holder["supervisor"],
             metrics,
             extras=lambda: {**info, "alerts": alerts.stats.to_json()},
+            routes=payment_webhook_routes(lambda: services.billing),
         )
 
     http = None
@@ -114,7 +150,7 @@ def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
     holder["supervisor"] = supervisor
     metrics.register(SupervisionCollector(supervisor))
     metrics.register(AlertsCollector(alerts))
-    return Runtime(settings, services, plugins, alerts, metrics, supervisor, http, info)
+    return Runtime(settings, services, plugins, alerts, metrics, supervisor, http, catalog, info)
 
 
 async def serve(runtime: Runtime) -> int:
@@ -148,6 +184,7 @@ async def serve(runtime: Runtime) -> int:
             log.error("cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed")
             return exc.exit_code
         runtime.services.provide_db(opened.db)
+        runtime.start_domain()
         try:
             return await _supervise(runtime)
         finally:

@@ -198,6 +198,66 @@ class DatabaseSettings(_Section):
         return self
 
 
+_PLAN_ID = re.compile(r"[a-z0-9_]{1,32}")
+_CURRENCY = re.compile(r"[A-Z]{3,5}")
+
+
+def _plan_id(value: str) -> str:
+    if not _PLAN_ID.fullmatch(value):
+        raise ValueError("must be 1-32 characters of a-z, 0-9 and _")
+    return value
+
+
+def _prices(value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    for provider, by_currency in value.items():
+        for currency, amount in by_currency.items():
+            if not _CURRENCY.fullmatch(currency):
+                raise ValueError(f"{provider}: currency {currency!r} must be an upper-case code")
+            if amount <= 0:
+                raise ValueError(f"{provider}.{currency}: price must be a positive integer")
+    return value
+
+
+PlanId = Annotated[str, AfterValidator(_plan_id)]
+Titles = Annotated[dict[str, NonEmptyStr], Field(min_length=1)]
+
+
+class PlanSettings(_Section):
+    """``[plans.<id>]``: one thing a user can buy.
+
+    Prices are integers in minor units per provider and currency (kopecks, cents; whole
+    Stars for XTR): ``prices = { stars = { XTR = 150 }, card = { RUB = 19900 } }``.
+    """
+
+    title: Titles
+    duration_days: Annotated[int, Field(ge=1, le=3660)]
+    backend: NonEmptyStr
+    prices: Annotated[dict[str, dict[str, int]], AfterValidator(_prices)]
+    traffic_limit_gb: Annotated[int, Field(ge=0)] = 0
+    device_limit: Annotated[int, Field(ge=0)] = 0
+
+
+class TrialSettings(_Section):
+    """``[trial]``: one free trial per Telegram user."""
+
+    enabled: bool = False
+    duration_hours: Annotated[int, Field(ge=1, le=24 * 90)] = 72
+    backend: NonEmptyStr | None = None
+    traffic_limit_gb: Annotated[int, Field(ge=0)] = 0
+    device_limit: Annotated[int, Field(ge=0)] = 1
+
+
+class BillingSettings(_Section):
+    """``[billing]``: the balance, top-ups and activation retries."""
+
+    balance_currency: Annotated[str, Field(pattern=r"^[A-Z]{3,5}$")] = "RUB"
+    topup_amounts: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [10000, 30000, 50000]
+    )
+    invoice_ttl_minutes: Annotated[int, Field(ge=1)] = 60
+    activation_max_attempts: Annotated[int, Field(ge=1)] = 8
+
+
 class PluginsSettings(_Section):
     """``[plugins]``: extra plugins to load, plugins to leave out, and their own settings."""
 
@@ -282,6 +342,9 @@ class Settings(_Section):
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    plans: dict[PlanId, PlanSettings] = Field(default_factory=dict)
+    trial: TrialSettings = Field(default_factory=TrialSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     actors: dict[str, ActorPolicyOverride] = Field(default_factory=dict)
 
@@ -291,6 +354,8 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _cross_sections(self) -> Settings:
         problems = cross_section_problems(self.telegram, self.alerts)
+        if self.trial.enabled and self.trial.backend is None:
+            problems.append(("trial.backend", "required when trial.enabled is true"))
         if problems:
             raise CrossFieldError(problems)
         return self

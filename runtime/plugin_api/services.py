@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from runtime.access import Access
     from runtime.alerts import AlertPipeline
+    from runtime.billing import Billing
     from runtime.config import Settings
     from runtime.metrics import Metrics
     from runtime.storage import Database
@@ -26,6 +28,8 @@ class Services:
         self.instance_id = instance_id
         self._alerts: AlertPipeline | None = None
         self._db: Database | None = None
+        self._billing: Billing | None = None
+        self._access: Access | None = None
 
     @property
     def alerts(self) -> AlertPipeline:
@@ -38,6 +42,22 @@ class Services:
         if self._db is None:
             raise ServiceNotReady("the database is connected when the runtime starts")
         return self._db
+
+    @property
+    def billing(self) -> Billing:
+        if self._billing is None:
+            raise ServiceNotReady("billing starts with the database")
+        return self._billing
+
+    @property
+    def access(self) -> Access:
+        if self._access is None:
+            raise ServiceNotReady("access starts with the database")
+        return self._access
+
+    def provide_domain(self, billing: Billing | None, access: Access | None) -> None:
+        self._billing = billing
+        self._access = access
 
     def provide_alerts(self, alerts: AlertPipeline) -> None:
         self._alerts = alerts

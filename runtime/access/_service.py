@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Protocol
+
+import trio
+
+from runtime.alerts import Alert, Severity
+from runtime.catalog import Catalog
+from runtime.failures import DomainError, Outcome, classify
+from runtime.logs import correlation, get_logger, log_failure
+from runtime.plugin_api.vpn import AccountSpec, VpnBackend
+from runtime.storage import Database, job_kinds, outbox
+from runtime.storage import subscriptions as subs
+from runtime.storage.outbox import FailOutcome, Job
+from runtime.storage.subscriptions import Subscription, account_name
+
+
+class AlertSubmitter(Protocol):
+    def submit(self, alert: Alert) -> None: ...
+
+
+class TrialUnavailable(DomainError):
+    """No trial is offered, or this user has had theirs."""
+
+
+class Access:
+    """Turns subscriptions into VPN accounts and back, through the outbox.
+
+    Every panel call is idempotent (deterministic account name, absolute expiry), so a job
+    that runs twice after a crash adopts what the first run created.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        backends: Mapping[str, VpnBackend],
+        alerts: AlertSubmitter,
+        *,
+        max_attempts: int = 8,
+        concurrency: int = 4,
+    ) -> None:
+        self._db = db
+        self._catalog = catalog
+        self._backends = dict(backends)
+        self._alerts = alerts
+        self._max_attempts = max_attempts
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._log = get_logger("access")
+
+    @property
+    def backends(self) -> Mapping[str, VpnBackend]:
+        return self._backends
+
+    async def start_trial(self, user_id: int) -> Subscription:
+        terms = self._catalog.trial
+        if terms is None:
+            raise TrialUnavailable("no trial is offered")
+        subscription = await subs.start_trial(
+            self._db, user_id, terms, max_attempts=self._max_attempts
+        )
+        if subscription is None:
+            raise TrialUnavailable("the trial was used already")
+        return subscription
+
+    def _spec(self, subscription: Subscription) -> AccountSpec:
+        terms = (
+            self._catalog.trial
+            if subscription.kind == "trial"
+            else (plan.terms if (plan := self._catalog.find(subscription.plan_id)) else None)
+        )
+        return AccountSpec(
+            name=subscription.vpn_account or account_name(subscription.user_id, subscription.id),
+            expires_at=subscription.expires_at,
+            telegram_id=subscription.user_id,
+            traffic_limit_bytes=terms.traffic_limit_bytes if terms else None,
+            device_limit=terms.device_limit if terms else None,
+        )
+
+    # -- activation ---------------------------------------------------------------------
+
+    async def activate_batch(
+        self, owner: str, *, limit: int = 20, claim_seconds: float = 120
+    ) -> int:
+        """Claim and run activation jobs; returns how many were claimed."""
+        return await self._run_batch(job_kinds.ACTIVATE, owner, limit, claim_seconds)
+
+    async def revoke_batch(self, owner: str, *, limit: int = 50, claim_seconds: float = 120) -> int:
+        """Claim and run revocation jobs; returns how many were claimed."""
+        return await self._run_batch(job_kinds.REVOKE, owner, limit, claim_seconds)
+
+    async def _run_batch(self, kind: str, owner: str, limit: int, claim_seconds: float) -> int:
+        claimed = await outbox.claim(
+            self._db, kinds=[kind], owner=owner, limit=limit, claim_seconds=claim_seconds
+        )
+        for dead in claimed.buried:
+            self._alert_dead(kind, dead.payload.get("subscription_id"), dead.last_error)
+        run = self._activate if kind == job_kinds.ACTIVATE else self._revoke
+        async with trio.open_nursery() as nursery:
+            for job in claimed:
+                nursery.start_soon(self._guarded, run, job, owner)
+        return len(claimed)
+
+    async def _guarded(
+        self, run: Callable[[Job, str], Awaitable[None]], job: Job, owner: str
+    ) -> None:
+        async with self._limiter:
+            with correlation(None, job_id=job.id, kind=job.kind):
+                await run(job, owner)
+
+    async def _activate(self, job: Job, owner: str) -> None:
+        subscription = await subs.get(self._db, int(job.payload["subscription_id"]))
+        if (
+            subscription is None
+            or subscription.status != "active"
+            or subscription.expires_at <= datetime.now(UTC)
+        ):
+            await outbox.complete(self._db, job, owner=owner)
+            return
+        backend = self._backends.get(subscription.vpn_backend)
+        try:
+            if backend is None:
+                raise DomainError(f"VPN backend {subscription.vpn_backend!r} is not loaded")
+            account = await backend.ensure_account(self._spec(subscription))
+        except Exception as exc:
+            await self._failed(job, owner, subscription, exc)
+            return
+        still_active = await subs.activation_succeeded(
+            self._db, subscription.id, reference=account.reference, access_url=account.access_url
+        )
+        await outbox.complete(self._db, job, owner=owner)
+        self._log.info(
+            "access provisioned",
+            operation="activation",
+            subscription_id=subscription.id,
+            backend=subscription.vpn_backend,
+            outcome=Outcome.SUCCESS if still_active else Outcome.SKIPPED,
+        )
+
+    async def _failed(
+        self, job: Job, owner: str, subscription: Subscription, exc: Exception
+    ) -> None:
+        failure = classify(exc)
+        log_failure(
+            self._log,
+            exc,
+            operation="activation",
+            subscription_id=subscription.id,
+            attempt=job.attempts,
+            outcome=Outcome.DEGRADED if failure.transient else Outcome.FAILED,
+        )
+        outcome = await outbox.fail(
+            self._db,
+            job,
+            owner=owner,
+            error=f"{failure.exception_type}: {failure.message}",
+            retry_after=getattr(exc, "retry_after", None),
+        )
+        if outcome is FailOutcome.LOST:
+            return
+        final = outcome is FailOutcome.DEAD
+        await subs.activation_failed(self._db, subscription.id, failure.message, final=final)
+        if final:
+            self._alert_dead(job.kind, subscription.id, failure.message)
+
+    def _alert_dead(self, kind: str, subscription_id: object, error: str | None) -> None:
+        action = "activation" if kind == job_kinds.ACTIVATE else "revocation"
+        self._alerts.submit(
+            Alert(
+                severity=Severity.CRITICAL,
+                key=f"{action}_failed:{subscription_id}",
+                component="access",
+                title=f"VPN {action} gave up",
+                text=f"subscription {subscription_id}: {error or 'attempts exhausted'}",
+            )
+        )
+
+    # -- revocation ---------------------------------------------------------------------
+
+    async def expire_due(self, *, limit: int = 500) -> int:
+        """Mark lapsed subscriptions expired and queue the revocation of their accounts."""
+        return len(await subs.expire_due(self._db, limit=limit))
+
+    async def _revoke(self, job: Job, owner: str) -> None:
+        subscription = await subs.get(self._db, int(job.payload["subscription_id"]))
+        if subscription is None or subscription.status == "active":
+            await outbox.complete(self._db, job, owner=owner)  # extended meanwhile
+            return
+        backend = self._backends.get(subscription.vpn_backend)
+        name = subscription.vpn_account or account_name(subscription.user_id, subscription.id)
+        try:
+            if backend is None:
+                raise DomainError(f"VPN backend {subscription.vpn_backend!r} is not loaded")
+            await backend.disable(name)
+        except Exception as exc:
+            failure = classify(exc)
+            log_failure(self._log, exc, operation="revocation", subscription_id=subscription.id)
+            outcome = await outbox.fail(
+                self._db,
+                job,
+                owner=owner,
+                error=f"{failure.exception_type}: {failure.message}",
+                retry_after=getattr(exc, "retry_after", None),
+            )
+            if outcome is FailOutcome.DEAD:
+                self._alert_dead(job.kind, subscription.id, failure.message)
+            return
+        await subs.revoked(self._db, subscription.id)
+        await outbox.complete(self._db, job, owner=owner)
+        self._log.info(
+            "access revoked",
+            operation="revocation",
+            subscription_id=subscription.id,
+            outcome=Outcome.SUCCESS,
+        )

@@ -1,0 +1,8 @@
+"""The kinds of outbox jobs: side effects recorded with a state change, done by workers."""
+
+ACTIVATE = "vpn.activate"
+"""Create or update the VPN account of a subscription (payload: subscription_id)."""
+REVOKE = "vpn.revoke"
+"""Disable or delete the VPN account of a subscription (payload: subscription_id)."""
+NOTIFY = "telegram.notify"
+"""Send a message to a user (payload: chat_id, template, params)."""

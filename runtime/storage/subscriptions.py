@@ -1,0 +1,267 @@
+"""Subscriptions: access periods and the state of their VPN accounts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from . import job_kinds
+from ._database import Connection, Database, fetch_one
+from .outbox import enqueue
+from .users import ensure_user
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: int
+    user_id: int
+    plan_id: str
+    kind: str
+    status: str
+    starts_at: datetime
+    expires_at: datetime
+    activation_status: str
+    vpn_backend: str
+    vpn_account: str | None
+    access_url: str | None
+    activation_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What a purchase or a trial grants."""
+
+    plan_id: str
+    backend: str
+    duration: timedelta
+    traffic_limit_bytes: int | None
+    device_limit: int | None
+
+
+_COLUMNS = (
+    "id, user_id, plan_id, kind, status, starts_at, expires_at, activation_status, vpn_backend,"
+    " vpn_account, access_url, activation_attempts"
+)
+
+
+def account_name(user_id: int, subscription_id: int) -> str:
+    """The deterministic VPN account name of a subscription: a retry adopts, never duplicates."""
+    return f"u{user_id}_s{subscription_id}"
+
+
+def _row(record: asyncpg.Record) -> Subscription:
+    return Subscription(**dict(record))
+
+
+async def extend_or_create(conn: Connection, user_id: int, terms: Terms) -> Subscription:
+    """Extend the user's active paid subscription on the same backend from
+    max(now, its expiry), or start a new one. The caller holds the user's row lock."""
+    current = await conn.fetchrow(
+        f"select {_COLUMNS} from subscriptions where user_id = $1 and vpn_backend = $2"
+        " and kind = 'paid' and status = 'active' order by expires_at desc limit 1 for update",
+        user_id,
+        terms.backend,
+    )
+    if current is not None:
+        row = await fetch_one(
+            conn,
+            "update subscriptions set expires_at = greatest(now(), expires_at) + $2,"
+            " plan_id = $3, activation_status = 'pending', next_attempt_at = now(),"
+            " activation_attempts = 0, last_error = null, updated_at = now()"
+            f" where id = $1 returning {_COLUMNS}",
+            current["id"],
+            terms.duration,
+            terms.plan_id,
+        )
+    else:
+        row = await fetch_one(
+            conn,
+            "insert into subscriptions (user_id, plan_id, kind, starts_at, expires_at,"
+            " vpn_backend, next_attempt_at) values ($1, $2, 'paid', now(), now() + $3, $4, now())"
+            f" returning {_COLUMNS}",
+            user_id,
+            terms.plan_id,
+            terms.duration,
+            terms.backend,
+        )
+        row = await _name_account(conn, row["id"], user_id)
+    return _row(row)
+
+
+async def create_trial(conn: Connection, user_id: int, terms: Terms) -> Subscription | None:
+    """Start the user's one trial; None when it was used already (one conditional update)."""
+    claimed = await conn.fetchval(
+        "update users set trial_used_at = now(), updated_at = now()"
+        " where telegram_id = $1 and trial_used_at is null returning telegram_id",
+        user_id,
+    )
+    if claimed is None:
+        return None
+    row = await fetch_one(
+        conn,
+        "insert into subscriptions (user_id, plan_id, kind, starts_at, expires_at, vpn_backend,"
+        " next_attempt_at) values ($1, $2, 'trial', now(), now() + $3, $4, now())"
+        f" returning {_COLUMNS}",
+        user_id,
+        terms.plan_id,
+        terms.duration,
+        terms.backend,
+    )
+    return _row(await _name_account(conn, row["id"], user_id))
+
+
+async def _name_account(conn: Connection, subscription_id: int, user_id: int) -> asyncpg.Record:
+    return await fetch_one(
+        conn,
+        f"update subscriptions set vpn_account = $2 where id = $1 returning {_COLUMNS}",
+        subscription_id,
+        account_name(user_id, subscription_id),
+    )
+
+
+async def get(db: Database, subscription_id: int) -> Subscription | None:
+    async def unit(conn: Connection) -> Subscription | None:
+        row = await conn.fetchrow(
+            f"select {_COLUMNS} from subscriptions where id = $1", subscription_id
+        )
+        return _row(row) if row else None
+
+    return await db.read(unit)
+
+
+async def of_user(db: Database, user_id: int) -> list[Subscription]:
+    """The user's subscriptions, newest expiry first."""
+
+    async def unit(conn: Connection) -> list[Subscription]:
+        rows = await conn.fetch(
+            f"select {_COLUMNS} from subscriptions where user_id = $1"
+            " order by expires_at desc limit 20",
+            user_id,
+        )
+        return [_row(r) for r in rows]
+
+    return await db.read(unit)
+
+
+async def start_trial(
+    db: Database, user_id: int, terms: Terms, *, max_attempts: int
+) -> Subscription | None:
+    """The user's one trial with its activation job, or None when it was used already."""
+
+    async def unit(conn: Connection) -> Subscription | None:
+        await ensure_user(conn, user_id)
+        subscription = await create_trial(conn, user_id, terms)
+        if subscription is not None:
+            await enqueue(
+                conn,
+                kind=job_kinds.ACTIVATE,
+                dedup_key=f"activate:{subscription.id}:trial",
+                payload={"subscription_id": subscription.id},
+                max_attempts=max_attempts,
+            )
+        return subscription
+
+    return await db.transaction(unit)
+
+
+async def activation_succeeded(
+    db: Database, subscription_id: int, *, reference: str, access_url: str
+) -> bool:
+    """Record the account; the first activation tells the user where their access is.
+
+    Returns False when the subscription ended meanwhile (the caller revokes)."""
+
+    async def unit(conn: Connection) -> bool:
+        row = await conn.fetchrow(
+            "update subscriptions set activation_status = 'active', access_url = $2,"
+            " last_error = null, next_attempt_at = null, updated_at = now()"
+            " where id = $1 and status = 'active' returning user_id, expires_at",
+            subscription_id,
+            access_url,
+        )
+        if row is None:
+            return False
+        await enqueue(
+            conn,
+            kind=job_kinds.NOTIFY,
+            dedup_key=f"notify:access:{subscription_id}",
+            payload={
+                "chat_id": row["user_id"],
+                "template": "access_ready",
+                "params": {
+                    "subscription_id": subscription_id,
+                    "access_url": access_url,
+                    "expires_at": row["expires_at"].isoformat(),
+                    "reference": reference,
+                },
+            },
+        )
+        return True
+
+    return await db.transaction(unit, retry=True)
+
+
+async def activation_failed(db: Database, subscription_id: int, error: str, *, final: bool) -> None:
+    """Count a failed attempt; the final one marks the subscription failed and tells the
+    user their access is delayed (once)."""
+
+    async def unit(conn: Connection) -> None:
+        row = await conn.fetchrow(
+            "update subscriptions set activation_attempts = activation_attempts + 1,"
+            " last_error = $2, activation_status = case when $3 then 'failed'"
+            " else activation_status end, updated_at = now() where id = $1 returning user_id",
+            subscription_id,
+            error[:2000],
+            final,
+        )
+        if row is not None and final:
+            await enqueue(
+                conn,
+                kind=job_kinds.NOTIFY,
+                dedup_key=f"notify:delayed:{subscription_id}",
+                payload={
+                    "chat_id": row["user_id"],
+                    "template": "activation_delayed",
+                    "params": {"subscription_id": subscription_id},
+                },
+            )
+
+    await db.transaction(unit, retry=True)
+
+
+async def expire_due(db: Database, *, limit: int, max_attempts: int = 20) -> list[int]:
+    """Mark subscriptions past their expiry as expired and queue the revocation of their
+    accounts, in one transaction; the scan uses the partial index of active rows."""
+
+    async def unit(conn: Connection) -> list[int]:
+        rows = await conn.fetch(
+            "update subscriptions set status = 'expired', updated_at = now() where id in ("
+            " select id from subscriptions where status = 'active' and expires_at <= now()"
+            " order by expires_at limit $1 for update skip locked) returning id",
+            limit,
+        )
+        ids = [int(r["id"]) for r in rows]
+        for subscription_id in ids:
+            await enqueue(
+                conn,
+                kind=job_kinds.REVOKE,
+                dedup_key=f"revoke:{subscription_id}:expired",
+                payload={"subscription_id": subscription_id},
+                max_attempts=max_attempts,
+            )
+        return ids
+
+    return await db.transaction(unit)
+
+
+async def revoked(db: Database, subscription_id: int) -> None:
+    async def unit(conn: Connection) -> None:
+        await conn.execute(
+            "update subscriptions set activation_status = 'revoked', updated_at = now()"
+            " where id = $1 and status <> 'active'",
+            subscription_id,
+        )
+
+    await db.transaction(unit, retry=True)

@@ -1,0 +1,238 @@
+"""Crediting exactly once, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import trio
+
+from runtime.billing import Billing, ProviderUnavailable
+from runtime.catalog import Catalog
+from runtime.failures import DomainError
+from runtime.plugin_api.payments import ConfirmedPayment
+from runtime.storage import Connection, Database, job_kinds, users
+from runtime.storage import subscriptions as subs
+from runtime.storage.payments import Verdict
+
+from .conftest import Alerts, InChatProvider
+
+USER = 1001
+
+
+@pytest.fixture
+def billing(db: Database, catalog: Catalog, alerts: Alerts) -> Billing:
+    providers = {"stars": InChatProvider("stars"), "card": InChatProvider("card")}
+    return Billing(db, catalog, providers, alerts, balance_currency="RUB")
+
+
+def paid(
+    payment_id: str,
+    *,
+    charge: str = "charge-1",
+    amount: int = 150,
+    currency: str = "XTR",
+    provider: str = "stars",
+) -> ConfirmedPayment:
+    return ConfirmedPayment(provider, charge, payment_id, amount, currency)
+
+
+async def outbox_rows(db: Database) -> list[tuple[str, str]]:
+    async def unit(conn: Connection) -> list[tuple[str, str]]:
+        rows = await conn.fetch("select kind, dedup_key from outbox order by id")
+        return [(r["kind"], r["dedup_key"]) for r in rows]
+
+    return await db.read(unit)
+
+
+async def test_checkout_stores_the_intent_before_the_invoice(billing: Billing) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    assert checkout.payment.amount_minor == 150 and checkout.payment.currency == "XTR"
+    assert checkout.invoice.send_in_chat == {"payload": checkout.payment.id}
+
+
+async def test_unknown_plan_or_provider_is_a_domain_error(billing: Billing) -> None:
+    with pytest.raises(DomainError):
+        await billing.buy(USER, "year", "stars")
+    with pytest.raises(ProviderUnavailable):
+        await billing.buy(USER, "month", "cryptobot")
+
+
+async def test_a_payment_credits_a_subscription_and_queues_its_side_effects(
+    billing: Billing, db: Database
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    result = await billing.confirm(paid(checkout.payment.id))
+    assert result.verdict is Verdict.CREDITED
+    assert result.subscription is not None
+    remaining = result.subscription.expires_at - datetime.now(UTC)
+    assert timedelta(days=29, hours=23) < remaining <= timedelta(days=30)
+    assert await outbox_rows(db) == [
+        (job_kinds.ACTIVATE, f"activate:{result.subscription.id}:payment:{checkout.payment.id}"),
+        (job_kinds.NOTIFY, f"notify:payment:{checkout.payment.id}"),
+    ]
+
+
+async def test_concurrent_double_finalization_credits_once(billing: Billing, db: Database) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    verdicts: list[Verdict] = []
+
+    async def deliver() -> None:
+        verdicts.append((await billing.confirm(paid(checkout.payment.id))).verdict)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(deliver)
+    for _ in range(10):
+        await deliver()
+    assert verdicts.count(Verdict.CREDITED) == 1
+    assert verdicts.count(Verdict.DUPLICATE) == 19
+    owned = await subs.of_user(db, USER)
+    assert len(owned) == 1
+    assert owned[0].expires_at - owned[0].starts_at == timedelta(days=30)
+    kinds = [kind for kind, _ in await outbox_rows(db)]
+    assert kinds.count(job_kinds.ACTIVATE) == 1
+    assert kinds.count(job_kinds.NOTIFY) == 1
+
+
+async def test_two_payments_of_one_user_at_once_extend_one_subscription_twice(
+    billing: Billing, db: Database
+) -> None:
+    first = await billing.buy(USER, "month", "stars")
+    second = await billing.buy(USER, "month", "stars")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(billing.confirm, paid(first.payment.id, charge="c1"))
+        nursery.start_soon(billing.confirm, paid(second.payment.id, charge="c2"))
+    owned = await subs.of_user(db, USER)
+    assert len(owned) == 1
+    assert owned[0].expires_at - owned[0].starts_at == pytest.approx(
+        timedelta(days=60), abs=timedelta(seconds=5)
+    )
+
+
+async def test_extension_starts_from_the_later_of_now_and_the_expiry(
+    billing: Billing, db: Database
+) -> None:
+    first = await billing.buy(USER, "month", "stars")
+    credited = await billing.confirm(paid(first.payment.id, charge="c1"))
+    assert credited.subscription is not None
+    second = await billing.buy(USER, "month", "stars")
+    extended = await billing.confirm(paid(second.payment.id, charge="c2"))
+    assert extended.subscription is not None
+    assert extended.subscription.id == credited.subscription.id
+    assert extended.subscription.expires_at - credited.subscription.expires_at == pytest.approx(
+        timedelta(days=30), abs=timedelta(seconds=5)
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "provider"),
+    [(1, "XTR", "stars"), (150, "USD", "stars"), (150, "XTR", "card")],
+)
+async def test_tampered_payments_are_refused_and_alerted(
+    billing: Billing, db: Database, alerts: Alerts, amount: int, currency: str, provider: str
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    result = await billing.confirm(
+        paid(checkout.payment.id, amount=amount, currency=currency, provider=provider)
+    )
+    assert result.verdict is Verdict.MISMATCH
+    assert await subs.of_user(db, USER) == []
+    assert await outbox_rows(db) == []
+    assert alerts.keys() == [f"payment_mismatch:{provider}:charge-1"]
+
+
+async def test_unknown_intents_are_alerted(billing: Billing, alerts: Alerts) -> None:
+    result = await billing.confirm(paid("4b1d7a0e-0000-4000-8000-000000000000"))
+    assert result.verdict is Verdict.UNKNOWN_INTENT
+    assert (await billing.confirm(paid("not-a-uuid"))).verdict is Verdict.UNKNOWN_INTENT
+    assert len(alerts.keys()) == 2
+
+
+async def test_a_second_charge_for_a_paid_intent_is_recorded_not_credited(
+    billing: Billing, db: Database, alerts: Alerts
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    await billing.confirm(paid(checkout.payment.id, charge="c1"))
+    result = await billing.confirm(paid(checkout.payment.id, charge="c2"))
+    assert result.verdict is Verdict.EXTRA_CHARGE
+    owned = await subs.of_user(db, USER)
+    assert owned[0].expires_at - owned[0].starts_at == timedelta(days=30)
+
+    async def unit(conn: Connection) -> str:
+        return str(await conn.fetchval("select status from payments where external_id = 'c2'"))
+
+    assert await db.read(unit) == "paid"
+    assert alerts.keys() == ["payment_extra_charge:stars:c2"]
+
+
+async def test_top_up_credits_the_balance(billing: Billing, db: Database) -> None:
+    checkout = await billing.top_up(USER, 30000, "card")
+    result = await billing.confirm(
+        paid(checkout.payment.id, amount=30000, currency="RUB", provider="card")
+    )
+    assert result.verdict is Verdict.CREDITED and result.balance_minor == 30000
+    user = await users.get_user(db, USER)
+    assert user is not None and user.balance_minor == 30000
+
+
+async def test_concurrent_spending_never_goes_negative(db: Database) -> None:
+    async def setup(conn: Connection) -> None:
+        await users.ensure_user(conn, USER)
+        await users.add_balance(conn, USER, 100)
+
+    await db.transaction(setup)
+    results: list[int | None] = []
+
+    async def spend() -> None:
+        async def unit(conn: Connection) -> int | None:
+            return await users.spend_balance(conn, USER, 60)
+
+        results.append(await db.transaction(unit))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(spend)
+    assert sorted(results, key=lambda r: r is None) == [40, None, None, None, None]
+
+
+async def test_refund_through_stars_revokes_a_fresh_subscription(
+    billing: Billing, db: Database
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    await billing.confirm(paid(checkout.payment.id))
+    refunded = await billing.refund(checkout.payment.id)
+    assert refunded.access_revoked
+    stars = billing.providers["stars"]
+    assert isinstance(stars, InChatProvider) and stars.refunds == ["charge-1"]
+    owned = await subs.of_user(db, USER)
+    assert owned[0].status == "revoked"
+    kinds = [kind for kind, _ in await outbox_rows(db)]
+    assert job_kinds.REVOKE in kinds
+    with pytest.raises(DomainError):
+        await billing.refund(checkout.payment.id)
+
+
+async def test_refund_of_an_extension_shortens_the_subscription(
+    billing: Billing, db: Database
+) -> None:
+    first = await billing.buy(USER, "month", "stars")
+    await billing.confirm(paid(first.payment.id, charge="c1"))
+    second = await billing.buy(USER, "month", "stars")
+    await billing.confirm(paid(second.payment.id, charge="c2"))
+    refunded = await billing.refund(second.payment.id)
+    assert not refunded.access_revoked
+    owned = await subs.of_user(db, USER)
+    assert owned[0].status == "active"
+    assert owned[0].expires_at - owned[0].starts_at == pytest.approx(
+        timedelta(days=30), abs=timedelta(seconds=5)
+    )
+
+
+async def test_a_manual_refund_records_without_the_provider(billing: Billing) -> None:
+    checkout = await billing.buy(USER, "month", "card")
+    await billing.confirm(paid(checkout.payment.id, amount=19900, currency="RUB", provider="card"))
+    with pytest.raises(DomainError):
+        await billing.refund(checkout.payment.id)  # cards cannot refund through the API
+    refunded = await billing.refund(checkout.payment.id, through_provider=False)
+    assert refunded.payment.status == "refunded"
