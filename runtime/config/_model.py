@@ -258,6 +258,36 @@ class BillingSettings(_Section):
     activation_max_attempts: Annotated[int, Field(ge=1)] = 8
 
 
+class BotSettings(_Section):
+    """``[bot]``: how the bot receives updates and what it tells users."""
+
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: HttpUrl | None = None
+    """Public HTTPS URL Telegram posts updates to; its path is served by the HTTP endpoint."""
+    webhook_secret: Secret = None
+    """Checked in X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z a-z 0-9 _ -)."""
+    polling_timeout_seconds: Annotated[int, Field(ge=0, le=50)] = 25
+    support_contact: str = ""
+    """Shown in help: a @username or URL."""
+
+
+class NotifierSettings(_Section):
+    """``[notifier]``: the only sender of outbox messages to Telegram."""
+
+    rate_per_second: Annotated[float, Field(gt=0, le=1000)] = 25.0
+    per_chat_interval_seconds: Annotated[float, Field(ge=0)] = 1.0
+    allow_paid_broadcast: bool = False
+    max_attempts: Annotated[int, Field(ge=1)] = 8
+
+
+class RemindersSettings(_Section):
+    """``[reminders]``: when users hear that access is about to end (hours before)."""
+
+    trial_before_hours: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [6])
+    expiry_before_hours: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [72, 24])
+    auto_renew_lead_hours: Annotated[int, Field(ge=1)] = 24
+
+
 class PluginsSettings(_Section):
     """``[plugins]``: extra plugins to load, plugins to leave out, and their own settings."""
 
@@ -345,6 +375,9 @@ class Settings(_Section):
     plans: dict[PlanId, PlanSettings] = Field(default_factory=dict)
     trial: TrialSettings = Field(default_factory=TrialSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    bot: BotSettings = Field(default_factory=BotSettings)
+    notifier: NotifierSettings = Field(default_factory=NotifierSettings)
+    reminders: RemindersSettings = Field(default_factory=RemindersSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     actors: dict[str, ActorPolicyOverride] = Field(default_factory=dict)
 
@@ -354,6 +387,10 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _cross_sections(self) -> Settings:
         problems = cross_section_problems(self.telegram, self.alerts)
+        if self.bot.mode == "webhook" and self.bot.webhook_url is None:
+            problems.append(("bot.webhook_url", 'required when bot.mode is "webhook"'))
+        if self.bot.mode == "webhook" and self.bot.webhook_secret is None:
+            problems.append(("bot.webhook_secret", 'required when bot.mode is "webhook"'))
         if self.trial.enabled and self.trial.backend is None:
             problems.append(("trial.backend", "required when trial.enabled is true"))
         if problems:
