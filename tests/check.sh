@@ -10,10 +10,13 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/python -m pip install --quiet -e plugins/example_package
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
+.venv/bin/mypy --config-file plugins/example_package/pyproject.toml \
+    plugins/example_package/src/vpnbot_example plugins/example_package/tests
 echo "== pytest"
 .venv/bin/pytest "$@"

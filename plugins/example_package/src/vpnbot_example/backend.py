@@ -1,0 +1,65 @@
+"""A VPN backend for a tiny panel whose API is idempotent by design.
+
+``PUT /accounts/{name}`` creates the account or replaces its expiry and limits with the
+absolute values sent, so ``ensure_account`` is one call and a retry adopts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from runtime.plugin_api.peer import PeerClient
+from runtime.plugin_api.vpn import Account, AccountSpec
+
+from .settings import ExampleSettings
+
+
+class TinyPanelBackend(PeerClient):
+    peer = "tiny-panel"
+
+    def __init__(self, settings: ExampleSettings, *, name: str = "example") -> None:
+        token = settings.panel_token.get_secret_value()
+        super().__init__(
+            settings.panel_url,
+            timeout=settings.timeout_seconds,
+            secrets=[token],
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        self.name = name
+
+    @staticmethod
+    def _account(body: dict[str, object]) -> Account:
+        expires = body.get("expires_at")
+        return Account(
+            name=str(body["name"]),
+            reference=str(body["id"]),
+            access_url=str(body["link"]),
+            expires_at=datetime.fromtimestamp(float(str(expires)), UTC) if expires else None,
+            enabled=bool(body["enabled"]),
+        )
+
+    async def ensure_account(self, spec: AccountSpec) -> Account:
+        response = await self.request(
+            "PUT",
+            f"/accounts/{spec.name}",
+            json={
+                "expires_at": int(spec.expires_at.timestamp()),
+                "traffic_bytes": spec.traffic_limit_bytes or 0,
+                "devices": spec.device_limit or 0,
+                "enabled": True,
+            },
+        )
+        return self._account(response.json())
+
+    async def disable(self, name: str) -> None:
+        await self.request("POST", f"/accounts/{name}/disable", accept=(404,))
+
+    async def delete(self, name: str) -> None:
+        await self.request("DELETE", f"/accounts/{name}", accept=(404,))
+
+    async def get_account(self, name: str) -> Account | None:
+        response = await self.request("GET", f"/accounts/{name}", accept=(404,))
+        return None if response.status_code == 404 else self._account(response.json())
+
+    async def health(self) -> None:
+        await self.request("GET", "/health")

@@ -1,0 +1,64 @@
+"""The unit file is valid and hardened, as systemd itself judges it (offline)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "vpnbot.service"
+ANALYZE = shutil.which("systemd-analyze")
+needs_systemd = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze is not installed on this machine"
+)
+
+
+def installed_copy(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at this environment's vpnbot, as an install would."""
+    vpnbot = Path(sys.executable).with_name("vpnbot")
+    text = UNIT.read_text().replace("/opt/vpnbot/.venv/bin/vpnbot", str(vpnbot))
+    copy = tmp_path / "vpnbot.service"
+    copy.write_text(text)
+    return copy
+
+
+@needs_systemd
+def test_the_unit_verifies_clean(tmp_path: Path) -> None:
+    assert ANALYZE is not None
+    result = subprocess.run(
+        [ANALYZE, "verify", str(installed_copy(tmp_path))], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+@needs_systemd
+def test_the_exposure_is_two_or_lower(tmp_path: Path) -> None:
+    assert ANALYZE is not None
+    result = subprocess.run(
+        [ANALYZE, "security", "--offline=true", str(installed_copy(tmp_path))],
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match[1]) <= 2.0
+
+
+def test_the_unit_keeps_its_promises() -> None:
+    text = UNIT.read_text()
+    for line in (
+        "Type=notify",
+        "RestartPreventExitStatus=78",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "DynamicUser=yes",
+        "StateDirectory=vpnbot",
+    ):
+        assert line in text
+    assert re.search(r"^WatchdogSec=\d+", text, re.M)
+    assert re.search(r"^LoadCredential=", text, re.M)
