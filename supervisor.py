@@ -24,7 +24,7 @@ import trio
 from runtime.app import StartupError, build_runtime, migrate, serve
 from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 from runtime.app.tables import render_plugins, render_status
-from runtime.config import ConfigError, Settings, load_settings
+from runtime.config import ConfigError, Settings, load_settings, reference_markdown
 from runtime.logs import configure_logging, get_logger, log_failure
 from runtime.plugin_api import load_plugins
 
@@ -127,6 +127,11 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return EX_OK
 
 
+def cmd_config_reference(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    print(reference_markdown(), end="")
+    return EX_OK
+
+
 def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(prog="vpnbot", description=__doc__.splitlines()[0])
     commands = main_parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -139,6 +144,8 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("path", nargs="?", help="TOML config file (default: $VPNBOT_CONFIG)")
     check.set_defaults(handler=cmd_check_config)
+    reference = commands.add_parser("config-reference", help="print every config key")
+    reference.set_defaults(handler=cmd_config_reference)
     plugins = commands.add_parser("plugins", help="list plugins and what they provide")
     plugins.add_argument("--config")
     plugins.set_defaults(handler=cmd_plugins)

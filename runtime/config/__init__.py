@@ -27,6 +27,7 @@ from ._model import (
     TrialSettings,
     WebhookAlertSettings,
 )
+from ._reference import reference_markdown
 
 __all__ = [
     "ActorPolicyOverride",
@@ -48,5 +49,6 @@ __all__ = [
     "TrialSettings",
     "WebhookAlertSettings",
     "load_settings",
+    "reference_markdown",
     "validate_section",
 ]

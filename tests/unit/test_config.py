@@ -511,3 +511,11 @@ def test_actor_override_keeps_only_what_was_given(tmp_path: pathlib.Path) -> Non
         "backoff_max_seconds": 5.0,
         "enabled": False,
     }
+
+
+def test_the_committed_reference_is_generated_from_the_model() -> None:
+    from runtime.config import reference_markdown
+
+    committed = (EXAMPLE.parent / "REFERENCE.md").read_text(encoding="utf-8")
+    assert committed == reference_markdown(), "run: vpnbot config-reference > config/REFERENCE.md"
+    assert "| `actors.<name>.budget_max_failures` |" in committed
