@@ -13,7 +13,7 @@ from runtime.logs import correlation, get_logger, log_failure
 from runtime.plugin_api.vpn import AccountSpec, VpnBackend
 from runtime.storage import Database, job_kinds, outbox
 from runtime.storage import subscriptions as subs
-from runtime.storage.outbox import FailOutcome, Job
+from runtime.storage.outbox import DeadLetter, FailOutcome, Job
 from runtime.storage.subscriptions import Subscription, account_name
 
 
@@ -29,7 +29,11 @@ class Access:
     """Turns subscriptions into VPN accounts and back, through the outbox.
 
     Every panel call is idempotent (deterministic account name, absolute expiry), so a job
-    that runs twice after a crash adopts what the first run created.
+    that runs twice after a crash adopts what the first run created. A transient failure is
+    retried with backoff; any other (a refused request, a backend that is not loaded) is
+    dead-lettered at once, as the failure policy says: only transient failures are retried.
+    A dead activation marks the subscription failed, tells its user (once) and alerts under
+    a key stable per subscription, so the alert pipeline throttles repeats.
     """
 
     def __init__(
@@ -96,12 +100,30 @@ class Access:
             self._db, kinds=[kind], owner=owner, limit=limit, claim_seconds=claim_seconds
         )
         for dead in claimed.buried:
-            self._alert_dead(kind, dead.payload.get("subscription_id"), dead.last_error)
+            await self._buried(dead)
         run = self._activate if kind == job_kinds.ACTIVATE else self._revoke
         async with trio.open_nursery() as nursery:
             for job in claimed:
                 nursery.start_soon(self._guarded, run, job, owner)
         return len(claimed)
+
+    async def _buried(self, dead: DeadLetter) -> None:
+        """A job whose claims kept expiring until no attempt was left ends like one that
+        failed for the last time: alerted, and a subscription still waiting for its account
+        is marked failed and its user told (once)."""
+        subscription_id = dead.payload.get("subscription_id")
+        self._alert_dead(dead.kind, subscription_id, dead.last_error)
+        if dead.kind != job_kinds.ACTIVATE or subscription_id is None:
+            return
+        subscription = await subs.get(self._db, int(subscription_id))
+        if (
+            subscription is not None
+            and subscription.status == "active"
+            and subscription.activation_status != "active"
+        ):
+            await subs.activation_failed(
+                self._db, subscription.id, dead.last_error or "attempts exhausted", final=True
+            )
 
     async def _guarded(
         self, run: Callable[[Job, str], Awaitable[None]], job: Job, owner: str
@@ -156,7 +178,8 @@ class Access:
             job,
             owner=owner,
             error=f"{failure.exception_type}: {failure.message}",
-            retry_after=getattr(exc, "retry_after", None),
+            retry_after=failure.retry_after,
+            permanent=not failure.transient,
         )
         if outcome is FailOutcome.LOST:
             return
@@ -202,7 +225,8 @@ class Access:
                 job,
                 owner=owner,
                 error=f"{failure.exception_type}: {failure.message}",
-                retry_after=getattr(exc, "retry_after", None),
+                retry_after=failure.retry_after,
+                permanent=not failure.transient,
             )
             if outcome is FailOutcome.DEAD:
                 self._alert_dead(job.kind, subscription.id, failure.message)

@@ -58,6 +58,7 @@ class Runtime:
                 self.alerts,
                 balance_currency=billing.balance_currency,
                 invoice_ttl_minutes=billing.invoice_ttl_minutes,
+                activation_max_attempts=billing.activation_max_attempts,
             ),
             Access(
                 db,

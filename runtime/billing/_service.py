@@ -48,13 +48,19 @@ class Billing:
         *,
         balance_currency: str,
         invoice_ttl_minutes: int = 60,
+        activation_max_attempts: int = 10,
     ) -> None:
+        """``activation_max_attempts``: attempts of the activation job a credited purchase
+        queues (``[billing] activation_max_attempts``)."""
+        if activation_max_attempts < 1:
+            raise ValueError("activation_max_attempts must be at least 1")
         self._db = db
         self._catalog = catalog
         self._providers = dict(providers)
         self._alerts = alerts
         self._balance_currency = balance_currency
         self._ttl = invoice_ttl_minutes
+        self._activation_attempts = activation_max_attempts
         self._log = get_logger("billing")
 
     @property
@@ -163,6 +169,7 @@ class Billing:
                 currency=confirmed.currency,
             ),
             plan.terms if plan else None,
+            activation_attempts=self._activation_attempts,
         )
         self._report(confirmed, result)
         return result

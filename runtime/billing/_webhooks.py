@@ -1,8 +1,11 @@
 """The HTTP side of payment webhooks: verify, credit, and answer so the provider behaves.
 
 A forged or unreadable delivery gets 401/400 and changes nothing. A delivery we could not
-process for a transient reason gets 503, so the provider delivers it again (Crypto Pay
-retries for days); a replay of one already credited gets 200 (an idempotent skip).
+process for a transient reason, or one that arrives before billing is wired (starting up),
+gets 503, so the provider delivers it again (Crypto Pay retries for days); a replay of one
+already credited gets 200 (an idempotent skip). An authentic delivery that does not match
+its intent (another amount) gets 200 too: it is refused and alerted, and delivering it again
+cannot change that.
 """
 
 from __future__ import annotations
@@ -31,7 +34,20 @@ def payment_webhook_routes(billing: Callable[[], Billing]) -> list[Route]:
         body = await request.body()
         with correlation(None, provider=provider):
             try:
-                results = await billing().webhook(provider, dict(request.headers), body)
+                service = billing()
+            except Exception as exc:
+                # Not wired yet (the runtime is still connecting to the database): the
+                # provider must deliver it again, so this is a 503, not a bug's 500.
+                _log.warning(
+                    "webhook before billing is ready",
+                    operation="webhook",
+                    failure_type="infra_error",
+                    outcome="failed",
+                    reason=f"{type(exc).__name__}: {exc}",
+                )
+                return JSONResponse({"ok": False, "error": "not_ready"}, status_code=503)
+            try:
+                results = await service.webhook(provider, dict(request.headers), body)
             except WebhookRejected as exc:
                 _log.warning(
                     "webhook rejected",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -171,7 +172,10 @@ async def activation_succeeded(
 ) -> bool:
     """Record the account; the first activation tells the user where their access is.
 
-    Returns False when the subscription ended meanwhile (the caller revokes)."""
+    Returns False when the subscription ended meanwhile (expired, refunded): the panel call
+    may have enabled the account after its revocation ran, so a revocation is queued again
+    in the same transaction."""
+    late_revocation = f"revoke:{subscription_id}:after-activation:{uuid.uuid4()}"
 
     async def unit(conn: Connection) -> bool:
         row = await conn.fetchrow(
@@ -182,6 +186,17 @@ async def activation_succeeded(
             access_url,
         )
         if row is None:
+            exists = await conn.fetchval(
+                "select true from subscriptions where id = $1", subscription_id
+            )
+            if exists:
+                await enqueue(
+                    conn,
+                    kind=job_kinds.REVOKE,
+                    dedup_key=late_revocation,
+                    payload={"subscription_id": subscription_id},
+                    max_attempts=20,
+                )
             return False
         await enqueue(
             conn,
