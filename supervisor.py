@@ -1,6 +1,7 @@
 """vpnbot: the composition root and command line.
 
-    vpnbot run [--config PATH]          run the service until SIGTERM/SIGINT
+    vpnbot run [--config PATH]          run the service until SIGTERM/SIGINT; without a
+                                        config file: the sandbox (local peers)
     vpnbot migrate [--config PATH]      apply pending database migrations
     vpnbot check-config [PATH]          validate a config file and exit
     vpnbot plugins [--config PATH]      list loaded plugins and what they provide
@@ -52,10 +53,13 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    settings = _load(_config_path(args.config, environ), environ)
+    path = _config_path(args.config, environ)
+    settings = _load(path, environ)
     if settings is None:
         return EX_CONFIG
     _setup_logging(settings)
+    if args.sandbox or path is None:
+        return _run_sandbox(settings, environ)
     try:
         runtime = build_runtime(settings, environ=environ)
     except ConfigError as exc:
@@ -65,6 +69,19 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return trio.run(serve, runtime)
     except Exception as exc:
         log_failure(get_logger("supervisor"), exc, operation="run")
+        return EX_SOFTWARE
+
+
+def _run_sandbox(settings: Settings, environ: Mapping[str, str]) -> int:
+    from runtime.sandbox import run_sandbox
+
+    try:
+        return trio.run(lambda: run_sandbox(settings, environ=environ))
+    except ConfigError as exc:
+        print(exc.format(), file=sys.stderr)
+        return EX_CONFIG
+    except Exception as exc:
+        log_failure(get_logger("sandbox"), exc, operation="run")
         return EX_SOFTWARE
 
 
@@ -136,7 +153,13 @@ def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(prog="vpnbot", description=__doc__.splitlines()[0])
     commands = main_parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="run the service")
-    run.add_argument("--config", help="TOML config file (default: $VPNBOT_CONFIG or built-in)")
+    run.add_argument("--config", help="TOML config file (default: $VPNBOT_CONFIG)")
+    run.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run against local stand-ins for Telegram, the VPN panel and CryptoBot"
+        " (the default without a config file)",
+    )
     run.set_defaults(handler=cmd_run)
     migrate_parser = commands.add_parser("migrate", help="apply pending database migrations")
     migrate_parser.add_argument("--config")

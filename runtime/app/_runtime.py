@@ -6,12 +6,14 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import stamina
 import trio
+from starlette.routing import BaseRoute
 
 from runtime.access import Access
 from runtime.alerts import Alert, AlertPipeline, LogSink, Severity
@@ -90,7 +92,24 @@ def core_actors(
     return specs
 
 
-def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
+class RecentAlerts:
+    """A sink that keeps the last alerts for /status (and the sandbox page)."""
+
+    name = "recent"
+
+    def __init__(self, keep: int = 20) -> None:
+        self.alerts: deque[Alert] = deque(maxlen=keep)
+
+    async def send(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [alert.to_json() for alert in self.alerts]
+
+
+def build_runtime(
+    settings: Settings, *, environ: Mapping[str, str], extra_routes: Sequence[BaseRoute] = ()
+) -> Runtime:
     """Load plugins and assemble the supervisor; raises ConfigError for bad actor policy."""
     # Retries log through runtime.failures; stamina's own hooks would write unstructured
     # lines and count into the global Prometheus registry that /metrics does not serve.
@@ -99,8 +118,9 @@ def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
     instance = settings.service.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     services = Services(settings, metrics, instance_id=instance)
     plugins = load_plugins(settings, services, environ=environ)
+    recent = RecentAlerts()
     alerts = AlertPipeline(
-        [LogSink(), *plugins.alert_sinks()],
+        [LogSink(), recent, *plugins.alert_sinks()],
         throttle_seconds=settings.alerts.throttle_seconds,
         queue_size=settings.alerts.queue_size,
     )
@@ -121,8 +141,12 @@ def build_runtime(settings: Settings, *, environ: Mapping[str, str]) -> Runtime:
         return build_app(
             holder["supervisor"],
             metrics,
-            extras=lambda: {**info, "alerts": alerts.stats.to_json()},
-            routes=payment_webhook_routes(lambda: services.billing),
+            extras=lambda: {
+                **info,
+                "alerts": alerts.stats.to_json(),
+                "recent_alerts": recent.to_json(),
+            },
+            routes=[*payment_webhook_routes(lambda: services.billing), *extra_routes],
         )
 
     http = None

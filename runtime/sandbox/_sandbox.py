@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from runtime.app import build_runtime, serve
+from runtime.config import Settings
+from runtime.logs import get_logger
+from runtime.testing.fakes.cryptobot import FakeCryptoBot
+from runtime.testing.fakes.marzban import FakeMarzban
+from runtime.testing.telegram import TelegramEmulator
+
+CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
+PANEL_PASSWORD = "sandbox-panel-password"
+CARD_TOKEN = "284685063:TEST:sandbox-card-provider"
+FIRST_USER_ID = 100000001
+"""The emulator's first simulated user: the sandbox makes them the admin."""
+
+
+@dataclass(frozen=True)
+class SandboxPorts:
+    telegram: int = 8081
+    http: int = 8080
+
+
+def sandbox_settings(
+    base: Settings, *, telegram_url: str, token: str, panel_url: str, cryptobot_url: str
+) -> Settings:
+    """The base settings pointed at the local peers, with plans, a trial and an admin."""
+    document: dict[str, Any] = base.model_dump(mode="python")
+    document["telegram"] = {
+        **document["telegram"],
+        "token": token,
+        "api_base": telegram_url,
+        "admin_chat_ids": document["telegram"]["admin_chat_ids"] or [FIRST_USER_ID],
+    }
+    document["plans"] = document["plans"] or {
+        "month": {
+            "title": {"en": "1 month", "ru": "1 месяц"},
+            "duration_days": 30,
+            "backend": "marzban",
+            "prices": {
+                "stars": {"XTR": 150},
+                "card": {"RUB": 19900},
+                "cryptobot": {"RUB": 19900},
+            },
+            "device_limit": 3,
+        },
+        "quarter": {
+            "title": {"en": "3 months", "ru": "3 месяца"},
+            "duration_days": 90,
+            "backend": "marzban",
+            "prices": {"stars": {"XTR": 400}, "card": {"RUB": 49900}},
+            "device_limit": 5,
+        },
+    }
+    document["trial"] = {**document["trial"], "enabled": True, "backend": "marzban"}
+    document["bot"] = {**document["bot"], "support_contact": "@vpnbot_support"}
+    document["plugins"]["settings"] = {
+        **document["plugins"]["settings"],
+        "marzban": {"base_url": panel_url, "username": "admin", "password": PANEL_PASSWORD},
+        "cryptobot": {"token": CRYPTOBOT_TOKEN, "base_url": f"{cryptobot_url}/api/"},
+        "telegram_payments": {"card_provider_token": CARD_TOKEN},
+    }
+    return Settings.model_validate(_unsecret(document))
+
+
+def _unsecret(value: Any) -> Any:
+    """model_dump keeps SecretStr objects; validation wants their text back."""
+    if isinstance(value, dict):
+        return {k: _unsecret(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unsecret(v) for v in value]
+    if hasattr(value, "get_secret_value"):
+        return value.get_secret_value()
+    return value
+
+
+def chat_page_route(telegram_url: str) -> Route:
+    """``/sandbox``: a minimal Telegram client over the emulator's control API, beside the
+    supervisor's actor table and recent alerts."""
+    page = resources.files("runtime.sandbox").joinpath("page.html").read_text(encoding="utf-8")
+    html = page.replace("__TELEGRAM_URL__", telegram_url)
+
+    async def chat(request: Request) -> HTMLResponse:
+        return HTMLResponse(html)
+
+    return Route("/sandbox", chat)
+
+
+async def run_sandbox(
+    base: Settings, *, environ: Mapping[str, str], ports: SandboxPorts = SandboxPorts()
+) -> int:
+    """Serve the local peers, then the real runtime against them, until a signal."""
+    log = get_logger("sandbox")
+    emulator = TelegramEmulator(bot_username="vpnbot_sandbox_bot", bot_name="VPN Sandbox")
+    panel = FakeMarzban(admin_password=PANEL_PASSWORD)
+    cryptobot = FakeCryptoBot(CRYPTOBOT_TOKEN)
+    async with trio.open_nursery() as nursery:
+        telegram_url: str = await nursery.start(
+            lambda task_status: emulator.serve(port=ports.telegram, task_status=task_status)
+        )
+        panel_url: str = await nursery.start(panel.serve)
+        cryptobot_url: str = await nursery.start(cryptobot.serve)
+        settings = sandbox_settings(
+            base,
+            telegram_url=telegram_url,
+            token=emulator.token,
+            panel_url=panel_url,
+            cryptobot_url=cryptobot_url,
+        )
+        runtime = build_runtime(
+            settings, environ=environ, extra_routes=[chat_page_route(telegram_url)]
+        )
+        log.info(
+            "sandbox ready",
+            chat=f"http://{settings.http.host}:{settings.http.port}/sandbox",
+            status=f"http://{settings.http.host}:{settings.http.port}/status",
+            stop="Ctrl+C",
+        )
+        print(
+            "\nvpnbot sandbox: the real runtime against local stand-ins\n"
+            f"  chat with the bot:  http://{settings.http.host}:{settings.http.port}/sandbox\n"
+            f"  actor table:        http://{settings.http.host}:{settings.http.port}/status\n"
+            f"  metrics:            http://{settings.http.host}:{settings.http.port}/metrics\n"
+            "  stop:               Ctrl+C\n",
+            flush=True,
+        )
+        code = await serve(runtime)
+        nursery.cancel_scope.cancel()
+    return code
