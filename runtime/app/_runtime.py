@@ -27,6 +27,7 @@ from runtime.plugin_api import LoadedPlugins, Services, load_plugins
 from runtime.storage import MigrationError, apply_migrations
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
 from runtime.web import HttpEndpoint, build_app
+from runtime.workers import worker_actors
 
 from ._database import StartupError, connect, database_probe, ensure_schema
 from ._observer import RuntimeObserver, describe_failure
@@ -157,7 +158,7 @@ def build_runtime(
             port=settings.http.port,
             on_listening=lambda urls: get_logger("http").info("listening", urls=urls),
         )
-    specs = [*core_actors(services, alerts, http), *plugins.actors()]
+    specs = [*core_actors(services, alerts, http), *worker_actors(services), *plugins.actors()]
     enabled = [s for s in specs if settings.actor_override(s.name).enabled is not False]
     tree = [apply_policy(s, settings.actor_override(s.name)) for s in enabled]
     supervisor = Supervisor(

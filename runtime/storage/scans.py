@@ -1,0 +1,314 @@
+"""Units of work of the background workers: due-row scans and the lookups around them.
+
+Every scan reads a range of a partial index (what is due), never the table:
+
+- open invoices of a provider, in keyset pages (``payments_open``);
+- a provider's recent unfinished intents, for reconciliation (``payments_open`` and
+  ``payments_expired``);
+- the activation and revocation jobs that just failed, per VPN backend, and holding or
+  releasing the jobs of a backend that is down (``outbox_due``: the pending backlog);
+- users' own notifications before a broadcast's (``outbox_notify_direct``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from . import job_kinds
+from ._database import Connection, Database
+from .outbox import Job
+
+# -- payments ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInvoice:
+    """An intent waiting for payment on an invoice the provider knows by ``external_id``."""
+
+    id: str
+    external_id: str
+    created_at: datetime
+
+    @property
+    def position(self) -> tuple[datetime, str]:
+        return (self.created_at, self.id)
+
+
+async def open_invoice_page(
+    db: Database, provider: str, *, after: tuple[datetime, str] | None = None, limit: int = 1000
+) -> list[OpenInvoice]:
+    """Open invoices of ``provider`` with an external id, oldest first, after ``after``
+    (the ``position`` of the last one of the previous page)."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    query = (
+        "select id::text as id, external_id, created_at from payments"
+        " where provider = $1 and status in ('created', 'invoiced') and external_id is not null"
+    )
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        if after is None:
+            return await conn.fetch(query + " order by created_at, id limit $2", provider, limit)
+        return await conn.fetch(
+            query + " and created_at >= $2 and (created_at, id) > ($2, $3)"
+            " order by created_at, id limit $4",
+            provider,
+            after[0],
+            uuid.UUID(after[1]),
+            limit,
+        )
+
+    return [OpenInvoice(r["id"], r["external_id"], r["created_at"]) for r in await db.read(unit)]
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedIntent:
+    id: str
+    external_id: str | None
+    status: str
+    created_at: datetime
+
+    @property
+    def lookup_id(self) -> str:
+        """What the provider knows it by: its invoice id, or (for invoices sent in the chat,
+        which have no id before they are paid) the intent id, its payload."""
+        return self.external_id or self.id
+
+
+# One arm per partial index: open intents (payments_open), expired ones (payments_expired).
+_UNFINISHED = """
+(select id::text as id, external_id, status, created_at from payments
+ where provider = $1 and status in ('created', 'invoiced')
+   and created_at > now() - $2::interval and created_at <= now() - $3::interval
+ order by created_at desc limit $4)
+union all
+(select id::text as id, external_id, status, created_at from payments
+ where provider = $1 and status = 'expired'
+   and created_at > now() - $2::interval and created_at <= now() - $3::interval
+ order by created_at desc limit $4)
+order by created_at desc
+limit $4
+"""
+
+
+async def unfinished_intents(
+    db: Database,
+    provider: str,
+    *,
+    within: timedelta,
+    older_than: timedelta = timedelta(0),
+    limit: int = 10_000,
+) -> list[UnfinishedIntent]:
+    """Intents of ``provider`` created within ``within`` (but at least ``older_than`` ago)
+    that were never credited: open, or expired here (a provider may still take the money
+    after our intent expired). Newest first."""
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(_UNFINISHED, provider, within, older_than, limit)
+
+    return [
+        UnfinishedIntent(r["id"], r["external_id"], r["status"], r["created_at"])
+        for r in await db.read(unit)
+    ]
+
+
+# -- VPN jobs per backend ------------------------------------------------------------------
+
+VPN_JOB_KINDS = (job_kinds.ACTIVATE, job_kinds.REVOKE)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFailures:
+    backend: str
+    failures: int
+    last_error: str
+
+
+async def recent_failures(
+    db: Database, *, within_seconds: float, kinds: Sequence[str] = VPN_JOB_KINDS
+) -> list[BackendFailures]:
+    """Per VPN backend: the jobs of ``kinds`` whose last attempt failed within the last
+    ``within_seconds`` and wait to be tried again. Reads the pending backlog only."""
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "select s.vpn_backend as backend, count(*) as failures,"
+            " (array_agg(o.last_error order by o.updated_at desc))[1] as last_error"
+            " from outbox o"
+            " join subscriptions s on s.id = (o.payload ->> 'subscription_id')::bigint"
+            " where o.kind = any($1::text[]) and o.status = 'pending' and o.claimed_by is null"
+            " and o.last_error is not null"
+            " and o.updated_at >= now() - make_interval(secs => $2)"
+            " group by s.vpn_backend order by s.vpn_backend",
+            list(kinds),
+            within_seconds,
+        )
+
+    return [
+        BackendFailures(r["backend"], int(r["failures"]), r["last_error"] or "")
+        for r in await db.read(unit)
+    ]
+
+
+async def hold_backend_jobs(
+    db: Database, backends: Iterable[str], *, seconds: float, kinds: Sequence[str] = VPN_JOB_KINDS
+) -> int:
+    """Keep the unclaimed jobs of ``backends`` from being claimed for ``seconds`` (their
+    panel is down: trying them would only spend their attempts). Returns how many."""
+    names = sorted(set(backends))
+    if not names:
+        return 0
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "update outbox o set next_attempt_at ="
+            " greatest(o.next_attempt_at, now() + make_interval(secs => $3))"
+            " from subscriptions s"
+            " where o.kind = any($1::text[]) and o.status = 'pending' and o.claimed_by is null"
+            " and s.id = (o.payload ->> 'subscription_id')::bigint and s.vpn_backend = any($2)"
+            " returning o.id",
+            list(kinds),
+            names,
+            seconds,
+        )
+
+    return len(await db.transaction(unit, retry=True))
+
+
+async def release_backend_jobs(
+    db: Database, backends: Iterable[str], *, kinds: Sequence[str] = VPN_JOB_KINDS
+) -> int:
+    """Make every waiting job of ``backends`` due now (their panel is back: the backlog
+    drains at once instead of after each job's backoff). Returns how many."""
+    names = sorted(set(backends))
+    if not names:
+        return 0
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "update outbox o set next_attempt_at = now()"
+            " from subscriptions s"
+            " where o.kind = any($1::text[]) and o.status = 'pending' and o.claimed_by is null"
+            " and o.next_attempt_at > now()"
+            " and s.id = (o.payload ->> 'subscription_id')::bigint and s.vpn_backend = any($2)"
+            " returning o.id",
+            list(kinds),
+            names,
+        )
+
+    return len(await db.transaction(unit, retry=True))
+
+
+# -- notifications -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    chat_id: int
+    language: str
+    blocked: bool
+
+
+async def recipients(db: Database, chat_ids: Iterable[int]) -> dict[int, Recipient]:
+    """Language and blocked flag of the users among ``chat_ids`` (admin chats that are
+    not users are left out)."""
+    wanted = sorted(set(chat_ids))
+    if not wanted:
+        return {}
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "select telegram_id, language, blocked_bot_at is not null as blocked"
+            " from users where telegram_id = any($1::bigint[])",
+            wanted,
+        )
+
+    return {
+        r["telegram_id"]: Recipient(r["telegram_id"], r["language"], r["blocked"])
+        for r in await db.read(unit)
+    }
+
+
+# The partial index outbox_notify_direct matches these literal predicates (a parameter
+# would keep the planner from proving that the index applies).
+_CLAIM_DIRECT = """
+with due as materialized (
+    select id
+    from outbox
+    where status = 'pending' and kind = 'telegram.notify' and dedup_key not like 'broadcast:%'
+      and next_attempt_at <= now() and attempts < max_attempts
+    order by next_attempt_at, id
+    limit $1
+    for update skip locked
+)
+update outbox o
+set attempts = o.attempts + 1, claimed_by = $2, claim_expires_at = now() + $3::interval,
+    next_attempt_at = now() + $3::interval, updated_at = now()
+from due
+where o.id = due.id
+returning o.id, o.kind, o.dedup_key, o.payload, o.attempts, o.max_attempts, o.claimed_by,
+          o.claim_expires_at
+"""
+
+
+async def claim_direct_notifications(
+    db: Database, *, owner: str, limit: int, claim_seconds: float
+) -> list[Job]:
+    """Claim due notifications that are not part of a broadcast, exactly as
+    ``outbox.claim`` does (same fencing, same claim expiry). Jobs out of attempts are
+    left to ``outbox.claim``, which dead-letters them."""
+    if job_kinds.NOTIFY != "telegram.notify":  # pragma: no cover - guards the literal above
+        raise AssertionError("the NOTIFY job kind changed: update _CLAIM_DIRECT and 0002")
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(_CLAIM_DIRECT, limit, owner, timedelta(seconds=claim_seconds))
+
+    rows = await db.transaction(unit)
+    return sorted(
+        (
+            Job(
+                id=r["id"],
+                kind=r["kind"],
+                dedup_key=r["dedup_key"],
+                payload=r["payload"],
+                attempts=r["attempts"],
+                max_attempts=r["max_attempts"],
+                claimed_by=r["claimed_by"],
+                claim_expires_at=r["claim_expires_at"],
+            )
+            for r in rows
+        ),
+        key=lambda j: j.id,
+    )
+
+
+async def complete_skipped(
+    db: Database, jobs: Sequence[Job], *, owner: str, reason: str
+) -> frozenset[int]:
+    """Mark claimed jobs done without doing them (the user blocked the bot), keeping
+    ``reason`` as their last error; fenced like ``outbox.complete``."""
+    if not jobs:
+        return frozenset()
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "update outbox o set status = 'done', done_at = now(), updated_at = now(),"
+            " claim_expires_at = null, last_error = $4"
+            " from unnest($1::bigint[], $2::integer[]) as j(id, attempts)"
+            " where o.id = any($1::bigint[]) and o.id = j.id and o.attempts = j.attempts"
+            " and o.claimed_by = $3 and o.status = 'pending'"
+            " returning o.id",
+            [j.id for j in jobs],
+            [j.attempts for j in jobs],
+            owner,
+            reason[:4000],
+        )
+
+    return frozenset(r["id"] for r in await db.transaction(unit))

@@ -1,0 +1,84 @@
+"""The background workers, each a supervised actor built on ``loop_worker``.
+
+``worker_actors(services)`` returns their specs, for the supervisor's tree:
+
+==========================  ========  =====================  ==================================
+actor                       interval  min. sleep on failure  what
+==========================  ========  =====================  ==================================
+``activation_worker``       1 s       10 s                   VPN panel calls: activations, then
+                                                             revocations (outbox jobs)
+``fast_expiry_cleanup``     5 s       10 s                   lapsed subscriptions expire; their
+                                                             revocation is queued
+``crypto_payment_watcher``  10 s      15 s                   open invoices polled, paid ones
+                                                             credited; stale intents expired
+``auto_renewal``            300 s     300 s                  renewals from the balance
+``trial_notifications``     60 s      60 s                   trial reminders
+``expiry_notifications``    60 s      60 s                   paid-subscription reminders
+``notifier``                1 s       5 s                    every message to users
+``reconciliation``          600 s     300 s                  missed payments found and credited
+==========================  ========  =====================  ==================================
+
+Every iteration is one boundary (its own correlation id); a failed one is logged with
+its failure type and followed by at least the minimum sleep. Workers are not critical
+(one parked makes the service degraded, not unavailable) and each has a failure budget
+that parks it and tries again after a cool-down. ``[actors.<name>]`` overrides any of it
+(``interval_seconds``, ``min_sleep_on_failure_seconds``, budgets, ``enabled = false``).
+
+Work is claimed from PostgreSQL (outbox claims, SKIP LOCKED scans, scan cursors), so any
+number of processes run the same workers on one database; work that talks to a peer once
+for everyone (polling a provider, sending at a global rate) holds a lease instead.
+
+The notifier needs ``[telegram] token``; without one it is left out (and logged).
+"""
+
+from __future__ import annotations
+
+from runtime.logs import get_logger
+from runtime.plugin_api import Services
+from runtime.supervision import ActorSpec
+
+from . import (
+    activation,
+    auto_renewal,
+    expiry_cleanup,
+    notifier,
+    payment_watcher,
+    reconciliation,
+    reminders,
+)
+
+NAMES = (
+    activation.NAME,
+    expiry_cleanup.NAME,
+    payment_watcher.NAME,
+    auto_renewal.NAME,
+    reminders.TRIAL,
+    reminders.EXPIRY,
+    reconciliation.NAME,
+    notifier.NAME,
+)
+
+
+def worker_actors(services: Services) -> list[ActorSpec]:
+    """The workers' actor specs, in start order (the notifier last: it stops first)."""
+    specs = [
+        activation.spec(services),
+        expiry_cleanup.spec(services),
+        payment_watcher.spec(services),
+        auto_renewal.spec(services),
+        reminders.trial_spec(services),
+        reminders.expiry_spec(services),
+        reconciliation.spec(services),
+    ]
+    if services.settings.telegram.token is not None:
+        specs.append(notifier.spec(services))
+    else:
+        get_logger("workers").warning(
+            "no [telegram] token: the notifier is not started, messages wait in the outbox",
+            operation="workers.assemble",
+            outcome="skipped",
+        )
+    return specs
+
+
+__all__ = ["NAMES", "worker_actors"]

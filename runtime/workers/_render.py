@@ -1,0 +1,96 @@
+"""What a notification job says: its template rendered in the user's language, and for
+an access link, its QR code."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import segno
+
+from runtime.i18n import Translator, format_date, format_money
+
+BROADCAST = "broadcast"
+ACCESS_READY = "access_ready"
+CAPTION_LIMIT = 1024
+"""Telegram's limit on a photo caption, in characters."""
+TEXT_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+    reply_markup: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Photo:
+    png: bytes
+    caption: str | None = None
+
+
+Part = Text | Photo
+
+
+class BadNotification(ValueError):
+    """The job cannot be rendered (unknown template, missing parameter): a bug in whoever
+    queued it; retrying cannot help."""
+
+
+def qr_png(data: str, *, scale: int = 8, border: int = 4) -> bytes:
+    """``data`` as a QR code PNG, in memory."""
+    code = segno.make(data, error="m", boost_error=True, micro=False)
+    out = io.BytesIO()
+    code.save(out, kind="png", scale=scale, border=border)
+    return out.getvalue()
+
+
+def template_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's parameters plus what texts show: ``amount`` and ``balance`` (money with
+    its currency), ``expires`` (a date), ``hours`` (a reminder's offset)."""
+    values: dict[str, Any] = dict(params)
+    currency = params.get("currency")
+    if params.get("amount_minor") is not None and currency:
+        values["amount"] = format_money(int(params["amount_minor"]), str(currency))
+    if params.get("balance_minor") is not None and currency:
+        values["balance"] = format_money(int(params["balance_minor"]), str(currency))
+    if params.get("expires_at"):
+        values["expires"] = format_date(datetime.fromisoformat(str(params["expires_at"])))
+    if params.get("offset_hours") is not None:
+        values["hours"] = params["offset_hours"]
+    return values
+
+
+def render(translator: Translator, language: str, payload: Mapping[str, Any]) -> list[Part]:
+    """The messages of one job, in order. Raises ``BadNotification``."""
+    template = payload.get("template")
+    params = payload.get("params") or {}
+    if not isinstance(template, str) or not isinstance(params, Mapping):
+        raise BadNotification("a notification needs a template and a params object")
+    markup = payload.get("reply_markup")
+    markup = markup if isinstance(markup, Mapping) else None
+    if template == BROADCAST:
+        text = params.get("text") or payload.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise BadNotification("a broadcast without text")
+        return [Text(text[:TEXT_LIMIT], markup)]
+    key = f"notify.{template}"
+    if not translator.has(key):
+        raise BadNotification(f"unknown notification template {template!r}")
+    try:
+        text = translator.t(language, key, **template_params(params))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise BadNotification(f"template {template!r}: {type(exc).__name__}: {exc}") from None
+    access_url = params.get("access_url")
+    if template == ACCESS_READY and isinstance(access_url, str) and access_url:
+        png = qr_png(access_url)
+        if len(text) <= CAPTION_LIMIT:  # one message: the link and its QR code together
+            return [Photo(png, text)]
+        return [
+            Text(text[:TEXT_LIMIT], markup),
+            Photo(png, translator.t(language, "notify.access_qr")),
+        ]
+    return [Text(text[:TEXT_LIMIT], markup)]

@@ -1,0 +1,382 @@
+"""``notifier``: the only sender of outbox notifications to Telegram.
+
+It claims ``telegram.notify`` jobs (users' own messages first: a payment confirmation
+does not wait behind a broadcast's thousands), renders each job's template in the
+user's language (``notify.<template>``; ``broadcast`` jobs carry their text) and sends it;
+an ``access_ready`` message comes with its link as a QR code (one photo, the text its
+caption).
+
+Limits, as Telegram asks:
+
+- a global rate, ``[notifier] rate_per_second`` (default 25): sends start evenly spaced;
+  one process sends at a time (a lease), so the rate holds for the whole deployment;
+- at most one message per ``per_chat_interval_seconds`` per chat; a user's messages go
+  out in the order they were queued;
+- a 429 pauses *all* sending for its ``retry_after``, then the same message is sent
+  again; a message is never dropped for a 429;
+- ``allow_paid_broadcast``: broadcasts (and, when the configured rate is above the free
+  limit of about 30 per second, every message) are sent with ``allow_paid_broadcast``,
+  paid from the bot's Stars balance.
+
+Outcomes: a 403 (the user blocked the bot) marks the user blocked and drops their
+messages (the jobs are completed as skipped, with the reason); a user already marked
+blocked is skipped the same way. A message that fails for its own reasons is retried
+with the outbox's backoff and dead-lettered after ``max_attempts`` (a permanent answer,
+such as 400 "message is too long", at once); admins hear of dead messages (not of a
+broadcast's). When Telegram itself is failing (five transient failures in a row, or the
+token is rejected), the batch stops, the unsent jobs go back untried, and the iteration
+fails: logged with its failure type, followed by the minimum sleep, the actor degraded
+until a batch goes through again.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from runtime.alerts import Alert, Severity
+from runtime.failures import DependencyError, Outcome, classify
+from runtime.i18n import Translator, load_translator
+from runtime.logs import get_logger, log_failure
+from runtime.plugin_api import Services
+from runtime.storage import job_kinds, outbox, scans, users
+from runtime.storage.outbox import FailOutcome, Job
+from runtime.storage.scans import Recipient
+from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
+from runtime.telegram import BotApi, BotTokenRejected, ChatBlocked, TooManyRequests
+
+from ._common import SoleRunner, items, owner_id, worker_spec
+from ._pacing import ChatSpacing, Pacer
+from ._render import BROADCAST, BadNotification, Part, Photo, Text, render
+
+NAME = "notifier"
+INTERVAL = 1.0
+MIN_SLEEP_ON_FAILURE = 5.0
+BUDGET = Budget(max_failures=60, window=600.0, on_exhausted=OnExhausted.PARK, park_cooldown=120.0)
+FREE_RATE = 30.0
+"""About this many messages per second Telegram allows a bot without paying."""
+OUTAGE_STREAK = 5
+"""Transient failures in a row that mean Telegram (or the way to it) is down."""
+MAX_RATE_LIMITED = 10
+"""429 answers one message may get before it is failed (and retried later)."""
+CLAIM_MARGIN = 10.0
+BLOCKED = "skipped: the user blocked the bot"
+
+
+class Notifier:
+    def __init__(
+        self,
+        services: Services,
+        api: BotApi,
+        owner: str,
+        *,
+        rate_per_second: float | None = None,
+        per_chat_interval: float | None = None,
+        allow_paid_broadcast: bool | None = None,
+        max_attempts: int | None = None,
+        batch: int | None = None,
+        concurrency: int | None = None,
+        claim_seconds: float | None = None,
+        max_per_chat: int = 3,
+        translator: Translator | None = None,
+    ) -> None:
+        config = services.settings.notifier
+        self.services = services
+        self.api = api
+        self.owner = owner
+        self.rate = rate_per_second or config.rate_per_second
+        self.allow_paid_broadcast = (
+            config.allow_paid_broadcast if allow_paid_broadcast is None else allow_paid_broadcast
+        )
+        self.max_attempts = max_attempts or config.max_attempts
+        self.batch = batch or max(10, min(500, round(self.rate * 2)))
+        self.concurrency = concurrency or max(4, min(100, math.ceil(self.rate / 4)))
+        self.claim_seconds = claim_seconds or max(60.0, self.batch / self.rate * 3 + CLAIM_MARGIN)
+        self.max_per_chat = max_per_chat
+        self.translator = translator or load_translator()
+        self.pacer = Pacer(self.rate)
+        self.spacing = ChatSpacing(
+            config.per_chat_interval_seconds if per_chat_interval is None else per_chat_interval
+        )
+        self.limiter = trio.CapacityLimiter(self.concurrency)
+        self.runner = SoleRunner(f"worker:{NAME}", owner, ttl_seconds=max(30.0, self.claim_seconds))
+        self.log = get_logger(NAME)
+        self.items = items(services.metrics)
+
+    def paid_broadcast(self, template: object) -> bool:
+        return self.allow_paid_broadcast and (template == BROADCAST or self.rate > FREE_RATE)
+
+    async def iteration(self, ctx: ActorContext) -> float | None:
+        db = self.services.db
+        if not await self.runner.acquire(db):
+            return None  # another instance is the sender
+        if self.pacer.paused:  # a 429: nothing is claimed until it is over
+            return self.pacer.paused_until - trio.current_time()
+        self.spacing.forget_old()
+        jobs: list[Job] = await scans.claim_direct_notifications(
+            db, owner=self.owner, limit=self.batch, claim_seconds=self.claim_seconds
+        )
+        if len(jobs) < self.batch:
+            jobs.extend(
+                await outbox.claim(
+                    db,
+                    kinds=[job_kinds.NOTIFY],
+                    owner=self.owner,
+                    limit=self.batch - len(jobs),
+                    claim_seconds=self.claim_seconds,
+                )
+            )
+        if not jobs:
+            return None
+        deadline = trio.current_time() + self.claim_seconds - CLAIM_MARGIN
+        run = _Batch(self, jobs, deadline, ctx)
+        try:
+            await run.send()
+        finally:
+            with trio.move_on_after(10.0, shield=True):
+                await run.settle()
+        if run.outage is not None:
+            raise run.outage
+        return 0.0 if len(jobs) >= self.batch else None
+
+    async def close(self) -> None:
+        try:
+            await self.runner.release(self.services.db)
+        finally:
+            await self.api.aclose()
+
+
+class _Result(enum.Enum):
+    SENT = "sent"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    RELEASED = "released"
+
+
+class _Batch:
+    """One claimed batch: sent chat by chat, then settled in a few statements."""
+
+    def __init__(self, notifier: Notifier, jobs: Sequence[Job], deadline: float, ctx: ActorContext):
+        self.n = notifier
+        self.jobs = list(jobs)
+        self.deadline = deadline
+        self.ctx = ctx
+        self.done: list[Job] = []
+        self.skipped: dict[str, list[Job]] = {}
+        self.released: list[Job] = []
+        self.failed = 0
+        self.blocked: set[int | str] = set()
+        self.outage: BaseException | None = None
+        self.streak = 0
+        self.recipients: dict[int, Recipient] = {}
+
+    async def send(self) -> None:
+        by_chat: dict[int | str, list[Job]] = {}
+        for job in self.jobs:
+            chat = job.payload.get("chat_id")
+            if not isinstance(chat, int | str) or isinstance(chat, bool) or chat == "":
+                await self._fail(job, BadNotification("a notification without a chat_id"))
+                continue
+            queue = by_chat.setdefault(chat, [])
+            if len(queue) < self.n.max_per_chat:
+                queue.append(job)
+            else:  # their spacing would hold the batch up: next batch
+                self.released.append(job)
+        self.recipients = await scans.recipients(
+            self.n.services.db, [c for c in by_chat if isinstance(c, int)]
+        )
+        async with trio.open_nursery() as nursery:
+            for chat, queue in by_chat.items():
+                nursery.start_soon(self._chat, chat, queue)
+
+    def _stopping(self) -> bool:
+        return self.outage is not None or self.ctx.stop_requested.is_set()
+
+    async def _chat(self, chat: int | str, queue: list[Job]) -> None:
+        """The chat's jobs in the order they were queued."""
+        recipient = self.recipients.get(chat) if isinstance(chat, int) else None
+        language = self.n.translator.language_for(recipient.language if recipient else None)
+        for index, job in enumerate(queue):
+            if self._stopping():
+                self.released.extend(queue[index:])
+                return
+            if (recipient is not None and recipient.blocked) or chat in self.blocked:
+                self.skipped.setdefault(BLOCKED, []).append(job)
+                continue
+            try:
+                parts = render(self.n.translator, language, job.payload)
+            except Exception as exc:
+                await self._fail(job, exc)
+                continue
+            if await self._deliver(chat, job, parts) is _Result.RELEASED:
+                self.released.extend(queue[index + 1 :])  # keep the chat's order
+                return
+
+    async def _deliver(self, chat: int | str, job: Job, parts: list[Part]) -> _Result:
+        """Send every part of ``job`` and record what became of it."""
+        for part in parts:
+            rate_limited = 0
+            while True:
+                if self._stopping() or self.n.spacing.ready_at(chat) > self.deadline:
+                    self.released.append(job)
+                    return _Result.RELEASED
+                await trio.sleep_until(self.n.spacing.ready_at(chat))
+                if not await self.n.pacer.slot(self.deadline):
+                    self.released.append(job)
+                    return _Result.RELEASED
+                try:
+                    async with self.n.limiter:
+                        if self._stopping():  # decided while this one waited its turn
+                            self.released.append(job)
+                            return _Result.RELEASED
+                        await self._send(chat, job, part)
+                except TooManyRequests as exc:
+                    self.n.pacer.pause(exc.retry_after or 1.0)
+                    rate_limited += 1
+                    self.n.items.labels(NAME, "rate_limited").inc()
+                    self.n.log.warning(
+                        "rate limited by Telegram: all sending paused",
+                        operation="notify",
+                        retry_after=exc.retry_after,
+                        job_id=job.id,
+                        outcome=Outcome.DEGRADED,
+                    )
+                    if rate_limited > MAX_RATE_LIMITED:
+                        await self._fail(job, exc)
+                        return _Result.FAILED
+                    continue
+                except ChatBlocked as exc:
+                    await self._blocked(chat, job, exc)
+                    return _Result.BLOCKED
+                except BotTokenRejected as exc:
+                    self.outage = exc
+                    self.released.append(job)
+                    return _Result.RELEASED
+                except Exception as exc:
+                    await self._fail(job, exc)
+                    return _Result.FAILED
+                self.n.spacing.sent(chat)
+                self.streak = 0
+                break
+        self.done.append(job)
+        return _Result.SENT
+
+    async def _send(self, chat: int | str, job: Job, part: Part) -> None:
+        paid = self.n.paid_broadcast(job.payload.get("template"))
+        if isinstance(part, Photo):
+            await self.n.api.send_photo(chat, part.png, part.caption, allow_paid_broadcast=paid)
+        elif isinstance(part, Text):
+            await self.n.api.send_message(
+                chat, part.text, dict(part.reply_markup) if part.reply_markup else None, paid
+            )
+
+    async def _blocked(self, chat: int | str, job: Job, exc: ChatBlocked) -> None:
+        self.blocked.add(chat)
+        if isinstance(chat, int):
+            await users.mark_blocked(self.n.services.db, chat)
+        self.skipped.setdefault(f"blocked: {exc}", []).append(job)
+        self.n.log.info(
+            "user blocked the bot: their messages are dropped",
+            operation="notify",
+            chat_id=chat,
+            job_id=job.id,
+            outcome=Outcome.SKIPPED,
+        )
+
+    async def _fail(self, job: Job, exc: BaseException) -> None:
+        failure = classify(exc)
+        if failure.transient and not isinstance(exc, TooManyRequests):
+            self.streak += 1
+            if self.streak >= OUTAGE_STREAK and self.outage is None:
+                self.outage = DependencyError(
+                    f"telegram: {self.streak} sends failed in a row; last: {failure.message}",
+                    transient=True,
+                )
+        self.failed += 1
+        template = job.payload.get("template")
+        permanent = not failure.transient or job.attempts >= self.n.max_attempts
+        log_failure(
+            self.n.log,
+            exc,
+            operation="notify",
+            job_id=job.id,
+            template=template,
+            attempt=job.attempts,
+            outcome=Outcome.FAILED,
+        )
+        result = await outbox.fail(
+            self.n.services.db,
+            job,
+            owner=self.n.owner,
+            error=f"{failure.exception_type}: {failure.message}",
+            retry_after=failure.retry_after,
+            permanent=permanent,
+        )
+        self.n.items.labels(NAME, f"failed_{result.value}").inc()
+        if result is FailOutcome.DEAD and template != BROADCAST:
+            self.n.services.alerts.submit(
+                Alert(
+                    severity=Severity.WARNING,
+                    key=f"notify_dead:{template}",
+                    component=NAME,
+                    title="a message to a user was given up",
+                    text=(
+                        f"notification {template!r} (job {job.id}) to chat "
+                        f"{job.payload.get('chat_id')} failed {job.attempts} time(s): "
+                        f"{failure.exception_type}: {failure.message}"
+                    ),
+                )
+            )
+
+    async def settle(self) -> None:
+        """Record the batch's outcomes: done, skipped, handed back."""
+        db = self.n.services.db
+        owner = self.n.owner
+        if self.done:
+            await outbox.complete(db, self.done, owner=owner)
+        for reason, jobs in self.skipped.items():
+            await scans.complete_skipped(db, jobs, owner=owner, reason=reason)
+        if self.released:
+            await outbox.release(db, self.released, owner=owner)
+        skipped = sum(len(j) for j in self.skipped.values())
+        counts: dict[str, Any] = {
+            "sent": len(self.done),
+            "skipped": skipped,
+            "failed": self.failed,
+            "released": len(self.released),
+        }
+        for outcome, count in counts.items():
+            if count:
+                self.n.items.labels(NAME, outcome).inc(count)
+        self.n.log.info(
+            "batch sent",
+            operation="notify",
+            claimed=len(self.jobs),
+            outcome=Outcome.SUCCESS if self.outage is None else Outcome.DEGRADED,
+            **counts,
+        )
+
+
+def spec(services: Services, **options: Any) -> ActorSpec:
+    """The ``notifier`` actor; needs ``[telegram] token``."""
+    telegram = services.settings.telegram
+    if telegram.token is None:
+        raise ValueError("the notifier needs [telegram] token")
+    token = telegram.token.get_secret_value()
+
+    def make(ctx: ActorContext) -> Notifier:
+        api = BotApi(token, api_base=telegram.api_base)
+        return Notifier(services, api, owner_id(services, NAME), **options)
+
+    return worker_spec(
+        NAME,
+        make,
+        interval=INTERVAL,
+        min_sleep_on_failure=MIN_SLEEP_ON_FAILURE,
+        budget=BUDGET,
+        shutdown_timeout=15.0,
+    )

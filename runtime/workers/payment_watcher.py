@@ -1,0 +1,118 @@
+"""``crypto_payment_watcher``: polls providers for open invoices and credits paid ones.
+
+For every payment provider whose open intents carry the provider's invoice id (Crypto Pay
+invoices; Telegram invoices have no id before they are paid and are left to
+``reconciliation``), the open invoices are read in keyset pages of 1000 and each page is
+one ``fetch_status`` call (for Crypto Pay: one ``getInvoices`` call per up to 1000
+invoices). Paid ones go through ``Billing.confirm``, the same idempotent path as the
+webhook: a webhook and the watcher racing on one invoice credit it once. Then unpaid
+intents past their expiry are marked expired.
+
+The watcher runs in one process at a time (a lease): polling a provider once is enough,
+however many instances share the database. A provider that fails does not keep the
+others from being polled; the iteration then fails with its error (logged with its
+failure type, followed by the minimum sleep).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.failures import Outcome
+from runtime.logs import get_logger, log_failure
+from runtime.plugin_api import PaymentProvider, Services
+from runtime.plugin_api.payments import InvoiceState
+from runtime.storage import payments, scans
+from runtime.storage.payments import Verdict
+from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
+
+from ._common import SoleRunner, effective_interval, items, owner_id, worker_spec
+
+NAME = "crypto_payment_watcher"
+INTERVAL = 10.0
+MIN_SLEEP_ON_FAILURE = 15.0
+BUDGET = Budget(max_failures=30, window=900.0, on_exhausted=OnExhausted.PARK, park_cooldown=300.0)
+PAGE = 1000
+"""Invoices per ``fetch_status`` call (Crypto Pay's ``getInvoices`` takes up to 1000)."""
+
+
+class PaymentWatcher:
+    def __init__(
+        self,
+        services: Services,
+        owner: str,
+        *,
+        page: int = PAGE,
+        max_pages: int = 50,
+        expire_batch: int = 1000,
+        lease_ttl: float = 60.0,
+    ) -> None:
+        self.services = services
+        self.page = page
+        self.max_pages = max_pages
+        self.expire_batch = expire_batch
+        self.runner = SoleRunner(f"worker:{NAME}", owner, ttl_seconds=lease_ttl)
+        self._log = get_logger(NAME)
+        self._items = items(services.metrics)
+
+    async def iteration(self, ctx: ActorContext) -> float | None:
+        db = self.services.db
+        if not await self.runner.acquire(db):
+            return None  # another instance polls
+        failed: list[BaseException] = []
+        for name, provider in sorted(self.services.billing.providers.items()):
+            try:
+                await self.watch(provider)
+            except Exception as exc:
+                if failed:  # the first one fails the iteration (and is logged there)
+                    log_failure(self._log, exc, operation="payment_watch", provider=name)
+                failed.append(exc)
+        expired = await payments.expire_stale(db, limit=self.expire_batch)
+        if expired:
+            self._items.labels(NAME, "intent_expired").inc(expired)
+        if failed:
+            raise failed[0]
+        return 0.0 if expired >= self.expire_batch else None
+
+    async def watch(self, provider: PaymentProvider) -> int:
+        """Poll ``provider``'s open invoices; returns how many were credited now."""
+        db = self.services.db
+        billing = self.services.billing
+        credited = 0
+        after = None
+        for _ in range(self.max_pages):
+            page = await scans.open_invoice_page(db, provider.name, after=after, limit=self.page)
+            if not page:
+                break
+            statuses = await provider.fetch_status([invoice.external_id for invoice in page])
+            for status in statuses:
+                if status.state is not InvoiceState.PAID or status.payment is None:
+                    continue
+                result = await billing.confirm(status.payment)
+                self._items.labels(NAME, f"paid_{result.verdict.value}").inc()
+                if result.verdict is Verdict.CREDITED:
+                    credited += 1
+                    self._log.info(
+                        "paid invoice found by polling",
+                        operation="payment_watch",
+                        provider=provider.name,
+                        external_id=status.external_id,
+                        outcome=Outcome.SUCCESS,
+                    )
+            if len(page) < self.page:
+                break
+            after = page[-1].position
+        return credited
+
+    async def close(self) -> None:
+        await self.runner.release(self.services.db)
+
+
+def spec(services: Services, **options: Any) -> ActorSpec:
+    def make(ctx: ActorContext) -> PaymentWatcher:
+        ttl = max(60.0, 4 * effective_interval(ctx, INTERVAL))
+        return PaymentWatcher(services, owner_id(services, NAME), **{"lease_ttl": ttl, **options})
+
+    return worker_spec(
+        NAME, make, interval=INTERVAL, min_sleep_on_failure=MIN_SLEEP_ON_FAILURE, budget=BUDGET
+    )

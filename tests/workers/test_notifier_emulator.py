@@ -1,0 +1,122 @@
+"""The notifier against the Telegram emulator's flood limits: no 429 at the configured
+rate, the minimum time for it, and every message delivered once when 429s are injected."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from runtime.plugin_api import Services
+from runtime.storage import Database, job_kinds, outbox
+from runtime.telegram import BotApi
+from runtime.testing.telegram import DEFAULT_TOKEN, Limits, TelegramEmulator
+from runtime.workers.notifier import Notifier
+
+from .conftest import add_user, fetch
+
+CTX: Any = type("Ctx", (), {"stop_requested": trio.Event()})()
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[TelegramEmulator]:
+    # Telegram's shape (a burst, then a steady rate), scaled up so the test stays short.
+    fake = TelegramEmulator(limits=Limits(global_rate=110.0, global_burst=5))
+    async with fake.running():
+        yield fake
+
+
+async def queue_one_each(db: Database, emulator: TelegramEmulator, count: int) -> list[int]:
+    """One broadcast message for each of ``count`` new users (queued in bulk)."""
+    chats = [emulator.create_user(language_code="en").id for _ in range(count)]
+    await fetch(db, "insert into users (telegram_id) select unnest($1::bigint[])", chats)
+    await fetch(
+        db,
+        "insert into outbox (kind, dedup_key, payload)"
+        " select $1, 'broadcast:1:' || c, jsonb_build_object('chat_id', c,"
+        " 'template', 'broadcast', 'params', jsonb_build_object('text', 'news #' || c))"
+        " from unnest($2::bigint[]) as c",
+        job_kinds.NOTIFY,
+        chats,
+    )
+    return chats
+
+
+async def drain(sender: Notifier, db: Database) -> float:
+    """Send until nothing is pending; returns how long it took."""
+    started = trio.current_time()
+    with trio.fail_after(20):
+        while True:
+            pause = await sender.iteration(CTX)
+            rows = await fetch(db, "select count(*) as n from outbox where status = 'pending'")
+            if not rows[0]["n"]:
+                return trio.current_time() - started
+            await trio.sleep(pause or 0.01)
+
+
+async def test_the_configured_rate_meets_no_429_and_takes_its_minimum_time(
+    db: Database, services: Services, emulator: TelegramEmulator
+) -> None:
+    count, rate = 201, 100.0
+    chats = await queue_one_each(db, emulator, count)
+    sender = Notifier(
+        services, BotApi(DEFAULT_TOKEN, api_base=emulator.url), "a", rate_per_second=rate
+    )
+    took = await drain(sender, db)
+    await sender.close()
+    assert emulator.counters["answered.429"] == 0
+    assert [len(emulator.messages(chat, from_bot=True)) for chat in chats] == [1] * count
+    minimum = (count - 1) / rate
+    assert minimum <= took <= minimum * 1.10
+
+
+async def test_injected_429s_pause_and_every_message_is_delivered_once(
+    db: Database, services: Services, emulator: TelegramEmulator
+) -> None:
+    chats = await queue_one_each(db, emulator, 30)
+    emulator.rate_limit_next(1, times=2)
+    sender = Notifier(
+        services, BotApi(DEFAULT_TOKEN, api_base=emulator.url), "a", rate_per_second=50
+    )
+    took = await drain(sender, db)
+    await sender.close()
+    assert emulator.counters["answered.429"] == 2
+    assert [len(emulator.messages(chat, from_bot=True)) for chat in chats] == [1] * len(chats)
+    assert took >= 1.0  # at least one retry_after of pause
+
+
+async def test_access_links_arrive_with_their_qr_code_and_blocked_users_are_dropped(
+    db: Database, services: Services, emulator: TelegramEmulator
+) -> None:
+    reader = emulator.create_user(language_code="ru")
+    blocker = emulator.create_user()
+    await add_user(db, reader.id, language="ru")
+    await add_user(db, blocker.id)
+    blocker.block()
+    for chat in (reader.id, blocker.id):
+        await outbox.enqueue_job(
+            db,
+            kind=job_kinds.NOTIFY,
+            dedup_key=f"notify:access:{chat}",
+            payload={
+                "chat_id": chat,
+                "template": "access_ready",
+                "params": {
+                    "access_url": "https://panel.example/sub/abc",
+                    "expires_at": "2031-01-02T03:04:00+00:00",
+                },
+            },
+        )
+    sender = Notifier(services, BotApi(DEFAULT_TOKEN, api_base=emulator.url), "a")
+    await drain(sender, db)
+    await sender.close()
+    [message] = emulator.messages(reader.id, from_bot=True)
+    assert message.photo is not None and message.photo.startswith(b"\x89PNG")
+    assert message.caption is not None and "https://panel.example/sub/abc" in message.caption
+    assert message.caption.startswith("Доступ к VPN готов до 2031-01-02 03:04 UTC")
+    rows = await fetch(
+        db, "select blocked_bot_at is not null as b from users where telegram_id = $1", blocker.id
+    )
+    assert rows == [{"b": True}]
