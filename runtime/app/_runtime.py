@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 from runtime.access import Access
 from runtime.alerts import Alert, AlertPipeline, LogSink, Severity
 from runtime.billing import Billing, payment_webhook_routes
+from runtime.bot import bot_actors, telegram_webhook_routes
 from runtime.bridge import asyncio_loop
 from runtime.catalog import Catalog
 from runtime.config import ConfigError, Settings
@@ -147,7 +148,11 @@ def build_runtime(
                 "alerts": alerts.stats.to_json(),
                 "recent_alerts": recent.to_json(),
             },
-            routes=[*payment_webhook_routes(lambda: services.billing), *extra_routes],
+            routes=[
+                *payment_webhook_routes(lambda: services.billing),
+                *telegram_webhook_routes(services),
+                *extra_routes,
+            ],
         )
 
     http = None
@@ -158,7 +163,21 @@ def build_runtime(
             port=settings.http.port,
             on_listening=lambda urls: get_logger("http").info("listening", urls=urls),
         )
-    specs = [*core_actors(services, alerts, http), *worker_actors(services), *plugins.actors()]
+
+    def actor_table() -> dict[str, Any]:
+        supervisor = holder["supervisor"]
+        return {
+            "state": supervisor.system_state.value,
+            "ready": supervisor.ready.is_set(),
+            "actors": [status.to_json() for status in supervisor.statuses],
+        }
+
+    specs = [
+        *core_actors(services, alerts, http),
+        *worker_actors(services),
+        *bot_actors(services, actor_table=actor_table),
+        *plugins.actors(),
+    ]
     enabled = [s for s in specs if settings.actor_override(s.name).enabled is not False]
     tree = [apply_policy(s, settings.actor_override(s.name)) for s in enabled]
     supervisor = Supervisor(

@@ -389,6 +389,8 @@ class Settings(_Section):
         problems = cross_section_problems(self.telegram, self.alerts)
         if self.bot.mode == "webhook" and self.bot.webhook_url is None:
             problems.append(("bot.webhook_url", 'required when bot.mode is "webhook"'))
+        if self.bot.mode == "webhook" and self.telegram.token and not self.http.enabled:
+            problems.append(("http.enabled", 'must be true when bot.mode is "webhook"'))
         if self.bot.mode == "webhook" and self.bot.webhook_secret is None:
             problems.append(("bot.webhook_secret", 'required when bot.mode is "webhook"'))
         if self.trial.enabled and self.trial.backend is None:

@@ -1,0 +1,80 @@
+"""The Telegram bot: aiogram 3 inside the bridge's asyncio loop, fed from a durable inbox.
+
+Updates arrive by long polling (one process at a time, under a lease) or by webhook (any
+number of processes), are stored in the inbox before Telegram is told they arrived, and
+are then processed from there by the ``bot`` actor of every process. Handlers are thin:
+they parse, make one trio call through ``call_trio``, and reply.
+
+Wiring, in the composition root::
+
+    bot = telegram_bot(services, actor_table=lambda: status_document(supervisor))
+    specs += bot_actors(services)                    # [] without telegram.token
+    routes += telegram_webhook_routes(services)      # [] unless bot.mode = "webhook"
+
+``bot_actors`` and ``telegram_webhook_routes`` share one ``TelegramBot`` per ``Services``
+(the webhook wakes the inbox processor of its own process).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from starlette.routing import Route
+
+from runtime.plugin_api import Services
+from runtime.supervision import ActorSpec
+
+from ._actor import BOT_ACTOR, POLLER_ACTOR, TelegramBot, build_dispatcher
+from ._context import BotContext
+from ._middleware import HandlerBoundary, HandlerFailed
+from ._seam import call_trio
+from ._services import ActorTable, BotServices
+
+__all__ = [
+    "BOT_ACTOR",
+    "POLLER_ACTOR",
+    "ActorTable",
+    "BotContext",
+    "BotServices",
+    "HandlerBoundary",
+    "HandlerFailed",
+    "TelegramBot",
+    "bot_actors",
+    "build_dispatcher",
+    "call_trio",
+    "telegram_bot",
+    "telegram_webhook_routes",
+]
+
+_bots: weakref.WeakKeyDictionary[Services, TelegramBot] = weakref.WeakKeyDictionary()
+
+
+def telegram_bot(
+    services: Services, *, actor_table: ActorTable | None = None
+) -> TelegramBot | None:
+    """The bot of this runtime (made on first use), or None without ``telegram.token``.
+
+    ``actor_table`` returns the supervisor's status document, as served at ``/status``
+    (``{"state": ..., "ready": ..., "actors": [ActorStatus.to_json(), ...]}``); the admin
+    ``/status`` command shows it. It may be given on any call; the last one given wins.
+    """
+    if services.settings.telegram.token is None:
+        return None
+    bot = _bots.get(services)
+    if bot is None:
+        bot = _bots[services] = TelegramBot(services, actor_table=actor_table)
+    elif actor_table is not None:
+        bot.actor_table = actor_table
+    return bot
+
+
+def bot_actors(services: Services, *, actor_table: ActorTable | None = None) -> list[ActorSpec]:
+    """The bot's actors: ``bot`` (the inbox) and, in polling mode, ``bot-poller``."""
+    bot = telegram_bot(services, actor_table=actor_table)
+    return bot.actors() if bot is not None else []
+
+
+def telegram_webhook_routes(services: Services) -> list[Route]:
+    """The webhook route at the path of ``bot.webhook_url`` in webhook mode, else none."""
+    bot = telegram_bot(services)
+    return bot.webhook_routes() if bot is not None else []

@@ -1,0 +1,124 @@
+"""Long polling without aiogram's polling loop: getUpdates, store, then acknowledge.
+
+Only one process polls at a time: the poller holds the ``telegram-polling`` lease (renewed
+in the background) and stores updates fenced by it, so a poller that lost the lease
+stores nothing. Updates are acknowledged by the next ``getUpdates`` offset, which is only
+sent once the previous batch is stored; a poller killed in between leaves them
+unacknowledged, and Telegram hands them out again (storing is idempotent).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+from aiogram import Bot
+
+from runtime.bridge import run_asyncio
+from runtime.logs import get_logger, log_failure
+from runtime.storage import Database, inbox
+from runtime.storage.leases import LeaseKeeper, LeaseLost
+from runtime.supervision import ActorContext, Backoff, backoff_delay
+
+from ._inbox import report_failure
+
+LEASE = "telegram-polling"
+ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query", "my_chat_member"]
+POLL_BACKOFF = Backoff(min=1.0, max=30.0, multiplier=2.0, jitter=0.2)
+SHORT_POLL_PAUSE = 1.0
+"""Seconds between empty answers when ``bot.polling_timeout_seconds`` is 0."""
+
+_log = get_logger("bot.polling")
+
+
+async def _get_updates(bot: Bot, offset: int | None, poll_seconds: int) -> list[dict[str, Any]]:
+    """asyncio side: one getUpdates, as the JSON objects Telegram sent."""
+    updates = await bot.get_updates(
+        offset=offset,
+        timeout=poll_seconds,
+        allowed_updates=ALLOWED_UPDATES,
+        request_timeout=poll_seconds + 15,
+    )
+    return [u.model_dump(mode="json", exclude_unset=True, by_alias=True) for u in updates]
+
+
+class Poller:
+    def __init__(
+        self,
+        db: Callable[[], Database],
+        *,
+        holder: str,
+        on_stored: Callable[[], None],
+        timeout: int = 25,
+        lease_ttl: float = 30.0,
+        backoff: Backoff = POLL_BACKOFF,
+    ) -> None:
+        self._db = db
+        self.holder = holder
+        self._on_stored = on_stored
+        self.timeout = timeout
+        self.lease_ttl = lease_ttl
+        self.backoff = backoff
+        self.stored = 0
+
+    async def run(self, ctx: ActorContext, bot: Bot) -> None:
+        """Poll until ``ctx.stop_requested``: wait for the lease, then poll while it holds."""
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_request() -> None:
+                await ctx.stop_requested.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_request)
+            keeper = LeaseKeeper(self._db(), LEASE, self.holder, self.lease_ttl)
+            while True:
+                try:
+                    async with keeper.held():
+                        _log.info("polling lease acquired", operation="polling", lease=LEASE)
+                        await self._poll(ctx, bot, keeper)
+                except LeaseLost as exc:
+                    _log.warning(
+                        "polling lease lost; waiting for it again",
+                        operation="polling",
+                        outcome="degraded",
+                        reason=str(exc),
+                    )
+
+    async def _poll(self, ctx: ActorContext, bot: Bot, keeper: LeaseKeeper) -> None:
+        offset: int | None = None
+        failures = 0
+        webhook_deleted = False
+        while True:
+            try:
+                if not webhook_deleted:  # getUpdates is refused while a webhook is set
+                    await run_asyncio(bot.delete_webhook, drop_pending_updates=False)
+                    webhook_deleted = True
+                updates = await run_asyncio(_get_updates, bot, offset, self.timeout)
+                if updates:
+                    await self._store(updates, keeper)
+                    offset = max(int(u["update_id"]) for u in updates) + 1
+                elif self.timeout == 0:
+                    await trio.sleep(SHORT_POLL_PAUSE)  # short polling: do not spin
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                failures += 1
+                failure = log_failure(_log, exc, operation="polling", attempt=failures)
+                report_failure(ctx, exc, failure)
+                delay = failure.retry_after
+                if delay is None:
+                    delay = backoff_delay(self.backoff, min(failures - 1, 16), random.random())
+                await trio.sleep(delay)
+                continue
+            if failures:
+                failures = 0
+                ctx.record_success()
+
+    async def _store(self, updates: Sequence[dict[str, Any]], keeper: LeaseKeeper) -> None:
+        lease = keeper.lease
+        if lease is None:
+            raise LeaseLost("the polling lease is not held")
+        self.stored += await inbox.store(self._db(), updates, lease=lease)
+        self._on_stored()

@@ -1,0 +1,451 @@
+"""What users do: the menu, the trial, plans and checkout, their subscription, the
+balance, settings and help. Each handler parses, makes one trio call, and replies."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aiogram import Bot, F, Router
+from aiogram.filters import Command, CommandStart
+from aiogram.types import (
+    BufferedInputFile,
+    CallbackQuery,
+    ChatMemberUpdated,
+    InlineKeyboardMarkup,
+    Message,
+)
+
+from runtime.access import TrialUnavailable
+from runtime.billing import Checkout
+from runtime.catalog import Plan
+from runtime.failures import DependencyError, DomainError
+from runtime.logs import get_logger, log_failure
+from runtime.storage.subscriptions import Subscription
+from runtime.storage.users import User
+
+from .. import keyboards as kb
+from .._context import BotContext
+from .._seam import call_trio
+from .._services import TrialUsed
+from ..qr import qr_png
+from ._common import answer_quietly, show
+
+_log = get_logger("bot")
+
+
+def _first_name(message_or_query: Message | CallbackQuery) -> str:
+    user = message_or_query.from_user
+    return user.first_name if user is not None and user.first_name else ""
+
+
+def menu_text(ctx: BotContext, lang: str, name: str) -> str:
+    return ctx.t(lang, "menu.title", name=name) if name else ctx.t(lang, "menu.title_anonymous")
+
+
+# -- the menu ----------------------------------------------------------------------------
+
+
+async def start(message: Message, ctx: BotContext, lang: str, account: User) -> None:
+    await message.answer(
+        menu_text(ctx, lang, _first_name(message)), reply_markup=kb.main_menu(ctx, lang, account)
+    )
+
+
+async def home(query: CallbackQuery, bot: Bot, ctx: BotContext, lang: str, account: User) -> None:
+    await show(
+        query, bot, menu_text(ctx, lang, _first_name(query)), kb.main_menu(ctx, lang, account)
+    )
+
+
+async def help_command(message: Message, ctx: BotContext, lang: str) -> None:
+    await message.answer(help_text(ctx, lang), reply_markup=kb.back_home(ctx, lang))
+
+
+async def help_screen(query: CallbackQuery, bot: Bot, ctx: BotContext, lang: str) -> None:
+    await show(query, bot, help_text(ctx, lang), kb.back_home(ctx, lang))
+
+
+def help_text(ctx: BotContext, lang: str) -> str:
+    contact = ctx.settings.bot.support_contact.strip()
+    support = (
+        ctx.t(lang, "help.support", contact=contact) if contact else ctx.t(lang, "help.no_support")
+    )
+    return ctx.t(lang, "help.text", support=support)
+
+
+# -- trial -------------------------------------------------------------------------------
+
+
+async def trial(event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang: str) -> None:
+    user = event.from_user
+    assert user is not None
+    try:
+        subscription = await call_trio(ctx.svc.start_trial, user.id)
+    except TrialUsed as used:
+        if used.current is not None:
+            text = ctx.t(lang, "trial.active", expires=ctx.date(used.current.expires_at))
+        else:
+            text = ctx.t(lang, "trial.used")
+    except TrialUnavailable:
+        text = ctx.t(lang, "trial.unavailable")
+    else:
+        text = ctx.t(lang, "trial.started", expires=ctx.date(subscription.expires_at))
+        await _reply(event, bot, text, kb.to_subscription(ctx, lang))
+        return
+    await _reply(event, bot, text, kb.back_home(ctx, lang))
+
+
+async def _reply(
+    event: CallbackQuery | Message, bot: Bot, text: str, markup: InlineKeyboardMarkup
+) -> None:
+    if isinstance(event, CallbackQuery):
+        await show(event, bot, text, markup)
+    else:
+        await event.answer(text, reply_markup=markup)
+
+
+# -- plans and checkout ------------------------------------------------------------------
+
+
+def _on_sale(ctx: BotContext) -> list[tuple[Plan, list[str]]]:
+    """Plans with the loaded providers that price them, in provider order."""
+    providers = ctx.svc.provider_names()
+    found = []
+    for plan in ctx.catalog.plans:
+        usable = [name for name in providers if plan.price(name) is not None]
+        if usable:
+            found.append((plan, usable))
+    return found
+
+
+async def plans(event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang: str) -> None:
+    on_sale = _on_sale(ctx)
+    if not on_sale:
+        await _reply(event, bot, ctx.t(lang, "plans.none"), kb.back_home(ctx, lang))
+        return
+    items = []
+    for plan, providers in on_sale:
+        price = plan.price(providers[0])
+        assert price is not None
+        items.append((plan, ctx.money(price.amount_minor, price.currency)))
+    await _reply(event, bot, ctx.t(lang, "plans.title"), kb.plan_list(ctx, lang, items))
+
+
+async def plan_details(
+    query: CallbackQuery, callback_data: kb.PlanCb, bot: Bot, ctx: BotContext, lang: str
+) -> None:
+    match = [(plan, names) for plan, names in _on_sale(ctx) if plan.id == callback_data.plan]
+    if not match:
+        await show(query, bot, ctx.t(lang, "plans.gone"), kb.back_home(ctx, lang))
+        return
+    plan, providers = match[0]
+    limits = [
+        ctx.t(lang, "plans.traffic", gb=plan.traffic_limit_bytes // 2**30)
+        if plan.traffic_limit_bytes
+        else ctx.t(lang, "plans.traffic_unlimited"),
+    ]
+    if plan.device_limit:
+        limits.append(ctx.t(lang, "plans.devices", devices=plan.device_limit))
+    text = ctx.t(
+        lang,
+        "plans.details",
+        title=plan.title(lang),
+        days=plan.duration.days,
+        limits="\n".join(limits),
+    )
+    await show(query, bot, text, kb.pay_options(ctx, lang, plan, providers))
+
+
+async def buy(
+    query: CallbackQuery, callback_data: kb.BuyCb, bot: Bot, ctx: BotContext, lang: str
+) -> None:
+    await answer_quietly(query)
+    try:
+        checkout = await call_trio(
+            ctx.svc.buy,
+            query.from_user.id,
+            callback_data.plan,
+            callback_data.provider,
+            language=lang,
+        )
+    except DependencyError as exc:
+        log_failure(_log, exc, operation="checkout", provider=callback_data.provider)
+        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.provider_down"))
+        return
+    except DomainError:
+        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.unavailable"))
+        return
+    plan = ctx.catalog.find(callback_data.plan)
+    title = plan.title(lang) if plan else callback_data.plan
+    await send_checkout(bot, ctx, lang, query.from_user.id, checkout, title)
+
+
+async def send_checkout(
+    bot: Bot, ctx: BotContext, lang: str, chat_id: int, checkout: Checkout, title: str
+) -> None:
+    """An invoice in the chat (Telegram payments) or a message with the payment link."""
+    invoice = checkout.invoice
+    price = ctx.money(checkout.payment.amount_minor, checkout.payment.currency)
+    if invoice.send_in_chat:
+        await bot.send_invoice(chat_id=chat_id, **invoice.send_in_chat)
+    elif invoice.url:
+        await bot.send_message(
+            chat_id,
+            ctx.t(lang, "checkout.link", title=title, price=price),
+            reply_markup=kb.pay_link(ctx, lang, invoice.url, price),
+        )
+    else:
+        raise DomainError(f"provider {checkout.payment.provider} gave no way to pay")
+
+
+# -- my subscription ---------------------------------------------------------------------
+
+
+async def my_subscription(
+    event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang: str
+) -> None:
+    user = event.from_user
+    assert user is not None
+    overview = await call_trio(ctx.svc.overview, user.id)
+    text = subscription_text(ctx, lang, overview.user, overview.active)
+    await _reply(event, bot, text, kb.subscription_actions(ctx, lang, overview.active))
+
+
+def _plan_title(ctx: BotContext, lang: str, subscription: Subscription) -> str:
+    if subscription.kind == "trial":
+        return ctx.t(lang, "subscription.trial_title")
+    plan = ctx.catalog.find(subscription.plan_id)
+    return plan.title(lang) if plan else ctx.t(lang, "subscription.other_title")
+
+
+def subscription_text(
+    ctx: BotContext, lang: str, user: User, active: tuple[Subscription, ...]
+) -> str:
+    if not active:
+        return ctx.t(lang, "subscription.none")
+    parts = []
+    for subscription in active:
+        status = {
+            "active": "subscription.status_active",
+            "failed": "subscription.status_delayed",
+        }.get(subscription.activation_status, "subscription.status_preparing")
+        block = ctx.t(
+            lang,
+            "subscription.item",
+            title=_plan_title(ctx, lang, subscription),
+            status=ctx.t(lang, status),
+            expires=ctx.date(subscription.expires_at),
+            days=ctx.days_left(subscription.expires_at),
+        )
+        if subscription.access_url:
+            block += "\n" + ctx.t(lang, "subscription.link", url=subscription.access_url)
+        else:
+            block += "\n" + ctx.t(lang, "subscription.no_link")
+        parts.append(block)
+    renew = "subscription.auto_renew_on" if user.auto_renew else "subscription.auto_renew_off"
+    parts.append(ctx.t(lang, renew))
+    return "\n\n".join(parts)
+
+
+async def qr_code(
+    query: CallbackQuery, callback_data: kb.QrCb, bot: Bot, ctx: BotContext, lang: str
+) -> None:
+    subscription = await call_trio(ctx.svc.subscription, query.from_user.id, callback_data.sub)
+    if subscription is None or not subscription.access_url:
+        await answer_quietly(query, ctx.t(lang, "subscription.no_link"))
+        return
+    await answer_quietly(query)
+    await bot.send_photo(
+        query.from_user.id,
+        BufferedInputFile(qr_png(subscription.access_url), filename="vpn-access.png"),
+        caption=ctx.t(lang, "subscription.qr_caption"),
+    )
+
+
+# -- balance -----------------------------------------------------------------------------
+
+
+def top_up_providers(ctx: BotContext) -> list[str]:
+    """Providers that take the balance currency (those that say which one they take)."""
+    currency = ctx.settings.billing.balance_currency
+    try:
+        providers = ctx.svc.billing.providers
+    except RuntimeError:
+        return []
+    return [
+        name
+        for name, provider in providers.items()
+        if getattr(provider, "currency", currency) == currency
+    ]
+
+
+async def balance(
+    event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang: str, account: User
+) -> None:
+    currency = ctx.settings.billing.balance_currency
+    text = ctx.t(lang, "balance.title", balance=ctx.money(account.balance_minor, currency))
+    if not top_up_providers(ctx) or not ctx.settings.billing.topup_amounts:
+        await _reply(
+            event, bot, text + "\n\n" + ctx.t(lang, "balance.unavailable"), kb.back_home(ctx, lang)
+        )
+        return
+    markup = kb.top_up_amounts(ctx, lang, ctx.settings.billing.topup_amounts, currency)
+    await _reply(event, bot, text + "\n\n" + ctx.t(lang, "balance.choose_amount"), markup)
+
+
+async def top_up(
+    query: CallbackQuery, callback_data: kb.TopUpCb, bot: Bot, ctx: BotContext, lang: str
+) -> None:
+    currency = ctx.settings.billing.balance_currency
+    amount = callback_data.amount
+    providers = top_up_providers(ctx)
+    if amount not in ctx.settings.billing.topup_amounts or not providers:
+        await show(query, bot, ctx.t(lang, "balance.unavailable"), kb.back_home(ctx, lang))
+        return
+    provider = callback_data.provider or (providers[0] if len(providers) == 1 else "")
+    if not provider:
+        text = ctx.t(lang, "balance.choose_provider", amount=ctx.money(amount, currency))
+        await show(query, bot, text, kb.top_up_providers(ctx, lang, amount, providers))
+        return
+    if provider not in providers:
+        await show(query, bot, ctx.t(lang, "checkout.unavailable"), kb.back_home(ctx, lang))
+        return
+    await answer_quietly(query)
+    title = ctx.t(lang, "balance.invoice_title", amount=ctx.money(amount, currency))
+    try:
+        checkout = await call_trio(
+            ctx.svc.top_up, query.from_user.id, amount, provider, title=title
+        )
+    except DependencyError as exc:
+        log_failure(_log, exc, operation="checkout", provider=provider)
+        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.provider_down"))
+        return
+    except DomainError:
+        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.unavailable"))
+        return
+    await send_checkout(bot, ctx, lang, query.from_user.id, checkout, title)
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def settings_text(ctx: BotContext, lang: str, user: User) -> str:
+    return ctx.t(
+        lang,
+        "settings.title",
+        language_name=ctx.t(
+            user.language if user.language in ctx.translator.languages else lang, "language.name"
+        ),
+        auto_renew=ctx.t(lang, "settings.on" if user.auto_renew else "settings.off"),
+    )
+
+
+async def settings(
+    event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang: str, account: User
+) -> None:
+    await _reply(
+        event, bot, settings_text(ctx, lang, account), kb.settings_menu(ctx, lang, account)
+    )
+
+
+async def set_language(
+    query: CallbackQuery, callback_data: kb.LangCb, bot: Bot, ctx: BotContext, account: User
+) -> None:
+    code = callback_data.code
+    if code not in ctx.translator.languages:
+        code = account.language
+    await call_trio(ctx.svc.set_language, query.from_user.id, code)
+    user = dataclasses.replace(account, language=code)
+    await show(query, bot, settings_text(ctx, code, user), kb.settings_menu(ctx, code, user))
+
+
+async def set_auto_renew(
+    query: CallbackQuery,
+    callback_data: kb.AutoRenewCb,
+    bot: Bot,
+    ctx: BotContext,
+    lang: str,
+    account: User,
+) -> None:
+    enabled = bool(callback_data.on)
+    await call_trio(ctx.svc.set_auto_renew, query.from_user.id, enabled)
+    user = dataclasses.replace(account, auto_renew=enabled)
+    text = (
+        settings_text(ctx, lang, user)
+        + "\n\n"
+        + ctx.t(lang, "settings.auto_renew_enabled" if enabled else "settings.auto_renew_disabled")
+    )
+    await show(query, bot, text, kb.settings_menu(ctx, lang, user))
+
+
+# -- the user blocked or unblocked the bot -----------------------------------------------
+
+
+async def chat_member_changed(update: ChatMemberUpdated, ctx: BotContext) -> None:
+    """A private chat's member update is the user blocking (``kicked``) or unblocking the
+    bot. The boundary recorded the contact already (which clears the flag); a block sets
+    it again, so the notifier skips the user until they write again."""
+    if update.chat.type == "private" and update.new_chat_member.status == "kicked":
+        await call_trio(ctx.svc.mark_blocked, update.from_user.id)
+
+
+# -- everything else (the fallback router, registered last) ------------------------------
+
+
+async def unknown_command(message: Message, ctx: BotContext, lang: str) -> None:
+    await message.answer(
+        ctx.t(lang, "errors.unknown_command"), reply_markup=kb.menu_pointer(ctx, lang)
+    )
+
+
+async def not_a_command(message: Message, ctx: BotContext, lang: str) -> None:
+    await message.answer(
+        ctx.t(lang, "errors.text_pointer"), reply_markup=kb.menu_pointer(ctx, lang)
+    )
+
+
+async def stale_button(query: CallbackQuery, ctx: BotContext, lang: str) -> None:
+    await answer_quietly(query, ctx.t(lang, "errors.stale_button"))
+
+
+def build_router() -> Router:
+    router = Router(name="user")
+    router.message.filter(F.chat.type == "private")
+    router.message.register(start, CommandStart())
+    router.message.register(start, Command("menu"))
+    router.callback_query.register(home, kb.Nav.filter(F.to == "home"))
+    router.message.register(help_command, Command("help"))
+    router.callback_query.register(help_screen, kb.Nav.filter(F.to == "help"))
+    router.callback_query.register(trial, kb.Nav.filter(F.to == "trial"))
+    router.message.register(trial, Command("trial"))
+    router.callback_query.register(plans, kb.Nav.filter(F.to == "plans"))
+    router.message.register(plans, Command("buy"))
+    router.callback_query.register(plan_details, kb.PlanCb.filter())
+    router.callback_query.register(buy, kb.BuyCb.filter())
+    router.callback_query.register(my_subscription, kb.Nav.filter(F.to == "sub"))
+    router.message.register(my_subscription, Command("subscription"))
+    router.callback_query.register(qr_code, kb.QrCb.filter())
+    router.callback_query.register(balance, kb.Nav.filter(F.to == "topup"))
+    router.message.register(balance, Command("balance"))
+    router.callback_query.register(top_up, kb.TopUpCb.filter())
+    router.callback_query.register(settings, kb.Nav.filter(F.to == "settings"))
+    router.message.register(settings, Command("settings"))
+    router.callback_query.register(set_language, kb.LangCb.filter())
+    router.callback_query.register(set_auto_renew, kb.AutoRenewCb.filter())
+    router.my_chat_member.register(chat_member_changed)
+    return router
+
+
+def build_fallback() -> Router:
+    """Whatever no other router took: unknown commands (non-admins' admin commands too),
+    plain text, and buttons nothing answers (stale ones, non-admins' admin buttons)."""
+    fallback = Router(name="fallback")
+    fallback.message.register(unknown_command, F.chat.type == "private", F.text.startswith("/"))
+    fallback.message.register(
+        not_a_command,
+        F.chat.type == "private",
+        ~F.successful_payment,
+        ~F.refunded_payment,
+    )
+    fallback.callback_query.register(stale_button)
+    return fallback

@@ -1,0 +1,256 @@
+"""Inline keyboards and the callback data behind their buttons (at most 64 bytes each)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from runtime.catalog import Plan
+from runtime.storage.subscriptions import Subscription
+from runtime.storage.users import User
+
+from ._context import BotContext
+
+
+class Nav(CallbackData, prefix="nav"):
+    """Open a screen: home, plans, sub, trial, topup, settings, help."""
+
+    to: str
+
+
+class PlanCb(CallbackData, prefix="plan"):
+    plan: str
+
+
+class BuyCb(CallbackData, prefix="buy"):
+    plan: str
+    provider: str
+
+
+class TopUpCb(CallbackData, prefix="top"):
+    amount: int
+    provider: str = ""
+
+
+class QrCb(CallbackData, prefix="qr"):
+    sub: int
+
+
+class LangCb(CallbackData, prefix="lang"):
+    code: str
+
+
+class AutoRenewCb(CallbackData, prefix="ar"):
+    on: int
+
+
+class AdminCb(CallbackData, prefix="adm"):
+    """Admin buttons: ``action`` with an argument (a user id, a payment id...)."""
+
+    action: str
+    arg: str = ""
+    n: int = 0
+
+
+def _button(text: str, data: CallbackData) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=text, callback_data=data.pack())
+
+
+def home_button(ctx: BotContext, lang: str) -> InlineKeyboardButton:
+    return _button(ctx.t(lang, "menu.home"), Nav(to="home"))
+
+
+def main_menu(ctx: BotContext, lang: str, user: User | None) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    if ctx.catalog.trial is not None and (user is None or user.trial_used_at is None):
+        builder.row(_button(ctx.t(lang, "menu.trial"), Nav(to="trial")))
+    builder.row(
+        _button(ctx.t(lang, "menu.plans"), Nav(to="plans")),
+        _button(ctx.t(lang, "menu.subscription"), Nav(to="sub")),
+    )
+    balance = ctx.money(user.balance_minor if user else 0, ctx.settings.billing.balance_currency)
+    builder.row(
+        _button(ctx.t(lang, "menu.balance", balance=balance), Nav(to="topup")),
+        _button(ctx.t(lang, "menu.settings"), Nav(to="settings")),
+    )
+    builder.row(_button(ctx.t(lang, "menu.help"), Nav(to="help")))
+    return builder.as_markup()
+
+
+def back_home(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[home_button(ctx, lang)]])
+
+
+def to_subscription(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [_button(ctx.t(lang, "menu.subscription"), Nav(to="sub")), home_button(ctx, lang)]
+        ]
+    )
+
+
+def plan_list(
+    ctx: BotContext, lang: str, plans: Sequence[tuple[Plan, str]]
+) -> InlineKeyboardMarkup:
+    """``plans``: each plan with its lowest price, already formatted."""
+    builder = InlineKeyboardBuilder()
+    for plan, price in plans:
+        builder.row(
+            _button(
+                ctx.t(lang, "plans.item", title=plan.title(lang), price=price),
+                PlanCb(plan=plan.id),
+            )
+        )
+    builder.row(home_button(ctx, lang))
+    return builder.as_markup()
+
+
+def pay_options(
+    ctx: BotContext, lang: str, plan: Plan, providers: Sequence[str]
+) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for name in providers:
+        price = plan.price(name)
+        if price is None:
+            continue
+        builder.row(
+            _button(
+                ctx.t(
+                    lang,
+                    "plans.pay_with",
+                    provider=ctx.provider_label(lang, name),
+                    price=ctx.money(price.amount_minor, price.currency),
+                ),
+                BuyCb(plan=plan.id, provider=name),
+            )
+        )
+    builder.row(_button(ctx.t(lang, "menu.back"), Nav(to="plans")), home_button(ctx, lang))
+    return builder.as_markup()
+
+
+def pay_link(ctx: BotContext, lang: str, url: str, price: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [InlineKeyboardButton(text=ctx.t(lang, "checkout.pay_button", price=price), url=url)],
+            [home_button(ctx, lang)],
+        ]
+    )
+
+
+def subscription_actions(
+    ctx: BotContext, lang: str, active: Sequence[Subscription]
+) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    several = len(active) > 1
+    for subscription in active:
+        if subscription.access_url:
+            label = ctx.t(lang, "subscription.qr_button")
+            if several:
+                label = f"{label} #{subscription.id}"
+            builder.row(_button(label, QrCb(sub=subscription.id)))
+    renewable = [s for s in active if ctx.catalog.find(s.plan_id) is not None]
+    if renewable:
+        builder.row(
+            _button(ctx.t(lang, "subscription.renew_button"), PlanCb(plan=renewable[0].plan_id))
+        )
+    else:
+        builder.row(_button(ctx.t(lang, "subscription.buy_button"), Nav(to="plans")))
+    builder.row(home_button(ctx, lang))
+    return builder.as_markup()
+
+
+def top_up_amounts(
+    ctx: BotContext, lang: str, amounts: Sequence[int], currency: str
+) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for amount in amounts:
+        builder.button(text=ctx.money(amount, currency), callback_data=TopUpCb(amount=amount))
+    builder.adjust(3)
+    builder.row(home_button(ctx, lang))
+    return builder.as_markup()
+
+
+def top_up_providers(
+    ctx: BotContext, lang: str, amount: int, providers: Sequence[str]
+) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for name in providers:
+        builder.row(_button(ctx.provider_label(lang, name), TopUpCb(amount=amount, provider=name)))
+    builder.row(_button(ctx.t(lang, "menu.back"), Nav(to="topup")), home_button(ctx, lang))
+    return builder.as_markup()
+
+
+def settings_menu(ctx: BotContext, lang: str, user: User) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for code in ctx.translator.languages:
+        mark = "✅ " if code == user.language else ""
+        builder.button(text=mark + ctx.t(code, "language.name"), callback_data=LangCb(code=code))
+    builder.adjust(len(ctx.translator.languages))
+    key = "settings.auto_renew_turn_off" if user.auto_renew else "settings.auto_renew_turn_on"
+    builder.row(_button(ctx.t(lang, key), AutoRenewCb(on=0 if user.auto_renew else 1)))
+    builder.row(home_button(ctx, lang))
+    return builder.as_markup()
+
+
+def menu_pointer(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[_button(ctx.t(lang, "menu.open"), Nav(to="home"))]]
+    )
+
+
+# -- admin -------------------------------------------------------------------------------
+
+
+def admin_menu(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    builder.button(text=ctx.t(lang, "admin.stats_button"), callback_data=AdminCb(action="stats"))
+    builder.button(text=ctx.t(lang, "admin.status_button"), callback_data=AdminCb(action="status"))
+    builder.button(text=ctx.t(lang, "admin.help_button"), callback_data=AdminCb(action="help"))
+    builder.adjust(2)
+    return builder.as_markup()
+
+
+def admin_refresh(ctx: BotContext, lang: str, action: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [_button(ctx.t(lang, "admin.refresh_button"), AdminCb(action=action))],
+        ]
+    )
+
+
+def admin_user(
+    ctx: BotContext, lang: str, user_id: int, refundable: Sequence[str]
+) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    uid = str(user_id)
+    for days in (7, 30):
+        builder.button(
+            text=ctx.t(lang, "admin.grant_button", days=days),
+            callback_data=AdminCb(action="grant", arg=uid, n=days),
+        )
+    builder.button(
+        text=ctx.t(lang, "admin.take_button", days=7),
+        callback_data=AdminCb(action="grant", arg=uid, n=-7),
+    )
+    builder.adjust(3)
+    for payment_id in refundable:
+        builder.row(
+            _button(
+                ctx.t(lang, "admin.refund_button", payment=payment_id[:8]),
+                AdminCb(action="refund", arg=payment_id),
+            )
+        )
+    builder.row(_button(ctx.t(lang, "admin.refresh_button"), AdminCb(action="user", arg=uid)))
+    return builder.as_markup()
+
+
+def admin_confirm(
+    ctx: BotContext, lang: str, *, confirm: AdminCb, cancel: AdminCb | None = None
+) -> InlineKeyboardMarkup:
+    row = [_button(ctx.t(lang, "admin.confirm_button"), confirm)]
+    if cancel is not None:
+        row.append(_button(ctx.t(lang, "admin.cancel_button"), cancel))
+    return InlineKeyboardMarkup(inline_keyboard=[row])

@@ -1,0 +1,302 @@
+"""The Telegram update inbox: updates are stored before they are acknowledged.
+
+Whoever receives updates (the long poller, the webhook) calls ``store`` and only then
+acknowledges them to Telegram (the next ``getUpdates`` offset, the webhook's 200). A
+stored update is processed from here by any process:
+
+1. ``claim`` a batch: one statement picks unprocessed updates whose claim is free or has
+   expired, with ``FOR UPDATE SKIP LOCKED``, counts the attempt and stamps the claim
+   (owner, expiry). A process killed mid-handler leaves its claim to expire; the update is
+   then claimed again and its handler runs again (handlers are safe to run twice).
+2. run the handler, then
+3. ``mark_processed``, or ``retry_later`` (a transient failure: due again after a delay, or
+   given up once ``max_attempts`` are used), or ``release`` updates never started.
+
+Outcomes count only for the claim that is still current: the row must be claimed by this
+owner with the attempt number of the claim, as in the outbox. An update given up is marked
+processed with its error kept in ``last_error`` (``dead_updates`` lists them).
+
+``store`` may be fenced by a lease (the long poller's): a poller that lost its lease
+stores nothing, so it cannot acknowledge what it did not keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from ._database import Connection, Database
+from .leases import Lease, check_fence
+
+GAVE_UP = "gave up: "
+"""``last_error`` of an update that was given up starts with this."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxUpdate:
+    """A claimed update. ``attempts`` counts this attempt (1 on the first) and fences it."""
+
+    update_id: int
+    payload: dict[str, Any]
+    attempts: int
+    claimed_by: str
+    received_at: datetime
+
+    @property
+    def chat_key(self) -> int | None:
+        """Who the update is about (the user or chat), to keep one chat's updates in order."""
+        for value in self.payload.values():
+            if not isinstance(value, Mapping):
+                continue
+            sender = value.get("from")
+            if isinstance(sender, Mapping) and isinstance(sender.get("id"), int):
+                return int(sender["id"])
+            chat = value.get("chat")
+            if isinstance(chat, Mapping) and isinstance(chat.get("id"), int):
+                return int(chat["id"])
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadUpdate:
+    update_id: int
+    payload: dict[str, Any]
+    attempts: int
+    last_error: str | None
+    received_at: datetime
+
+
+def _valid(update: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    update_id = update.get("update_id")
+    if not isinstance(update_id, int) or isinstance(update_id, bool):
+        raise ValueError("a Telegram update needs an integer update_id")
+    return update_id, dict(update)
+
+
+async def store(
+    db: Database, updates: Sequence[Mapping[str, Any]], *, lease: Lease | None = None
+) -> int:
+    """Store updates (each a Bot API ``Update`` object as JSON) in one transaction.
+
+    Updates already stored are left as they are (a redelivery, a second webhook call).
+    Returns how many were new. With ``lease`` the write happens only while the lease is
+    current (``LeaseLost`` otherwise). Safe to retry, but not retried here: the caller
+    must not acknowledge when this raises.
+    """
+    rows = [_valid(update) for update in updates]
+    if not rows and lease is None:
+        return 0
+
+    async def unit(conn: Connection) -> int:
+        if lease is not None:
+            await check_fence(conn, lease)
+        if not rows:
+            return 0
+        inserted = await conn.fetch(
+            "insert into telegram_updates (update_id, payload)"
+            " select u.update_id, u.payload from unnest($1::bigint[], $2::jsonb[])"
+            " as u(update_id, payload)"
+            " on conflict (update_id) do nothing returning update_id",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+        )
+        return len(inserted)
+
+    return await db.transaction(unit)
+
+
+_CLAIM = """
+with due as (
+    select update_id from telegram_updates
+    where processed_at is null and (claim_expires_at is null or claim_expires_at <= now())
+    order by update_id
+    limit $1
+    for update skip locked
+)
+update telegram_updates t
+set attempts = t.attempts + 1, claimed_by = $2, claim_expires_at = now() + $3::interval
+from due where t.update_id = due.update_id
+returning t.update_id, t.payload, t.attempts, t.claimed_by, t.received_at
+"""
+
+
+async def claim(db: Database, *, owner: str, limit: int, claim_seconds: float) -> list[InboxUpdate]:
+    """Claim up to ``limit`` due updates for ``claim_seconds``, oldest first."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if claim_seconds <= 0:
+        raise ValueError("claim_seconds must be positive")
+    ttl = timedelta(seconds=claim_seconds)
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(_CLAIM, limit, owner, ttl)
+
+    rows = await db.transaction(unit)
+    updates = [
+        InboxUpdate(
+            update_id=row["update_id"],
+            payload=row["payload"],
+            attempts=row["attempts"],
+            claimed_by=row["claimed_by"],
+            received_at=row["received_at"],
+        )
+        for row in rows
+    ]
+    return sorted(updates, key=lambda u: u.update_id)
+
+
+async def mark_processed(db: Database, update: InboxUpdate, *, owner: str) -> bool:
+    """The handler finished; False when the claim was not ours any more (nothing changed)."""
+
+    async def unit(conn: Connection) -> bool:
+        row = await conn.fetchval(
+            "update telegram_updates set processed_at = now(), claimed_by = null,"
+            " claim_expires_at = null where update_id = $1 and attempts = $2"
+            " and claimed_by = $3 and processed_at is null returning 1",
+            update.update_id,
+            update.attempts,
+            owner,
+        )
+        return row is not None
+
+    return await db.transaction(unit, retry=True)
+
+
+async def retry_later(
+    db: Database,
+    update: InboxUpdate,
+    *,
+    owner: str,
+    error: str,
+    delay_seconds: float,
+    max_attempts: int,
+) -> bool | None:
+    """A transient failure: try again after ``delay_seconds``. Once ``max_attempts`` are
+    used the update is given up instead (marked processed, the error kept).
+
+    Returns True when scheduled again, False when given up, None when the claim was lost.
+    """
+
+    async def unit(conn: Connection) -> bool | None:
+        gave_up: bool | None = await conn.fetchval(
+            "update telegram_updates set"
+            " processed_at = case when attempts >= $5 then now() end,"
+            " last_error = case when attempts >= $5 then $6 || $4 else $4 end,"
+            " claimed_by = null,"
+            " claim_expires_at = case when attempts >= $5 then null"
+            " else now() + $7::interval end"
+            " where update_id = $1 and attempts = $2 and claimed_by = $3"
+            " and processed_at is null returning processed_at is not null",
+            update.update_id,
+            update.attempts,
+            owner,
+            error[:4000],
+            max_attempts,
+            GAVE_UP,
+            timedelta(seconds=max(0.0, delay_seconds)),
+        )
+        return gave_up
+
+    gave_up = await db.transaction(unit, retry=True)
+    return None if gave_up is None else not gave_up
+
+
+async def give_up(db: Database, update: InboxUpdate, *, owner: str, error: str) -> bool:
+    """Stop trying an update (retrying cannot help): processed, with its error kept."""
+
+    async def unit(conn: Connection) -> bool:
+        row = await conn.fetchval(
+            "update telegram_updates set processed_at = now(), last_error = $4 || $5,"
+            " claimed_by = null, claim_expires_at = null where update_id = $1"
+            " and attempts = $2 and claimed_by = $3 and processed_at is null returning 1",
+            update.update_id,
+            update.attempts,
+            owner,
+            GAVE_UP,
+            error[:4000],
+        )
+        return row is not None
+
+    return await db.transaction(unit, retry=True)
+
+
+async def release(db: Database, updates: Sequence[InboxUpdate], *, owner: str) -> int:
+    """Hand claimed updates back untried (shutting down): due now, attempt not counted."""
+    if not updates:
+        return 0
+
+    async def unit(conn: Connection) -> int:
+        rows = await conn.fetch(
+            "update telegram_updates t set attempts = t.attempts - 1, claimed_by = null,"
+            " claim_expires_at = null"
+            " from unnest($1::bigint[], $2::integer[]) as u(update_id, attempts)"
+            " where t.update_id = u.update_id and t.attempts = u.attempts"
+            " and t.claimed_by = $3 and t.processed_at is null returning t.update_id",
+            [u.update_id for u in updates],
+            [u.attempts for u in updates],
+            owner,
+        )
+        return len(rows)
+
+    return await db.transaction(unit, retry=True)
+
+
+async def pending_count(db: Database) -> int:
+    """Updates not processed yet (claimed or not)."""
+
+    async def unit(conn: Connection) -> int:
+        count: int = await conn.fetchval(
+            "select count(*) from telegram_updates where processed_at is null"
+        )
+        return count
+
+    return await db.read(unit)
+
+
+async def dead_updates(db: Database, limit: int = 100) -> list[DeadUpdate]:
+    """Updates given up, newest first."""
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "select update_id, payload, attempts, last_error, received_at from telegram_updates"
+            " where processed_at is not null and last_error like $2 || '%'"
+            " order by processed_at desc limit $1",
+            limit,
+            GAVE_UP,
+        )
+
+    return [
+        DeadUpdate(
+            update_id=row["update_id"],
+            payload=row["payload"],
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+            received_at=row["received_at"],
+        )
+        for row in await db.read(unit)
+    ]
+
+
+async def prune(db: Database, *, older_than: timedelta, limit: int = 5000) -> int:
+    """Delete processed updates received before ``older_than`` ago (given-up ones stay for
+    a month more, for operators); returns how many went."""
+
+    async def unit(conn: Connection) -> int:
+        rows = await conn.fetch(
+            "delete from telegram_updates where update_id in ("
+            " select update_id from telegram_updates where processed_at is not null"
+            " and received_at < now() - $1::interval"
+            " and (last_error is null or last_error not like $3 || '%'"
+            "      or received_at < now() - $1::interval - interval '30 days')"
+            " limit $2) returning update_id",
+            older_than,
+            limit,
+            GAVE_UP,
+        )
+        return len(rows)
+
+    return await db.transaction(unit, retry=True)
