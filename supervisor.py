@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return EX_CONFIG
     _setup_logging(settings)
     if args.sandbox or path is None:
-        return _run_sandbox(settings, environ)
+        return _run_sandbox(settings, environ, args.telegram_port)
     try:
         runtime = build_runtime(settings, environ=environ)
     except ConfigError as exc:
@@ -72,11 +72,12 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return EX_SOFTWARE
 
 
-def _run_sandbox(settings: Settings, environ: Mapping[str, str]) -> int:
-    from runtime.sandbox import run_sandbox
+def _run_sandbox(settings: Settings, environ: Mapping[str, str], telegram_port: int) -> int:
+    from runtime.sandbox import SandboxPorts, run_sandbox
 
+    ports = SandboxPorts(telegram=telegram_port, http=settings.http.port)
     try:
-        return trio.run(lambda: run_sandbox(settings, environ=environ))
+        return trio.run(lambda: run_sandbox(settings, environ=environ, ports=ports))
     except ConfigError as exc:
         print(exc.format(), file=sys.stderr)
         return EX_CONFIG
@@ -159,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run against local stand-ins for Telegram, the VPN panel and CryptoBot"
         " (the default without a config file)",
+    )
+    run.add_argument(
+        "--telegram-port", type=int, default=8081, help="the sandbox's Telegram emulator port"
     )
     run.set_defaults(handler=cmd_run)
     migrate_parser = commands.add_parser("migrate", help="apply pending database migrations")

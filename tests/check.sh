@@ -8,6 +8,12 @@ PYTHON="${PYTHON:-python3}"
     exit 1
 }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# The sandbox page is tested in a real headless browser: Chromium from the distribution.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing chromium"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "chromium could not be installed: the browser test will say so and skip"
+fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 .venv/bin/python -m pip install --quiet -e plugins/example_package
