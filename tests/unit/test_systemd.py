@@ -62,3 +62,23 @@ def test_the_unit_keeps_its_promises() -> None:
         assert line in text
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
     assert re.search(r"^LoadCredential=", text, re.M)
+
+
+def test_stop_timeout_covers_every_actors_grace_period() -> None:
+    """Actors stop one after another, each within its shutdown timeout: systemd must wait
+    for all of them before it kills the process."""
+    from runtime.app import build_runtime
+    from runtime.config import Settings
+    from runtime.sandbox import sandbox_settings
+
+    settings = sandbox_settings(
+        Settings(),
+        telegram_url="http://127.0.0.1:1",
+        token="1:unit-test",
+        panel_url="http://127.0.0.1:2",
+        cryptobot_url="http://127.0.0.1:3",
+    )
+    runtime = build_runtime(settings, environ={})
+    total = sum(child.spec.shutdown_timeout for child in runtime.supervisor._children)
+    match = re.search(r"^TimeoutStopSec=(\d+)$", UNIT.read_text(), re.M)
+    assert match and int(match[1]) > total
