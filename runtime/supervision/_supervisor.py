@@ -286,6 +286,11 @@ class Supervisor:
     # -- what others read ------------------------------------------------------------
 
     @property
+    def specs(self) -> list[ActorSpec]:
+        """The actors in start order, with the policies they run under."""
+        return [child.spec for child in self._children]
+
+    @property
     def statuses(self) -> list[ActorStatus]:
         return [child.status for child in self._children]
 

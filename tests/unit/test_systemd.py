@@ -79,6 +79,6 @@ def test_stop_timeout_covers_every_actors_grace_period() -> None:
         cryptobot_url="http://127.0.0.1:3",
     )
     runtime = build_runtime(settings, environ={})
-    total = sum(child.spec.shutdown_timeout for child in runtime.supervisor._children)
+    total = sum(spec.shutdown_timeout for spec in runtime.supervisor.specs)
     match = re.search(r"^TimeoutStopSec=(\d+)$", UNIT.read_text(), re.M)
     assert match and int(match[1]) > total
