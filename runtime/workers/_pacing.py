@@ -13,7 +13,9 @@ class Pacer:
     ``slot(deadline)`` waits for the next free start time and returns True, or returns
     False at once when that time would fall after ``deadline``. ``pause(seconds)`` (a
     429) holds every send back until the pause ends: slots reserved before it are given
-    up and taken again after it, so the rate holds right after a pause too.
+    up and taken again after it, so the rate holds right after a pause too. A slot whose
+    task wakes late (the process stalled) is given up too: the sends that queued up behind
+    the stall are spread out again instead of going out in one burst.
     """
 
     def __init__(self, rate: float) -> None:
@@ -44,8 +46,11 @@ class Pacer:
             self._next = start + self.interval
             generation = self._generation
             await trio.sleep_until(start)
-            if self._generation == generation:
-                return True
+            if self._generation != generation:
+                continue
+            if trio.current_time() - start > max(3 * self.interval, 0.02):
+                continue  # woke late (the process stalled): take a fresh slot, no burst
+            return True
 
 
 class ChatSpacing:
