@@ -140,6 +140,31 @@ async def enqueue(
     return inserted is not None
 
 
+async def enqueue_many(
+    conn: Connection,
+    *,
+    kind: str,
+    jobs: Sequence[tuple[str, dict[str, Any]]],
+    max_attempts: int = 10,
+) -> int:
+    """Add many jobs of one kind, ``(dedup_key, payload)`` each, in one statement inside
+    the caller's unit of work; returns how many were new."""
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    if not jobs:
+        return 0
+    rows = await conn.fetch(
+        "insert into outbox (kind, dedup_key, payload, max_attempts)"
+        " select $1, key, payload, $4 from unnest($2::text[], $3::jsonb[]) as j(key, payload)"
+        " on conflict (dedup_key) do nothing returning id",
+        kind,
+        [key for key, _ in jobs],
+        [payload for _, payload in jobs],
+        max_attempts,
+    )
+    return len(rows)
+
+
 async def enqueue_job(
     db: Database,
     *,

@@ -10,7 +10,7 @@ import asyncpg
 
 from . import job_kinds
 from ._database import Connection, Database, fetch_one
-from .outbox import enqueue
+from .outbox import enqueue, enqueue_many
 from .users import ensure_user
 
 
@@ -258,14 +258,12 @@ async def expire_due(db: Database, *, limit: int, max_attempts: int = 20) -> lis
             limit,
         )
         ids = [int(r["id"]) for r in rows]
-        for subscription_id in ids:
-            await enqueue(
-                conn,
-                kind=job_kinds.REVOKE,
-                dedup_key=f"revoke:{subscription_id}:expired",
-                payload={"subscription_id": subscription_id},
-                max_attempts=max_attempts,
-            )
+        await enqueue_many(
+            conn,
+            kind=job_kinds.REVOKE,
+            jobs=[(f"revoke:{i}:expired", {"subscription_id": i}) for i in ids],
+            max_attempts=max_attempts,
+        )
         return ids
 
     return await db.transaction(unit)

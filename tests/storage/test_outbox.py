@@ -383,3 +383,32 @@ async def test_a_job_whose_claims_keep_expiring_is_dead_lettered_not_handed_out(
     assert "claim expired" in (jobs.buried[0].last_error or "")
     assert await counts(db) == {"pending": 0, "done": 0, "dead": 1}
     assert not await complete(db, job, owner="w")
+
+
+async def test_enqueue_many_adds_new_jobs_in_one_statement_and_skips_known_keys(
+    db: Database,
+) -> None:
+    from runtime.storage.outbox import enqueue_many
+
+    async def unit(conn: Connection) -> tuple[int, int]:
+        first = await enqueue_many(
+            conn, kind="bulk", jobs=[("bulk:1", {"n": 1}), ("bulk:2", {"n": 2})]
+        )
+        again = await enqueue_many(
+            conn, kind="bulk", jobs=[("bulk:2", {"n": 2}), ("bulk:3", {"n": 3})], max_attempts=3
+        )
+        return first, again
+
+    assert await db.transaction(unit) == (2, 1)
+
+    async def rows(conn: Connection) -> list[tuple[str, dict[str, Any], int]]:
+        found = await conn.fetch(
+            "select dedup_key, payload, max_attempts from outbox where kind = 'bulk' order by id"
+        )
+        return [(r["dedup_key"], r["payload"], r["max_attempts"]) for r in found]
+
+    assert await db.read(rows) == [
+        ("bulk:1", {"n": 1}, 10),
+        ("bulk:2", {"n": 2}, 10),
+        ("bulk:3", {"n": 3}, 3),
+    ]
