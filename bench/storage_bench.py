@@ -13,7 +13,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 import trio
+from _databases import bench_databases
 
 from runtime.bridge import asyncio_loop, run_asyncio, stats
-from runtime.storage import Connection, Database, EmbeddedPostgres, apply_migrations, outbox
+from runtime.storage import Connection, Database, outbox
 
 POOL: dict[str, Any] = {"min_size": 4, "max_size": 8, "command_timeout": 30.0}
 """The same pool settings for every path measured (``Database.connect`` takes them too)."""
@@ -34,7 +34,7 @@ KIND = "bench.job"
 WARM_UP = 50
 """Untimed units before each timed run: connections open, statements prepared."""
 
-DATABASES = {"durable": "bench", "async commit": "bench_async"}
+DATABASES = {"durable": ("bench", True), "async commit": ("bench_async", False)}
 """The outbox runs on ``durable`` (the default: every commit waits for the disk). The units
 run on ``async commit`` (``synchronous_commit = off`` on that database only): the disk wait
 is the same on every path and, on a small virtual machine, noisy enough to hide the rest;
@@ -247,29 +247,6 @@ def units_part(dsn: str, sizes: Sizes) -> dict[str, tuple[float, float]]:
 # -- the run -------------------------------------------------------------------------------------
 
 
-async def _prepare(admin_dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        for name in DATABASES.values():
-            await conn.execute(f"drop database if exists {name}")
-            await conn.execute(f"create database {name}")
-        await conn.execute(
-            f"alter database {DATABASES['async commit']} set synchronous_commit = off"
-        )
-    finally:
-        await conn.close()
-
-
-async def _migrate(dsns: dict[str, str]) -> None:
-    async with asyncio_loop():
-        for dsn in dsns.values():
-            db = await Database.connect(dsn, min_size=1, max_size=1)
-            try:
-                await apply_migrations(db)
-            finally:
-                await db.close()
-
-
 def report(
     jobs: dict[tuple[int, int], dict[str, float]],
     units: dict[str, tuple[float, float]],
@@ -317,17 +294,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     sizes = QUICK if parser.parse_args().quick else FULL
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="vpnbot-bench-") as tmp:
-        server = EmbeddedPostgres(Path(tmp) / "pg")
-        server.start_blocking()
-        try:
-            asyncio.run(_prepare(server.dsn()))
-            dsns = {label: server.dsn(name) for label, name in DATABASES.items()}
-            trio.run(_migrate, dsns)
-            units = units_part(dsns["async commit"], sizes)
-            jobs = trio.run(outbox_part, dsns["durable"], sizes)
-        finally:
-            server.stop_blocking()
+    with bench_databases(DATABASES) as dsns:
+        units = units_part(dsns["async commit"], sizes)
+        jobs = trio.run(outbox_part, dsns["durable"], sizes)
     print(report(jobs, units, sizes, time.perf_counter() - started))
 
 

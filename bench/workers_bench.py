@@ -12,12 +12,10 @@ run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import inspect
 import re
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +23,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import asyncpg
 import trio
+from _databases import bench_databases
 
 from runtime.alerts import Alert
 from runtime.bridge import asyncio_loop
 from runtime.config import Settings
 from runtime.metrics import Metrics
 from runtime.plugin_api import Services
-from runtime.storage import Connection, Database, EmbeddedPostgres, apply_migrations, reminders
+from runtime.storage import Connection, Database, reminders
 from runtime.storage import subscriptions as subs
 from runtime.telegram import BotApi
 from runtime.testing.telegram import DEFAULT_TOKEN, Limits, TelegramEmulator
@@ -51,7 +49,7 @@ SCAN_LIMIT = 1000
 REMINDER = reminders.Reminder("paid", 24)
 ENDED = reminders.Reminder("paid", 0)
 
-DATABASES = {"big": "bench_big", "due only": "bench_small"}
+DATABASES = {"big": ("bench_big", False), "due only": ("bench_small", False)}
 
 
 @dataclass(frozen=True)
@@ -298,28 +296,6 @@ async def notifier_part(dsn: str, messages: int, rate: float) -> dict[str, float
 # -- the run -------------------------------------------------------------------------------------
 
 
-async def _prepare(admin_dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        for name in DATABASES.values():
-            await conn.execute(f"drop database if exists {name}")
-            await conn.execute(f"create database {name}")
-            # Seeding writes a lot; durability is not what is measured.
-            await conn.execute(f"alter database {name} set synchronous_commit = off")
-    finally:
-        await conn.close()
-
-
-async def _migrate(dsns: dict[str, str]) -> None:
-    async with asyncio_loop():
-        for dsn in dsns.values():
-            db = await Database.connect(dsn, min_size=1, max_size=1)
-            try:
-                await apply_migrations(db)
-            finally:
-                await db.close()
-
-
 def report(
     scans: dict[str, dict[str, Any]],
     notify: dict[str, float],
@@ -374,20 +350,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     sizes = QUICK if parser.parse_args().quick else FULL
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="vpnbot-bench-") as tmp:
-        server = EmbeddedPostgres(Path(tmp) / "pg")
-        server.start_blocking()
-        try:
-            asyncio.run(_prepare(server.dsn()))
-            dsns = {label: server.dsn(name) for label, name in DATABASES.items()}
-            trio.run(_migrate, dsns)
-            scans = {
-                "big": trio.run(scans_part, dsns["big"], sizes.big, sizes.rounds),
-                "due only": trio.run(scans_part, dsns["due only"], sizes.small, sizes.rounds),
-            }
-            notify = trio.run(notifier_part, dsns["due only"], sizes.messages, sizes.rate)
-        finally:
-            server.stop_blocking()
+    with bench_databases(DATABASES) as dsns:  # seeding writes a lot: async commit
+        scans = {
+            "big": trio.run(scans_part, dsns["big"], sizes.big, sizes.rounds),
+            "due only": trio.run(scans_part, dsns["due only"], sizes.small, sizes.rounds),
+        }
+        notify = trio.run(notifier_part, dsns["due only"], sizes.messages, sizes.rate)
     print(report(scans, notify, sizes, time.perf_counter() - started))
 
 
