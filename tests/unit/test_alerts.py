@@ -28,7 +28,7 @@ class FakeReporter:
     def iteration_succeeded(self, name: str) -> None:
         pass
 
-    def set_degraded(self, name: str, reason: str | None) -> None:
+    def set_degraded(self, name: str, reason: str | None, cause: str | None) -> None:
         self.degraded.append(reason)
 
 
