@@ -1,7 +1,7 @@
 """The composition of one service: config, plugins, alerts, metrics, HTTP and supervisor."""
 
 from ._database import StartupError
-from ._observer import RuntimeObserver, describe_failure
+from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._policy import apply_policy
 from ._runtime import Runtime, build_runtime, core_actors, migrate, serve
 
@@ -13,6 +13,7 @@ __all__ = [
     "build_runtime",
     "core_actors",
     "describe_failure",
+    "failure_dependency",
     "migrate",
     "serve",
 ]

@@ -31,7 +31,7 @@ from runtime.web import HttpEndpoint, build_app
 from runtime.workers import worker_actors
 
 from ._database import StartupError, connect, database_probe, ensure_schema
-from ._observer import RuntimeObserver, describe_failure
+from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._policy import apply_policy
 from .exit_codes import EX_CONFIG
 
@@ -189,6 +189,7 @@ def build_runtime(
             degraded_after=settings.alerts.degraded_after_seconds,
         ),
         describe_failure=describe_failure,
+        dependency_of=failure_dependency,
         notifier=SdNotifier(environ),
         boundary=actor_boundary,
     )
