@@ -26,9 +26,18 @@ def _utc_now() -> datetime:
 class Alert:
     """One thing an admin should hear about.
 
-    ``key`` identifies the condition (for example ``"actor:bot:budget-exhausted"``): alerts
-    with the same key are deduplicated and throttled. ``suppressed_count`` is filled in by the
+    ``key`` identifies the condition (for example ``"actor_parked:bot"``): alerts with the
+    same key are deduplicated and throttled. ``suppressed_count`` is filled in by the
     pipeline: how many alerts with this key were held back since the last one was sent.
+
+    A key is ``<kind>:<name>[:<name>...]``: a fixed word, then names from our own code and
+    configuration (an actor, a plugin, a provider, a dependency, a failure type, an id we
+    issued). Never put into a key, and never raise a critical alert for, anything a request,
+    an update or a peer's answer chose: an unauthenticated sender would pick how many
+    alerts admins get and what they are called. Ids an attacker could use (payment intents,
+    charges) stay out of the text as well: it is shown on ``/status``; log them and let the
+    alert's correlation id lead to the log line. The pipeline folds a kind that still
+    floods (see ``AlertPipeline``).
     """
 
     severity: Severity
