@@ -28,6 +28,7 @@ _lock = threading.Lock()
 _held: deque[warnings.WarningMessage] = deque(maxlen=HELD_AT_MOST)
 _dropped = 0
 _logger: FilteringBoundLogger | None = None
+_exit_hook = False
 
 
 def _show(
@@ -66,9 +67,11 @@ def hold_warnings() -> None:
 
     Call it before importing the libraries, so their import-time warnings are held too.
     """
-    if warnings.showwarning is not _show:
-        warnings.showwarning = _show
-    atexit.register(_write_unlogged)
+    global _exit_hook
+    warnings.showwarning = _show
+    if not _exit_hook:
+        atexit.register(_write_unlogged)
+        _exit_hook = True
 
 
 def capture_warnings(logger: FilteringBoundLogger) -> None:
