@@ -19,27 +19,19 @@ ACTOR_NAMES = (BOT_ACTOR, POLLER_ACTOR)
 """Every actor the bot may run; which ones run depends on the configuration."""
 
 
+BACKOFF = Backoff(min=1.0, max=60.0)
+BUDGET = Budget(max_failures=10, window=60.0, park_cooldown=300.0)
+
+
 def bot_specs(
     settings: Settings, *, run_bot: RunFunction, run_poller: RunFunction
 ) -> list[ActorSpec]:
     """``bot`` (the inbox) and, in polling mode, ``bot-poller``, with their policies."""
-    specs = [
-        ActorSpec(
-            BOT_ACTOR,
-            run_bot,
-            backoff=Backoff(min=1.0, max=60.0),
-            budget=Budget(max_failures=10, window=60.0, park_cooldown=300.0),
-            shutdown_timeout=10.0,
-        )
-    ]
+    specs = [ActorSpec(BOT_ACTOR, run_bot, backoff=BACKOFF, budget=BUDGET, shutdown_timeout=10.0)]
     if settings.bot.mode == "polling":
         specs.append(
             ActorSpec(
-                POLLER_ACTOR,
-                run_poller,
-                backoff=Backoff(min=1.0, max=60.0),
-                budget=Budget(max_failures=10, window=60.0, park_cooldown=300.0),
-                shutdown_timeout=5.0,
+                POLLER_ACTOR, run_poller, backoff=BACKOFF, budget=BUDGET, shutdown_timeout=5.0
             )
         )
     return specs

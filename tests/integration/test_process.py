@@ -137,9 +137,14 @@ on_exhausted = "{on_exhausted}"
 
 
 def start(
-    config: Path, tmp_path: Path, extra_env: dict[str, str] | None = None
+    config: Path,
+    tmp_path: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    unset: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    left_out = ("NOTIFY_SOCKET", "WATCHDOG_USEC", *unset)
+    env = {k: v for k, v in os.environ.items() if k not in left_out}
     env.update({"PYTHONPATH": str(ROOT), **(extra_env or {})})
     return subprocess.Popen(
         [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
@@ -532,29 +537,18 @@ budget_max_failures = 2
 budget_window_seconds = 60
 """
     )
-    environ = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
-        cwd=tmp_path,
-        env={**environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start(config, tmp_path, unset=("XDG_RUNTIME_DIR",))
+
+    def crashy_parked() -> bool:
+        document = get_status(port)
+        return document is not None and actor(document, "crashy")["state"] == "parked"
+
     try:
-
-        def crashy_parked() -> bool:
-            document = get_status(port)
-            return document is not None and actor(document, "crashy")["state"] == "parked"
-
         wait_for(crashy_parked, timeout=180)
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, stderr
+        process.send_signal(signal.SIGTERM)
+        code, stdout, stderr = _finish(process)
+    assert code == 0, stderr
 
     assert stderr == ""
     lines = [json.loads(line) for line in stdout.splitlines()]
