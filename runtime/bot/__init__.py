@@ -63,8 +63,8 @@ _LAZY = {
     "ActorTable": "._services",
     "BotServices": "._services",
 }
-"""Imported on first use: they import aiogram, which commands that never run the bot (and
-the configuration check, which only needs the bot's actor specs) should not pay for."""
+"""Imported on first use: the bot's machinery imports aiogram (seconds), which commands that
+never run the bot, and the configuration check (it needs only ``_specs``), should not pay."""
 
 
 def __getattr__(name: str) -> Any:
