@@ -864,3 +864,19 @@ def test_every_actor_the_docs_name_exists() -> None:
     assert named, "the docs name no actor at all: the pattern is wrong"
     unknown = {(doc, name) for doc, name in named if name not in (*BUILTIN_ACTOR_NAMES, "<name>")}
     assert unknown == set()
+
+
+def test_vpnbot_plugins_lists_what_loads_and_refuses_a_plugins_bad_settings(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import supervisor as cli
+
+    # Plans naming nothing loaded do not hide what did load: that is what to look at.
+    config = _write(tmp_path, CRASHY_PLUGIN + MONTH + "prices = { stars = { XTR = 1 } }\n")
+    assert cli.main(["plugins", "--config", str(config)], environ={}) == 0
+    listing = capsys.readouterr().out
+    assert "tests.fixtures.crashing_actor_plugin" in listing and "steady, crashy" in listing
+
+    config.write_text(WITH_TOKEN + "[plugins.settings.marzban]\nbase_url = 1\n")
+    assert cli.main(["plugins", "--config", str(config)], environ={}) == 78
+    assert "config error: plugins.settings.marzban.base_url" in capsys.readouterr().err
