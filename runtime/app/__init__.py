@@ -3,16 +3,30 @@
 from ._database import StartupError
 from ._observer import RuntimeObserver, describe_failure
 from ._policy import apply_policy
-from ._runtime import Runtime, build_runtime, core_actors, migrate, serve
+from ._runtime import (
+    BUILTIN_ACTOR_NAMES,
+    ConfigReport,
+    Runtime,
+    build_runtime,
+    check_configuration,
+    core_actors,
+    migrate,
+    plugin_services,
+    serve,
+)
 
 __all__ = [
+    "BUILTIN_ACTOR_NAMES",
+    "ConfigReport",
     "Runtime",
     "RuntimeObserver",
     "StartupError",
     "apply_policy",
     "build_runtime",
+    "check_configuration",
     "core_actors",
     "describe_failure",
     "migrate",
+    "plugin_services",
     "serve",
 ]

@@ -32,7 +32,7 @@ from runtime.plugin_api.payments import (
 from runtime.testing.contract import PaymentProviderContract, ProviderUnderTest
 from runtime.testing.fakes.bot_api_payments import FakeBotApiPayments
 
-BOT_TOKEN = "7777777:AAHbotTokenThatMustNeverBeShown_0123456"
+BOT_TOKEN = "7777777:AAHbotTokenThatMustNeverBeShown_012"
 CARD_TOKEN = "381764678:TEST:card-provider-secret-77"
 USER = 4242
 

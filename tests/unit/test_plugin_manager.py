@@ -216,7 +216,10 @@ def test_entry_point_to_a_missing_attribute_is_an_import_problem() -> None:
 def test_built_in_alert_sinks_plugin() -> None:
     config = Settings.model_validate(
         {
-            "telegram": {"token": "123:SECRET", "admin_chat_ids": [42]},
+            "telegram": {
+                "token": "123:AAHsecretBotToken_SECRET_0123456789",
+                "admin_chat_ids": [42],
+            },
             "alerts": {
                 "webhook": {"url": "http://127.0.0.1:9/hook", "secret": "s3cret"},
                 "telegram": {"enabled": True},

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DEFAULT_TOKEN = "7000000001:AAEmulatedBotTokenForTests_0123456789"
+DEFAULT_TOKEN = "7000000001:AAEmulatedBotTokenForTests_01234567"
 """The token of the emulator's first bot unless another is given."""
 
 Duplicate = Literal["same_update", "new_update"] | None
