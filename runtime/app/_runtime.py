@@ -149,7 +149,9 @@ def build_runtime(
                 "recent_alerts": recent.to_json(),
             },
             routes=[
-                *payment_webhook_routes(lambda: services.billing),
+                *payment_webhook_routes(
+                    lambda: services.billing, providers=plugins.payment_providers()
+                ),
                 *telegram_webhook_routes(services),
                 *extra_routes,
             ],
