@@ -51,13 +51,13 @@ def payment_webhook_routes(
                 outcome=Outcome.FAILED,
                 path=request.url.path[:120],
             )
-            return JSONResponse({"ok": False, "error": "not_found"}, status_code=404)
+            return _refused(404, "not_found")
         body = await request.body()
         with correlation(None, provider=name):
             try:
                 delivery = await authenticate(name, receiver, request.headers, body)
             except WebhookRejected:
-                return JSONResponse({"ok": False, "error": "unauthorized"}, status_code=401)
+                return _refused(401, "unauthorized")
             try:
                 service = billing()
             except Exception as exc:
@@ -90,3 +90,12 @@ def payment_webhook_routes(
         return JSONResponse({"ok": True, "results": [r.verdict.value for r in results]})
 
     return [Route("/webhooks/payments/{provider}", receive, methods=["POST"])]
+
+
+def _refused(status: int, error: str) -> Response:
+    """A refusal that closes the connection: the request's body may not have been read
+    (a 404 reads none), and a connection kept open with an unread body can swallow the
+    sender's next request."""
+    return JSONResponse(
+        {"ok": False, "error": error}, status_code=status, headers={"connection": "close"}
+    )

@@ -356,6 +356,8 @@ async def test_a_forged_delivery_is_refused_before_billing_or_the_database(
         changed = await deliver(http, headers, body + b" ")
     assert (unsigned.status_code, changed.status_code) == (401, 401)
     assert unsigned.json() == {"ok": False, "error": "unauthorized"}
+    # refused without reading on: the connection is not kept for another request
+    assert unsigned.headers["connection"] == "close"
 
 
 async def test_an_unknown_provider_is_a_404(client: httpx.AsyncClient) -> None:
