@@ -141,18 +141,7 @@ class _Shop:
         return await self.billing.buy(OWNER, PLAN, self.name)
 
     async def state(self) -> dict[str, list[dict[str, Any]]]:
-        """Everything a payment may change."""
-
-        async def unit(conn: Connection) -> dict[str, list[dict[str, Any]]]:
-            tables = {
-                "payments": "select * from payments order by created_at, id",
-                "subscriptions": "select * from subscriptions order by id",
-                "outbox": "select * from outbox order by id",
-                "users": "select * from users order by telegram_id",
-            }
-            return {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in tables.items()}
-
-        return await self.db.read(unit)
+        return await money_state(self.db)
 
     async def pay(
         self, checkout: Checkout, *, amount_minor: int, currency: str, payer: int = OWNER
@@ -187,6 +176,22 @@ class _Shop:
             return Verdict(verdict)
 
         return by_webhook
+
+
+async def money_state(db: Database) -> dict[str, list[dict[str, Any]]]:
+    """Every row a payment may change (payments, subscriptions, outbox, users), to compare
+    before and after a delivery."""
+
+    async def unit(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+        tables = {
+            "payments": "select * from payments order by created_at, id",
+            "subscriptions": "select * from subscriptions order by id",
+            "outbox": "select * from outbox order by id",
+            "users": "select * from users order by telegram_id",
+        }
+        return {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in tables.items()}
+
+    return await db.read(unit)
 
 
 def _other_currency(currency: str) -> str:

@@ -332,6 +332,12 @@ async def test_a_payer_who_is_not_the_owner_is_refused_and_recorded_against_them
         {"user_id": stranger, "status": "paid", "refused": "foreign_payer"},
     ]
     assert await shop.fetch("select * from subscriptions") == []
+    # the admin finds it on the payer's card, with a button to refund it to them
+    recorded = await shop.value("select id::text from payments where refused is not null")
+    calls = await driver.send(ADMIN, f"/user {stranger}")
+    assert "paid (foreign_payer)" in texts(calls)[0]
+    refund = kb.AdminCb(action="refund", arg=recorded).pack()
+    assert refund in [b.get("callback_data") for b in buttons(calls)]
     # the owner pays their own invoice: credited to them
     await driver.deliver(driver.payment_update(USER, payload, "XTR", 150, "charge-own"))
     assert await shop.fetch("select user_id from subscriptions") == [{"user_id": USER}]

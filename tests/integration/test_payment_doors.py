@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -25,9 +25,10 @@ import trio
 
 from runtime.bridge import asyncio_loop
 from runtime.sandbox._sandbox import CRYPTOBOT_TOKEN
-from runtime.storage import Connection, Database
+from runtime.storage import Database
 from runtime.storage import payments as store
 from runtime.testing.fakes.cryptobot import SIGNATURE_HEADER, sign
+from runtime.testing.payment_contract import money_state
 
 from .test_process import ROOT, free_port, log_lines, wait_for
 
@@ -45,19 +46,6 @@ def with_database(dsn: str, work: Callable[[Database], Awaitable[T]]) -> T:
                 await db.close()
 
     return trio.run(main)
-
-
-async def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
-    async def unit(conn: Connection) -> dict[str, list[dict[str, Any]]]:
-        tables = {
-            "payments": "select * from payments order by created_at, id",
-            "subscriptions": "select * from subscriptions order by id",
-            "outbox": "select * from outbox order by id",
-            "users": "select telegram_id, balance_minor from users order by telegram_id",
-        }
-        return {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in tables.items()}
-
-    return await db.read(unit)
 
 
 async def intents(db: Database) -> dict[str, str]:
@@ -147,7 +135,7 @@ def test_forged_and_unauthenticated_payment_requests_change_nothing_and_alert_no
 ) -> None:
     port, process, output = running
     made = with_database(database_dsn, intents)
-    before = with_database(database_dsn, snapshot)
+    before = with_database(database_dsn, money_state)
     alerts_before = alerts_submitted(port)
     base = f"http://127.0.0.1:{port}/webhooks/payments"
 
@@ -202,7 +190,7 @@ def test_forged_and_unauthenticated_payment_requests_change_nothing_and_alert_no
         "unknown": {404},
         "unreadable": {400},
     }
-    assert with_database(database_dsn, snapshot) == before
+    assert with_database(database_dsn, money_state) == before
     time.sleep(0.5)  # an alert raised by a request would be counted by now
     assert alerts_submitted(port) == alerts_before
     assert not any(a["severity"] == "critical" for a in status["recent_alerts"])
