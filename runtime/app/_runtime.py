@@ -227,7 +227,9 @@ def _assemble(
                 "recent_alerts": recent.to_json(),
             },
             routes=[
-                *payment_webhook_routes(lambda: services.billing),
+                *payment_webhook_routes(
+                    lambda: services.billing, providers=plugins.payment_providers()
+                ),
                 *telegram_webhook_routes(services),
                 *extra_routes,
             ],

@@ -146,6 +146,8 @@ def test_raising_hook_is_contained_and_the_plugin_left_out_whole() -> None:
     [
         ("not_a_list", "call", "returned str, expected a list"),
         ("sync_sink", "call", "not a AlertSink"),
+        ("old_provider", "call", "not a PaymentProvider"),
+        ("sync_authenticate", "call", "not a PaymentProvider"),
         ("wrong_argument", "register", "nursery"),
     ],
 )
