@@ -7,8 +7,9 @@ speaks the Bot API wire format (``/bot<token>/<method>``, JSON, form and multipa
 offsets and 409 conflicts, webhooks with a secret token and retries, inline keyboards and
 callback queries, edits (``message is not modified``), HTML/Markdown parsing errors,
 Stars and card invoices with the 10-second pre-checkout rule, refunds, flood limits (429
-with ``retry_after``), blocked users (403), and scripted faults (429, 5xx, slow or hanging
-answers, answers lost after the effect).
+with ``retry_after``), blocked users (403), scripted faults (429, 5xx, slow or hanging
+answers, answers lost after the effect) and outages (``start_outage``: every call answered
+5xx, or hanging, until ``end_outage``).
 
     emulator = TelegramEmulator(pre_checkout_timeout=0.5)
     async with emulator.running(), asyncio_loop(), emulator.bot_client() as bot:
@@ -34,7 +35,7 @@ served over HTTP under ``/_control/`` (see ``_control``).
 from ._aiogram import polling
 from ._emulator import DEFAULT_TOKEN, SimUser, TelegramEmulator
 from ._errors import ApiError, EmulatorError, WaitTimeout
-from ._limits import SEND_METHODS, Limits, ScriptedFault
+from ._limits import SEND_METHODS, Limits, Outage, ScriptedFault
 from ._state import (
     ApiCall,
     Button,
@@ -61,6 +62,7 @@ __all__ = [
     "Kind",
     "Limits",
     "Message",
+    "Outage",
     "Payment",
     "PaymentResult",
     "ScriptedFault",
