@@ -291,8 +291,6 @@ class InboxProcessor:
         if trouble.kind is Trouble.FLOOD_CONTROL:
             delay = trouble.retry_after if trouble.retry_after is not None else 1.0
         else:
-            # Marked here too, so the probe runs even if the failure bypassed the link.
-            self.link.unreachable(trouble.description)
             delay = self._telegram_delay()
         await inbox.wait_for_telegram(
             self._db(),
@@ -304,7 +302,11 @@ class InboxProcessor:
         )
 
     def _telegram_delay(self) -> float:
+        """As long as Telegram has been down so far (it is woken earlier when Telegram
+        answers). If it answers already, it did since this update failed: soon."""
         policy = self.telegram_backoff
+        if not self.link.down:
+            return policy.min
         capped = min(policy.max, max(policy.min, self.link.down_for()))
         return capped * (1.0 - policy.jitter * random.random())
 

@@ -12,7 +12,8 @@ Telegram's own failures are not failures of the update being handled:
 
 ``TelegramLink`` is an aiogram request middleware: register it on every Bot session of
 the process (``session.middleware(link)``) and it watches every call. Any answer from
-Telegram other than a 429 or a 5xx counts as Telegram answering, a 400 included.
+Telegram other than a 429 or a 5xx counts as Telegram answering, a 400 included, except
+to ``getUpdates``: long polling may well work while sending does not.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
+from aiogram.methods import GetUpdates
 
 from runtime.failures import Outcome
 from runtime.logs import get_logger
@@ -47,9 +49,8 @@ PROBE_INTERVAL = 1.0
 """Seconds between probes while Telegram is unreachable: recovery is seen within about
 this long (plus one round trip) of Telegram answering again."""
 PROBE_TIMEOUT = 5.0
-MAX_PROBES_IN_FLIGHT = 4
 """Probes are started on time even while earlier ones hang (a Telegram that accepts
-connections but does not answer), up to this many at once."""
+connections but does not answer): up to ``PROBE_TIMEOUT / PROBE_INTERVAL + 1`` at once."""
 
 _CHAIN_LIMIT = 50
 _log = get_logger("bot.telegram")
@@ -130,12 +131,17 @@ class TelegramLink:
         self.outages = 0
         """Times the link went down (for tests and status)."""
         self._down_since: float | None = None
+        self._back_since = -math.inf
         self._changed = trio.Event()
         self._probes = 0
 
     @property
     def down(self) -> bool:
         return self.reason is not None
+
+    @property
+    def probes_in_flight(self) -> int:
+        return self._probes
 
     def down_for(self) -> float:
         """Seconds since Telegram stopped answering (0 while it answers)."""
@@ -145,7 +151,11 @@ class TelegramLink:
 
     # -- what the calls tell ---------------------------------------------------------
 
-    def unreachable(self, reason: str) -> None:
+    def unreachable(self, reason: str, *, call_started: float | None = None) -> None:
+        """A call failed as if Telegram were away. A call started before Telegram last
+        came back (one that hung through the outage, then timed out) proves nothing."""
+        if call_started is not None and call_started < self._back_since:
+            return
         if self.down:
             self.reason = reason
             return
@@ -167,6 +177,7 @@ class TelegramLink:
         down_for = self.down_for()
         self.reason = None
         self._down_since = None
+        self._back_since = trio.current_time()
         _log.info(
             "Telegram answers again",
             operation="telegram.link",
@@ -187,16 +198,19 @@ class TelegramLink:
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
         """The aiogram request middleware: every call's outcome updates the link."""
+        evidence = not isinstance(method, GetUpdates)
+        started = trio.current_time()
         try:
             response = await make_request(bot, method)
         except Exception as exc:
             trouble = _trouble_of(exc)
             if trouble is not None and trouble.kind is Trouble.UNREACHABLE:
-                self.unreachable(trouble.description)
-            elif isinstance(exc, TelegramAPIError):
+                self.unreachable(trouble.description, call_started=started)
+            elif isinstance(exc, TelegramAPIError) and evidence:
                 self.answered()  # Telegram answered; it refused this one call
             raise
-        self.answered()
+        if evidence:
+            self.answered()
         return response
 
     # -- waiting on it -----------------------------------------------------------------
@@ -227,19 +241,19 @@ class TelegramLink:
             while True:
                 while not self.down:
                     seen = await self.wait_changed(seen)
-                if self._probes < MAX_PROBES_IN_FLIGHT:
+                if self._probes <= self.probe_timeout / self.probe_interval:
                     self._probes += 1
                     nursery.start_soon(self._probe_once, probe)
                 await self.sleep_unless_back(self.probe_interval)
 
     async def _probe_once(self, probe: Callable[[], Awaitable[Any]]) -> None:
+        """A probe's failure is on record already: the probe is a call through this
+        link. An answer is recorded here too, in case it was not."""
         try:
             with trio.move_on_after(self.probe_timeout):
                 await probe()
                 self.answered()
         except Exception as exc:
-            trouble = telegram_trouble(exc)
-            if trouble is not None and trouble.kind is Trouble.UNREACHABLE:
-                self.unreachable(trouble.description)
+            _log.debug("probe failed", operation="telegram.link", error=repr(exc)[:200])
         finally:
             self._probes -= 1

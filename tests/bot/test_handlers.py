@@ -40,6 +40,7 @@ class Driver:
         self.shop = shop
         self.tb = bot
         self.session = session
+        session.middleware(bot.link)
         self.bot = Bot(TOKEN, session=session)
         self._ids = itertools.count(1)
 

@@ -20,8 +20,8 @@ Every route takes ``?bot=<bot id>`` (default: the first bot). Errors are 400
   ``{same_update?}``; ``GET /_control/star_transactions``
 - ``POST /_control/faults`` ``{status?, method?, times?, retry_after?, description?,
   delay?, hang?, applied?}``; ``DELETE /_control/faults``
-- ``PUT /_control/outage`` ``{status?, description?, body?, hang?, methods?}`` (Telegram
-  unreachable until ``DELETE /_control/outage``); ``GET /_control/outage``
+- ``PUT /_control/outage`` ``{status?, description?, body?, hang?, methods?, spared?}``
+  (Telegram unreachable until ``DELETE /_control/outage``); ``GET /_control/outage``
 - ``GET|PUT /_control/limits`` (fields of ``Limits``)
 - ``GET  /_control/counters``; ``POST /_control/webhook/flush``
 """
@@ -238,6 +238,7 @@ def control_routes(emu: TelegramEmulator) -> list[BaseRoute]:
                 body=data.get("body"),
                 hang=bool(data.get("hang", False)),
                 methods=None if methods is None else [str(m) for m in methods],
+                spared=[str(m) for m in data.get("spared", [])],
             )
         elif request.method == "DELETE":
             emu.end_outage()
@@ -246,6 +247,7 @@ def control_routes(emu: TelegramEmulator) -> list[BaseRoute]:
             return None
         found = dataclasses.asdict(current)
         found["methods"] = None if current.methods is None else sorted(current.methods)
+        found["spared"] = sorted(current.spared)
         return found
 
     async def limits(request: Request) -> Any:

@@ -830,17 +830,20 @@ class TelegramEmulator:
         body: str | None = None,
         hang: bool = False,
         methods: Collection[str] | None = None,
+        spared: Collection[str] = (),
     ) -> None:
         """Telegram unreachable until ``end_outage()``: every call (of ``methods`` only,
-        when given; getUpdates included) is answered ``status`` (502 ``Bad Gateway`` by
-        default), or the raw ``body``, or with ``hang`` never answered. Calls have no
-        effect; updates from users keep queueing, as Telegram keeps them."""
+        when given; getUpdates included; none of ``spared``) is answered ``status`` (502
+        ``Bad Gateway`` by default), or the raw ``body``, or with ``hang`` never answered.
+        Calls have no effect; updates from users keep queueing, as Telegram keeps them.
+        A second call replaces the outage."""
         self._outage = Outage(
             status=status,
             description=description,
             body=body,
             hang=hang,
             methods=None if methods is None else frozenset(m.lower() for m in methods),
+            spared=frozenset(m.lower() for m in spared),
         )
         self._touch()
 

@@ -155,16 +155,19 @@ class ScriptedFault:
 
 @dataclass
 class Outage:
-    """Telegram unreachable until the outage ends: every call of ``methods`` (every method,
-    ``getUpdates`` included, when ``None``) is answered ``status`` with ``description`` (or
-    the raw ``body``, a proxy's page), or with ``hang`` not answered at all (the client's
-    timeout ends it). Calls have no effect."""
+    """Telegram unreachable until the outage ends: every call (of ``methods`` only, when
+    given; ``getUpdates`` included; none of ``spared``) is answered ``status`` with
+    ``description`` (or the raw ``body``, a proxy's page), or with ``hang`` not answered
+    at all (the client's timeout ends it). Calls have no effect."""
 
     status: int = 502
     description: str | None = None
     body: str | None = None
     hang: bool = False
     methods: frozenset[str] | None = None
+    spared: frozenset[str] = frozenset()
 
     def matches(self, method: str) -> bool:
+        if method in self.spared:
+            return False
         return self.methods is None or method in self.methods
