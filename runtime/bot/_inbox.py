@@ -20,6 +20,7 @@ How an update is settled follows the handler boundary's ``Next``:
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -271,7 +272,7 @@ class InboxProcessor:
             if await inbox.give_up(db, update, owner=self.owner, error=error):
                 self._given_up(update, failure)
             return
-        delay = backoff_delay(self.retry_backoff, max(0, update.attempts - 1), random.random())
+        delay = _retry_delay(self.retry_backoff, update.attempts, failure)
         again = await inbox.retry_later(
             db,
             update,
@@ -348,8 +349,7 @@ class InboxProcessor:
                 title="an update was given up",
                 text=(
                     f"update {update.update_id} ({kind}) failed: {failure.type.value}: "
-                    f"{failure.message[:300]}. The user was told something went wrong. "
-                    f"Once fixed, replay it: {replay}."
+                    f"{failure.message[:300]}. Once the cause is fixed, replay it: {replay}."
                 ),
             )
         self._submit(alert)
@@ -386,6 +386,13 @@ class InboxProcessor:
                     operation="bot.inbox.release",
                     error=repr(exc),
                 )
+
+
+def _retry_delay(backoff: Backoff, attempts: int, failure: Failure) -> float:
+    """The peer's hint when it gave one (a VPN panel's ``Retry-After``), else backoff."""
+    if failure.retry_after is not None and math.isfinite(failure.retry_after):
+        return max(0.0, failure.retry_after)
+    return backoff_delay(backoff, max(0, attempts - 1), random.random())
 
 
 def _kind(update: InboxUpdate) -> str:

@@ -180,6 +180,7 @@ async def test_an_outage_degrades_the_bot_and_replies_resume_when_telegram_answe
         assert bot.processor.woken >= 1  # made due when Telegram answered, not by its delay
         assert bot.link.outages == 1 and not bot.link.down
         await until(actor_degraded(supervisor, "bot", False))
+        await until(actor_degraded(supervisor, "bot-poller", False))
         row = await update_row(shop, start_id)
         assert row["attempts"] == 1 and row["processed_at"] is not None
         # probes that hung through the outage time out after it: that proves nothing
