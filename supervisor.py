@@ -6,6 +6,8 @@
     vpnbot check-config [PATH]          validate a config file and exit
     vpnbot plugins [--config PATH]      list loaded plugins and what they provide
     vpnbot status [--url URL]           show a running instance's actors
+    vpnbot updates [--replay ID|all]    list the Telegram updates the bot gave up on, or
+                                        process them again
 
 Exit codes: 0 clean stop, 69 instance unreachable (status), 70 unexpected error,
 75 temporary (a failure budget escalated, the database is unreachable: systemd restarts
@@ -20,14 +22,33 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import trio
+from runtime.logs import configure_logging, get_logger, hold_warnings, log_failure
 
-from runtime.app import StartupError, build_runtime, migrate, serve
-from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
-from runtime.app.tables import render_plugins, render_status
-from runtime.config import ConfigError, Settings, load_settings, reference_markdown
-from runtime.logs import configure_logging, get_logger, log_failure
-from runtime.plugin_api import load_plugins
+# Before the libraries are imported: the warnings they raise on import reach the log too.
+hold_warnings()
+
+import trio  # noqa: E402
+
+from runtime.app import (  # noqa: E402
+    StartupError,
+    build_runtime,
+    check_configuration,
+    given_up_updates,
+    migrate,
+    plugin_services,
+    render_given_up,
+    replay_updates,
+    serve,
+)
+from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE  # noqa: E402
+from runtime.app.tables import render_plugins, render_status  # noqa: E402
+from runtime.config import (  # noqa: E402
+    ConfigError,
+    Settings,
+    load_settings,
+    reference_markdown,
+)
+from runtime.plugin_api import load_plugins  # noqa: E402
 
 
 def _config_path(given: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -107,10 +128,15 @@ def cmd_check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> in
         return EX_CONFIG
     configure_logging(fmt="console", level="critical")
     try:
-        load_plugins(settings, environ=environ)  # plugins validate their own settings
+        # Without a file, `vpnbot run` is the sandbox, which brings its own Telegram.
+        report = check_configuration(settings, environ=environ, production=path is not None)
     except ConfigError as exc:
         print(exc.format(), file=sys.stderr)
         return EX_CONFIG
+    for problem in report.plugins.problems:
+        print(f"plugin left out: {problem.name}: {problem.error}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"config warning: {warning}", file=sys.stderr)
     print(f"config ok: {path if path else 'embedded defaults'}")
     return EX_OK
 
@@ -120,9 +146,13 @@ def cmd_plugins(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if settings is None:
         return EX_CONFIG
     configure_logging(fmt="console", level="critical")
-    runtime = build_runtime(settings, environ=environ)
-    print(render_plugins(runtime.plugins))
-    return EX_OK if not runtime.plugins.problems else EX_SOFTWARE
+    try:
+        plugins = load_plugins(settings, plugin_services(settings), environ=environ)
+    except ConfigError as exc:
+        print(exc.format(), file=sys.stderr)
+        return EX_CONFIG
+    print(render_plugins(plugins))
+    return EX_OK if not plugins.problems else EX_SOFTWARE
 
 
 def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -143,6 +173,35 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return EX_UNAVAILABLE
     print(render_status(response.json()))
     return EX_OK
+
+
+def cmd_updates(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = _load(_config_path(args.config, environ), environ)
+    if settings is None:
+        return EX_CONFIG
+    _setup_logging(settings)
+    try:
+        if args.replay is None:
+            print(render_given_up(trio.run(lambda: given_up_updates(settings, limit=args.limit))))
+            return EX_OK
+        wanted = None if args.replay == "all" else [args.replay]
+        replayed = trio.run(replay_updates, settings, wanted)
+    except StartupError as exc:
+        print(f"vpnbot updates: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if replayed:
+        print(f"processing again: {', '.join(str(i) for i in replayed)}")
+    else:
+        print(f"no given-up update matches {args.replay}")
+    return EX_OK
+
+
+def _update_to_replay(value: str) -> int | str:
+    if value == "all":
+        return value
+    if value.isdigit() and int(value) < 2**63:
+        return int(value)
+    raise argparse.ArgumentTypeError("an update id or 'all'")
 
 
 def cmd_config_reference(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -181,6 +240,18 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--config")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(handler=cmd_status)
+    updates = commands.add_parser(
+        "updates", help="list the Telegram updates given up, or process them again"
+    )
+    updates.add_argument("--config")
+    updates.add_argument("--limit", type=int, default=50, help="list at most this many")
+    updates.add_argument(
+        "--replay",
+        metavar="ID|all",
+        type=_update_to_replay,
+        help="process this given-up update again, or all of them",
+    )
+    updates.set_defaults(handler=cmd_updates)
     return main_parser
 
 

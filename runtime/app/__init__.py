@@ -3,17 +3,35 @@
 from ._database import StartupError
 from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._policy import apply_policy
-from ._runtime import Runtime, build_runtime, core_actors, migrate, serve
+from ._runtime import (
+    BUILTIN_ACTOR_NAMES,
+    ConfigReport,
+    Runtime,
+    build_runtime,
+    check_configuration,
+    core_actors,
+    migrate,
+    plugin_services,
+    serve,
+)
+from ._updates import given_up_updates, render_given_up, replay_updates
 
 __all__ = [
+    "BUILTIN_ACTOR_NAMES",
+    "ConfigReport",
     "Runtime",
     "RuntimeObserver",
     "StartupError",
     "apply_policy",
     "build_runtime",
+    "check_configuration",
     "core_actors",
     "describe_failure",
     "failure_dependency",
+    "given_up_updates",
     "migrate",
+    "plugin_services",
+    "render_given_up",
+    "replay_updates",
     "serve",
 ]

@@ -53,6 +53,9 @@ log_format = "json"
 [http]
 port = {port}
 
+[telegram]
+enabled = false
+
 [database]
 dsn = "{dsn}"
 auto_migrate = true

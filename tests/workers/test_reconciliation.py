@@ -101,8 +101,11 @@ async def test_young_refunded_and_mismatched_payments_are_not_credited(
     fake.pay_stars(USER + 2, short.payment.id, 100, date=old)  # not the intent's amount
     worker = Reconciliation(services, "owner-a", grace=timedelta(minutes=5))
     await worker.iteration(CTX)
-    assert await statuses(db) == ["invoiced", "invoiced", "invoiced"]
-    assert [k.split(":")[0] for k in alerts.seen()] == ["payment_mismatch"]
+    await worker.iteration(CTX)  # the mismatch is recorded: found again, alerted once
+    assert await statuses(db) == ["invoiced", "invoiced", "invoiced", "paid"]
+    [recorded] = await fetch(db, "select user_id, refused from payments where refused is not null")
+    assert (recorded["user_id"], recorded["refused"]) == (USER + 2, "mismatch")
+    assert alerts.seen() == [f"payment_mismatch:stars:{short.payment.id}"]
     await worker.close()
 
 
