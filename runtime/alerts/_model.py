@@ -75,6 +75,8 @@ class Alert:
 class AlertStats:
     """A snapshot of the pipeline's counters."""
 
+    submitted_total: dict[str, int]
+    """Alerts raised, before deduplication, by kind (the key up to its first ``:``)."""
     sent_total: dict[str, int]
     """Alerts delivered, by sink name."""
     failed_total: dict[str, int]
@@ -86,6 +88,7 @@ class AlertStats:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "submitted_total": dict(self.submitted_total),
             "sent_total": dict(self.sent_total),
             "failed_total": dict(self.failed_total),
             "suppressed_total": self.suppressed_total,

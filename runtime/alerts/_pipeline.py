@@ -53,6 +53,9 @@ _PRUNE_ABOVE = 1024
 KIND_LIMIT = 10
 """Alerts of one kind sent under distinct keys per throttle period before they fold."""
 
+KINDS_COUNTED = 64
+"""Kinds counted by name in ``stats.submitted_total``; any further one counts as ``other``."""
+
 FOLDED = "*"
 """The last part of the key that folds the alerts of one kind over ``KIND_LIMIT``."""
 
@@ -120,6 +123,7 @@ class AlertPipeline:
         self._sink_timeout = sink_timeout
         self._send_channel, self._receive_channel = trio.open_memory_channel[Alert](queue_size)
         self._keys: dict[str, _KeyState] = {}
+        self._submitted: dict[str, int] = {}
         self._kind_limit = kind_limit
         self._kinds: dict[str, deque[tuple[object, float]]] = {}
         """Per kind, when its alerts were sent under their own keys (clock, time)."""
@@ -148,6 +152,7 @@ class AlertPipeline:
     @property
     def stats(self) -> AlertStats:
         return AlertStats(
+            submitted_total=dict(self._submitted),
             sent_total=dict(self._sent),
             failed_total=dict(self._failed),
             suppressed_total=self._suppressed_total,
@@ -179,9 +184,13 @@ class AlertPipeline:
 
     def _submit(self, alert: Alert) -> None:
         clock, now = _now()
+        kind = alert.key.split(":", 1)[0]
+        counted = (
+            kind if kind in self._submitted or len(self._submitted) < KINDS_COUNTED else "other"
+        )
+        self._submitted[counted] = self._submitted.get(counted, 0) + 1
         if self._throttled(alert.key, clock, now):
             return
-        kind = alert.key.split(":", 1)[0]
         if not self._kind_has_room(kind, clock, now):
             _log.info(
                 "alert folded into its kind",

@@ -180,7 +180,6 @@ class RuntimeObserver(SupervisorObserver):
         log_failure(self._log, error, operation="observer")
 
     def _alert(self, severity: Severity, key: str, component: str, title: str, text: str) -> None:
-        self._metrics.alerts_submitted.labels(key.split(":", 1)[0]).inc()
         self._alerts.submit(
             Alert(severity=severity, key=key, component=component, title=title, text=text)
         )

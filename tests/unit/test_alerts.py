@@ -13,7 +13,9 @@ import trio
 import trio.testing
 
 from runtime.alerts import Alert, AlertPipeline, LogSink, Severity
+from runtime.alerts._pipeline import KINDS_COUNTED
 from runtime.config import Settings
+from runtime.metrics import AlertsCollector, Metrics
 from runtime.supervision import ActorContext
 from runtime.testing import RecordingSink, check_alert_sink, sample_alert
 
@@ -449,12 +451,32 @@ async def test_check_alert_sink_rejects_bad_sinks(autojump_clock: trio.testing.M
         await check_alert_sink(RecordingSink(fail=True))
 
 
+def test_every_alert_raised_is_counted_by_kind_before_deduplication() -> None:
+    """Whoever raises it (billing, the bot, the supervisor's observer), so the count shows
+    an alert a forged request made even when throttling held it back."""
+    pipeline = AlertPipeline([], throttle_seconds=60, queue_size=1000)
+    for n in range(3):
+        pipeline.submit(alert(f"payment_mismatch:stars:{n}"))
+    pipeline.submit(alert("asyncio_leak"))
+    pipeline.submit(alert("asyncio_leak"))
+    for n in range(KINDS_COUNTED + 5):  # kinds are our words; a flood of them is bounded
+        pipeline.submit(alert(f"kind{n}:x"))
+    submitted = pipeline.stats.submitted_total
+    assert submitted["payment_mismatch"] == 3 and submitted["asyncio_leak"] == 2
+    assert len(submitted) == KINDS_COUNTED + 1 and submitted["other"] == 7
+    metrics = Metrics()
+    metrics.register(AlertsCollector(pipeline))
+    text = metrics.render().decode()
+    assert 'vpnbot_alerts_submitted_total{key_kind="payment_mismatch"} 3.0' in text
+
+
 def test_stats_to_json() -> None:
     pipeline = AlertPipeline([], throttle_seconds=60, queue_size=1)
     pipeline.submit(alert("a"))
     pipeline.submit(alert("a"))
     pipeline.submit(alert("b"))
     assert pipeline.stats.to_json() == {
+        "submitted_total": {"a": 2, "b": 1},
         "sent_total": {},
         "failed_total": {},
         "suppressed_total": 1,
