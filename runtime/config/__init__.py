@@ -8,6 +8,7 @@ its dotted key path. Precedence, later wins: embedded defaults, the TOML file, s
 
 from ._load import load_settings, validate_section
 from ._model import (
+    AccessSettings,
     ActorPolicyOverride,
     AlertsSettings,
     BillingSettings,
@@ -30,6 +31,7 @@ from ._model import (
 from ._reference import reference_markdown
 
 __all__ = [
+    "AccessSettings",
     "ActorPolicyOverride",
     "AlertsSettings",
     "BillingSettings",
