@@ -73,7 +73,7 @@ def belongs_to(name: str, key: dict[str, Any]) -> bool:
 def _period_of(key: dict[str, Any]) -> int:
     """The period a key is for (0 for a key made before periods)."""
     _, _, period = str(key.get("id")).rpartition(PERIOD_SEPARATOR)
-    return int(period) if period.isdigit() else 0
+    return int(period) if period.isascii() and period.isdigit() and len(period) <= 24 else 0
 
 
 def _own_limit(key: dict[str, Any]) -> int | None:

@@ -48,7 +48,7 @@ def unusable_because(subscription: Subscription, account: Account) -> str | None
         return None
     if account.limited:
         return "its traffic is used up in a period that has just begun"
-    return "the panel reports it disabled"
+    return "the panel reports it cannot connect (disabled or expired)"
 
 
 class Access:

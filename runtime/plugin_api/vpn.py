@@ -7,17 +7,18 @@ adopts what the crashed attempt created instead of creating a second account.
 **Traffic is per paid period.** A period starts when it is paid for (the first purchase,
 each renewal, manual or automatic) and lasts until the next one starts or the
 subscription ends; a plan's traffic limit counts what the account used since its period
-started. ``AccountSpec.period_start`` says when that was. An account whose usage was last
-reset (or which was created) before it is entering a new period: ``ensure_account``
-resets its usage once, so a renewal after the traffic ran out restores access, and a
-retried activation of the same period never resets again.
+started. ``AccountSpec.period_start`` says when that was. An account set up for another
+period is entering a new one: ``ensure_account`` resets its usage once, so a renewal
+after the traffic ran out restores access, and a retried activation of the same period
+never resets again.
 
 Panels keep no notion of our periods, so a backend remembers on the panel which period it
-last reset for: a panel's own reset time where it has one, or a ``PeriodMark`` in a
-free-text field of the account (a note, a comment). The mark is written before the reset
-and completed after it, with the usage seen before the reset; a retry that finds a mark
-still open compares the usage now with that figure, so a crash between the two calls
-neither skips the reset nor repeats it (see ``PeriodMark``).
+last reset for: a ``PeriodMark`` in a free-text field of the account (a note, a comment),
+written before the reset and completed after it with the usage seen before the reset; a
+retry that finds a mark still open compares the usage now with that figure, so a crash
+between the two calls neither skips the reset nor repeats it (``enter_period`` runs it). A
+panel without a reset call can give each period an account of its own instead, as the
+Outline backend does.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class AccountSpec:
     telegram_id: int
     period_start: datetime
     """When the current paid period started (absolute, timezone-aware): usage counts from
-    here. A later ``period_start`` than the account's last reset is a new period."""
+    here. Another ``period_start`` than the one the account was last set up for is a new
+    period."""
     traffic_limit_bytes: int | None = None
     """Traffic per period; None: unlimited."""
     device_limit: int | None = None
@@ -78,6 +80,8 @@ class Account:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MARK = re.compile(r"vpnbot-period:(?P<period>\d+)(?:/open:(?P<used>\d+))?")
+_MAX_DIGITS = 24
+"""Longer figures are no mark of ours (and would not even convert to an int)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +125,10 @@ class PeriodMark:
         found = _MARK.search(text or "")
         if found is None:
             return None
-        used = found["used"]
-        return cls(found["period"], int(used) if used is not None else None)
+        period, used = found["period"], found["used"]
+        if len(period) > _MAX_DIGITS or (used is not None and len(used) > _MAX_DIGITS):
+            return None
+        return cls(period, int(used) if used is not None else None)
 
     def is_for(self, spec: AccountSpec) -> bool:
         return self.period == spec.period

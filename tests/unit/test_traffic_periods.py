@@ -39,6 +39,8 @@ def test_a_mark_is_found_written_and_replaced_in_free_text() -> None:
     assert PeriodMark.find(closed) == PeriodMark.closed(spec())
     assert PeriodMark.find("telegram_id 42") is None
     assert PeriodMark.find(None) is None
+    assert PeriodMark.find("vpnbot-period:" + "9" * 5000) is None  # a panel's nonsense
+    assert PeriodMark.find("vpnbot-period:1/open:" + "9" * 5000) is None
 
 
 def test_a_mark_fits_a_field_with_a_length_limit() -> None:
