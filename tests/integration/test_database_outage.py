@@ -14,22 +14,15 @@ import httpx
 import pytest
 
 from runtime.storage import EmbeddedPostgres
+from runtime.workers import NAMES
+from runtime.workers.notifier import NAME as NOTIFIER
 
 from .test_process import Receiver, actor, free_port, get_status, log_lines, start, wait_for
 
-# Every actor that reaches the database, and would each alert on its own if nothing tied
-# their degradation to the database's.
-DATABASE_USERS = (
-    "database",
-    "activation_worker",
-    "fast_expiry_cleanup",
-    "crypto_payment_watcher",
-    "auto_renewal",
-    "trial_notifications",
-    "expiry_notifications",
-    "reconciliation",
-)
-WORKERS = DATABASE_USERS[1:]
+WORKERS = tuple(name for name in NAMES if name != NOTIFIER)  # Telegram is off
+DATABASE_USERS = ("database", *WORKERS)
+"""Every actor that reaches the database, and would each alert on its own if nothing tied
+their degradation to the database's."""
 MIN_SLEEP_ON_FAILURE = 3600
 """The workers' pause after a failed iteration: only the database's probe can clear them."""
 DEGRADED_AFTER = 1

@@ -34,6 +34,7 @@ from runtime.supervision import (
 )
 from runtime.testing import RecordingSink
 from runtime.web import build_app
+from runtime.workers import NAMES as WORKER_NAMES
 
 
 async def idle(ctx: ActorContext, *, task_status: trio.TaskStatus[None]) -> None:
@@ -155,16 +156,7 @@ def test_failures_are_counted_and_bugs_alert() -> None:
 
 # -- one root cause, one alert ---------------------------------------------------------------
 
-DEPENDENTS = [
-    "activation_worker",
-    "fast_expiry_cleanup",
-    "crypto_payment_watcher",
-    "auto_renewal",
-    "trial_notifications",
-    "expiry_notifications",
-    "reconciliation",
-    "notifier",
-]
+DEPENDENTS = list(WORKER_NAMES)
 
 
 class Outage:
