@@ -6,18 +6,17 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from runtime.storage import EmbeddedPostgres
 from runtime.workers import NAMES
 from runtime.workers.notifier import NAME as NOTIFIER
 
 from .test_process import Receiver, actor, free_port, get_status, log_lines, start, wait_for
+from .test_process import receiver as receiver  # the alert webhook fixture
 
 WORKERS = tuple(name for name in NAMES if name != NOTIFIER)  # Telegram is off
 DATABASE_USERS = ("database", *WORKERS)
@@ -73,14 +72,6 @@ def suppressed_total(port: int) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     match = re.search(r"^vpnbot_alerts_suppressed_total (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    alerts = Receiver()
-    alerts.thread.start()
-    yield alerts
-    alerts.server.shutdown()
 
 
 def test_a_database_outage_is_one_alert_and_degraded_clears_when_it_is_back(
