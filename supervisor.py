@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trio
 
-from runtime.app import StartupError, build_runtime, migrate, serve
+from runtime.app import StartupError, build_runtime, migrate, operator_url, serve
 from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 from runtime.app.tables import render_plugins, render_status
 from runtime.config import ConfigError, Settings, load_settings, reference_markdown
@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _run_sandbox(settings: Settings, environ: Mapping[str, str], telegram_port: int) -> int:
     from runtime.sandbox import SandboxPorts, run_sandbox
 
-    ports = SandboxPorts(telegram=telegram_port, http=settings.http.port)
+    ports = SandboxPorts(telegram=telegram_port)
     try:
         return trio.run(lambda: run_sandbox(settings, environ=environ, ports=ports))
     except ConfigError as exc:
@@ -133,8 +133,10 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         settings = _load(_config_path(args.config, environ), environ)
         if settings is None:
             return EX_CONFIG
-        host = settings.http.host if ":" not in settings.http.host else f"[{settings.http.host}]"
-        url = f"http://{host}:{settings.http.port}"
+        if not settings.http.enabled:
+            print("vpnbot status: the operator listener is off (http.enabled)", file=sys.stderr)
+            return EX_CONFIG
+        url = operator_url(settings.http)
     try:
         response = httpx.get(f"{url.rstrip('/')}/status", timeout=args.timeout)
         response.raise_for_status()
@@ -177,7 +179,9 @@ def parser() -> argparse.ArgumentParser:
     plugins.add_argument("--config")
     plugins.set_defaults(handler=cmd_plugins)
     status = commands.add_parser("status", help="show the actors of a running instance")
-    status.add_argument("--url", help="base URL of the HTTP endpoint (default: from config)")
+    status.add_argument(
+        "--url", help="base URL of the operator listener (default: [http] of the config)"
+    )
     status.add_argument("--config")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(handler=cmd_status)

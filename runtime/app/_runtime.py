@@ -13,6 +13,7 @@ from typing import Any
 
 import stamina
 import trio
+from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from runtime.access import Access
@@ -27,10 +28,11 @@ from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, load_plugins
 from runtime.storage import MigrationError, apply_migrations
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
-from runtime.web import HttpEndpoint, build_app
+from runtime.web import HttpEndpoint, alert_summary, operator_app, public_app
 from runtime.workers import worker_actors
 
 from ._database import StartupError, connect, database_probe, ensure_schema
+from ._listeners import PUBLIC_HTTP_ACTOR, listeners
 from ._observer import RuntimeObserver, describe_failure
 from ._policy import apply_policy
 from .exit_codes import EX_CONFIG
@@ -45,8 +47,11 @@ class Runtime:
     metrics: Metrics
     supervisor: Supervisor
     http: HttpEndpoint | None
+    """The operator listener (``[http]``)."""
     catalog: Catalog
     info: dict[str, Any] = field(default_factory=dict)
+    public_http: HttpEndpoint | None = None
+    """The public listener (``[http.public]``): the webhooks."""
 
     def start_domain(self) -> None:
         """Billing and access, once the database is connected."""
@@ -82,20 +87,38 @@ def actor_boundary(name: str) -> Iterator[None]:
 
 
 def core_actors(
-    services: Services, alerts: AlertPipeline, http: HttpEndpoint | None
+    services: Services,
+    alerts: AlertPipeline,
+    http: HttpEndpoint | None,
+    public_http: HttpEndpoint | None = None,
 ) -> list[ActorSpec]:
-    """The runtime's own actors. Alerts start first so they stop last."""
+    """The runtime's own actors. Alerts start first so they stop last.
+
+    The public listener is critical only in webhook mode: without it no update arrives,
+    while payment webhooks have the watcher and reconciliation behind them.
+    """
     specs = [
         ActorSpec("alerts", alerts.run, critical=False, shutdown_timeout=5.0),
         database_probe(services),
     ]
     if http is not None:
         specs.append(ActorSpec("http", http.run, restart=Restart.PERMANENT, shutdown_timeout=5.0))
+    if public_http is not None:
+        specs.append(
+            ActorSpec(
+                PUBLIC_HTTP_ACTOR,
+                public_http.run,
+                restart=Restart.PERMANENT,
+                critical=services.settings.bot.mode == "webhook",
+                shutdown_timeout=5.0,
+            )
+        )
     return specs
 
 
 class RecentAlerts:
-    """A sink that keeps the last alerts for /status (and the sandbox page)."""
+    """A sink that keeps the last alerts for /status (and the sandbox page), as summaries
+    without their keys and texts (``runtime.web.alert_summary``)."""
 
     name = "recent"
 
@@ -106,13 +129,17 @@ class RecentAlerts:
         self.alerts.append(alert)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [alert.to_json() for alert in self.alerts]
+        return [alert_summary(alert) for alert in self.alerts]
 
 
 def build_runtime(
-    settings: Settings, *, environ: Mapping[str, str], extra_routes: Sequence[BaseRoute] = ()
+    settings: Settings, *, environ: Mapping[str, str], operator_routes: Sequence[BaseRoute] = ()
 ) -> Runtime:
-    """Load plugins and assemble the supervisor; raises ConfigError for bad actor policy."""
+    """Load plugins and assemble the supervisor; raises ConfigError for bad actor policy.
+
+    ``operator_routes`` join /status and /metrics on the operator listener (the sandbox's
+    chat page); webhooks go on the public one.
+    """
     # Retries log through runtime.failures; stamina's own hooks would write unstructured
     # lines and count into the global Prometheus registry that /metrics does not serve.
     stamina.instrumentation.set_on_retry_hooks([])
@@ -139,8 +166,8 @@ def build_runtime(
     holder: dict[str, Supervisor] = {}
     info = {"service": settings.service.name, "instance": instance}
 
-    def app() -> Any:
-        return build_app(
+    def operator() -> Starlette:
+        return operator_app(
             holder["supervisor"],
             metrics,
             extras=lambda: {
@@ -148,21 +175,19 @@ def build_runtime(
                 "alerts": alerts.stats.to_json(),
                 "recent_alerts": recent.to_json(),
             },
+            routes=operator_routes,
+        )
+
+    def public() -> Starlette:
+        return public_app(
+            holder["supervisor"],
             routes=[
                 *payment_webhook_routes(lambda: services.billing),
                 *telegram_webhook_routes(services),
-                *extra_routes,
             ],
         )
 
-    http = None
-    if settings.http.enabled:
-        http = HttpEndpoint(
-            app,
-            host=settings.http.host,
-            port=settings.http.port,
-            on_listening=lambda urls: get_logger("http").info("listening", urls=urls),
-        )
+    http, public_http = listeners(settings.http, operator=operator, public=public)
 
     def actor_table() -> dict[str, Any]:
         supervisor = holder["supervisor"]
@@ -173,7 +198,7 @@ def build_runtime(
         }
 
     specs = [
-        *core_actors(services, alerts, http),
+        *core_actors(services, alerts, http, public_http),
         *worker_actors(services),
         *bot_actors(services, actor_table=actor_table),
         *plugins.actors(),
@@ -195,7 +220,9 @@ def build_runtime(
     holder["supervisor"] = supervisor
     metrics.register(SupervisionCollector(supervisor))
     metrics.register(AlertsCollector(alerts))
-    return Runtime(settings, services, plugins, alerts, metrics, supervisor, http, catalog, info)
+    return Runtime(
+        settings, services, plugins, alerts, metrics, supervisor, http, catalog, info, public_http
+    )
 
 
 async def serve(runtime: Runtime) -> int:
