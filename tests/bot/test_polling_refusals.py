@@ -46,14 +46,17 @@ def message(update_id: int, text: str) -> dict[str, Any]:
 
 
 class ScriptedUpdates(FakePeer):
-    """``getUpdates`` and ``deleteWebhook``; ``offsets`` lists every offset asked for."""
+    """``getUpdates`` and ``deleteWebhook``; ``offsets`` lists every offset asked for, and
+    ``settled`` is set once ``settle_offset`` has been asked for three times."""
 
     name = "telegram"
 
-    def __init__(self, updates: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, updates: Sequence[dict[str, Any]], *, settle_offset: int) -> None:
         super().__init__()
         self.pending = sorted(updates, key=lambda u: int(u["update_id"]))
         self.offsets: list[int | None] = []
+        self.settle_offset = settle_offset
+        self.settled = trio.Event()
 
     def routes(self) -> Sequence[BaseRoute]:
         async def call(request: Request) -> JSONResponse:
@@ -63,6 +66,8 @@ class ScriptedUpdates(FakePeer):
             form = parse_qs((await request.body()).decode())
             offset = int(form["offset"][0]) if "offset" in form else None
             self.offsets.append(offset)
+            if self.offsets.count(self.settle_offset) >= 3:
+                self.settled.set()
             if offset is not None:
                 self.pending = [u for u in self.pending if int(u["update_id"]) >= offset]
             if not self.pending:
@@ -73,7 +78,10 @@ class ScriptedUpdates(FakePeer):
 
 
 async def test_an_update_id_beyond_bigint_is_dropped_and_polling_goes_on(db: Database) -> None:
-    peer = ScriptedUpdates([message(100, "before"), message(BEYOND, "beyond"), message(101, "x")])
+    peer = ScriptedUpdates(
+        [message(100, "before"), message(BEYOND, "beyond"), message(101, "after")],
+        settle_offset=BEYOND + 1,
+    )
     async with peer.running() as url:
         bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(url)))
         poller = Poller(lambda: db, holder="poller-test", on_stored=lambda: None, timeout=0)
@@ -87,8 +95,7 @@ async def test_an_update_id_beyond_bigint_is_dropped_and_polling_goes_on(db: Dat
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(supervisor.run)
                 with trio.fail_after(60):
-                    while len([o for o in peer.offsets if o == BEYOND + 1]) < 3:
-                        await trio.sleep(0.05)
+                    await peer.settled.wait()
                 supervisor.request_shutdown()
         finally:
             await run_asyncio(bot.session.close)

@@ -15,7 +15,7 @@ from runtime.bot._webhook import MAX_BODY, SECRET_HEADER
 from runtime.storage import Database, inbox
 from runtime.supervision import ActorSpec, Supervisor
 from runtime.web import HttpEndpoint, public_app
-from tests.web.test_limits import chunked, head, until_hung_up
+from tests.web.raw_client import chunked, head, until_hung_up
 
 from .conftest import WEBHOOK_SECRET, Alerts, Shop, build_shop, make_settings
 

@@ -25,6 +25,9 @@ log_format = "json"
 [http]
 port = {port}
 
+[http.public]
+port = 0
+
 [database]
 dsn = "{dsn}"
 auto_migrate = true

@@ -108,6 +108,9 @@ dsn = "{dsn}"
 [http]
 port = {port}
 
+[http.public]
+port = 0
+
 [alerts]
 throttle_seconds = 3600
 
