@@ -95,13 +95,14 @@ class BoundedRequests:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return
+        declared = _content_length(scope)
         exchange = _Exchange(
             receive,
             send,
             max_bytes=self.max_body_bytes(scope),
             deadline=trio.current_time() + self._limits.body_timeout_seconds,
+            bodiless=_bodiless(scope, declared),
         )
-        declared = _content_length(scope)
         try:
             if _head_size(scope) > self._limits.max_header_bytes:
                 await exchange.refuse(431)
@@ -139,6 +140,16 @@ def _head_size(scope: Scope) -> int:
     return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
 
 
+def _bodiless(scope: Scope, declared: int | None) -> bool:
+    """An HTTP/1 request without Content-Length and Transfer-Encoding has no body."""
+    if scope.get("http_version") not in ("1.0", "1.1"):
+        return False
+    if declared == 0:
+        return True
+    names = {name.lower() for name, _ in scope.get("headers", ())}
+    return b"content-length" not in names and b"transfer-encoding" not in names
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name.lower() == b"content-length":
@@ -158,15 +169,24 @@ _REASONS = {
 class _Exchange:
     """One request and its response, as the route sees them through the limits."""
 
-    def __init__(self, receive: Receive, send: Send, *, max_bytes: int, deadline: float) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        *,
+        max_bytes: int,
+        deadline: float,
+        bodiless: bool,
+    ) -> None:
         self._receive = receive
         self._send = send
         self.max_bytes = max_bytes
         self.deadline = deadline
         self.received = 0
         self.refused: int | None = None
-        self.body_done = False
-        """The last body chunk came through: only the disconnect follows on the queue."""
+        self.body_done = bodiless
+        """The last body chunk came through (or there is no body): only its end and the
+        disconnect follow on the queue."""
         self.gone = False
         """The disconnect came through: nothing follows."""
         self.response_started = False
@@ -200,6 +220,10 @@ class _Exchange:
             return
         if message["type"] == "http.response.start":
             self.response_started = True
+            if not (self.body_done or self.gone):
+                # The rest of the body will be drained, not read: the connection ends here.
+                headers = [*message.get("headers", ()), (b"connection", b"close")]
+                message = {**message, "headers": headers}
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             await self._send_last(message)
         else:
