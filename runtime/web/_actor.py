@@ -9,18 +9,18 @@ from starlette.applications import Starlette
 
 from runtime.supervision import ActorContext
 
+from ._http1 import keep_to_http1
 from ._limits import BoundedRequests, RequestLimits
 
 DEFAULT_LIMITS = RequestLimits()
 _APP_QUEUE = 2
 """Body chunks (up to 64 KiB each) hypercorn holds per request while the route is not
 reading: what an unread upload can cost us, per connection."""
-_H2_STREAMS = 16
-"""Concurrent HTTP/2 streams per connection (hypercorn speaks h2c to whoever asks)."""
 
 
 class HttpEndpoint:
-    """Serves a starlette app with hypercorn on trio as a supervised actor, within ``limits``.
+    """Serves a starlette app with hypercorn on trio as a supervised actor, within ``limits``,
+    over HTTP/1.1 only (``keep_to_http1``).
 
     The actor is ready once the socket is bound; ``urls`` then holds where it listens
     (useful with port 0). A stop request lets hypercorn finish requests in flight. The app
@@ -56,8 +56,6 @@ class HttpEndpoint:
         # response) until a complete request head: it is the header deadline too.
         config.keep_alive_timeout = self.limits.header_timeout_seconds
         config.h11_max_incomplete_size = self.limits.max_header_bytes
-        config.h2_max_header_list_size = self.limits.max_header_bytes
-        config.h2_max_concurrent_streams = _H2_STREAMS
         config.max_app_queue_size = _APP_QUEUE
         return config
 
@@ -78,6 +76,7 @@ class HttpEndpoint:
     async def _serve(
         self, ctx: ActorContext, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        keep_to_http1()
         await serve(
             self._bounded_app(),  # type: ignore[arg-type]
             self._config(),

@@ -1,6 +1,7 @@
 """Bounded requests: one ASGI layer in front of every listener's routes.
 
-Hypercorn closes a connection that has not sent a complete request head within
+Only HTTP/1.x is served (505 otherwise; see ``_http1``). Hypercorn closes a connection
+that has not sent a complete request head within
 ``header_timeout_seconds`` and refuses an incomplete head larger than ``max_header_bytes``;
 a complete one that arrived in one read can be larger, so this layer refuses those (431).
 The body is counted as it arrives, chunked or not, and a route never sees more than its
@@ -104,7 +105,9 @@ class BoundedRequests:
             bodiless=_bodiless(scope, declared),
         )
         try:
-            if _head_size(scope) > self._limits.max_header_bytes:
+            if scope.get("http_version") not in _HTTP1:
+                await exchange.refuse(505)
+            elif _head_size(scope) > self._limits.max_header_bytes:
                 await exchange.refuse(431)
             elif declared is not None and declared > exchange.max_bytes:
                 await exchange.refuse(413)
@@ -140,9 +143,12 @@ def _head_size(scope: Scope) -> int:
     return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
 
 
+_HTTP1 = ("1.0", "1.1")
+
+
 def _bodiless(scope: Scope, declared: int | None) -> bool:
     """An HTTP/1 request without Content-Length and Transfer-Encoding has no body."""
-    if scope.get("http_version") not in ("1.0", "1.1"):
+    if scope.get("http_version") not in _HTTP1:
         return False
     if declared == 0:
         return True
@@ -163,6 +169,7 @@ _REASONS = {
     413: "body_too_large",
     431: "headers_too_large",
     500: "no_response",
+    505: "http_version_not_supported",
 }
 
 

@@ -8,6 +8,7 @@ long, so the tests say whether a request is cut off, never how fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,6 +65,9 @@ def build(seen: Seen) -> Starlette:
         seen.bodies.append(len(body))
         return Response("ok")
 
+    async def hello(request: Request) -> Response:
+        return Response("hi")
+
     async def refuse(request: Request) -> Response:
         """Answers without reading the body, as an authentication check does."""
         seen.calls += 1
@@ -74,6 +78,7 @@ def build(seen: Seen) -> Starlette:
             Route("/store", store, methods=["POST"]),
             Route("/careless", careless, methods=["POST"]),
             Route("/refuse", refuse, methods=["POST"]),
+            Route("/hello", hello),
             LimitedRoute("/big", store, methods=["POST"], max_body_bytes=BIG_LIMIT),
         ]
     )
@@ -220,3 +225,40 @@ async def test_an_idle_connection_is_closed() -> None:
     async with serving(seen, HASTY) as port:
         outcome = await until_hung_up(port, iter([]))
     assert outcome.response == b""
+
+
+async def test_http2_is_not_spoken_and_cannot_stop_the_listener() -> None:
+    """Hypercorn's HTTP/2 falls over when a body keeps coming after the response (a refused
+    request): the listener speaks HTTP/1.1 whatever the client asks for."""
+    seen = Seen()
+    endpoint = HttpEndpoint(lambda: build(seen), host="127.0.0.1", port=0, limits=PATIENT)
+    supervisor = Supervisor([ActorSpec("http", endpoint.run)])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(supervisor.run)
+        with trio.fail_after(WAIT):
+            await supervisor.ready.wait()
+        base = endpoint.urls[0]
+        port = int(base.rsplit(":", 1)[1])
+        for _ in range(3):
+            async with httpx.AsyncClient(http1=False, http2=True, timeout=WAIT) as h2:
+                with contextlib.suppress(httpx.HTTPError):  # refused, one way or another
+                    await h2.post(f"{base}/refuse", content=b"a" * (4 * LIMIT))
+        upgrade = await until_hung_up(
+            port,
+            iter(
+                [
+                    b"GET /hello HTTP/1.1\r\nHost: vpnbot\r\nConnection: Upgrade, HTTP2-Settings"
+                    b"\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+                    b"POST /store HTTP/1.1\r\nHost: vpnbot\r\nContent-Length: 2\r\n"
+                    b"Connection: close\r\n\r\nok"
+                ]
+            ),
+        )
+        async with httpx.AsyncClient(timeout=WAIT) as http1:
+            after = await http1.post(f"{base}/store", content=b"after")
+        (status,) = supervisor.statuses
+        supervisor.request_shutdown()
+    assert status.failures == 0 and status.restarts == 0
+    assert upgrade.response.startswith(b"HTTP/1.1 200")  # not 101 Switching Protocols
+    assert upgrade.response.count(b"HTTP/1.1 200") == 2 and upgrade.response.endswith(b"\r\n2")
+    assert (after.status_code, after.text) == (200, "5")
