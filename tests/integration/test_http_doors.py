@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +42,15 @@ TABLES = ("users", "subscriptions", "payments", "telegram_updates", "outbox", "b
 
 
 def write_config(
-    path: Path, *, operator: int, public: int, dsn: str, telegram: str, crypto: str, alerts: str
+    path: Path,
+    *,
+    operator: int,
+    public: int,
+    dsn: str,
+    telegram: str,
+    crypto: str,
+    alerts: str,
+    extra: str = "",
 ) -> Path:
     path.write_text(
         f"""
@@ -78,7 +87,7 @@ base_url = "{crypto}/api/"
 
 [plugins.settings.telegram_payments]
 card_provider_token = "381764678:TEST:card-provider"
-"""
+{extra}"""
     )
     return path
 
@@ -113,8 +122,11 @@ def alerts() -> Iterator[Receiver]:
     receiver.server.shutdown()
 
 
-@pytest.fixture
-async def service(database_dsn: str, tmp_path: Path, alerts: Receiver) -> AsyncIterator[Service]:
+@asynccontextmanager
+async def running(
+    database_dsn: str, tmp_path: Path, alerts: Receiver, extra: str = ""
+) -> AsyncIterator[Service]:
+    """`vpnbot run` with the config above (and ``extra``), ready; stopped cleanly after."""
     emulator = TelegramEmulator(TOKEN)
     crypto = FakeCryptoBot(CRYPTO_TOKEN)
     async with emulator.running(), crypto.running():
@@ -127,6 +139,7 @@ async def service(database_dsn: str, tmp_path: Path, alerts: Receiver) -> AsyncI
             telegram=emulator.url,
             crypto=crypto.url,
             alerts=alerts.url,
+            extra=extra,
         )
         process = Process(config, tmp_path / "vpnbot.log")
         try:
@@ -138,6 +151,12 @@ async def service(database_dsn: str, tmp_path: Path, alerts: Receiver) -> AsyncI
         finally:
             code = await process.stop()
         assert code == 0, process.tail()
+
+
+@pytest.fixture
+async def service(database_dsn: str, tmp_path: Path, alerts: Receiver) -> AsyncIterator[Service]:
+    async with running(database_dsn, tmp_path, alerts) as started:
+        yield started
 
 
 async def digest(db: Database) -> dict[str, str]:
@@ -186,6 +205,28 @@ async def test_300_mb_chunked_bodies_are_cut_off_at_the_limit_with_bounded_memor
     assert grew < 32 * MB, f"peak RSS grew by {grew / MB:.1f} MB: {before} -> {after}"
     assert await digest(db) == before_state
     assert await ready(service.operator)
+
+
+async def test_slow_heads_and_bodies_are_cut_off(
+    database_dsn: str, tmp_path: Path, alerts: Receiver, db: Database
+) -> None:
+    hasty = "\n[http.limits]\nheader_timeout_seconds = 1\nbody_timeout_seconds = 1\n"
+    async with running(database_dsn, tmp_path, alerts, hasty) as service:
+        before = await digest(db)
+        endless_head = head(HOOK, "X-Pad: " + "a" * 10_000)[:-4]
+        trickled = await until_hung_up(
+            service.public, (endless_head[i : i + 1] for i in range(len(endless_head))), pause=0.02
+        )
+        size = 10_000
+        authenticated = head(HOOK, f"{SECRET_HEADER}: {SECRET}", f"Content-Length: {size}")
+        stalled = await until_hung_up(
+            service.public, iter([authenticated, *[b"{"] * size]), pause=0.02
+        )
+        idle = await until_hung_up(service.operator, iter([]))
+        assert trickled.sent < len(endless_head) and trickled.response == b""
+        assert stalled.status == 408
+        assert idle.response == b""
+        assert await digest(db) == before
 
 
 # -- one listener per audience ---------------------------------------------------------------
