@@ -20,14 +20,31 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import trio
+from runtime.logs import configure_logging, get_logger, hold_warnings, log_failure
 
-from runtime.app import StartupError, build_runtime, migrate, operator_url, serve
-from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
-from runtime.app.tables import render_plugins, render_status
-from runtime.config import ConfigError, Settings, load_settings, reference_markdown
-from runtime.logs import configure_logging, get_logger, log_failure
-from runtime.plugin_api import load_plugins
+# Before the libraries are imported: the warnings they raise on import reach the log too.
+hold_warnings()
+
+import trio  # noqa: E402
+
+from runtime.app import (  # noqa: E402
+    StartupError,
+    build_runtime,
+    check_configuration,
+    migrate,
+    operator_url,
+    plugin_services,
+    serve,
+)
+from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE  # noqa: E402
+from runtime.app.tables import render_plugins, render_status  # noqa: E402
+from runtime.config import (  # noqa: E402
+    ConfigError,
+    Settings,
+    load_settings,
+    reference_markdown,
+)
+from runtime.plugin_api import load_plugins  # noqa: E402
 
 
 def _config_path(given: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -107,10 +124,15 @@ def cmd_check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> in
         return EX_CONFIG
     configure_logging(fmt="console", level="critical")
     try:
-        load_plugins(settings, environ=environ)  # plugins validate their own settings
+        # Without a file, `vpnbot run` is the sandbox, which brings its own Telegram.
+        report = check_configuration(settings, environ=environ, production=path is not None)
     except ConfigError as exc:
         print(exc.format(), file=sys.stderr)
         return EX_CONFIG
+    for problem in report.plugins.problems:
+        print(f"plugin left out: {problem.name}: {problem.error}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"config warning: {warning}", file=sys.stderr)
     print(f"config ok: {path if path else 'embedded defaults'}")
     return EX_OK
 
@@ -120,9 +142,13 @@ def cmd_plugins(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if settings is None:
         return EX_CONFIG
     configure_logging(fmt="console", level="critical")
-    runtime = build_runtime(settings, environ=environ)
-    print(render_plugins(runtime.plugins))
-    return EX_OK if not runtime.plugins.problems else EX_SOFTWARE
+    try:
+        plugins = load_plugins(settings, plugin_services(settings), environ=environ)
+    except ConfigError as exc:
+        print(exc.format(), file=sys.stderr)
+        return EX_CONFIG
+    print(render_plugins(plugins))
+    return EX_OK if not plugins.problems else EX_SOFTWARE
 
 
 def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -45,7 +45,7 @@ from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import Limits, SimUser, TelegramEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "123456789:AAHmemoryBenchBotToken0123456789abcd"
+TOKEN = "123456789:AAHmemoryBenchBotToken0123456789abc"
 CRYPTO_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_USER, PANEL_PASSWORD = "panel-admin", "panel-password-3"
 SECRET = "memory-bench-secret"

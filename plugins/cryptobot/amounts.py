@@ -15,7 +15,7 @@ may be asked for has a known exponent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 _FIAT_EXPONENT_DEFAULT = 2
 _FIAT_EXPONENTS = {
@@ -69,17 +69,28 @@ def to_decimal_string(amount_minor: int, places: int, *, keep_zeros: bool) -> st
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+MAX_MINOR = 2**63 - 1
+"""The largest amount the core stores (a PostgreSQL bigint)."""
+
+
 def to_minor(amount: object, places: int) -> int:
     """A peer amount (``"199.00"``, ``199``, ``"0.5"``) in minor units, rounded half up.
 
-    Raises ``ValueError`` for anything that is not a finite non-negative number.
+    Raises ``ValueError`` for anything that is not a finite non-negative number of at most
+    ``MAX_MINOR`` minor units written in at most 100 characters (``"1e400"`` included).
     """
     if isinstance(amount, bool) or not isinstance(amount, str | int | float):
-        raise ValueError(f"not an amount: {amount!r}")
+        raise ValueError(f"not an amount: {str(amount)[:40]!r}")
+    text = str(amount)
+    if len(text) > 100:
+        raise ValueError(f"not an amount: {text[:40]!r}...")
     try:
-        value = Decimal(str(amount))
-    except InvalidOperation:
-        raise ValueError(f"not an amount: {amount!r}") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"not an amount: {amount!r}")
-    return int(value.scaleb(places).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        value = Decimal(text)
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"not an amount: {text[:40]!r}")
+        minor = value.scaleb(places)
+        if minor > MAX_MINOR:
+            raise ValueError(f"amount out of range: {text[:40]!r}")
+        return int(minor.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    except ArithmeticError:  # decimal's InvalidOperation, Overflow...: still the peer's text
+        raise ValueError(f"not an amount: {text[:40]!r}") from None

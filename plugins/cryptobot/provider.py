@@ -5,22 +5,15 @@
   stores the intent first, and a retried ``create_invoice`` makes a second invoice for the
   same intent. Each paid invoice is a payment of its own (unique invoice id); should both
   be paid, the second finds its intent already paid, which the core settles.
-- Webhooks are trusted only when ``crypto-pay-api-signature`` is the hex HMAC-SHA-256 of
-  the raw body, keyed with the SHA-256 digest of the app token. The body is verified as
-  received, before it is parsed: a proxy that re-serialises JSON breaks the signature.
-  ``update_id`` is documented as non-unique, so it is not used at all; the invoice id is
-  the payment's identity.
-- ``request_date`` is not checked: a replayed delivery is harmless (the invoice id dedupes
-  it) and Crypto Pay retries a delivery for days.
+- Webhooks come through ``webhook`` (``CryptoPayWebhook``): signed by Crypto Pay, checked
+  before anything reads them.
+- Polling (``fetch_status``) reads invoices with ``getInvoices``; one invoice with values
+  we cannot read is logged and left out, never failing the others.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any, Literal
 
 import httpx
@@ -34,13 +27,13 @@ from runtime.plugin_api.payments import (
     InvoiceStatus,
     PaymentIntent,
     RefundNotSupported,
-    WebhookRejected,
 )
 
-from .amounts import UnknownExponent, exponent, to_decimal_string, to_minor
+from .amounts import UnknownExponent, exponent, to_decimal_string
 from .client import CryptoPayClient
+from .invoices import BadInvoice, invoice_id_of, parse_time, payment_of
+from .webhook import CryptoPayWebhook
 
-SIGNATURE_HEADER = "crypto-pay-api-signature"
 GET_INVOICES_MAX = 1000
 """``getInvoices`` returns at most 1000 invoices per call (``count`` 1-1000)."""
 DESCRIPTION_LIMIT = 1024
@@ -52,10 +45,6 @@ _STATES = {
 }
 
 _log = get_logger("cryptobot")
-
-
-class _BadInvoice(ValueError):
-    """A paid invoice from Crypto Pay that cannot be turned into a payment."""
 
 
 class CryptoBotProvider:
@@ -80,7 +69,7 @@ class CryptoBotProvider:
         self._client = CryptoPayClient(
             base_url, token, timeout=timeout, transport=transport, verify=verify
         )
-        self._webhook_key = hashlib.sha256(token.encode()).digest()
+        self.webhook = CryptoPayWebhook(token, asset_decimals=asset_decimals or {})
         self._crypto = currency_type == "crypto"
         self._accepted_assets = list(accepted_assets)
         self._expires_in = expires_in_seconds
@@ -133,7 +122,7 @@ class CryptoBotProvider:
         return Invoice(
             external_id=invoice_id,
             url=str(url) if url else None,
-            expires_at=_parse_time(result.get("expiration_date")),
+            expires_at=parse_time(result.get("expiration_date")),
         )
 
     async def fetch_status(self, external_ids: Sequence[str]) -> Sequence[InvoiceStatus]:
@@ -153,21 +142,29 @@ class CryptoBotProvider:
         return statuses
 
     def _status_of(self, item: object) -> InvoiceStatus | None:
+        """One invoice of a ``getInvoices`` answer; None (logged) when it cannot be read."""
         if not isinstance(item, Mapping) or "invoice_id" not in item:
             return None
-        state = _STATES.get(str(item.get("status")))
+        invoice_id = invoice_id_of(item)
+        state = _STATES.get(str(item.get("status"))[:32])
         if state is None:
-            _log.warning("unknown invoice status", invoice_id=str(item["invoice_id"]))
+            _log.warning("unknown invoice status", invoice_id=invoice_id, outcome="skipped")
             return None
         payment = None
         if state is InvoiceState.PAID:
             try:
-                payment = self._payment_of(item)
-            except _BadInvoice as exc:
-                _log.warning("paid invoice not understood", error=str(exc), outcome="skipped")
+                payment = payment_of(item, asset_decimals=self._asset_decimals)
+            except BadInvoice as exc:
+                _log.warning(
+                    "paid invoice not understood",
+                    operation="payment_watch",
+                    failure_type="domain_error",
+                    error=str(exc),
+                    outcome="skipped",
+                )
             if payment is None:
                 return None
-        return InvoiceStatus(external_id=str(item["invoice_id"]), state=state, payment=payment)
+        return InvoiceStatus(external_id=invoice_id, state=state, payment=payment)
 
     async def refund(self, payment: ConfirmedPayment, *, user_id: int) -> None:
         raise RefundNotSupported(
@@ -175,92 +172,8 @@ class CryptoBotProvider:
             "send the money back from the app by hand and record the refund"
         )
 
-    # -- webhooks ---------------------------------------------------------------------
-
-    async def parse_webhook(
-        self, headers: Mapping[str, str], body: bytes
-    ) -> Sequence[ConfirmedPayment]:
-        self.verify(headers, body)
-        try:
-            update = json.loads(body)
-        except ValueError:
-            raise WebhookRejected("cryptobot: webhook body is not JSON", status=400) from None
-        if not isinstance(update, Mapping):
-            raise WebhookRejected("cryptobot: webhook body is not an update", status=400)
-        if update.get("update_type") != "invoice_paid":
-            return []
-        invoice = update.get("payload")
-        if not isinstance(invoice, Mapping) or "invoice_id" not in invoice:
-            raise WebhookRejected("cryptobot: invoice_paid update without an invoice", status=400)
-        try:
-            payment = self._payment_of(invoice)
-        except _BadInvoice as exc:
-            raise WebhookRejected(str(exc), status=400) from None
-        return [] if payment is None else [payment]
-
-    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
-        """Raise ``WebhookRejected`` (401) unless the signature matches the raw body."""
-        given = _header(headers, SIGNATURE_HEADER)
-        if not given:
-            raise WebhookRejected("cryptobot: webhook without a signature")
-        expected = hmac.new(self._webhook_key, body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected.encode(), given.strip().lower().encode()):
-            raise WebhookRejected("cryptobot: webhook signature does not match")
-
-    def _payment_of(self, invoice: Mapping[str, Any]) -> ConfirmedPayment | None:
-        """The payment of a paid invoice, or None (logged) when it is not one of ours.
-
-        Raises ``_BadInvoice`` when the invoice lacks a currency or an amount we can read.
-        """
-        invoice_id = str(invoice["invoice_id"])
-        intent_id = invoice.get("payload")
-        if not isinstance(intent_id, str) or not intent_id:
-            _log.warning(
-                "paid invoice without an intent id: not made by this bot",
-                invoice_id=invoice_id,
-                outcome="skipped",
-            )
-            return None
-        if invoice.get("status", "paid") != "paid":
-            _log.warning(
-                "invoice_paid update for an unpaid invoice",
-                invoice_id=invoice_id,
-                outcome="skipped",
-            )
-            return None
-        crypto = invoice.get("currency_type") == "crypto"
-        currency = invoice.get("asset") if crypto else invoice.get("fiat")
-        if not isinstance(currency, str) or not currency:
-            raise _BadInvoice(f"cryptobot: invoice {invoice_id} has no currency")
-        try:
-            places = exponent(currency, crypto=crypto, asset_decimals=self._asset_decimals)
-        except UnknownExponent as exc:
-            raise _BadInvoice(f"cryptobot: invoice {invoice_id}: {exc}") from None
-        try:
-            amount_minor = to_minor(invoice.get("amount"), places)
-        except ValueError:
-            raise _BadInvoice(f"cryptobot: invoice {invoice_id} has no valid amount") from None
-        return ConfirmedPayment(
-            provider=self.name,
-            external_id=invoice_id,
-            intent_id=intent_id,
-            amount_minor=amount_minor,
-            currency=currency,
-            paid_at=_parse_time(invoice.get("paid_at")),
-            raw=dict(invoice),
-        )
-
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        for key, candidate in headers.items():
-            if key.lower() == name:
-                return candidate
-    return value
 
 
 def _numeric_ids(ids: Sequence[str]) -> list[str]:
@@ -278,12 +191,3 @@ def _numeric_ids(ids: Sequence[str]) -> list[str]:
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None

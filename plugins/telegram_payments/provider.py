@@ -1,15 +1,18 @@
-"""Telegram invoices as ``PaymentProvider``s: ``stars`` (XTR) and ``card``.
+"""Telegram invoices as ``TelegramPaymentProvider``s: ``stars`` (XTR) and ``card``.
 
 The bot sends the invoice into the chat (``Invoice.send_in_chat`` holds the ``sendInvoice``
-arguments); the intent id is the invoice ``payload``. Telegram's word that a payment
-happened is the ``successful_payment`` service message: the bot hands its JSON to
-``parse_webhook``. It carries no signature of its own; it is as trustworthy as the update
-it came in (the webhook secret token or long polling), which the bot has checked.
+arguments); the intent id is the invoice ``payload``, and ``start_parameter`` is always
+set, so a forwarded copy links to the bot instead of offering to pay the same invoice.
+Telegram's word that a payment happened is the ``successful_payment`` service message. It
+carries no signature of its own: it is exactly as trustworthy as the update it came in
+(long polling, or the Telegram webhook with its secret token). So these providers have no
+HTTP door (``webhook = None``); the bot hands each ``successful_payment`` it received, with
+its sender, to ``confirm_telegram_payment``.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,7 +27,7 @@ from runtime.plugin_api.payments import (
     InvoiceStatus,
     PaymentIntent,
     RefundNotSupported,
-    WebhookRejected,
+    TelegramPayment,
 )
 
 from .client import BotApiPaymentsClient
@@ -33,7 +36,9 @@ STARS = "XTR"
 TITLE_LIMIT = 32
 DESCRIPTION_LIMIT = 255
 PAYLOAD_LIMIT_BYTES = 128
-_REQUIRED = ("currency", "total_amount", "invoice_payload", "telegram_payment_charge_id")
+DEFAULT_START_PARAMETER = "start"
+"""Sent when an intent names no ``start_parameter``: a forwarded copy then opens the bot."""
+_START_PARAMETER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _log = get_logger("telegram_payments")
 
@@ -70,6 +75,8 @@ class TelegramInvoiceProvider:
 
     name: str
     currency: str
+    webhook = None
+    """No HTTP door: a payment is proven by the Telegram update that brought it."""
 
     def __init__(self, *, provider_token: str) -> None:
         self._provider_token = provider_token
@@ -88,6 +95,9 @@ class TelegramInvoiceProvider:
             raise DomainError(f"{self.name}: intent {intent.id} has no positive amount")
         if not 1 <= len(intent.id.encode()) <= PAYLOAD_LIMIT_BYTES:
             raise DomainError(f"{self.name}: an intent id must fit the 128-byte payload")
+        start_parameter = intent.start_parameter or DEFAULT_START_PARAMETER
+        if not _START_PARAMETER.fullmatch(start_parameter):
+            raise DomainError(f"{self.name}: {start_parameter[:80]!r} is not a start parameter")
         title = clip(intent.title, TITLE_LIMIT) or "VPN"
         description = clip(intent.description or intent.title, DESCRIPTION_LIMIT) or title
         return Invoice(
@@ -100,45 +110,22 @@ class TelegramInvoiceProvider:
                 "currency": self.currency,
                 "prices": [{"label": title, "amount": intent.amount_minor}],
                 "provider_token": self._provider_token,
+                "start_parameter": start_parameter,
             },
         )
 
-    async def parse_webhook(
-        self, headers: Mapping[str, str], body: bytes
-    ) -> Sequence[ConfirmedPayment]:
-        """``body`` is the JSON of a ``successful_payment`` object; ``headers`` are unused."""
-        try:
-            payment = json.loads(body)
-        except ValueError:
-            raise WebhookRejected(f"{self.name}: not JSON", status=400) from None
-        if not isinstance(payment, Mapping):
-            raise WebhookRejected(f"{self.name}: not a successful_payment", status=400)
-        missing = [key for key in _REQUIRED if not payment.get(key)]
-        if missing:
-            raise WebhookRejected(
-                f"{self.name}: successful_payment without {', '.join(missing)}", status=400
-            )
-        amount = payment["total_amount"]
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-            raise WebhookRejected(
-                f"{self.name}: total_amount is not a positive integer", status=400
-            )
-        if payment["currency"] != self.currency:
-            raise WebhookRejected(
-                f"{self.name}: a payment in {str(payment['currency'])[:8]!r} is not for "
-                f"this provider ({self.currency})",
-                status=400,
-            )
-        return [
-            ConfirmedPayment(
-                provider=self.name,
-                external_id=str(payment["telegram_payment_charge_id"]),
-                intent_id=str(payment["invoice_payload"]),
-                amount_minor=amount,
-                currency=self.currency,
-                raw=dict(payment),
-            )
-        ]
+    async def confirm_telegram_payment(self, payment: TelegramPayment) -> ConfirmedPayment:
+        """The charge as Telegram reported it, amount and currency included (the core refuses
+        one that differs from its intent), with the user who paid."""
+        return ConfirmedPayment(
+            provider=self.name,
+            external_id=payment.telegram_payment_charge_id,
+            intent_id=payment.invoice_payload,
+            amount_minor=payment.total_amount,
+            currency=payment.currency,
+            payer_id=payment.payer_id,
+            raw={"provider_payment_charge_id": payment.provider_payment_charge_id},
+        )
 
 
 class StarsProvider(TelegramInvoiceProvider):
@@ -195,7 +182,7 @@ class StarsProvider(TelegramInvoiceProvider):
             if charge_id not in wanted and intent_id not in wanted:
                 continue
             amount = transaction.get("amount")
-            if not isinstance(intent_id, str) or not isinstance(amount, int):
+            if not isinstance(intent_id, str) or not _is_int(amount):
                 continue
             date = transaction.get("date")
             payment = ConfirmedPayment(
@@ -204,8 +191,9 @@ class StarsProvider(TelegramInvoiceProvider):
                 intent_id=intent_id,
                 amount_minor=amount,
                 currency=STARS,
-                paid_at=datetime.fromtimestamp(date, UTC) if isinstance(date, int) else None,
+                paid_at=_timestamp(date),
                 raw={"transaction": transaction, "refunded": charge_id in refunded},
+                payer_id=_user_id(source),
             )
             statuses[charge_id] = InvoiceStatus(charge_id, InvoiceState.PAID, payment)
         return list(statuses.values())
@@ -235,6 +223,26 @@ class CardProvider(TelegramInvoiceProvider):
             "card: the Bot API cannot refund card payments; "
             "refund in the payment provider's dashboard and record it"
         )
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not _is_int(value):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _user_id(partner: Mapping[str, Any]) -> int | None:
+    """The paying user of a transaction partner (``TransactionPartnerUser.user.id``)."""
+    user = partner.get("user")
+    user_id = user.get("id") if isinstance(user, Mapping) else None
+    return user_id if _is_int(user_id) else None
 
 
 def _is_invoice_partner(partner: object) -> TypeGuard[Mapping[str, Any]]:

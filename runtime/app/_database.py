@@ -22,6 +22,8 @@ from runtime.supervision import ActorContext, ActorSpec, Backoff, Budget, loop_w
 
 from .exit_codes import EX_CONFIG, EX_TEMPFAIL
 
+DATABASE_ACTOR = "database"
+
 
 class StartupError(Exception):
     """The service cannot start; ``exit_code`` tells systemd whether trying again helps."""
@@ -105,7 +107,7 @@ def database_probe(services: Services, *, timeout: float = 5.0) -> ActorSpec:
             await services.db.ping()
 
     return ActorSpec(
-        "database",
+        DATABASE_ACTOR,
         loop_worker(ping, interval=5.0),
         min_sleep_on_failure=2.0,
         backoff=Backoff(min=1, max=30),

@@ -33,6 +33,7 @@ def apply_policy(spec: ActorSpec, override: ActorPolicyOverride) -> ActorSpec:
     if "on_exhausted" in given:
         budget["on_exhausted"] = OnExhausted(given["on_exhausted"])
     changes: dict[str, Any] = {}
+    _check_backoff_order(spec, given)
     try:
         if backoff:
             changes["backoff"] = _evolve(spec.backoff, backoff)
@@ -52,6 +53,22 @@ def apply_policy(spec: ActorSpec, override: ActorPolicyOverride) -> ActorSpec:
     if "interval_seconds" in given:
         changes["extra"] = {**spec.extra, "interval": given["interval_seconds"]}
     return spec.evolve(**changes) if changes else spec
+
+
+def _check_backoff_order(spec: ActorSpec, given: dict[str, Any]) -> None:
+    """A configured bound against the actor's own other bound, said with the key to fix."""
+    low = given.get("backoff_min_seconds", spec.backoff.min)
+    high = given.get("backoff_max_seconds", spec.backoff.max)
+    if low <= high:
+        return
+    if "backoff_min_seconds" in given:
+        key, bound, other = "backoff_min_seconds", f"<= {high:g}", "backoff_max_seconds"
+        got = low
+    else:
+        key, bound, other = "backoff_max_seconds", f">= {low:g}", "backoff_min_seconds"
+        got = high
+    reason = f"must be {bound}, this actor's {other} (got {got:g}); set {other} too"
+    raise ConfigError([ConfigProblem(f"actors.{spec.name}.{key}", reason)])
 
 
 def _evolve(current: Backoff | Budget, values: dict[str, Any]) -> Any:

@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,22 +19,24 @@ from starlette.routing import BaseRoute
 from runtime.access import Access
 from runtime.alerts import Alert, AlertPipeline, LogSink, Severity
 from runtime.billing import Billing, payment_webhook_routes
-from runtime.bot import bot_actors, telegram_webhook_routes
+from runtime.bot import ACTOR_NAMES as BOT_ACTOR_NAMES
+from runtime.bot import ActorTable, bot_actors, declared_bot_actors, telegram_webhook_routes
 from runtime.bridge import asyncio_loop
 from runtime.catalog import Catalog
-from runtime.config import ConfigError, Settings
+from runtime.config import ConfigProblem, Settings
 from runtime.logs import correlation, get_logger
 from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, load_plugins
 from runtime.storage import MigrationError, apply_migrations
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
 from runtime.web import HttpEndpoint, alert_summary, operator_app, public_app
+from runtime.workers import NAMES as WORKER_ACTOR_NAMES
 from runtime.workers import worker_actors
 
-from ._database import StartupError, connect, database_probe, ensure_schema
+from ._database import DATABASE_ACTOR, StartupError, connect, database_probe, ensure_schema
 from ._listeners import PUBLIC_HTTP_ACTOR, listeners
 from ._observer import RuntimeObserver, describe_failure
-from ._policy import apply_policy
+from ._preflight import Preflight
 from .exit_codes import EX_CONFIG
 
 
@@ -50,6 +52,8 @@ class Runtime:
     """The operator listener (``[http]``)."""
     catalog: Catalog
     info: dict[str, Any] = field(default_factory=dict)
+    config_warnings: list[ConfigProblem] = field(default_factory=list)
+    """What the configuration says that has no effect (logged at start)."""
     public_http: HttpEndpoint | None = None
     """The public listener (``[http.public]``): the webhooks."""
 
@@ -132,21 +136,99 @@ class RecentAlerts:
         return [alert_summary(alert) for alert in self.alerts]
 
 
-def build_runtime(
-    settings: Settings, *, environ: Mapping[str, str], operator_routes: Sequence[BaseRoute] = ()
-) -> Runtime:
-    """Load plugins and assemble the supervisor; raises ConfigError for bad actor policy.
+CORE_ACTOR_NAMES = ("alerts", DATABASE_ACTOR, "http", PUBLIC_HTTP_ACTOR)
+BUILTIN_ACTOR_NAMES = (*CORE_ACTOR_NAMES, *WORKER_ACTOR_NAMES, *BOT_ACTOR_NAMES)
+"""Every actor the runtime itself may run; which ones run depends on the configuration."""
 
+BotActors = Callable[[Services, ActorTable], list[ActorSpec]]
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    """What ``check_configuration`` found in a configuration it accepts."""
+
+    plugins: LoadedPlugins
+    warnings: list[ConfigProblem]
+    """Settings that have no effect: the service runs, but not as the file says."""
+    actors: list[str]
+    """The actors ``vpnbot run`` would start, in order."""
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str],
+    operator_routes: Sequence[BaseRoute] = (),
+    production: bool = True,
+) -> Runtime:
+    """Load plugins, check the configuration against them, and assemble the supervisor.
+
+    Raises ``ConfigError`` listing every problem (``check_configuration`` finds the same);
+    logs the warnings. ``production`` requires what serving users takes (a bot token, unless
+    ``telegram.enabled`` is false); the sandbox supplies its own Telegram.
     ``operator_routes`` join /status and /metrics on the operator listener (the sandbox's
     chat page); webhooks go on the public one.
     """
+
+    def bot(services: Services, actor_table: ActorTable) -> list[ActorSpec]:
+        return bot_actors(services, actor_table=actor_table)
+
+    runtime = _assemble(
+        settings,
+        environ=environ,
+        production=production,
+        bot=bot,
+        operator_routes=operator_routes,
+    )
+    log = get_logger("config")
+    for warning in runtime.config_warnings:
+        log.warning("config warning", path=warning.path, reason=warning.reason)
+    return runtime
+
+
+def check_configuration(
+    settings: Settings, *, environ: Mapping[str, str], production: bool = True
+) -> ConfigReport:
+    """Everything ``build_runtime`` refuses, found by the same code (``ConfigError``).
+
+    Nothing is started or connected, and the bot's actors are only declared: building the
+    bot imports aiogram, which takes seconds and checks nothing more.
+    """
+
+    def bot(services: Services, actor_table: ActorTable) -> list[ActorSpec]:
+        return declared_bot_actors(services.settings)
+
+    runtime = _assemble(settings, environ=environ, production=production, bot=bot)
+    return ConfigReport(
+        runtime.plugins,
+        runtime.config_warnings,
+        [status.name for status in runtime.supervisor.statuses],
+    )
+
+
+def plugin_services(settings: Settings) -> Services:
+    """The services handed to plugins: the database and the alerts come later."""
+    instance = settings.service.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    return Services(settings, Metrics(), instance_id=instance)
+
+
+def _assemble(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str],
+    production: bool,
+    bot: BotActors,
+    operator_routes: Sequence[BaseRoute] = (),
+) -> Runtime:
     # Retries log through runtime.failures; stamina's own hooks would write unstructured
     # lines and count into the global Prometheus registry that /metrics does not serve.
     stamina.instrumentation.set_on_retry_hooks([])
-    metrics = Metrics()
-    instance = settings.service.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-    services = Services(settings, metrics, instance_id=instance)
-    plugins = load_plugins(settings, services, environ=environ)
+    services = plugin_services(settings)
+    metrics, instance = services.metrics, services.instance_id
+    preflight = Preflight()
+    if production:
+        preflight.require_production(settings)
+    plugins = preflight.load_plugins(lambda: load_plugins(settings, services, environ=environ))
     recent = RecentAlerts()
     alerts = AlertPipeline(
         [LogSink(), recent, *plugins.alert_sinks()],
@@ -155,14 +237,12 @@ def build_runtime(
     )
     services.provide_alerts(alerts)
     catalog = Catalog.from_settings(settings)
-    problems = catalog.problems(
-        backends=[b.name for b in plugins.vpn_backends()],
-        providers=[p.name for p in plugins.payment_providers()],
+    preflight.add(
+        catalog.problems(
+            backends=[b.name for b in plugins.vpn_backends()],
+            providers=[p.name for p in plugins.payment_providers()],
+        )
     )
-    if problems:
-        raise ConfigError(problems)
-    for problem in plugins.problems:
-        alerts.submit(problem.to_alert())
     holder: dict[str, Supervisor] = {}
     info = {"service": settings.service.name, "instance": instance}
 
@@ -182,7 +262,9 @@ def build_runtime(
         return public_app(
             holder["supervisor"],
             routes=[
-                *payment_webhook_routes(lambda: services.billing),
+                *payment_webhook_routes(
+                    lambda: services.billing, providers=plugins.payment_providers()
+                ),
                 *telegram_webhook_routes(services),
             ],
         )
@@ -200,11 +282,13 @@ def build_runtime(
     specs = [
         *core_actors(services, alerts, http, public_http),
         *worker_actors(services),
-        *bot_actors(services, actor_table=actor_table),
+        *bot(services, actor_table),
         *plugins.actors(),
     ]
-    enabled = [s for s in specs if settings.actor_override(s.name).enabled is not False]
-    tree = [apply_policy(s, settings.actor_override(s.name)) for s in enabled]
+    tree = preflight.actor_tree(settings, specs, builtin=BUILTIN_ACTOR_NAMES, plugins=plugins)
+    preflight.raise_problems()
+    for problem in plugins.problems:
+        alerts.submit(problem.to_alert())
     supervisor = Supervisor(
         tree,
         observer=RuntimeObserver(
@@ -221,7 +305,17 @@ def build_runtime(
     metrics.register(SupervisionCollector(supervisor))
     metrics.register(AlertsCollector(alerts))
     return Runtime(
-        settings, services, plugins, alerts, metrics, supervisor, http, catalog, info, public_http
+        settings,
+        services,
+        plugins,
+        alerts,
+        metrics,
+        supervisor,
+        http,
+        catalog,
+        info,
+        config_warnings=preflight.warnings,
+        public_http=public_http,
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -9,17 +10,26 @@ from runtime.catalog import Catalog
 from runtime.failures import DomainError, Outcome
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api.payments import (
+    AuthenticatedDelivery,
     ConfirmedPayment,
     Invoice,
     PaymentIntent,
     PaymentProvider,
+    TelegramPayment,
+    TelegramPaymentProvider,
+    WebhookReceiver,
     WebhookRejected,
 )
 from runtime.storage import Database
 from runtime.storage import payments as store
 from runtime.storage.payments import Charge, Finalized, Payment, Verdict
 
-ALERTING_VERDICTS = {Verdict.MISMATCH, Verdict.UNKNOWN_INTENT, Verdict.EXTRA_CHARGE}
+from ._doors import authenticate, receivers_of
+
+PLANS_START_PARAMETER = "plans"
+"""The ``/start`` parameter a forwarded copy of a plan's invoice links to: the plans."""
+TOPUP_START_PARAMETER = "topup"
+"""The ``/start`` parameter a forwarded copy of a top-up invoice links to: the balance."""
 
 
 class AlertSubmitter(Protocol):
@@ -57,6 +67,7 @@ class Billing:
         self._db = db
         self._catalog = catalog
         self._providers = dict(providers)
+        self._receivers = receivers_of(self._providers.values())
         self._alerts = alerts
         self._balance_currency = balance_currency
         self._ttl = invoice_ttl_minutes
@@ -72,6 +83,13 @@ class Billing:
             return self._providers[name]
         except KeyError:
             raise ProviderUnavailable(f"payment provider {name!r} is not configured") from None
+
+    def receiver(self, name: str) -> WebhookReceiver:
+        """The HTTP door of provider ``name``; ``WebhookRejected`` (404) when it has none."""
+        receiver = self._receivers.get(name)
+        if receiver is None:
+            raise WebhookRejected("no webhook for this provider", status=404)
+        return receiver
 
     async def buy(
         self, user_id: int, plan_id: str, provider_name: str, *, language: str = "en"
@@ -90,6 +108,7 @@ class Billing:
             plan_id=plan.id,
             title=plan.title(language),
             description=plan.title(language),
+            start_parameter=PLANS_START_PARAMETER,
         )
 
     async def top_up(
@@ -106,6 +125,7 @@ class Billing:
             plan_id=None,
             title=title,
             description=title,
+            start_parameter=TOPUP_START_PARAMETER,
         )
 
     async def _checkout(
@@ -119,6 +139,7 @@ class Billing:
         plan_id: str | None,
         title: str,
         description: str,
+        start_parameter: str,
     ) -> Checkout:
         provider = self.provider(provider_name)
         payment = await store.create_intent(
@@ -140,6 +161,7 @@ class Billing:
             title=title,
             description=description,
             plan_id=plan_id,
+            start_parameter=start_parameter,
         )
         invoice = await provider.create_invoice(intent)
         await store.mark_invoiced(
@@ -156,7 +178,8 @@ class Billing:
         return Checkout(payment, invoice)
 
     async def confirm(self, confirmed: ConfirmedPayment) -> Finalized:
-        """Credit a verified payment exactly once; duplicates are skipped, tampering refused."""
+        """Credit a proven payment exactly once: duplicates are skipped; another payer,
+        amount or currency is refused, recorded against the payer and alerted once."""
         intent = await store.get(self._db, confirmed.intent_id)
         plan = self._catalog.find(intent.plan_id) if intent else None
         result = await store.finalize(
@@ -167,6 +190,7 @@ class Billing:
                 intent_id=confirmed.intent_id,
                 amount_minor=confirmed.amount_minor,
                 currency=confirmed.currency,
+                payer_id=confirmed.payer_id,
             ),
             plan.terms if plan else None,
             activation_attempts=self._activation_attempts,
@@ -174,65 +198,95 @@ class Billing:
         self._report(confirmed, result)
         return result
 
+    async def confirm_telegram(self, paid: TelegramPayment) -> Finalized:
+        """Credit a ``successful_payment`` the bot received from Telegram.
+
+        Only the bot's update path calls this: the update is the proof. The provider is the
+        intent's when it takes Telegram payments, else the one of the payment's currency
+        (so a payment that matches no intent is still recorded against its payer).
+        """
+        provider = await self._telegram_provider(paid)
+        confirmed = await provider.confirm_telegram_payment(paid)
+        return await self.confirm(dataclasses.replace(confirmed, provider=provider.name))
+
+    async def _telegram_provider(self, paid: TelegramPayment) -> TelegramPaymentProvider:
+        in_telegram = [
+            p for p in self._providers.values() if isinstance(p, TelegramPaymentProvider)
+        ]
+        intent = await store.get(self._db, paid.invoice_payload)
+        for candidates in (
+            [p for p in in_telegram if intent is not None and p.name == intent.provider],
+            [p for p in in_telegram if p.currency == paid.currency],
+            in_telegram,
+        ):
+            if candidates:
+                return candidates[0]
+        raise ProviderUnavailable("a Telegram payment arrived but no provider takes them")
+
+    async def webhook(
+        self, provider_name: str, headers: Mapping[str, str], body: bytes
+    ) -> Sequence[Finalized]:
+        """Authenticate a provider's webhook delivery, then credit what it confirms.
+
+        Raises ``WebhookRejected``: 404 when the provider has no webhook, 401 when the
+        delivery is not authentic (nothing is read, changed or alerted), 400 when an
+        authentic delivery cannot be understood.
+        """
+        delivery = await authenticate(provider_name, self.receiver(provider_name), headers, body)
+        return await self.receive(provider_name, delivery)
+
+    async def receive(
+        self, provider_name: str, delivery: AuthenticatedDelivery
+    ) -> Sequence[Finalized]:
+        """Credit what an authenticated delivery confirms. The payments are recorded under
+        ``provider_name``, whatever the receiver says."""
+        payments = await self.receiver(provider_name).parse(delivery)
+        return [
+            await self.confirm(dataclasses.replace(payment, provider=provider_name))
+            for payment in payments
+        ]
+
     def _report(self, confirmed: ConfirmedPayment, result: Finalized) -> None:
         operation = "payment_finalization"
         fields: dict[str, Any] = {
             "provider": confirmed.provider,
-            "external_id": confirmed.external_id,
-            "payment_id": confirmed.intent_id,
+            "external_id": confirmed.external_id[:64],
+            "payment_id": result.payment.id if result.payment else None,
             "verdict": result.verdict.value,
         }
+        if result.recorded is not None:
+            fields["recorded_payment_id"] = result.recorded.id
         if result.verdict is Verdict.CREDITED:
             self._log.info(
                 "payment credited", operation=operation, outcome=Outcome.SUCCESS, **fields
             )
         elif result.verdict is Verdict.DUPLICATE:
             self._log.info(
-                "payment already credited: skipped",
+                "payment already handled: skipped",
                 operation=operation,
                 outcome=Outcome.SKIPPED,
+                reason=result.reason,
                 **fields,
             )
         else:
             error = DomainError(f"payment refused: {result.verdict.value}: {result.reason}")
             log_failure(self._log, error, operation=operation, **fields)
-            self._alerts.submit(
-                Alert(
-                    severity=Severity.CRITICAL,
-                    key=f"payment_{result.verdict.value}:{confirmed.provider}:{confirmed.external_id}",
-                    component="billing",
-                    title=f"payment {result.verdict.value.replace('_', ' ')}",
-                    text=(
-                        f"{confirmed.provider} charge {confirmed.external_id} for intent "
-                        f"{confirmed.intent_id}: {result.reason}. Nothing was credited."
-                    ),
-                )
-            )
-
-    async def webhook(
-        self, provider_name: str, headers: Mapping[str, str], body: bytes
-    ) -> Sequence[Finalized]:
-        """Verify a provider's webhook and credit what it confirms.
-
-        Raises ``WebhookRejected`` (answer 401/400) for a forged or unreadable delivery;
-        nothing is changed then.
-        """
-        provider = self._providers.get(provider_name)
-        if provider is None:
-            raise WebhookRejected(f"no provider {provider_name!r}", status=404)
-        confirmed = await provider.parse_webhook(headers, body)
-        return [await self.confirm(payment) for payment in confirmed]
+            self._alerts.submit(refusal_alert(confirmed, result))
 
     async def refund(self, payment_id: str, *, through_provider: bool = True) -> store.Refunded:
-        """Refund a credited payment and take back what it gave.
+        """Refund a credited payment and take back what it gave, or a refused charge
+        (recorded against its payer) to the user who paid it.
 
         ``through_provider`` asks the provider to send the money back first (Telegram
         Stars can; others raise ``RefundNotSupported``); False records a refund an admin
         made by hand.
         """
         payment = await store.get(self._db, payment_id)
-        if payment is None or payment.status != "finalized" or payment.external_id is None:
-            raise DomainError(f"payment {payment_id} is not a credited payment")
+        refundable = payment is not None and (
+            payment.status == "finalized" or (payment.status == "paid" and payment.refused)
+        )
+        if payment is None or not refundable or payment.external_id is None:
+            raise DomainError(f"payment {payment_id} is not a credited or refused payment")
         if through_provider:
             await self.provider(payment.provider).refund(
                 ConfirmedPayment(
@@ -273,3 +327,32 @@ class Billing:
             outcome=Outcome.SUCCESS,
         )
         return refunded
+
+
+def refusal_alert(confirmed: ConfirmedPayment, result: Finalized) -> Alert:
+    """The alert for a refused charge. Its key is built from our own data only (the
+    verdict, the provider's name, an intent id found in our database), so whoever sends
+    payments cannot mint keys; the same cause always gives the same key."""
+    verdict = result.verdict.value
+    intent = result.payment
+    key = f"payment_{verdict}:{confirmed.provider}"
+    what = f"A {confirmed.provider} charge"
+    if intent is not None:
+        key += f":{intent.id}"
+        what += f" for intent {intent.id} of user {intent.user_id}"
+    else:
+        what += f" ({confirmed.external_id[:64]})"
+    text = f"{what}: {result.reason}. Nothing was credited."
+    recorded = result.recorded
+    if recorded is not None:
+        text += (
+            f" It is recorded as payment {recorded.id} of user {recorded.user_id}, who paid "
+            f"it: refund it to them (/refund {recorded.id})."
+        )
+    return Alert(
+        severity=Severity.CRITICAL,
+        key=key,
+        component="billing",
+        title=f"payment {verdict.replace('_', ' ')}",
+        text=text,
+    )

@@ -1,66 +1,101 @@
-"""The HTTP side of payment webhooks: verify, credit, and answer so the provider behaves.
+"""The HTTP side of payment webhooks: authenticate, then credit, and answer so the provider
+behaves.
 
-A forged or unreadable delivery gets 401/400 and changes nothing. A delivery we could not
-process for a transient reason, or one that arrives before billing is wired (starting up),
-gets 503, so the provider delivers it again (Crypto Pay retries for days); a replay of one
-already credited gets 200 (an idempotent skip). An authentic delivery that does not match
-its intent (another amount) gets 200 too: it is refused and alerted, and delivering it again
-cannot change that.
+``POST /webhooks/payments/{provider}``, in this order:
+
+1. a provider without a webhook (Telegram's own payments), or no such provider: 404;
+2. the provider's ``WebhookReceiver.authenticate`` on the raw request; refused: 401.
+   Neither step reads the body, touches the database or raises an alert: a forged request
+   costs one warning line at most;
+3. only then billing: before it is wired (the runtime is still connecting to the
+   database) 503, so the provider delivers again (Crypto Pay retries for days); a delivery
+   we could not process for a transient reason, 503 as well;
+4. an authentic delivery that cannot be understood: 400; one that is credited, or a replay
+   of one (an idempotent skip), or one refused because it does not match its intent
+   (recorded and alerted; delivering it again cannot change that): 200.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runtime.failures import classify
+from runtime.failures import FailureType, Outcome
 from runtime.logs import correlation, get_logger, log_failure
-from runtime.plugin_api.payments import WebhookRejected
+from runtime.plugin_api.payments import PaymentProvider, WebhookRejected
 
+from ._doors import authenticate, receivers_of
 from ._service import Billing
 
 _log = get_logger("webhooks")
 
 
-def payment_webhook_routes(billing: Callable[[], Billing]) -> list[Route]:
-    """``POST /webhooks/payments/{provider}``; ``billing`` is looked up per request, since
-    it exists only once the database is connected."""
+def payment_webhook_routes(
+    billing: Callable[[], Billing], *, providers: Iterable[PaymentProvider]
+) -> list[Route]:
+    """The payment webhook route. ``providers`` are the loaded ones (known before the
+    database is); ``billing`` is looked up per request, once a delivery is authentic,
+    since it exists only once the database is connected."""
+    receivers = receivers_of(providers)
 
     async def receive(request: Request) -> Response:
-        provider = request.path_params["provider"]
+        name = request.path_params["provider"]
+        receiver = receivers.get(name)
+        if receiver is None:
+            _log.info(
+                "webhook for no receiver",
+                operation="webhook",
+                outcome=Outcome.FAILED,
+                path=request.url.path[:120],
+            )
+            return _refused(404, "not_found")
         body = await request.body()
-        with correlation(None, provider=provider):
+        with correlation(None, provider=name):
+            try:
+                delivery = await authenticate(name, receiver, request.headers, body)
+            except WebhookRejected:
+                return _refused(401, "unauthorized")
             try:
                 service = billing()
             except Exception as exc:
-                # Not wired yet (the runtime is still connecting to the database): the
-                # provider must deliver it again, so this is a 503, not a bug's 500.
                 _log.warning(
                     "webhook before billing is ready",
                     operation="webhook",
                     failure_type="infra_error",
-                    outcome="failed",
+                    outcome=Outcome.FAILED,
                     reason=f"{type(exc).__name__}: {exc}",
                 )
                 return JSONResponse({"ok": False, "error": "not_ready"}, status_code=503)
             try:
-                results = await service.webhook(provider, dict(request.headers), body)
+                results = await service.receive(name, delivery)
             except WebhookRejected as exc:
                 _log.warning(
-                    "webhook rejected",
+                    "webhook not understood",
                     operation="webhook",
                     failure_type="domain_error",
-                    outcome="failed",
-                    reason=str(exc),
+                    outcome=Outcome.FAILED,
+                    reason=str(exc)[:200],
                 )
-                return JSONResponse({"ok": False, "error": str(exc)}, status_code=exc.status)
+                return JSONResponse({"ok": False, "error": "bad_request"}, status_code=400)
             except Exception as exc:
                 failure = log_failure(_log, exc, operation="webhook")
-                status = 503 if classify(exc).transient else 500
+                if failure.type is FailureType.DOMAIN:
+                    status = 400  # the peer's bad values: a domain error, never a 500
+                else:
+                    status = 503 if failure.transient else 500
                 return JSONResponse({"ok": False, "error": failure.type.value}, status_code=status)
         return JSONResponse({"ok": True, "results": [r.verdict.value for r in results]})
 
     return [Route("/webhooks/payments/{provider}", receive, methods=["POST"])]
+
+
+def _refused(status: int, error: str) -> Response:
+    """A refusal that closes the connection: the request's body may not have been read
+    (a 404 reads none), and a connection kept open with an unread body can swallow the
+    sender's next request."""
+    return JSONResponse(
+        {"ok": False, "error": error}, status_code=status, headers={"connection": "close"}
+    )

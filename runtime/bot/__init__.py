@@ -17,20 +17,26 @@ Wiring, in the composition root::
 
 from __future__ import annotations
 
+import importlib
 import weakref
-
-from starlette.routing import Route
+from typing import TYPE_CHECKING, Any
 
 from runtime.plugin_api import Services
 from runtime.supervision import ActorSpec
 
-from ._actor import BOT_ACTOR, POLLER_ACTOR, TelegramBot, build_dispatcher
-from ._context import BotContext
-from ._middleware import HandlerBoundary, HandlerFailed
-from ._seam import call_trio
-from ._services import ActorTable, BotServices
+from ._specs import ACTOR_NAMES, BOT_ACTOR, POLLER_ACTOR, declared_bot_actors
+
+if TYPE_CHECKING:
+    from starlette.routing import Route
+
+    from ._actor import TelegramBot, build_dispatcher
+    from ._context import BotContext
+    from ._middleware import HandlerBoundary, HandlerFailed
+    from ._seam import call_trio
+    from ._services import ActorTable, BotServices
 
 __all__ = [
+    "ACTOR_NAMES",
     "BOT_ACTOR",
     "POLLER_ACTOR",
     "ActorTable",
@@ -42,9 +48,33 @@ __all__ = [
     "bot_actors",
     "build_dispatcher",
     "call_trio",
+    "declared_bot_actors",
     "telegram_bot",
     "telegram_webhook_routes",
 ]
+
+_LAZY = {
+    "TelegramBot": "._actor",
+    "build_dispatcher": "._actor",
+    "BotContext": "._context",
+    "HandlerBoundary": "._middleware",
+    "HandlerFailed": "._middleware",
+    "call_trio": "._seam",
+    "ActorTable": "._services",
+    "BotServices": "._services",
+}
+"""Imported on first use: the bot's machinery imports aiogram (seconds), which commands that
+never run the bot, and the configuration check (it needs only ``_specs``), should not pay."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 _bots: weakref.WeakKeyDictionary[Services, TelegramBot] = weakref.WeakKeyDictionary()
 
@@ -60,6 +90,8 @@ def telegram_bot(
     """
     if services.settings.telegram.token is None:
         return None
+    from ._actor import TelegramBot
+
     bot = _bots.get(services)
     if bot is None:
         bot = _bots[services] = TelegramBot(services, actor_table=actor_table)

@@ -33,20 +33,19 @@ from runtime.plugin_api import Services
 from runtime.storage import Database, admin, inbox, users
 from runtime.storage.inbox import InboxUpdate
 from runtime.storage.leases import instance_id
-from runtime.supervision import ActorContext, ActorSpec, Backoff, Budget
+from runtime.supervision import ActorContext, ActorSpec
 
 from ._context import BotContext
 from ._inbox import InboxProcessor
 from ._middleware import HandlerBoundary
 from ._polling import ALLOWED_UPDATES, Poller
 from ._services import ActorTable, BotServices
+from ._specs import bot_specs
 from ._webhook import webhook_routes
 from .handlers import admin as admin_handlers
 from .handlers import routers
 from .handlers._common import edit_quietly
 
-BOT_ACTOR = "bot"
-POLLER_ACTOR = "bot-poller"
 COMMANDS = ("start", "subscription", "buy", "balance", "settings", "help")
 
 _log = get_logger("bot")
@@ -132,26 +131,7 @@ class TelegramBot:
     # -- the pieces the runtime wires in -------------------------------------------------
 
     def actors(self) -> list[ActorSpec]:
-        specs = [
-            ActorSpec(
-                BOT_ACTOR,
-                self.run_bot,
-                backoff=Backoff(min=1.0, max=60.0),
-                budget=Budget(max_failures=10, window=60.0, park_cooldown=300.0),
-                shutdown_timeout=10.0,
-            )
-        ]
-        if self.settings.bot.mode == "polling":
-            specs.append(
-                ActorSpec(
-                    POLLER_ACTOR,
-                    self.run_poller,
-                    backoff=Backoff(min=1.0, max=60.0),
-                    budget=Budget(max_failures=10, window=60.0, park_cooldown=300.0),
-                    shutdown_timeout=5.0,
-                )
-            )
-        return specs
+        return bot_specs(self.settings, run_bot=self.run_bot, run_poller=self.run_poller)
 
     def webhook_routes(self) -> list[Route]:
         return webhook_routes(self.settings, self._db, self.processor.wakeup.set)

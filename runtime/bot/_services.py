@@ -7,7 +7,6 @@ database, billing and access exist only once the runtime has started.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from runtime.billing import Billing, Checkout
 from runtime.catalog import Catalog
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
-from runtime.plugin_api.payments import WebhookRejected
+from runtime.plugin_api.payments import TelegramPayment
 from runtime.storage import Database, admin, subscriptions, users
 from runtime.storage import payments as payment_store
 from runtime.storage.payments import Finalized
@@ -150,25 +149,10 @@ class BotServices:
             and intent.status in ("created", "invoiced", "expired")
         )
 
-    async def confirm_telegram_payment(self, successful_payment: Mapping[str, Any]) -> Finalized:
-        """Hand a ``successful_payment`` to its provider and credit what it confirms.
-
-        The provider is the intent's (found by the payload); a payload that names no
-        intent goes to the provider of its currency, so billing records and reports it.
-        """
-        body = json.dumps(dict(successful_payment)).encode()
-        payload = str(successful_payment.get("invoice_payload", ""))
-        intent = await payment_store.get(self.db, payload)
-        if intent is not None and intent.provider in self.billing.providers:
-            name = intent.provider
-        else:
-            name = "stars" if successful_payment.get("currency") == "XTR" else "card"
-        provider = self.billing.provider(name)
-        confirmed = await provider.parse_webhook({}, body)
-        if not confirmed:
-            raise WebhookRejected(f"{name}: the successful_payment confirmed nothing", status=400)
-        results = [await self.billing.confirm(payment) for payment in confirmed]
-        return results[0]
+    async def confirm_telegram_payment(self, payment: TelegramPayment) -> Finalized:
+        """Credit a ``successful_payment`` from an update Telegram delivered: the update is
+        the proof, its sender the payer (see ``Billing.confirm_telegram``)."""
+        return await self.billing.confirm_telegram(payment)
 
     # -- admin -------------------------------------------------------------------------
 

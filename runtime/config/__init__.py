@@ -6,8 +6,9 @@ its dotted key path. Precedence, later wins: embedded defaults, the TOML file, s
 ``VPNBOT_<SECTION>__<KEY>`` environment variables (e.g. ``VPNBOT_HTTP__PORT=9000``).
 """
 
-from ._load import load_settings, validate_section
+from ._load import load_settings, suggest, validate_section
 from ._model import (
+    BOT_TOKEN_SHAPE,
     ActorPolicyOverride,
     AlertsSettings,
     BillingSettings,
@@ -28,10 +29,12 @@ from ._model import (
     TelegramSettings,
     TrialSettings,
     WebhookAlertSettings,
+    production_problems,
 )
 from ._reference import reference_markdown
 
 __all__ = [
+    "BOT_TOKEN_SHAPE",
     "ActorPolicyOverride",
     "AlertsSettings",
     "BillingSettings",
@@ -53,6 +56,8 @@ __all__ = [
     "TrialSettings",
     "WebhookAlertSettings",
     "load_settings",
+    "production_problems",
     "reference_markdown",
+    "suggest",
     "validate_section",
 ]

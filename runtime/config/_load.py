@@ -158,7 +158,7 @@ class _Loader:
                     self.problem(name, f"unknown key {where} ({parent} is not a table)")
                     continue
                 reason = f"unknown {'section' if found.unknown_at == 0 else 'key'} {where}"
-                match = _suggest(parts[found.unknown_at], found.choices)
+                match = suggest(parts[found.unknown_at], found.choices)
                 if match is not None:
                     fixed = (*parts[: found.unknown_at], match, *parts[found.unknown_at + 1 :])
                     reason += f" (did you mean {_env_name(fixed)}?)"
@@ -210,7 +210,7 @@ class _Loader:
             return problems
         reason = _reason(error)
         if error["type"] == "extra_forbidden":
-            match = _suggest(str(loc[-1]), _keys_at(loc[:-1]))
+            match = suggest(str(loc[-1]), _keys_at(loc[:-1]))
             if match is not None:
                 reason += f" (did you mean {_dotted((*loc[:-1], match))}?)"
         elif error["type"] != "missing" and not _is_secret(loc):
@@ -414,7 +414,8 @@ def _env_name(parts: Sequence[str]) -> str:
     return ENV_PREFIX + ENV_SEPARATOR.join(parts).upper()
 
 
-def _suggest(word: str, choices: Sequence[str]) -> str | None:
+def suggest(word: str, choices: Sequence[str]) -> str | None:
+    """The choice closest to ``word`` (a likely typo), or None when none is close."""
     matches = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return matches[0] if matches else None
 
@@ -436,7 +437,7 @@ def validate_section(model: type[M], data: Mapping[str, Any], *, path: str) -> M
             loc = [part for part in error["loc"] if isinstance(part, str | int)]
             if error["type"] == "extra_forbidden":
                 reason = "unknown key"
-                suggestion = _suggest(str(loc[-1]), list(model.model_fields)) if loc else None
+                suggestion = suggest(str(loc[-1]), list(model.model_fields)) if loc else None
                 if suggestion:
                     reason += f" (did you mean {suggestion!r}?)"
             else:

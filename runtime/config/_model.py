@@ -108,6 +108,20 @@ def _postgres_dsn(value: SecretStr | None) -> SecretStr | None:
 
 
 PostgresDsn = Annotated[Secret, AfterValidator(_postgres_dsn)]
+
+_BOT_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]{35}")
+BOT_TOKEN_SHAPE = "<bot id>:<35 characters of A-Z, a-z, 0-9, _ and ->"
+"""How @BotFather's tokens look (``123456789:AAH...``), said without showing one."""
+
+
+def _bot_token(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not _BOT_TOKEN.fullmatch(value.get_secret_value()):
+        raise ValueError(f"must be a bot token as @BotFather issues it: {BOT_TOKEN_SHAPE}")
+    return value
+
+
+BotToken = Annotated[Secret, AfterValidator(_bot_token)]
+"""A Telegram bot token, checked for its shape so a wrong one stops the start, not the bot."""
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -181,7 +195,9 @@ class HttpSettings(_Section):
 class TelegramSettings(_Section):
     """``[telegram]``: the bot's access to the Bot API."""
 
-    token: Secret = None
+    enabled: bool = True
+    """False runs the instance without Telegram on purpose: no bot, no notifier, no token."""
+    token: BotToken = None
     api_base: HttpUrl = "https://api.telegram.org"
     admin_chat_ids: list[int] = Field(default_factory=list)
 
@@ -377,7 +393,14 @@ def cross_section_problems(
 ) -> list[tuple[str, str]]:
     """Checks that span sections: secrets and targets an enabled feature needs."""
     problems: list[tuple[str, str]] = []
-    if alerts.telegram.enabled:
+    if not telegram.enabled:
+        if telegram.token is not None:
+            problems.append(("telegram.token", "must be unset when telegram.enabled is false"))
+        if alerts.telegram.enabled:
+            problems.append(
+                ("alerts.telegram.enabled", "must be false when telegram.enabled is false")
+            )
+    elif alerts.telegram.enabled:
         if telegram.token is None:
             problems.append(("telegram.token", "required when alerts.telegram.enabled is true"))
         if not alerts.telegram.chat_ids and not telegram.admin_chat_ids:
@@ -447,6 +470,25 @@ class Settings(_Section):
         values = [*_model_secrets(self), *self._credential_values]
         values.extend(_plugin_secrets(self.plugins.settings))
         return [value for value in dict.fromkeys(values) if value]
+
+
+def production_problems(settings: Settings) -> list[ConfigProblem]:
+    """What a configuration must have to serve users, beyond being valid on its own.
+
+    ``Settings()`` is valid: the sandbox supplies its own Telegram. A production instance
+    without a bot token has no bot and no notifier: no user can reach it or hear from it,
+    while it reports itself healthy. That takes ``telegram.enabled = false``, said on purpose.
+    """
+    if settings.telegram.enabled and settings.telegram.token is None:
+        return [
+            ConfigProblem(
+                "telegram.token",
+                "required: without it this instance runs no bot and no notifier, so no user"
+                " can reach it or hear from it (set telegram.enabled = false to run it"
+                " without Telegram on purpose)",
+            )
+        ]
+    return []
 
 
 def _model_secrets(model: BaseModel) -> Iterator[str]:

@@ -1,4 +1,5 @@
-"""Logging setup: structlog for our lines, the stdlib loggers of libraries routed through it.
+"""Logging setup: structlog for our lines, the stdlib loggers and the warnings of libraries
+routed through it.
 
 Every line has an ISO 8601 UTC ``timestamp``, a ``level``, a ``component`` (``"-"`` when
 nobody bound one; the logger name for library lines) and an ``event``; context bound with
@@ -22,6 +23,7 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from ._redact import redact_processor, set_secrets
+from ._warnings import capture_warnings, release_warnings
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -173,6 +175,7 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     _route_stdlib_logging(level_number, timestamper, renderer)
+    capture_warnings(get_logger("warnings"))
 
 
 def _route_stdlib_logging(level: int, timestamper: Processor, renderer: Processor) -> None:
@@ -204,8 +207,10 @@ def _route_stdlib_logging(level: int, timestamper: Processor, renderer: Processo
 
 
 def reset_logging() -> None:
-    """Undo ``configure_logging``: structlog's defaults, no root handler of ours, no secrets."""
+    """Undo ``configure_logging``: structlog's defaults, no root handler of ours, no secrets,
+    warnings written by Python again."""
     global _stream
+    release_warnings()
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _OurHandler)]:
         root.removeHandler(old)

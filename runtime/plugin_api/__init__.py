@@ -16,6 +16,19 @@ from ._manager import (
     load_plugins,
 )
 from .hookspecs import hookimpl, hookspec
+from .payments import (
+    AuthenticatedDelivery,
+    ConfirmedPayment,
+    Invoice,
+    InvoiceState,
+    InvoiceStatus,
+    PaymentIntent,
+    RefundNotSupported,
+    TelegramPayment,
+    TelegramPaymentProvider,
+    WebhookReceiver,
+    WebhookRejected,
+)
 from .protocols import AlertSink, PaymentProvider, VpnBackend
 from .services import ServiceNotReady, Services
 
@@ -24,13 +37,24 @@ __all__ = [
     "DISABLE_ENV_VAR",
     "ENTRY_POINT_GROUP",
     "AlertSink",
+    "AuthenticatedDelivery",
+    "ConfirmedPayment",
+    "Invoice",
+    "InvoiceState",
+    "InvoiceStatus",
     "LoadedPlugins",
+    "PaymentIntent",
     "PaymentProvider",
     "PluginInfo",
     "PluginProblem",
+    "RefundNotSupported",
     "ServiceNotReady",
     "Services",
+    "TelegramPayment",
+    "TelegramPaymentProvider",
     "VpnBackend",
+    "WebhookReceiver",
+    "WebhookRejected",
     "hookimpl",
     "hookspec",
     "load_plugins",

@@ -30,6 +30,7 @@ from runtime.logs import get_logger
 from runtime.supervision import ActorSpec
 
 from . import hookspecs
+from .payments import WebhookReceiver
 from .protocols import AlertSink, PaymentProvider, VpnBackend
 
 if TYPE_CHECKING:
@@ -73,12 +74,35 @@ def _is_alert_sink(item: object) -> bool:
     return isinstance(item, AlertSink) and inspect.iscoroutinefunction(item.send)
 
 
+def is_payment_provider(item: object) -> bool:
+    """The ``PaymentProvider`` shape with async methods, and a ``webhook`` that is None or a
+    ``WebhookReceiver`` (an async ``authenticate`` and ``parse``, a described
+    ``authentication``); a ``confirm_telegram_payment``, if any, async too."""
+    if not isinstance(item, PaymentProvider):
+        return False
+    methods = ["create_invoice", "fetch_status", "refund"]
+    if hasattr(item, "confirm_telegram_payment"):
+        methods.append("confirm_telegram_payment")
+    if not all(inspect.iscoroutinefunction(getattr(item, m)) for m in methods):
+        return False
+    receiver = item.webhook
+    if receiver is None:
+        return True
+    return (
+        isinstance(receiver, WebhookReceiver)
+        and isinstance(receiver.authentication, str)
+        and bool(receiver.authentication.strip())
+        and inspect.iscoroutinefunction(receiver.authenticate)
+        and inspect.iscoroutinefunction(receiver.parse)
+    )
+
+
 _KINDS: tuple[_Kind, ...] = (
     _Kind(
         "payment_providers",
         "vpnbot_payment_providers",
-        "PaymentProvider",
-        lambda item: isinstance(item, PaymentProvider),
+        "PaymentProvider (async methods; webhook None or a WebhookReceiver)",
+        is_payment_provider,
     ),
     _Kind("vpn_backends", "vpnbot_vpn_backends", "VpnBackend", lambda i: isinstance(i, VpnBackend)),
     _Kind("alert_sinks", "vpnbot_alert_sinks", "AlertSink (with an async send)", _is_alert_sink),

@@ -38,6 +38,7 @@ def sandbox_settings(
     document: dict[str, Any] = base.model_dump(mode="python")
     document["telegram"] = {
         **document["telegram"],
+        "enabled": True,
         "token": token,
         "api_base": telegram_url,
         "admin_chat_ids": document["telegram"]["admin_chat_ids"] or [FIRST_USER_ID],
@@ -119,7 +120,10 @@ async def run_sandbox(
             cryptobot_url=cryptobot_url,
         )
         runtime = build_runtime(
-            settings, environ=environ, operator_routes=[chat_page_route(telegram_url)]
+            settings,
+            environ=environ,
+            operator_routes=[chat_page_route(telegram_url)],
+            production=False,
         )
         operator = base_url(settings.http.host, settings.http.port)
         log.info(

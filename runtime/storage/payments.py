@@ -3,9 +3,14 @@
 ``finalize`` is the one place money turns into access or balance. It runs as one
 transaction that locks the user's row (so two payments of one user cannot race into two
 subscriptions) and the intent's row (so two deliveries of one payment cannot both
-credit), checks amount and currency against the intent, moves the status forward only,
-extends the subscription from max(now, expiry) or tops up the balance, and writes the
-activation job and the user's notification to the outbox.
+credit), checks the payer, amount and currency against the intent, moves the status
+forward only, extends the subscription from max(now, expiry) or tops up the balance, and
+writes the activation job and the user's notification to the outbox.
+
+A charge that moved money but buys nothing (another payer, amount or currency, a second
+charge for a paid intent, no intent of ours) is recorded as a payment of its own with
+status ``paid`` and ``refused`` set, against the user who paid: that is whom an admin
+refunds. Another delivery of the same charge finds that row and is a skip.
 """
 
 from __future__ import annotations
@@ -39,12 +44,22 @@ class Payment:
     invoice_url: str | None
     created_at: datetime
     expires_at: datetime | None
+    refused: str | None = None
+    """Set on a recorded charge that bought nothing: why (a ``Verdict`` value)."""
+    paid_for: str | None = None
+    """On a recorded charge: the intent it claimed to pay."""
 
 
 _COLUMNS = (
     "id::text as id, user_id, provider, external_id, amount_minor, currency, status, purpose,"
-    " plan_id, subscription_id, invoice_url, created_at, expires_at"
+    " plan_id, subscription_id, invoice_url, created_at, expires_at, refused,"
+    " paid_for::text as paid_for"
 )
+
+MAX_AMOUNT = 2**63 - 1
+"""The largest amount a payment row holds (bigint)."""
+MAX_EXTERNAL_ID = 256
+MAX_CURRENCY = 16
 
 
 def _payment(row: asyncpg.Record) -> Payment:
@@ -54,22 +69,31 @@ def _payment(row: asyncpg.Record) -> Payment:
 class Verdict(enum.StrEnum):
     CREDITED = "credited"
     DUPLICATE = "duplicate"
-    """The same charge again (a replayed webhook, a second delivery): an idempotent skip."""
+    """The same charge again (a replayed webhook, a second delivery, a charge recorded as
+    refused already): an idempotent skip."""
     MISMATCH = "mismatch"
-    """Amount, currency or provider differ from the intent: refused, nothing credited."""
+    """Amount, currency or provider differ from the intent: refused, nothing credited;
+    recorded against the payer, to refund."""
     UNKNOWN_INTENT = "unknown_intent"
+    """The payload names no intent of ours: recorded against the payer when we know them."""
     EXTRA_CHARGE = "extra_charge"
     """A second, different charge for an intent already paid: recorded, not credited;
     an admin must refund it."""
+    FOREIGN_PAYER = "foreign_payer"
+    """Someone other than the intent's owner paid it: nothing credited to either; recorded
+    against the payer, to refund to the payer."""
 
 
 @dataclass(frozen=True, slots=True)
 class Finalized:
     verdict: Verdict
     payment: Payment | None
+    """The intent the charge named, when it is ours."""
     subscription: Subscription | None = None
     balance_minor: int | None = None
     reason: str = ""
+    recorded: Payment | None = None
+    """A refused charge, recorded against its payer (its ``refused`` says why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +105,8 @@ class Charge:
     intent_id: str
     amount_minor: int
     currency: str
+    payer_id: int | None = None
+    """Who paid, when the provider knows; compared with the intent's owner."""
 
 
 async def create_intent(
@@ -150,39 +176,67 @@ async def finalize(
     """Credit ``charge`` exactly once; see the module docstring. ``terms`` are the plan's
     for a subscription purchase (None for a top-up)."""
     try:
-        intent_key = uuid.UUID(charge.intent_id)
+        intent_key: uuid.UUID | None = uuid.UUID(charge.intent_id)
     except ValueError:
-        return Finalized(Verdict.UNKNOWN_INTENT, None, reason="payload is not an intent id")
+        intent_key = None
+    unstorable = _unstorable(charge)
 
     async def unit(conn: Connection) -> Finalized:
-        owner = await conn.fetchval("select user_id from payments where id = $1", intent_key)
+        owner = None
+        if intent_key is not None:
+            owner = await conn.fetchval("select user_id from payments where id = $1", intent_key)
         if owner is None:
-            return Finalized(Verdict.UNKNOWN_INTENT, None, reason="no such intent")
+            if unstorable:
+                return Finalized(Verdict.UNKNOWN_INTENT, None, reason=unstorable)
+            return await _refuse_unknown(conn, charge)
         await lock_user(conn, owner)
         row = await fetch_one(
             conn, f"select {_COLUMNS} from payments where id = $1 for update", intent_key
         )
         payment = _payment(row)
-        problem = _mismatch(payment, charge)
-        if problem:
-            return Finalized(Verdict.MISMATCH, payment, reason=problem)
-        if payment.status in ("finalized", "refunded"):
-            if payment.external_id == charge.external_id:
-                return Finalized(Verdict.DUPLICATE, payment, reason=f"already {payment.status}")
-            return await _record_extra_charge(conn, payment, charge)
-        other = await conn.fetchval(
-            "select id from payments where provider = $1 and external_id = $2 and id <> $3",
-            charge.provider,
-            charge.external_id,
-            intent_key,
-        )
-        if other is not None:
+        if unstorable:
+            return Finalized(Verdict.MISMATCH, payment, reason=unstorable)
+        known = await _same_charge(conn, charge, exclude=payment.id)
+        if known is not None:
+            if known.paid_for == payment.id:
+                return Finalized(
+                    Verdict.DUPLICATE, payment, reason=f"recorded already: {known.refused}"
+                )
             return Finalized(
                 Verdict.MISMATCH, payment, reason="this charge already paid another intent"
             )
-        return await _credit(conn, payment, charge, terms, activation_attempts)
+        own_invoice = payment.external_id == charge.external_id
+        if payment.refused is not None and own_invoice:
+            return Finalized(
+                Verdict.DUPLICATE, payment, reason=f"recorded already: {payment.refused}"
+            )
+        if charge.payer_id is not None and charge.payer_id != owner:
+            verdict = Verdict.FOREIGN_PAYER
+            reason = f"paid by user {charge.payer_id}, the intent is user {owner}'s"
+        elif problem := _mismatch(payment, charge):
+            verdict, reason = Verdict.MISMATCH, problem
+        elif payment.status in ("finalized", "refunded") and own_invoice:
+            return Finalized(Verdict.DUPLICATE, payment, reason=f"already {payment.status}")
+        elif payment.status in ("finalized", "refunded", "paid"):
+            verdict, reason = Verdict.EXTRA_CHARGE, "intent already paid by another charge"
+        else:
+            return await _credit(conn, payment, charge, terms, activation_attempts)
+        if own_invoice:
+            return await _refuse_own_invoice(conn, payment, charge, verdict, reason)
+        return await _record(conn, payment, charge, verdict, reason)
 
     return await db.transaction(unit)
+
+
+def _unstorable(charge: Charge) -> str:
+    """Why a charge's values cannot be stored (they came from a peer), or ``""``."""
+    if not 0 < charge.amount_minor <= MAX_AMOUNT:
+        return f"amount {str(charge.amount_minor)[:24]} is out of range"
+    if not 0 < len(charge.external_id) <= MAX_EXTERNAL_ID:
+        return "the charge id is empty or too long"
+    if not 0 < len(charge.currency) <= MAX_CURRENCY:
+        return "the currency is empty or too long"
+    return ""
 
 
 def _mismatch(payment: Payment, charge: Charge) -> str:
@@ -190,10 +244,115 @@ def _mismatch(payment: Payment, charge: Charge) -> str:
         return f"provider {charge.provider!r} does not match the intent's {payment.provider!r}"
     if payment.currency != charge.currency or payment.amount_minor != charge.amount_minor:
         return (
-            f"paid {charge.amount_minor} {charge.currency}, "
+            f"paid {charge.amount_minor} {charge.currency[:8]}, "
             f"intent asks {payment.amount_minor} {payment.currency}"
         )
     return ""
+
+
+async def _same_charge(conn: Connection, charge: Charge, *, exclude: str) -> Payment | None:
+    """The payment row that holds this charge already, other than ``exclude``."""
+    row = await conn.fetchrow(
+        f"select {_COLUMNS} from payments where provider = $1 and external_id = $2 and id <> $3",
+        charge.provider,
+        charge.external_id,
+        uuid.UUID(exclude),
+    )
+    return _payment(row) if row else None
+
+
+async def _record(
+    conn: Connection, intent: Payment, charge: Charge, verdict: Verdict, reason: str
+) -> Finalized:
+    """Keep a refused charge against whoever paid it (the payer when known, else the
+    intent's owner); nothing is credited."""
+    payer = charge.payer_id if charge.payer_id is not None else intent.user_id
+    if payer != intent.user_id:
+        await ensure_user(conn, payer)
+    recorded = await _insert_refused(
+        conn,
+        charge,
+        payer,
+        verdict,
+        purpose=intent.purpose,
+        plan_id=intent.plan_id,
+        paid_for=intent.id,
+    )
+    if recorded is None:  # the same charge, recorded by a delivery that raced this one
+        return Finalized(Verdict.DUPLICATE, intent, reason="recorded already")
+    return Finalized(verdict, intent, reason=reason, recorded=recorded)
+
+
+async def _refuse_own_invoice(
+    conn: Connection, intent: Payment, charge: Charge, verdict: Verdict, reason: str
+) -> Finalized:
+    """The refused charge is the intent's own invoice (a provider that names its invoices
+    before they are paid): the intent itself is the record, paid and refused, and belongs
+    to whoever paid it. Nothing is credited; the watcher stops asking about it."""
+    payer = charge.payer_id if charge.payer_id is not None else intent.user_id
+    if payer != intent.user_id:
+        await ensure_user(conn, payer)
+    row = await fetch_one(
+        conn,
+        "update payments set status = 'paid', paid_at = now(), refused = $2, user_id = $3"
+        f" where id = $1 returning {_COLUMNS}",
+        uuid.UUID(intent.id),
+        verdict.value,
+        payer,
+    )
+    return Finalized(verdict, intent, reason=reason, recorded=_payment(row))
+
+
+async def _refuse_unknown(conn: Connection, charge: Charge) -> Finalized:
+    """A charge whose payload names no intent of ours: recorded against its payer when the
+    provider says who paid (Telegram does), so they can be refunded."""
+    row = await conn.fetchrow(
+        f"select {_COLUMNS} from payments where provider = $1 and external_id = $2",
+        charge.provider,
+        charge.external_id,
+    )
+    if row is not None:
+        known = _payment(row)
+        if known.refused == Verdict.UNKNOWN_INTENT:
+            return Finalized(Verdict.DUPLICATE, None, reason="recorded already: unknown_intent")
+        return Finalized(Verdict.MISMATCH, known, reason="this charge already paid another intent")
+    if charge.payer_id is None:
+        return Finalized(Verdict.UNKNOWN_INTENT, None, reason="no such intent")
+    await ensure_user(conn, charge.payer_id)
+    recorded = await _insert_refused(
+        conn, charge, charge.payer_id, Verdict.UNKNOWN_INTENT, purpose="unknown"
+    )
+    if recorded is None:
+        return Finalized(Verdict.DUPLICATE, None, reason="recorded already: unknown_intent")
+    return Finalized(Verdict.UNKNOWN_INTENT, None, reason="no such intent", recorded=recorded)
+
+
+async def _insert_refused(
+    conn: Connection,
+    charge: Charge,
+    user_id: int,
+    verdict: Verdict,
+    *,
+    purpose: str,
+    plan_id: str | None = None,
+    paid_for: str | None = None,
+) -> Payment | None:
+    row = await conn.fetchrow(
+        "insert into payments (user_id, provider, external_id, amount_minor, currency, status,"
+        " purpose, plan_id, paid_at, refused, paid_for)"
+        " values ($1, $2, $3, $4, $5, 'paid', $6, $7, now(), $8, $9)"
+        f" on conflict (provider, external_id) do nothing returning {_COLUMNS}",
+        user_id,
+        charge.provider,
+        charge.external_id,
+        charge.amount_minor,
+        charge.currency,
+        purpose,
+        plan_id,
+        verdict.value,
+        uuid.UUID(paid_for) if paid_for else None,
+    )
+    return _payment(row) if row else None
 
 
 async def _credit(
@@ -251,22 +410,6 @@ async def _credit(
     return Finalized(Verdict.CREDITED, _payment(row), subscription, balance)
 
 
-async def _record_extra_charge(conn: Connection, payment: Payment, charge: Charge) -> Finalized:
-    await conn.execute(
-        "insert into payments (user_id, provider, external_id, amount_minor, currency, status,"
-        " purpose, plan_id, paid_at) values ($1, $2, $3, $4, $5, 'paid', $6, $7, now())"
-        " on conflict (provider, external_id) do nothing",
-        payment.user_id,
-        charge.provider,
-        charge.external_id,
-        charge.amount_minor,
-        charge.currency,
-        payment.purpose,
-        payment.plan_id,
-    )
-    return Finalized(Verdict.EXTRA_CHARGE, payment, reason="intent already paid by another charge")
-
-
 async def open_invoices(db: Database, provider: str, *, limit: int = 1000) -> list[Payment]:
     """Invoices still waiting for payment, oldest first (for the payment watcher)."""
 
@@ -311,8 +454,9 @@ async def refund(
     """Record a refund and take back what the payment gave, in one transaction.
 
     A subscription loses ``plan_duration`` (revoked when that leaves no time); a top-up is
-    taken back from the balance as far as it goes. Returns None unless the payment was
-    finalized (a second refund changes nothing).
+    taken back from the balance as far as it goes; a recorded charge that bought nothing
+    (``refused``) gives nothing back. Returns None unless the payment was finalized or such
+    a charge (a second refund changes nothing).
     """
     try:
         key = uuid.UUID(payment_id)
@@ -325,8 +469,9 @@ async def refund(
             return None
         await lock_user(conn, owner)
         row = await conn.fetchrow(
-            f"update payments set status = 'refunded', refunded_at = now() where id = $1"
-            f" and status = 'finalized' returning {_COLUMNS}",
+            "update payments set status = 'refunded', refunded_at = now() where id = $1"
+            " and (status = 'finalized' or (status = 'paid' and refused is not null))"
+            f" returning {_COLUMNS}",
             key,
         )
         if row is None:
@@ -334,7 +479,9 @@ async def refund(
         payment = _payment(row)
         revoked = False
         taken = 0
-        if payment.purpose == "topup":
+        if payment.refused is not None:
+            pass  # it bought nothing: nothing to take back
+        elif payment.purpose == "topup":
             taken = await conn.fetchval(
                 "with before as (select balance_minor from users where telegram_id = $1)"
                 " update users set balance_minor = balance_minor - least(balance_minor, $2)"

@@ -17,16 +17,23 @@ With a real panel instead of a fake, pass ``peer=None``: the fault checks are sk
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from runtime.failures import DependencyError, FailureType, classify
-from runtime.plugin_api.payments import PaymentIntent, PaymentProvider, WebhookRejected
 from runtime.plugin_api.vpn import AccountSpec, VpnBackend
 
 from .fakes import FakePeer
+from .payment_contract import PaymentProviderContract, ProviderUnderTest
+
+__all__ = [
+    "BackendUnderTest",
+    "PaymentProviderContract",
+    "ProviderUnderTest",
+    "VpnBackendContract",
+]
 
 
 @dataclass
@@ -145,46 +152,3 @@ class VpnBackendContract:
         subject.peer.fail_next(503, body={"detail": "down"}, times=50)
         with pytest.raises(DependencyError):
             await subject.backend.health()
-
-
-@dataclass
-class ProviderUnderTest:
-    provider: PaymentProvider
-    peer: FakePeer | None
-    intent: PaymentIntent
-    secrets: Sequence[str] = ()
-    forged_webhooks: Sequence[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    """Deliveries that must be rejected (bad signature, garbage)."""
-    creates_remotely: bool = True
-    """False when creating an invoice needs no peer call (Telegram sends it in the chat)."""
-
-
-class PaymentProviderContract:
-    """Subclass and provide a ``subject`` fixture yielding a ``ProviderUnderTest``."""
-
-    async def test_create_invoice_carries_the_intent(self, subject: ProviderUnderTest) -> None:
-        invoice = await subject.provider.create_invoice(subject.intent)
-        assert invoice.url or invoice.send_in_chat
-        if invoice.send_in_chat is not None:
-            assert subject.intent.id in str(invoice.send_in_chat.get("payload"))
-
-    async def test_forged_webhooks_are_rejected(self, subject: ProviderUnderTest) -> None:
-        for headers, body in subject.forged_webhooks:
-            with pytest.raises(WebhookRejected):
-                await subject.provider.parse_webhook(headers, body)
-
-    async def test_no_open_invoices_asks_nothing(self, subject: ProviderUnderTest) -> None:
-        assert list(await subject.provider.fetch_status([])) == []
-
-    @pytest.mark.parametrize(("status", "transient"), [(502, True), (429, True), (400, False)])
-    async def test_create_failures_are_classified(
-        self, subject: ProviderUnderTest, status: int, transient: bool
-    ) -> None:
-        if subject.peer is None or not subject.creates_remotely:
-            pytest.skip("no peer call to fail")
-        subject.peer.fail_next(status, body={"ok": False}, headers={"Retry-After": "3"}, times=50)
-        with pytest.raises(DependencyError) as caught:
-            await subject.provider.create_invoice(subject.intent)
-        assert classify(caught.value).transient is transient
-        for secret in subject.secrets:
-            assert secret not in str(caught.value)

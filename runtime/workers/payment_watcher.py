@@ -11,14 +11,17 @@ intents past their expiry are marked expired.
 The watcher runs in one process at a time (a lease): polling a provider once is enough,
 however many instances share the database. A provider that fails does not keep the
 others from being polled; the iteration then fails with its error (logged with its
-failure type, followed by the minimum sleep).
+failure type, followed by the minimum sleep). One invoice that cannot be credited (a value
+the core refuses, a bug) is logged, and alerted unless it is a domain error, and the
+others are credited: only a transient failure (the database away) fails the poll.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from runtime.failures import Outcome
+from runtime.alerts import Alert, Severity
+from runtime.failures import FailureType, Outcome
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import PaymentProvider, Services
 from runtime.plugin_api.payments import InvoiceState
@@ -88,7 +91,11 @@ class PaymentWatcher:
             for status in statuses:
                 if status.state is not InvoiceState.PAID or status.payment is None:
                     continue
-                result = await billing.confirm(status.payment)
+                try:
+                    result = await billing.confirm(status.payment)
+                except Exception as exc:
+                    self._failed_one(provider.name, status.external_id, exc)
+                    continue
                 self._items.labels(NAME, f"paid_{result.verdict.value}").inc()
                 if result.verdict is Verdict.CREDITED:
                     credited += 1
@@ -103,6 +110,28 @@ class PaymentWatcher:
                 break
             after = page[-1].position
         return credited
+
+    def _failed_one(self, provider: str, external_id: str, exc: Exception) -> None:
+        """One paid invoice could not be credited: logged (and alerted unless the peer's
+        values were refused), so the rest of the page goes on; a transient failure fails
+        the whole poll, which the next one retries."""
+        failure = log_failure(
+            self._log, exc, operation="payment_watch", provider=provider, external_id=external_id
+        )
+        if failure.transient:
+            raise exc
+        self._items.labels(NAME, "paid_failed").inc()
+        if failure.type is not FailureType.DOMAIN:
+            self.services.alerts.submit(
+                Alert(
+                    severity=Severity.CRITICAL,
+                    key=f"payment_watch_failed:{provider}",
+                    component=NAME,
+                    title="a paid invoice could not be credited",
+                    text=f"{provider}: {failure.type.value}: {failure.message[:300]}. The "
+                    "other invoices were credited; this one is tried again every poll.",
+                )
+            )
 
     async def close(self) -> None:
         await self.runner.release(self.services.db)

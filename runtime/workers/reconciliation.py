@@ -117,7 +117,9 @@ class Reconciliation:
             self.services.alerts.submit(
                 Alert(
                     severity=Severity.WARNING,
-                    key=f"payment_recovered:{provider.name}:{payment.external_id}",
+                    key=f"payment_recovered:{provider.name}:{result.payment.id}"
+                    if result.payment
+                    else f"payment_recovered:{provider.name}",
                     component=NAME,
                     title="missed payment recovered",
                     text=(

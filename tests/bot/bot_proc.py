@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -32,6 +30,7 @@ from runtime.catalog import Catalog
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
 from runtime.plugin_api import Services
+from runtime.plugin_api.payments import TelegramPayment
 from runtime.storage import Database
 from runtime.storage.payments import Finalized
 from runtime.supervision import Supervisor
@@ -46,7 +45,7 @@ class Alerts:
 def hang_in_payments(mode: str, marker: Path) -> None:
     real = BotServices.confirm_telegram_payment
 
-    async def confirm(self: BotServices, successful_payment: Mapping[str, Any]) -> Finalized:
+    async def confirm(self: BotServices, successful_payment: TelegramPayment) -> Finalized:
         if mode == "before":
             await trio.Path(marker).touch()
             await trio.sleep_forever()

@@ -19,13 +19,22 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import trio
+from aiogram.types import LabeledPrice
 from starlette.applications import Starlette
 
 from runtime.bot import TelegramBot
+from runtime.bridge import run_asyncio
 from runtime.i18n import load_translator
 from runtime.storage import Database, users
 from runtime.supervision import ActorSpec, ActorState, Backoff, Supervisor
-from runtime.testing.telegram import SECRET_HEADER, Kind, Message, SimUser, TelegramEmulator
+from runtime.testing.telegram import (
+    SECRET_HEADER,
+    EmulatorError,
+    Kind,
+    Message,
+    SimUser,
+    TelegramEmulator,
+)
 from runtime.web import HttpEndpoint
 
 from .conftest import ADMIN, TOKEN, WEBHOOK_SECRET, Alerts, Shop, build_shop, make_settings
@@ -417,3 +426,60 @@ async def test_telegram_failures_are_ridden_out(emulator: TelegramEmulator, shop
     bot_texts = [m.content for m in emulator.messages(user.id, from_bot=True)]
     assert tr.t("en", "errors.apology") not in bot_texts
     assert sum(text.startswith("Hi, Ann!") for text in bot_texts) == 1
+
+
+@pytest.mark.parametrize("mode", ["polling"])
+async def test_a_forwarded_invoice_cannot_be_paid_by_someone_else(
+    emulator: TelegramEmulator, shop: Shop
+) -> None:
+    """Our invoices carry a start_parameter: Bob, sent a copy of Ann's invoice, gets a link
+    to the bot that shows him the plans, not a Pay button. An invoice without one (sent
+    before invoices had it) that Bob pays anyway credits nobody: the charge is recorded
+    against Bob, to refund to him, and he is told so."""
+    tr = load_translator()
+    ann = emulator.create_user(first_name="Ann", language_code="en")
+    bob = emulator.create_user(first_name="Bob", language_code="en")
+    async with running(shop), emulator.bot_client() as client:
+        hello = ann.send_command("buy")
+        plans = await ann.wait_for_message(after=hello)
+        plan = await press(emulator, ann, plans, "1 month", "Choose how to pay")
+        ann.press(plan, text="Telegram Stars")
+        invoice = await ann.wait_for_message(lambda m: m.invoice is not None)
+        assert invoice.invoice is not None and invoice.invoice.start_parameter == "plans"
+
+        copy = ann.forward(invoice, to=bob)
+        with pytest.raises(EmulatorError, match="no Pay button"):
+            await bob.pay(forwarded=copy)
+        opened = bob.open_link(copy.button().url or "")
+        shown_to_bob = await bob.wait_for_message(after=opened)
+        assert shown_to_bob.content == tr.t("en", "plans.title")
+        assert has_button(shown_to_bob, "1 month")
+
+        # an invoice sent without a start_parameter: its copy has a Pay button
+        intent = await shop.value("select id::text from payments where provider = 'stars'")
+        legacy = await run_asyncio(
+            client.send_invoice,
+            ann.id,
+            title="1 month",
+            description="1 month",
+            payload=intent,
+            currency="XTR",
+            prices=[LabeledPrice(label="1 month", amount=150)],
+        )
+        loose = ann.forward(legacy.message_id, to=bob)
+        paid = await bob.pay(forwarded=loose)
+        assert paid.ok, paid
+        told = await shown(emulator, bob, tr.t("en", "payment.foreign_payer")[:40])
+        assert told.chat_id == bob.id
+        await emulator.wait_drained()
+        await eventually(
+            shop, "select count(*) from telegram_updates where processed_at is null", 0
+        )
+    rows = await shop.fetch("select user_id, status, refused from payments order by created_at")
+    assert rows == [
+        {"user_id": ann.id, "status": "invoiced", "refused": None},
+        {"user_id": bob.id, "status": "paid", "refused": "foreign_payer"},
+    ]
+    assert await shop.fetch("select * from subscriptions") == []
+    assert shop.alerts.alert_keys() == [f"payment_foreign_payer:stars:{intent}"]
+    assert not any(m.content == tr.t("en", "payment.foreign_payer") for m in ann.messages())

@@ -272,6 +272,77 @@ async def test_stars_invoice_pre_checkout_and_payment_credit_once(
     assert by_method(calls, "answerPreCheckoutQuery")[0].params["ok"] is False
 
 
+async def test_invoices_link_forwarded_copies_back_to_the_bot(driver: Driver) -> None:
+    """``start_parameter`` on every invoice: a forwarded copy opens the bot (the plans, or
+    the balance) instead of offering a Pay button to whoever it was forwarded to."""
+    calls = await driver.press(USER, kb.BuyCb(plan="month", provider="stars"))
+    assert by_method(calls, "sendInvoice")[0].params["start_parameter"] == "plans"
+    calls = await driver.press(USER, kb.TopUpCb(amount=10000, provider="card"))
+    assert by_method(calls, "sendInvoice")[0].params["start_parameter"] == "topup"
+    tr = load_translator()
+    calls = await driver.send(USER + 7, "/start plans")
+    assert texts(calls) == [tr.t("en", "plans.title")]
+    calls = await driver.send(USER + 7, "/start topup")
+    assert texts(calls)[0].startswith("Your balance:")
+    calls = await driver.send(USER + 7, "/start something-else")
+    assert texts(calls)[0].startswith("Hi, User")
+
+
+async def test_a_payment_in_another_currency_is_refused_and_the_payer_told_why(
+    driver: Driver, shop: Shop
+) -> None:
+    calls = await driver.press(USER, kb.BuyCb(plan="month", provider="stars"))
+    payload = by_method(calls, "sendInvoice")[0].params["payload"]
+    paid = driver.payment_update(USER, payload, "RUB", 150, "charge-rub")
+
+    calls = await driver.deliver(paid)
+
+    tr = load_translator()
+    assert texts(calls) == [tr.t("en", "payment.mismatch")]
+    assert tr.t("en", "errors.payment_delayed") not in texts(calls)
+    assert shop.alerts.alert_keys() == [f"payment_mismatch:stars:{payload}"]
+    assert await shop.fetch("select * from subscriptions") == []
+    done = "select processed_at is not null from telegram_updates where update_id = $1"
+    assert await shop.value(done, paid["update_id"])  # settled: not retried, not given up
+    rows = await shop.fetch("select user_id, status, refused from payments order by created_at")
+    assert rows == [
+        {"user_id": USER, "status": "invoiced", "refused": None},
+        {"user_id": USER, "status": "paid", "refused": "mismatch"},
+    ]
+
+
+async def test_a_payer_who_is_not_the_owner_is_refused_and_recorded_against_them(
+    driver: Driver, shop: Shop
+) -> None:
+    stranger = USER + 1
+    calls = await driver.press(USER, kb.BuyCb(plan="month", provider="stars"))
+    payload = by_method(calls, "sendInvoice")[0].params["payload"]
+
+    paid = driver.payment_update(stranger, payload, "XTR", 150, "charge-x")
+    calls = await driver.deliver(paid)
+    await driver.deliver(paid)  # Telegram delivering it again
+
+    tr = load_translator()
+    assert texts(calls) == [tr.t("en", "payment.foreign_payer")]
+    assert [c.params["chat_id"] for c in by_method(calls, "sendMessage")] == [stranger]
+    assert shop.alerts.alert_keys() == [f"payment_foreign_payer:stars:{payload}"]
+    rows = await shop.fetch("select user_id, status, refused from payments order by created_at")
+    assert rows == [
+        {"user_id": USER, "status": "invoiced", "refused": None},
+        {"user_id": stranger, "status": "paid", "refused": "foreign_payer"},
+    ]
+    assert await shop.fetch("select * from subscriptions") == []
+    # the admin finds it on the payer's card, with a button to refund it to them
+    recorded = await shop.value("select id::text from payments where refused is not null")
+    calls = await driver.send(ADMIN, f"/user {stranger}")
+    assert "paid (foreign_payer)" in texts(calls)[0]
+    refund = kb.AdminCb(action="refund", arg=recorded).pack()
+    assert refund in [b.get("callback_data") for b in buttons(calls)]
+    # the owner pays their own invoice: credited to them
+    await driver.deliver(driver.payment_update(USER, payload, "XTR", 150, "charge-own"))
+    assert await shop.fetch("select user_id from subscriptions") == [{"user_id": USER}]
+
+
 async def test_pre_checkout_refuses_what_does_not_match(driver: Driver) -> None:
     calls = await driver.press(USER, kb.BuyCb(plan="month", provider="card"))
     (invoice,) = by_method(calls, "sendInvoice")

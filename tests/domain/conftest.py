@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -14,6 +14,7 @@ from runtime.plugin_api.payments import (
     InvoiceStatus,
     PaymentIntent,
     RefundNotSupported,
+    TelegramPayment,
 )
 
 
@@ -33,15 +34,22 @@ class InChatProvider:
     """A provider whose invoices are sent in the chat (like Telegram's): no peer to call."""
 
     name: str = "stars"
-    refunds: list[str] = field(default_factory=list)
+    currency: str = "XTR"
+    refunds: list[tuple[str, int]] = field(default_factory=list)
+    webhook = None
 
     async def create_invoice(self, intent: PaymentIntent) -> Invoice:
         return Invoice(external_id=None, url=None, send_in_chat={"payload": intent.id})
 
-    async def parse_webhook(
-        self, headers: Mapping[str, str], body: bytes
-    ) -> Sequence[ConfirmedPayment]:
-        return []
+    async def confirm_telegram_payment(self, payment: TelegramPayment) -> ConfirmedPayment:
+        return ConfirmedPayment(
+            self.name,
+            payment.telegram_payment_charge_id,
+            payment.invoice_payload,
+            payment.total_amount,
+            payment.currency,
+            payer_id=payment.payer_id,
+        )
 
     async def fetch_status(self, external_ids: Sequence[str]) -> Sequence[InvoiceStatus]:
         return []
@@ -49,7 +57,7 @@ class InChatProvider:
     async def refund(self, payment: ConfirmedPayment, *, user_id: int) -> None:
         if self.name != "stars":
             raise RefundNotSupported("no refunds")
-        self.refunds.append(payment.external_id)
+        self.refunds.append((payment.external_id, user_id))
 
 
 SETTINGS = Settings.model_validate(

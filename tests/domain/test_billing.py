@@ -10,7 +10,7 @@ import trio
 from runtime.billing import Billing, ProviderUnavailable
 from runtime.catalog import Catalog
 from runtime.failures import DomainError
-from runtime.plugin_api.payments import ConfirmedPayment
+from runtime.plugin_api.payments import ConfirmedPayment, TelegramPayment
 from runtime.storage import Connection, Database, job_kinds, users
 from runtime.storage import subscriptions as subs
 from runtime.storage.payments import Verdict
@@ -22,7 +22,7 @@ USER = 1001
 
 @pytest.fixture
 def billing(db: Database, catalog: Catalog, alerts: Alerts) -> Billing:
-    providers = {"stars": InChatProvider("stars"), "card": InChatProvider("card")}
+    providers = {"stars": InChatProvider("stars"), "card": InChatProvider("card", "RUB")}
     return Billing(db, catalog, providers, alerts, balance_currency="RUB")
 
 
@@ -139,14 +139,129 @@ async def test_tampered_payments_are_refused_and_alerted(
     assert result.verdict is Verdict.MISMATCH
     assert await subs.of_user(db, USER) == []
     assert await outbox_rows(db) == []
-    assert alerts.keys() == [f"payment_mismatch:{provider}:charge-1"]
+    assert alerts.keys() == [f"payment_mismatch:{provider}:{checkout.payment.id}"]
+    assert result.recorded is not None and result.recorded.refused == "mismatch"
+    # the same refused charge again: a logged skip, no second alert
+    again = await billing.confirm(
+        paid(checkout.payment.id, amount=amount, currency=currency, provider=provider)
+    )
+    assert again.verdict is Verdict.DUPLICATE
+    assert len(alerts.keys()) == 1
 
 
-async def test_unknown_intents_are_alerted(billing: Billing, alerts: Alerts) -> None:
-    result = await billing.confirm(paid("4b1d7a0e-0000-4000-8000-000000000000"))
+async def test_unknown_intents_are_alerted_under_one_key_of_our_own(
+    billing: Billing, alerts: Alerts
+) -> None:
+    for payload in ("4b1d7a0e-0000-4000-8000-000000000000", "not-a-uuid", "x" * 5000):
+        result = await billing.confirm(paid(payload, charge=f"{payload[:20]}-charge"))
+        assert result.verdict is Verdict.UNKNOWN_INTENT
+        assert result.recorded is None  # no payer known: nobody to record it against
+    assert alerts.keys() == ["payment_unknown_intent:stars"] * 3
+
+
+async def test_alert_keys_never_carry_what_the_sender_chose(
+    billing: Billing, alerts: Alerts
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    chosen = "chosen-by-sender:<b>key</b>"
+    await billing.confirm(paid(checkout.payment.id, charge=chosen, amount=1))
+    await billing.confirm(paid(checkout.payment.id, charge="c-ok"))
+    await billing.confirm(paid(checkout.payment.id, charge=chosen + "2"))
+    await billing.confirm(paid(chosen, charge=chosen + "3"))
+    assert alerts.keys() == [
+        f"payment_mismatch:stars:{checkout.payment.id}",
+        f"payment_extra_charge:stars:{checkout.payment.id}",
+        "payment_unknown_intent:stars",
+    ]
+
+
+async def test_amounts_a_row_cannot_hold_are_refused_not_crashed(
+    billing: Billing, db: Database, alerts: Alerts
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    for amount in (2**63, 0, -150):
+        result = await billing.confirm(paid(checkout.payment.id, amount=amount))
+        assert result.verdict is Verdict.MISMATCH and result.recorded is None
+    long_id = await billing.confirm(paid(checkout.payment.id, charge="c" * 300))
+    assert long_id.verdict is Verdict.MISMATCH
+    assert await subs.of_user(db, USER) == []
+    assert (await billing.confirm(paid(checkout.payment.id))).verdict is Verdict.CREDITED
+
+
+def sent(
+    payment_id: str,
+    *,
+    payer: int = USER,
+    charge: str = "charge-1",
+    amount: int = 150,
+    currency: str = "XTR",
+) -> TelegramPayment:
+    return TelegramPayment(payer, currency, amount, payment_id, charge)
+
+
+async def test_a_payer_who_is_not_the_owner_is_recorded_and_refunded_to_the_payer(
+    billing: Billing, db: Database, alerts: Alerts
+) -> None:
+    stranger = USER + 1
+    checkout = await billing.buy(USER, "month", "stars")
+
+    result = await billing.confirm_telegram(sent(checkout.payment.id, payer=stranger))
+
+    assert result.verdict is Verdict.FOREIGN_PAYER
+    assert await subs.of_user(db, USER) == [] and await subs.of_user(db, stranger) == []
+    assert await outbox_rows(db) == []
+    recorded = result.recorded
+    assert recorded is not None
+    assert (recorded.user_id, recorded.status, recorded.refused, recorded.paid_for) == (
+        stranger,
+        "paid",
+        "foreign_payer",
+        checkout.payment.id,
+    )
+    assert alerts.keys() == [f"payment_foreign_payer:stars:{checkout.payment.id}"]
+    assert f"/refund {recorded.id}" in alerts.alerts[0].text
+    again = await billing.confirm_telegram(sent(checkout.payment.id, payer=stranger))
+    assert again.verdict is Verdict.DUPLICATE and len(alerts.keys()) == 1
+
+    # the money goes back to whoever paid it, and the owner loses nothing
+    refunded = await billing.refund(recorded.id)
+    stars = billing.providers["stars"]
+    assert isinstance(stars, InChatProvider) and stars.refunds == [("charge-1", stranger)]
+    assert (refunded.payment.status, refunded.access_revoked, refunded.balance_taken_minor) == (
+        "refunded",
+        False,
+        0,
+    )
+    assert await outbox_rows(db) == [(job_kinds.NOTIFY, f"notify:refund:{recorded.id}")]
+    # the owner's own invoice is still theirs to pay
+    own = await billing.confirm_telegram(sent(checkout.payment.id, charge="charge-2"))
+    assert own.verdict is Verdict.CREDITED
+
+
+async def test_a_telegram_payment_in_another_currency_is_a_mismatch(
+    billing: Billing, db: Database, alerts: Alerts
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    result = await billing.confirm_telegram(sent(checkout.payment.id, currency="RUB"))
+    assert result.verdict is Verdict.MISMATCH
+    assert "RUB" in result.reason
+    assert result.recorded is not None and result.recorded.provider == "stars"
+    assert await subs.of_user(db, USER) == []
+    again = await billing.confirm_telegram(sent(checkout.payment.id, currency="RUB"))
+    assert again.verdict is Verdict.DUPLICATE
+    assert alerts.keys() == [f"payment_mismatch:stars:{checkout.payment.id}"]
+
+
+async def test_a_telegram_payment_for_no_intent_is_recorded_against_its_payer(
+    billing: Billing, alerts: Alerts
+) -> None:
+    result = await billing.confirm_telegram(sent("no-such-intent", payer=4444, currency="RUB"))
     assert result.verdict is Verdict.UNKNOWN_INTENT
-    assert (await billing.confirm(paid("not-a-uuid"))).verdict is Verdict.UNKNOWN_INTENT
-    assert len(alerts.keys()) == 2
+    assert result.recorded is not None
+    assert (result.recorded.user_id, result.recorded.provider) == (4444, "card")  # by currency
+    again = await billing.confirm_telegram(sent("no-such-intent", payer=4444, currency="RUB"))
+    assert again.verdict is Verdict.DUPLICATE
+    assert alerts.keys() == ["payment_unknown_intent:card"]
 
 
 async def test_a_second_charge_for_a_paid_intent_is_recorded_not_credited(
@@ -163,7 +278,8 @@ async def test_a_second_charge_for_a_paid_intent_is_recorded_not_credited(
         return str(await conn.fetchval("select status from payments where external_id = 'c2'"))
 
     assert await db.read(unit) == "paid"
-    assert alerts.keys() == ["payment_extra_charge:stars:c2"]
+    assert alerts.keys() == [f"payment_extra_charge:stars:{checkout.payment.id}"]
+    assert result.recorded is not None and result.recorded.paid_for == checkout.payment.id
 
 
 async def test_top_up_credits_the_balance(billing: Billing, db: Database) -> None:
@@ -204,7 +320,7 @@ async def test_refund_through_stars_revokes_a_fresh_subscription(
     refunded = await billing.refund(checkout.payment.id)
     assert refunded.access_revoked
     stars = billing.providers["stars"]
-    assert isinstance(stars, InChatProvider) and stars.refunds == ["charge-1"]
+    assert isinstance(stars, InChatProvider) and stars.refunds == [("charge-1", USER)]
     owned = await subs.of_user(db, USER)
     assert owned[0].status == "revoked"
     kinds = [kind for kind, _ in await outbox_rows(db)]

@@ -1,5 +1,6 @@
 """Payment webhooks over HTTP: the starlette route, Billing on a real PostgreSQL, the real
-CryptoBot provider against the fake Crypto Pay API on 127.0.0.1."""
+CryptoBot provider against the fake Crypto Pay API on 127.0.0.1, and the real Telegram
+payment providers, which have no HTTP door."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import httpx
 import pytest
 import trio
 from starlette.applications import Starlette
+from structlog.testing import capture_logs
 
 from plugins.cryptobot import CryptoBotProvider
+from plugins.telegram_payments import BotApiPaymentsClient, CardProvider, StarsProvider
 from runtime.billing import Billing, Checkout, payment_webhook_routes
 from runtime.catalog import Catalog
 from runtime.config import Settings
-from runtime.plugin_api.payments import InvoiceState
+from runtime.plugin_api.payments import InvoiceState, PaymentProvider
 from runtime.plugin_api.services import ServiceNotReady
 from runtime.storage import Connection, Database, job_kinds
 from runtime.storage.payments import Verdict
@@ -35,7 +38,11 @@ SETTINGS = Settings.model_validate(
                 "title": {"en": "1 month"},
                 "duration_days": 30,
                 "backend": "marzban",
-                "prices": {"cryptobot": {"RUB": 19900}},
+                "prices": {
+                    "cryptobot": {"RUB": 19900},
+                    "stars": {"XTR": 150},
+                    "card": {"RUB": 19900},
+                },
             }
         }
     }
@@ -57,24 +64,41 @@ async def provider(peer: FakeCryptoBot) -> AsyncIterator[CryptoBotProvider]:
 
 
 @pytest.fixture
-def billing(db: Database, provider: CryptoBotProvider, alerts: Alerts) -> Billing:
+async def telegram() -> AsyncIterator[dict[str, PaymentProvider]]:
+    """The real Stars and card providers (their Bot API is never called here)."""
+    client = BotApiPaymentsClient("1:AAunusedBotTokenForTheseTests", api_base="http://127.0.0.1:9")
+    yield {
+        "stars": StarsProvider(client),
+        "card": CardProvider(provider_token="381764678:TEST:card", currency="RUB"),
+    }
+    await client.aclose()
+
+
+@pytest.fixture
+def billing(
+    db: Database,
+    provider: CryptoBotProvider,
+    telegram: dict[str, PaymentProvider],
+    alerts: Alerts,
+) -> Billing:
     return Billing(
         db,
         Catalog.from_settings(SETTINGS),
-        {"cryptobot": provider},
+        {"cryptobot": provider, **telegram},
         alerts,
         balance_currency="RUB",
     )
 
 
-def client_for(billing: Callable[[], Billing]) -> httpx.AsyncClient:
-    app = Starlette(routes=payment_webhook_routes(billing))
+def client_for(billing: Callable[[], Billing], providers: Billing) -> httpx.AsyncClient:
+    routes = payment_webhook_routes(billing, providers=providers.providers.values())
+    app = Starlette(routes=routes)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bot")
 
 
 @pytest.fixture
 async def client(billing: Billing) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(lambda: billing) as http:
+    async with client_for(lambda: billing, billing) as http:
         yield http
 
 
@@ -102,8 +126,8 @@ async def state(db: Database) -> dict[str, list[dict[str, Any]]]:
             "payments": [
                 dict(r)
                 for r in await conn.fetch(
-                    "select id, status, external_id, subscription_id, updated_at, paid_at,"
-                    " finalized_at from payments order by id"
+                    "select id, user_id, status, external_id, subscription_id, updated_at,"
+                    " paid_at, finalized_at, refused, paid_for from payments order by id"
                 )
             ],
             "subscriptions": [
@@ -243,7 +267,7 @@ async def test_an_authentic_delivery_for_another_amount_is_refused_alerted_and_a
 ) -> None:
     """Signed with the app's token, so it comes from Crypto Pay: a 4xx would only make it
     deliver the same thing again for days. It is answered 200, refused and alerted."""
-    _, invoice_id = await checkout(billing)
+    bought, invoice_id = await checkout(billing)
     invoice = peer.pay(invoice_id)
     before = await state(db)
     headers, body = peer.update_delivery(
@@ -256,12 +280,20 @@ async def test_an_authentic_delivery_for_another_amount_is_refused_alerted_and_a
     )
 
     response = await deliver(client, headers, body)
+    again = await deliver(client, headers, body)
 
     assert response.status_code == 200
     assert response.json() == {"ok": True, "results": [Verdict.MISMATCH.value]}
-    assert await state(db) == before  # nothing credited, no job, no notification
-    assert alerts.keys() == [f"payment_mismatch:cryptobot:{invoice_id}"]
+    assert again.json() == {"ok": True, "results": [Verdict.DUPLICATE.value]}
+    after = await state(db)
+    assert after["subscriptions"] == after["outbox"] == []  # nothing credited, no job
+    # the intent's own invoice was paid, wrongly: kept as paid and refused, to refund
+    [payment] = after["payments"]
+    assert (payment["status"], payment["refused"]) == ("paid", "mismatch")
+    assert [p["status"] for p in before["payments"]] == ["invoiced"]
+    assert alerts.keys() == [f"payment_mismatch:cryptobot:{bought.payment.id}"]
     assert "199" in alerts.alerts[0].text and "Nothing was credited" in alerts.alerts[0].text
+    assert invoice_id not in alerts.keys()[0]  # the peer's id: never part of a key
 
 
 async def test_the_webhook_and_the_watcher_racing_credit_once(
@@ -299,22 +331,87 @@ async def test_the_webhook_and_the_watcher_racing_credit_once(
     assert kinds(after) == [job_kinds.ACTIVATE, job_kinds.NOTIFY]
 
 
-async def test_a_delivery_before_billing_is_ready_is_asked_again_later(
-    peer: FakeCryptoBot,
-) -> None:
-    def not_ready() -> Billing:
-        raise ServiceNotReady("billing starts with the database")
+def not_ready() -> Billing:
+    raise ServiceNotReady("billing starts with the database")
 
+
+async def test_a_delivery_before_billing_is_ready_is_asked_again_later(
+    peer: FakeCryptoBot, billing: Billing
+) -> None:
     headers, body = peer.update_delivery({"update_id": 1, "update_type": "invoice_paid"})
-    async with client_for(not_ready) as http:
+    async with client_for(not_ready, billing) as http:
         response = await deliver(http, headers, body)
     assert response.status_code == 503
     assert json.loads(response.content) == {"ok": False, "error": "not_ready"}
 
 
+async def test_a_forged_delivery_is_refused_before_billing_or_the_database(
+    peer: FakeCryptoBot, billing: Billing
+) -> None:
+    """Authentication is the provider's own check on the raw request: a forged delivery is
+    a 401 even while billing is not wired yet (not a 503 asking to deliver it again)."""
+    headers, body = peer.update_delivery({"update_id": 1, "update_type": "invoice_paid"})
+    async with client_for(not_ready, billing) as http:
+        unsigned = await deliver(http, {"content-type": "application/json"}, body)
+        changed = await deliver(http, headers, body + b" ")
+    assert (unsigned.status_code, changed.status_code) == (401, 401)
+    assert unsigned.json() == {"ok": False, "error": "unauthorized"}
+    # refused without reading on: the connection is not kept for another request
+    assert unsigned.headers["connection"] == "close"
+
+
 async def test_an_unknown_provider_is_a_404(client: httpx.AsyncClient) -> None:
     response = await client.post("/webhooks/payments/paypal", content=b"{}")
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("name", ["stars", "card"])
+async def test_telegram_payments_have_no_webhook_whatever_the_body_says(
+    billing: Billing, client: httpx.AsyncClient, db: Database, alerts: Alerts, name: str
+) -> None:
+    """The hole this closes: a JSON body naming a known intent id used to credit it."""
+    bought = await billing.buy(USER, "month", name)
+    before = await state(db)
+    forged = {
+        "currency": bought.payment.currency,
+        "total_amount": bought.payment.amount_minor,
+        "invoice_payload": bought.payment.id,
+        "telegram_payment_charge_id": "forged-1",
+        "provider_payment_charge_id": "forged-1",
+    }
+    with capture_logs() as logs:
+        for _ in range(300):
+            response = await client.post(f"/webhooks/payments/{name}", json=forged)
+            assert response.status_code == 404
+    assert await state(db) == before
+    assert alerts.alerts == []
+    assert all(entry["log_level"] in ("debug", "info") for entry in logs)
+
+
+async def test_a_signed_amount_we_cannot_read_is_a_400_and_changes_nothing(
+    billing: Billing,
+    peer: FakeCryptoBot,
+    client: httpx.AsyncClient,
+    db: Database,
+    alerts: Alerts,
+) -> None:
+    """From the authenticated peer, so not forged, but not a number we can store: a domain
+    error (400), never a bug's 500, and nothing credited or alerted."""
+    _, invoice_id = await checkout(billing)
+    peer.pay(invoice_id)
+    before = await state(db)
+    for amount in ("1e400", "NaN", "-1", "1" * 200):
+        headers, body = peer.webhook_delivery(invoice_id, changes={"amount": amount})
+        with capture_logs() as logs:
+            response = await deliver(client, headers, body)
+        assert response.status_code == 400, amount
+        assert [e["failure_type"] for e in logs if "failure_type" in e] == ["domain_error"]
+    assert await state(db) == before
+    assert alerts.alerts == []
+    # the real delivery still credits it
+    assert (await deliver(client, *peer.webhook_delivery(invoice_id))).json()["results"] == [
+        "credited"
+    ]
 
 
 async def test_a_delivery_that_meets_a_database_outage_is_asked_again_later(
@@ -336,7 +433,7 @@ async def test_a_delivery_that_meets_a_database_outage_is_asked_again_later(
             Alerts(),
             balance_currency="RUB",
         )
-        async with client_for(lambda: outage) as http:
+        async with client_for(lambda: outage, outage) as http:
             response = await deliver(http, *delivery)
     finally:
         await nowhere.close()

@@ -28,6 +28,9 @@ port = {port}
 [http.public]
 port = 0
 
+[telegram]
+enabled = false
+
 [database]
 dsn = "{dsn}"
 auto_migrate = true

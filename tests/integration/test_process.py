@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,6 +105,9 @@ def write_config(tmp_path: Path, port: int, receiver_url: str, on_exhausted: str
 [service]
 log_format = "json"
 
+[telegram]
+enabled = false
+
 [database]
 dsn = "{dsn}"
 
@@ -134,9 +140,14 @@ on_exhausted = "{on_exhausted}"
 
 
 def start(
-    config: Path, tmp_path: Path, extra_env: dict[str, str] | None = None
+    config: Path,
+    tmp_path: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    unset: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    left_out = ("NOTIFY_SOCKET", "WATCHDOG_USEC", *unset)
+    env = {k: v for k, v in os.environ.items() if k not in left_out}
     env.update({"PYTHONPATH": str(ROOT), **(extra_env or {})})
     return subprocess.Popen(
         [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
@@ -305,6 +316,9 @@ def test_unreachable_database_exits_75_with_a_clear_message(tmp_path: Path) -> N
 [http]
 port = {free_port()}
 
+[telegram]
+enabled = false
+
 [database]
 dsn = "postgresql://vpnbot:hunter2-secret@127.0.0.1:{free_port()}/vpnbot"
 connect_timeout_seconds = 2
@@ -332,7 +346,9 @@ def test_a_database_behind_is_refused_until_migrated(
 ) -> None:
     dsn = postgres.new_database(migrated=False)
     config = tmp_path / "vpnbot.toml"
-    config.write_text(f'[http]\nport = {free_port()}\n\n[database]\ndsn = "{dsn}"\n')
+    config.write_text(
+        f'[http]\nport = {free_port()}\n[telegram]\nenabled = false\n[database]\ndsn = "{dsn}"\n'
+    )
     refused = run_cli("run", "--config", str(config))
     assert refused.returncode == 78, refused.stderr
     assert "vpnbot migrate" in refused.stdout + refused.stderr
@@ -342,3 +358,220 @@ def test_a_database_behind_is_refused_until_migrated(
     assert "0001_initial" in migrated.stdout
     again = run_cli("migrate", "--config", str(config))
     assert again.returncode == 0 and "up to date" in again.stdout
+
+
+# -- the configuration: check-config refuses what run refuses -------------------------------
+
+TOKEN = "123456789:AAHprocessTestBotToken_0123456789ab"
+MONTH_FOR_STARS = """
+[plans.month]
+title = { en = "1 month" }
+duration_days = 30
+backend = "marzban"
+prices = { stars = { XTR = 150 } }
+"""
+BAD_CONFIGS = {
+    "token-shape": ('[telegram]\ntoken = "hello"\n', {"telegram.token"}),
+    "no-telegram-and-unknown-names": (
+        MONTH_FOR_STARS
+        + '[trial]\nenabled = true\nbackend = "xui"\n'
+        + "[actors.payment_reconciler]\ninterval_seconds = 60\n"
+        + "[actors.database]\nbackoff_max_seconds = 0.5\n",
+        {
+            "telegram.token",
+            "plans.month.backend",
+            "plans.month.prices.stars",
+            "trial.backend",
+            "actors.payment_reconciler",
+            "actors.database.backoff_max_seconds",
+        },
+    ),
+    "bot-policy-and-typo": (
+        f'[telegram]\ntoken = "{TOKEN}"\n'
+        + "[actors.bot]\nbackoff_min_seconds = 120\n[actors.reconciliaton]\nenabled = false\n",
+        {"actors.bot.backoff_min_seconds", "actors.reconciliaton"},
+    ),
+    "price-the-provider-does-not-take": (
+        f'[telegram]\ntoken = "{TOKEN}"\n'
+        + MONTH_FOR_STARS.replace("XTR = 150", "RUB = 19900")
+        + "[plugins.settings.telegram_payments]\n"
+        + '[plugins.settings.marzban]\nbase_url = "http://127.0.0.1:9"\n'
+        + 'username = "admin"\npassword = "panel-password"\n',
+        {"plans.month.prices.stars.RUB"},
+    ),
+}
+
+
+def _unreachable_database() -> str:
+    """A run that gets past the checks stops here quickly (exit 75), never hangs."""
+    return (
+        f'[database]\ndsn = "postgresql://vpnbot:pw@127.0.0.1:{free_port()}/vpnbot"\n'
+        "connect_timeout_seconds = 2\n"
+    )
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "supervisor.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        stdout, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stdout, stderr
+
+
+def _config_errors(stderr: str) -> list[str]:
+    return sorted(line for line in stderr.splitlines() if line.startswith("config error: "))
+
+
+def test_check_config_refuses_what_run_refuses(tmp_path: Path) -> None:
+    """Both commands, as processes, on the same files: the same exit code and the same lines."""
+    started = {}
+    for name, (text, _) in BAD_CONFIGS.items():
+        config = tmp_path / f"{name}.toml"
+        config.write_text(text + _unreachable_database())
+        started[name] = (_cli("run", "--config", str(config)), _cli("check-config", str(config)))
+    for name, (run, check) in started.items():
+        run_code, _, run_err = _finish(run)
+        check_code, check_out, check_err = _finish(check)
+        assert (run_code, check_code) == (78, 78), (name, run_err, check_err)
+        assert "Traceback" not in run_err + check_err, name
+        assert _config_errors(run_err) == _config_errors(check_err), name
+        paths = {line.split(": ")[1] for line in _config_errors(check_err)}
+        assert paths == BAD_CONFIGS[name][1], name
+        assert "config ok" not in check_out
+
+
+def test_what_check_config_accepts_run_starts_and_both_warn_alike(tmp_path: Path) -> None:
+    config = tmp_path / "workers-only.toml"
+    config.write_text(
+        "[telegram]\nenabled = false\n[actors.notifier]\ninterval_seconds = 2\n"
+        + _unreachable_database()
+    )
+    run_code, run_out, run_err = _finish(_cli("run", "--config", str(config)))
+    check_code, check_out, check_err = _finish(_cli("check-config", str(config)))
+    assert check_code == 0, check_err
+    assert check_out.strip() == f"config ok: {config}"
+    assert check_err.splitlines() == [
+        "config warning: actors.notifier: not run with this configuration: has no effect"
+    ]
+    assert run_code == 75, run_err  # past every check, stopped by the database
+    warnings = [line for line in log_lines(run_out) if line.get("event") == "config warning"]
+    assert [(w["path"], w["level"]) for w in warnings] == [("actors.notifier", "warning")]
+
+
+# -- the log: every line JSON, and the operator guide's jq recipes work on it ---------------
+
+GUIDE = ROOT / "systemd" / "README.md"
+RECIPE = re.compile(r"^journalctl -u vpnbot -o cat \| jq (.+)$", re.MULTILINE)
+"""A recipe of the guide's Logs section: what follows ``jq`` is its arguments."""
+SYSTEMD_LINES = ("Starting vpnbot.service - vpnbot...", "vpnbot.service: Deactivated successfully.")
+"""Lines the journal of the unit holds besides the service's own (``journalctl -u``)."""
+
+
+def _json_values(text: str) -> list[Any]:
+    """Every JSON value in ``text`` (jq prints objects over several lines)."""
+    decoder, values, index = json.JSONDecoder(), [], 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        value, index = decoder.raw_decode(text, index)
+        values.append(value)
+    return values
+
+
+def _jq(arguments: list[str], journal: str) -> list[Any]:
+    """A recipe's jq run on ``journal``; without jq, the same filter done in Python."""
+    jq = shutil.which("jq")
+    if jq is not None:
+        result = subprocess.run(
+            [jq, *arguments], input=journal, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        return _json_values(result.stdout)
+    match = re.fullmatch(r'fromjson\? \| select\(\.(\w+) == "([^"]*)"\)', arguments[-1])
+    assert arguments[:-1] == ["-R"] and match, f"no jq here, and no Python for {arguments}"
+    key, wanted = match.groups()
+    found = []
+    for line in journal.splitlines():
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if value.get(key) == wanted:
+            found.append(value)
+    return found
+
+
+def test_every_line_of_a_real_run_is_json_and_the_guides_recipes_work(tmp_path: Path) -> None:
+    """The embedded PostgreSQL without XDG_RUNTIME_DIR makes platformdirs warn; that warning,
+    the libraries' lines and ours must all be JSON, as journald collects stdout and stderr."""
+    port = free_port()
+    config = tmp_path / "vpnbot.toml"
+    config.write_text(
+        f"""
+[http]
+port = {port}
+
+[http.public]
+port = 0
+
+[telegram]
+enabled = false
+
+[database]
+data_dir = "{tmp_path / "pgdata"}"
+
+[plugins]
+paths = ["tests.fixtures.crashing_actor_plugin"]
+
+[actors.crashy]
+backoff_min_seconds = 0.2
+backoff_max_seconds = 0.5
+budget_max_failures = 2
+budget_window_seconds = 60
+"""
+    )
+    process = start(config, tmp_path, unset=("XDG_RUNTIME_DIR",))
+
+    def crashy_parked() -> bool:
+        document = get_status(port)
+        return document is not None and actor(document, "crashy")["state"] == "parked"
+
+    try:
+        wait_for(crashy_parked, timeout=180)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, stdout, stderr = _finish(process)
+    assert code == 0, stderr
+
+    assert stderr == ""
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert all(isinstance(line, dict) for line in lines)
+    assert all(list(line)[:4] == ["timestamp", "level", "component", "event"] for line in lines)
+    [warning] = [line for line in lines if line.get("category") == "RuntimeDirWarning"]
+    assert (warning["level"], warning["component"]) == ("warning", "warnings")
+    assert "XDG_RUNTIME_DIR" in warning["event"]
+
+    journal = "\n".join([SYSTEMD_LINES[0], stdout + stderr, SYSTEMD_LINES[1]])
+    recipes = [shlex.split(args) for args in RECIPE.findall(GUIDE.read_text(encoding="utf-8"))]
+    assert len(recipes) == 2, "the guide's jq recipes changed: update this test"
+    errors = _jq(recipes[0], journal)
+    assert errors and all(line["level"] == "error" for line in errors)
+    ids = [line.get("correlation_id") for line in lines]
+    wanted = next(cid for cid in ids if isinstance(cid, str) and cid != "-")
+    by_id = [re.sub(r'"[0-9a-f]+\.\.\."', f'"{wanted}"', arg) for arg in recipes[1]]
+    found = _jq(by_id, journal)
+    assert len(found) == ids.count(wanted)
+    assert all(line["correlation_id"] == wanted for line in found)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -11,12 +12,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from plugins.cryptobot import CryptoBotProvider, vpnbot_payment_providers
-from plugins.cryptobot.amounts import to_decimal_string, to_minor
+from plugins.cryptobot.amounts import MAX_MINOR, to_decimal_string, to_minor
 from plugins.cryptobot.client import CryptoPayClient
+from runtime.billing import Checkout
 from runtime.config import ConfigError, Settings
 from runtime.failures import DependencyError, FailureType, classify
 from runtime.plugin_api import PaymentProvider
 from runtime.plugin_api.payments import (
+    AuthenticatedDelivery,
     ConfirmedPayment,
     InvoiceState,
     PaymentIntent,
@@ -71,25 +74,51 @@ async def paid_delivery(
     return fake.webhook_delivery(invoice.external_id)
 
 
+async def received(
+    provider: CryptoBotProvider, headers: dict[str, str], body: bytes
+) -> list[ConfirmedPayment]:
+    """Through the provider's HTTP door as the core goes through it: authenticate, parse."""
+    await provider.webhook.authenticate(headers, body)
+    return list(await provider.webhook.parse(AuthenticatedDelivery(headers, body)))
+
+
 class TestCryptoBotContract(PaymentProviderContract):
     @pytest.fixture
     async def subject(self) -> AsyncIterator[ProviderUnderTest]:
         fake = FakeCryptoBot(TOKEN)
         async with fake.running() as url:
             provider = make_provider(url)
-            headers, body = fake.update_delivery({"update_id": 1, "update_type": "invoice_paid"})
-            forged = {SIGNATURE_HEADER: sign("1:someone-elses-token", body)}
+
+            async def paid(
+                checkout: Checkout, *, amount_minor: int, currency: str
+            ) -> tuple[dict[str, str], bytes]:
+                invoice_id = checkout.invoice.external_id or ""
+                fake.pay(invoice_id)
+                return fake.webhook_delivery(
+                    invoice_id,
+                    changes={
+                        "fiat": currency,
+                        "amount": to_decimal_string(amount_minor, 2, keep_zeros=True),
+                    },
+                )
+
+            def signed_by_others(
+                delivery: tuple[dict[str, str], bytes],
+            ) -> list[tuple[dict[str, str], bytes]]:
+                _, body = delivery
+                return [
+                    ({SIGNATURE_HEADER: sign("1:someone-elses-token", body)}, body),
+                    ({SIGNATURE_HEADER: sign(TOKEN, body)}, body + b"\n"),
+                    ({SIGNATURE_HEADER: hashlib.sha256(body).hexdigest()}, body),
+                ]
+
             yield ProviderUnderTest(
                 provider,
                 fake,
                 intent(),
                 secrets=[TOKEN],
-                forged_webhooks=[
-                    (forged, body),
-                    ({}, body),
-                    (headers, body + b" "),
-                    ({SIGNATURE_HEADER: "00" * 32}, b"not json"),
-                ],
+                paid_delivery=paid,
+                forge=signed_by_others,
             )
             await provider.aclose()
 
@@ -138,7 +167,8 @@ def test_amount_exponent_rule() -> None:
     assert to_minor("199.00", 2) == 19900
     assert to_minor("199", 2) == 19900
     assert to_minor(1.5, 9) == 1_500_000_000
-    for bad in ("abc", "-1", None, True, "NaN"):
+    assert to_minor(str(MAX_MINOR), 0) == MAX_MINOR
+    for bad in ("abc", "-1", None, True, "NaN", "1e400", "1e-400e5", "9" * 101, MAX_MINOR + 1):
         with pytest.raises(ValueError):
             to_minor(bad, 2)
 
@@ -161,7 +191,7 @@ async def test_a_signed_invoice_paid_delivery_is_one_payment(
     the_intent = intent(19900, "RUB")
     headers, body = await paid_delivery(fake, provider, the_intent)
 
-    payments = await provider.parse_webhook(headers, body)
+    payments = await received(provider, headers, body)
 
     assert len(payments) == 1
     payment = payments[0]
@@ -180,7 +210,7 @@ async def test_header_names_are_case_insensitive(
 ) -> None:
     headers, body = await paid_delivery(fake, provider, intent())
     upper = {"Crypto-Pay-Api-Signature": headers[SIGNATURE_HEADER].upper()}
-    assert len(await provider.parse_webhook(upper, body)) == 1
+    assert len(await received(provider, upper, body)) == 1
 
 
 async def test_forged_missing_and_reserialised_deliveries_are_rejected_with_401(
@@ -198,7 +228,7 @@ async def test_forged_missing_and_reserialised_deliveries_are_rejected_with_401(
     ]
     for case_headers, case_body in cases:
         with pytest.raises(WebhookRejected) as caught:
-            await provider.parse_webhook(case_headers, case_body)
+            await received(provider, case_headers, case_body)
         assert caught.value.status == 401
 
 
@@ -206,7 +236,7 @@ async def test_the_signature_is_checked_before_the_body_is_parsed(
     provider: CryptoBotProvider,
 ) -> None:
     with pytest.raises(WebhookRejected) as caught:
-        await provider.parse_webhook({}, b"{broken json")
+        await received(provider, {}, b"{broken json")
     assert caught.value.status == 401
 
 
@@ -215,7 +245,7 @@ async def test_signed_garbage_is_rejected_with_400(
 ) -> None:
     body = b"[1, 2]"
     with pytest.raises(WebhookRejected) as caught:
-        await provider.parse_webhook({SIGNATURE_HEADER: sign(TOKEN, body)}, body)
+        await received(provider, {SIGNATURE_HEADER: sign(TOKEN, body)}, body)
     assert caught.value.status == 400
     unreadable = [
         {},
@@ -226,8 +256,41 @@ async def test_signed_garbage_is_rejected_with_400(
     for invoice in unreadable:
         headers, body = fake.update_delivery({"update_type": "invoice_paid", "payload": invoice})
         with pytest.raises(WebhookRejected) as caught:
-            await provider.parse_webhook(headers, body)
+            await received(provider, headers, body)
         assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("amount", ["1e400", "1e-400e5", "-5", "0", "9" * 101, "Infinity"])
+async def test_an_unreadable_amount_from_the_authenticated_peer_is_a_domain_error(
+    fake: FakeCryptoBot, provider: CryptoBotProvider, amount: str
+) -> None:
+    invoice = await provider.create_invoice(intent())
+    fake.pay(invoice.external_id or "")
+    headers, body = fake.webhook_delivery(invoice.external_id or "", changes={"amount": amount})
+    with pytest.raises(WebhookRejected) as caught:
+        await received(provider, headers, body)
+    assert caught.value.status == 400
+    assert classify(caught.value).type is FailureType.DOMAIN
+
+
+async def test_one_unreadable_invoice_does_not_hide_the_others_from_polling(
+    fake: FakeCryptoBot, provider: CryptoBotProvider
+) -> None:
+    good, bad = intent(), intent()
+    ids = []
+    for the_intent in (good, bad):
+        invoice = await provider.create_invoice(the_intent)
+        fake.pay(invoice.external_id or "")
+        ids.append(invoice.external_id or "")
+    fake.invoices[int(ids[1])]["amount"] = "1e400"
+
+    with capture_logs() as logs:
+        statuses = await provider.fetch_status(ids)
+
+    (status,) = statuses
+    assert status.payment is not None and status.payment.intent_id == good.id
+    (skipped,) = [e for e in logs if e["event"] == "paid invoice not understood"]
+    assert skipped["failure_type"] == "domain_error" and skipped["log_level"] == "warning"
 
 
 async def test_other_update_types_are_ignored(
@@ -236,7 +299,7 @@ async def test_other_update_types_are_ignored(
     headers, body = fake.update_delivery(
         {"update_id": 7, "update_type": "check_activated", "payload": {"check_id": 1}}
     )
-    assert list(await provider.parse_webhook(headers, body)) == []
+    assert list(await received(provider, headers, body)) == []
 
 
 async def test_an_invoice_without_our_payload_is_skipped(
@@ -245,7 +308,7 @@ async def test_an_invoice_without_our_payload_is_skipped(
     invoice = fake.add_invoice(currency_type="fiat", fiat="USD", amount="3")
     fake.pay(invoice["invoice_id"])
     headers, body = fake.webhook_delivery(invoice["invoice_id"])
-    assert list(await provider.parse_webhook(headers, body)) == []
+    assert list(await received(provider, headers, body)) == []
 
 
 async def test_repeated_update_ids_do_not_merge_payments(
@@ -258,12 +321,12 @@ async def test_repeated_update_ids_do_not_merge_payments(
     update_id = json.loads(first[1])["update_id"]
     second = fake.webhook_delivery(invoice.external_id or "", update_id=update_id)
 
-    payments = [*await provider.parse_webhook(*first), *await provider.parse_webhook(*second)]
+    payments = [*await received(provider, *first), *await received(provider, *second)]
     assert len({p.external_id for p in payments}) == 2
     assert payments[1].intent_id == second_intent.id
     assert payments[1].amount_minor == 9900
     # the same invoice delivered again is the same payment: the core dedupes on it
-    again = await provider.parse_webhook(*fake.webhook_delivery(invoice.external_id or ""))
+    again = await received(provider, *fake.webhook_delivery(invoice.external_id or ""))
     assert again[0].external_id == payments[1].external_id
 
 
@@ -366,7 +429,7 @@ async def test_the_token_never_reaches_errors_or_logs(fake: FakeCryptoBot) -> No
     provider = make_provider(fake.url)
     with capture_logs() as logs:
         headers, body = await paid_delivery(fake, provider, intent())
-        await provider.parse_webhook(headers, body)
+        await received(provider, headers, body)
         await provider.fetch_status(["x", "1000"])
         errors: list[BaseException] = []
         for status in (401, 500, 503):
@@ -375,7 +438,7 @@ async def test_the_token_never_reaches_errors_or_logs(fake: FakeCryptoBot) -> No
                 await provider.create_invoice(intent())
             errors.append(caught.value)
         with pytest.raises(WebhookRejected) as rejected:
-            await provider.parse_webhook({}, body)
+            await received(provider, {}, body)
         errors.append(rejected.value)
     await provider.aclose()
     assert logs, "expected some log lines"

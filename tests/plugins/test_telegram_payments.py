@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,18 +21,18 @@ from plugins.telegram_payments import (
 )
 from runtime.config import ConfigError, Settings
 from runtime.failures import DependencyError, FailureType, classify
-from runtime.plugin_api import PaymentProvider
+from runtime.plugin_api import PaymentProvider, TelegramPaymentProvider
 from runtime.plugin_api.payments import (
     ConfirmedPayment,
     InvoiceState,
     PaymentIntent,
     RefundNotSupported,
-    WebhookRejected,
+    TelegramPayment,
 )
 from runtime.testing.contract import PaymentProviderContract, ProviderUnderTest
 from runtime.testing.fakes.bot_api_payments import FakeBotApiPayments
 
-BOT_TOKEN = "7777777:AAHbotTokenThatMustNeverBeShown_0123456"
+BOT_TOKEN = "7777777:AAHbotTokenThatMustNeverBeShown_012"
 CARD_TOKEN = "381764678:TEST:card-provider-secret-77"
 USER = 4242
 
@@ -52,19 +52,16 @@ def intent(amount_minor: int = 150, currency: str = "XTR", **changes: Any) -> Pa
     return PaymentIntent(**values)
 
 
-def delivery(payment: dict[str, Any]) -> tuple[dict[str, str], bytes]:
-    return {}, json.dumps(payment).encode()
-
-
-def forged_deliveries(wrong_currency: str) -> list[tuple[dict[str, str], bytes]]:
-    good = {
-        "currency": wrong_currency,
-        "total_amount": 150,
-        "invoice_payload": "p",
-        "telegram_payment_charge_id": "c",
-    }
-    missing = {k: v for k, v in good.items() if k != "telegram_payment_charge_id"}
-    return [({}, b"garbage"), ({}, b"[]"), delivery(missing), delivery(good)]
+def received(successful_payment: dict[str, Any], payer: int = USER) -> TelegramPayment:
+    """A ``successful_payment`` as the bot hands it over: from an update, with its sender."""
+    return TelegramPayment(
+        payer_id=payer,
+        currency=successful_payment["currency"],
+        total_amount=successful_payment["total_amount"],
+        invoice_payload=successful_payment["invoice_payload"],
+        telegram_payment_charge_id=successful_payment["telegram_payment_charge_id"],
+        provider_payment_charge_id=successful_payment.get("provider_payment_charge_id", ""),
+    )
 
 
 @pytest.fixture
@@ -102,7 +99,6 @@ class TestStarsContract(PaymentProviderContract):
                 fake,
                 intent(150, "XTR"),
                 secrets=[BOT_TOKEN],
-                forged_webhooks=forged_deliveries("RUB"),
                 creates_remotely=False,
             )
             await client.aclose()
@@ -116,7 +112,6 @@ class TestCardContract(PaymentProviderContract):
             None,
             intent(19900, "RUB"),
             secrets=[CARD_TOKEN],
-            forged_webhooks=forged_deliveries("XTR"),
             creates_remotely=False,
         )
 
@@ -135,7 +130,23 @@ async def test_a_stars_invoice_is_sent_in_the_chat(stars: StarsProvider) -> None
         "currency": "XTR",
         "prices": [{"label": "VPN, 30 days", "amount": 150}],
         "provider_token": "",
+        "start_parameter": "start",  # the intent named none
     }
+
+
+async def test_an_invoice_links_a_forwarded_copy_to_the_intents_start_parameter(
+    stars: StarsProvider, card: CardProvider
+) -> None:
+    for provider, the_intent in ((stars, intent(150, "XTR")), (card, intent(19900, "RUB"))):
+        invoice = await provider.create_invoice(
+            dataclasses.replace(the_intent, start_parameter="plans")
+        )
+        assert invoice.send_in_chat is not None
+        assert invoice.send_in_chat["start_parameter"] == "plans"
+        for bad in ("two words", "x" * 65, "слово"):
+            with pytest.raises(Exception) as caught:
+                await provider.create_invoice(dataclasses.replace(the_intent, start_parameter=bad))
+            assert classify(caught.value).type is FailureType.DOMAIN
 
 
 async def test_a_card_invoice_carries_the_provider_token_and_minor_units(
@@ -215,56 +226,46 @@ def test_clip_keeps_within_the_limit_on_character_boundaries() -> None:
 # -- confirmations --------------------------------------------------------------------
 
 
-async def test_a_successful_payment_is_one_confirmed_payment(
+async def test_a_successful_payment_is_one_confirmed_payment_with_its_payer(
     fake: FakeBotApiPayments, stars: StarsProvider
 ) -> None:
     the_intent = intent(150, "XTR")
     successful_payment = fake.pay_stars(USER, the_intent.id, 150)
 
-    payments = await stars.parse_webhook(*delivery(successful_payment))
+    payment = await stars.confirm_telegram_payment(received(successful_payment, payer=USER))
 
-    assert len(payments) == 1
-    payment = payments[0]
     assert payment.provider == "stars"
     assert payment.external_id == successful_payment["telegram_payment_charge_id"]
     assert payment.intent_id == the_intent.id
-    assert (payment.amount_minor, payment.currency) == (150, "XTR")
+    assert (payment.amount_minor, payment.currency, payment.payer_id) == (150, "XTR", USER)
 
 
 async def test_a_card_payment_is_confirmed_with_its_charge_ids(
     fake: FakeBotApiPayments, card: CardProvider
 ) -> None:
     successful_payment = fake.card_payment("intent-1", 19900, "RUB")
-    (payment,) = await card.parse_webhook(*delivery(successful_payment))
+    payment = await card.confirm_telegram_payment(received(successful_payment))
     assert payment.external_id == successful_payment["telegram_payment_charge_id"]
     assert payment.raw["provider_payment_charge_id"].startswith("prov_")
     assert (payment.amount_minor, payment.currency, payment.intent_id) == (19900, "RUB", "intent-1")
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"currency": "RUB"},
-        {"total_amount": 0},
-        {"total_amount": "150"},
-        {"total_amount": True},
-        {"invoice_payload": ""},
-        {"telegram_payment_charge_id": None},
-    ],
-)
-async def test_bad_successful_payments_are_rejected_with_400(
-    stars: StarsProvider, change: dict[str, Any]
+async def test_another_currency_is_reported_as_paid_for_the_core_to_refuse(
+    fake: FakeBotApiPayments, stars: StarsProvider
 ) -> None:
-    payment = {
-        "currency": "XTR",
-        "total_amount": 150,
-        "invoice_payload": "p",
-        "telegram_payment_charge_id": "c",
-        **change,
-    }
-    with pytest.raises(WebhookRejected) as caught:
-        await stars.parse_webhook(*delivery(payment))
-    assert caught.value.status == 400
+    """The provider does not hide a payment in another currency behind an error: the core
+    compares it with the intent, refuses it, records it and tells the payer the truth."""
+    payment = await stars.confirm_telegram_payment(received(fake.card_payment("i", 150, "RUB")))
+    assert (payment.amount_minor, payment.currency, payment.provider) == (150, "RUB", "stars")
+
+
+async def test_telegram_payments_have_no_http_door(
+    stars: StarsProvider, card: CardProvider
+) -> None:
+    for provider in (stars, card):
+        assert provider.webhook is None
+        assert isinstance(provider, TelegramPaymentProvider)
+        assert not hasattr(provider, "parse_webhook")
 
 
 # -- refunds --------------------------------------------------------------------------
@@ -366,14 +367,12 @@ async def test_the_card_token_never_reaches_logs(
 ) -> None:
     with capture_logs() as logs:
         await card.create_invoice(intent(19900, "RUB"))
-        await card.parse_webhook(*delivery(fake.card_payment("i", 19900, "RUB")))
-        with pytest.raises(WebhookRejected) as rejected:
-            await card.parse_webhook(*delivery(fake.card_payment("i", 1, "USD")))
+        await card.confirm_telegram_payment(received(fake.card_payment("i", 19900, "RUB")))
         with pytest.raises(RefundNotSupported) as refused:
             await card.refund(confirmed("c", provider="card"), user_id=USER)
     for entry in logs:
         assert CARD_TOKEN not in repr(entry)
-    for text in (str(rejected.value), str(refused.value), repr(card)):
+    for text in (str(refused.value), repr(card)):
         assert CARD_TOKEN not in text
 
 
@@ -400,9 +399,11 @@ async def test_stars_fetch_status_reports_payments_telegram_has_seen(
     assert payment is not None
     assert (payment.intent_id, payment.amount_minor, payment.currency) == (paid.id, 150, "XTR")
     assert payment.paid_at is not None and payment.raw["refunded"] is False
+    assert payment.payer_id == USER  # the Star transaction says who paid
     refunded_payment = by_id[second].payment
     assert refunded_payment is not None and refunded_payment.raw["refunded"] is True
     assert refunded_payment.intent_id == refunded.id
+    assert refunded_payment.payer_id == USER + 1
     first_pass = len(fake.calls(path_prefix=f"/bot{BOT_TOKEN}/getStarTransactions"))
     assert first_pass <= 15
 

@@ -11,7 +11,7 @@ from aiogram.types import LabeledPrice, PreCheckoutQuery
 from aiogram.types import Message as AiogramMessage
 
 from runtime.bridge import asyncio_loop, run_asyncio
-from runtime.testing.telegram import Kind, Limits, TelegramEmulator, polling
+from runtime.testing.telegram import EmulatorError, Kind, Limits, TelegramEmulator, polling
 
 STARS = {"currency": "XTR", "prices": [LabeledPrice(label="30 days", amount=150)]}
 
@@ -244,3 +244,47 @@ async def test_invoice_rules_card_payments_and_links() -> None:
     assert [t["id"] for t in emulator.star_transactions()] == [
         via_link.payment.telegram_payment_charge_id
     ]
+
+
+async def test_a_forwarded_invoice_is_payable_by_its_holder_only_without_a_start_parameter() -> (
+    None
+):
+    """sendInvoice's ``start_parameter``: empty, a forwarded copy has a Pay button and
+    whoever holds it pays the same invoice; set, the copy only links to the bot."""
+    emulator = TelegramEmulator(bot_username="vpn_shop_bot")
+    dispatcher, paid = shop()
+    async with emulator.running(), asyncio_loop(), emulator.bot_client() as bot:
+        ann = emulator.create_user(first_name="Ann")
+        bob = emulator.create_user(first_name="Bob")
+        async with polling(dispatcher, bot):
+            common = {"title": "VPN", "description": "30 days", "provider_token": "", **STARS}
+            linked = await run_asyncio(
+                bot.send_invoice, ann.id, payload="intent-1", start_parameter="plans", **common
+            )
+            open_ = await run_asyncio(bot.send_invoice, ann.id, payload="intent-2", **common)
+            with pytest.raises(TelegramBadRequest, match="START_PARAM_INVALID"):
+                await run_asyncio(
+                    bot.send_invoice, ann.id, payload="i", start_parameter="no spaces", **common
+                )
+
+            copy = ann.forward(linked.message_id, to=bob)
+            button = copy.button()
+            assert (button.pay, button.url) == (False, "https://t.me/vpn_shop_bot?start=plans")
+            with pytest.raises(EmulatorError, match="no Pay button"):
+                await bob.pay(forwarded=copy)
+            hello = bob.open_link(button.url)
+            assert hello.text == "/start plans"
+            assert hello.chat_id == bob.id
+
+            loose = ann.forward(open_.message_id, to=bob)
+            assert loose.button().pay
+            with pytest.raises(EmulatorError, match="does not have"):
+                await ann.pay(forwarded=loose)
+            result = await bob.pay(forwarded=loose)
+            assert result.ok and result.payment is not None
+            assert (result.payment.user_id, result.payment.chat_id) == (bob.id, bob.id)
+            await bob.wait_for_message(lambda m: m.text == "Thank you!", timeout=5)
+        assert [p["invoice_payload"] for p in paid] == ["intent-2"]
+        assert emulator.counters["forwards"] == 2
+        # the bot saw Bob's /start and Bob's payment, nothing of the forwarding itself
+        assert [e.kind for e in emulator.transcript(ann.id)].count(Kind.PAYMENT) == 0

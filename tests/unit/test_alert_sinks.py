@@ -25,7 +25,7 @@ from runtime.plugin_api import load_plugins
 from runtime.supervision import ActorContext
 from runtime.testing import check_alert_sink, sample_alert
 
-TOKEN = "123456:SUPER-SECRET-TOKEN"
+TOKEN = "123456:SUPER-SECRET-TOKEN-0123456789abcdef"
 
 
 @dataclass

@@ -15,7 +15,7 @@ import supervisor as cli
 from runtime.alerts import Alert
 from runtime.app import RuntimeObserver, apply_policy
 from runtime.app.tables import render_status
-from runtime.config import ActorPolicyOverride, ConfigError
+from runtime.config import ActorPolicyOverride, ConfigError, ConfigProblem
 from runtime.metrics import Metrics, SupervisionCollector
 from runtime.supervision import (
     ActorContext,
@@ -80,8 +80,17 @@ def test_override_clashing_with_the_actor_default_is_a_config_error() -> None:
     spec = ActorSpec("w", idle, backoff=Backoff(min=1, max=60))
     with pytest.raises(ConfigError) as caught:
         apply_policy(spec, ActorPolicyOverride(backoff_min_seconds=120))
-    assert caught.value.problems[0].path == "actors.w"
-    assert "above max" in caught.value.problems[0].reason
+    assert caught.value.problems == [
+        ConfigProblem(
+            "actors.w.backoff_min_seconds",
+            "must be <= 60, this actor's backoff_max_seconds (got 120);"
+            " set backoff_max_seconds too",
+        )
+    ]
+    with pytest.raises(ConfigError) as caught:
+        apply_policy(spec, ActorPolicyOverride(backoff_max_seconds=0.5))
+    assert [p.path for p in caught.value.problems] == ["actors.w.backoff_max_seconds"]
+    assert caught.value.problems[0].reason.startswith("must be >= 1, this actor's")
 
 
 # -- long-trouble alerts ---------------------------------------------------------------------
@@ -222,9 +231,14 @@ def test_status_of_an_instance_that_does_not_answer_exits_69(
     assert "not answering" in capsys.readouterr().err
 
 
-def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["check-config", "config/vpnbot.example.toml"], environ={}) == 0
+def test_check_config_accepts_the_example_with_a_token(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    token = {"VPNBOT_TELEGRAM__TOKEN": "123456789:AAHexampleBotToken_0123456789abcdef"}
+    assert cli.main(["check-config", "config/vpnbot.example.toml"], environ=token) == 0
     assert "config ok" in capsys.readouterr().out
+    assert cli.main(["check-config", "config/vpnbot.example.toml"], environ={}) == 78
+    assert "config error: telegram.token: required" in capsys.readouterr().err
 
 
 def test_console_script_points_at_the_same_main() -> None:

@@ -1,10 +1,17 @@
-"""The configuration: defaults, the example file, overrides, credentials and every error kind."""
+"""The configuration: defaults, the example file, overrides, credentials, every error kind,
+and the checks against what it names (plugins, actors) that `vpnbot run` and
+`vpnbot check-config` share."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import pathlib
 import pickle
 import re
+import subprocess
+import sys
 import tomllib
 import types
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -12,15 +19,29 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import pytest
 from pydantic import BaseModel
 
+from runtime.app import BUILTIN_ACTOR_NAMES, ConfigReport, build_runtime, check_configuration
+from runtime.bot import declared_bot_actors
 from runtime.config import (
+    BOT_TOKEN_SHAPE,
     ActorPolicyOverride,
     ConfigError,
     ConfigProblem,
     Settings,
     load_settings,
+    production_problems,
 )
+from runtime.testing.telegram import DEFAULT_TOKEN
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "config" / "vpnbot.example.toml"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "vpnbot.example.toml"
+
+
+def _token(bot_id: int) -> str:
+    """Shaped like the tokens @BotFather issues: the bot id, a colon, 35 characters."""
+    return f"{bot_id}:AAHconfigTestBotToken_0123456789abc"
+
+
+TOKEN, FILE_TOKEN, CREDENTIAL_TOKEN, ENV_TOKEN = _token(123456789), _token(1), _token(2), _token(3)
 
 # In the example, "# text" is prose and "#key = value" / "#[table]" is a setting left off.
 _DISABLED_SETTING = re.compile(r"^#(?=[\[A-Za-z_])", re.MULTILINE)
@@ -256,14 +277,16 @@ def test_alerts_by_telegram_need_the_bot_token(tmp_path: pathlib.Path) -> None:
 
 
 def test_alerts_by_telegram_need_a_chat(tmp_path: pathlib.Path) -> None:
-    text = '[telegram]\ntoken = "1:x"\n[alerts.telegram]\nenabled = true\n'
+    text = f'[telegram]\ntoken = "{TOKEN}"\n[alerts.telegram]\nenabled = true\n'
     problems = _problems(tmp_path, text)
     assert list(problems) == ["alerts.telegram.chat_ids"]
     assert problems["alerts.telegram.chat_ids"].startswith("must not be empty")
 
 
 def test_alert_chats_fall_back_to_admin_chats(tmp_path: pathlib.Path) -> None:
-    text = '[telegram]\ntoken = "1:x"\nadmin_chat_ids = [7]\n[alerts.telegram]\nenabled = true\n'
+    text = (
+        f'[telegram]\ntoken = "{TOKEN}"\nadmin_chat_ids = [7]\n[alerts.telegram]\nenabled = true\n'
+    )
     assert _load(tmp_path, text).alerts.telegram.enabled is True
 
 
@@ -362,13 +385,13 @@ def test_string_settings_take_the_text_as_written() -> None:
     environ = {
         "VPNBOT_SERVICE__NAME": "123",
         "VPNBOT_SERVICE__INSTANCE_ID": '"quoted"',
-        "VPNBOT_TELEGRAM__TOKEN": "123456:ABC-def",
+        "VPNBOT_TELEGRAM__TOKEN": TOKEN,
         "VPNBOT_ALERTS__WEBHOOK__SECRET": "true",
     }
     settings = load_settings(None, environ=environ)
     assert settings.service.name == "123"
     assert settings.service.instance_id == "quoted"
-    assert settings.secret_values() == ["123456:ABC-def", "true"]
+    assert settings.secret_values() == [TOKEN, "true"]
 
 
 @pytest.mark.parametrize(
@@ -426,7 +449,7 @@ def test_credential_file_supplies_a_secret(tmp_path: pathlib.Path) -> None:
     environ = _credentials(
         tmp_path,
         {
-            "telegram.token": "123:from-file\n",
+            "telegram.token": f"{TOKEN}\n",
             "alerts.webhook.secret": "s3cr3t\n\n",
             "plugins.settings.cryptopay.token": "cp-token\n",
             "database-password": "ignored: not one of ours",
@@ -434,20 +457,20 @@ def test_credential_file_supplies_a_secret(tmp_path: pathlib.Path) -> None:
     )
     settings = load_settings(None, environ=environ)
     assert settings.telegram.token is not None
-    assert settings.telegram.token.get_secret_value() == "123:from-file"
+    assert settings.telegram.token.get_secret_value() == TOKEN
     assert settings.alerts.webhook.secret is not None
     assert settings.alerts.webhook.secret.get_secret_value() == "s3cr3t\n"
     assert settings.plugins.settings == {"cryptopay": {"token": "cp-token"}}
 
 
 def test_credential_beats_the_file_and_environment_beats_both(tmp_path: pathlib.Path) -> None:
-    environ = _credentials(tmp_path, {"telegram.token": "from-credential"})
-    text = '[telegram]\ntoken = "from-file"\n'
+    environ = _credentials(tmp_path, {"telegram.token": CREDENTIAL_TOKEN})
+    text = f'[telegram]\ntoken = "{FILE_TOKEN}"\n'
     token = _load(tmp_path, text, environ).telegram.token
-    assert token is not None and token.get_secret_value() == "from-credential"
-    environ["VPNBOT_TELEGRAM__TOKEN"] = "from-env"
+    assert token is not None and token.get_secret_value() == CREDENTIAL_TOKEN
+    environ["VPNBOT_TELEGRAM__TOKEN"] = ENV_TOKEN
     token = _load(tmp_path, text, environ).telegram.token
-    assert token is not None and token.get_secret_value() == "from-env"
+    assert token is not None and token.get_secret_value() == ENV_TOKEN
 
 
 def test_credential_for_a_non_secret_is_an_error(tmp_path: pathlib.Path) -> None:
@@ -462,9 +485,9 @@ def test_credential_for_a_non_secret_is_an_error(tmp_path: pathlib.Path) -> None
 
 def test_secret_values_lists_every_secret(tmp_path: pathlib.Path) -> None:
     environ = _credentials(tmp_path, {"plugins.settings.panel.login": "admin-login"})
-    text = """
+    text = f"""
 [telegram]
-token = "123:abc"
+token = "{TOKEN}"
 [alerts.webhook]
 url = "https://hooks.example.com/x"
 secret = "hook-secret"
@@ -476,9 +499,9 @@ password = ""
 """
     settings = _load(tmp_path, text, environ)
     assert sorted(settings.secret_values()) == sorted(
-        ["123:abc", "hook-secret", "admin-login", "cp-token"]
+        [TOKEN, "hook-secret", "admin-login", "cp-token"]
     )
-    assert "123:abc" not in repr(settings)
+    assert TOKEN not in repr(settings)
     assert "hook-secret" not in repr(settings)
 
 
@@ -492,6 +515,75 @@ def test_secrets_are_not_echoed_in_problems(tmp_path: pathlib.Path) -> None:
     ]
     assert "987654" not in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+# --- the bot token and Telegram on purpose -------------------------------------------------
+
+TOKEN_REFUSED = f"must be a bot token as @BotFather issues it: {BOT_TOKEN_SHAPE}"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "hello",
+        "123456:ABC-def",
+        TOKEN[:-1],
+        TOKEN + "x",
+        "bot" + TOKEN,
+        "abc:" + TOKEN.split(":")[1],
+        ":" + TOKEN.split(":")[1],
+        " " + TOKEN,
+        TOKEN + "\n",
+        TOKEN[:-1] + "!",
+        TOKEN.replace(":", ";"),
+    ],
+)
+def test_a_token_not_shaped_like_botfathers_is_refused(tmp_path: pathlib.Path, token: str) -> None:
+    text = f"[telegram]\ntoken = {json.dumps(token)}\n"
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, text)
+    assert caught.value.problems == [ConfigProblem("telegram.token", TOKEN_REFUSED)]
+    assert token.strip() not in str(caught.value)
+
+
+def test_a_bad_token_from_a_credential_file_says_where_it_came_from(
+    tmp_path: pathlib.Path,
+) -> None:
+    environ = _credentials(tmp_path, {"telegram.token": "hello\n"})
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ=environ)
+    assert caught.value.problems == [
+        ConfigProblem("telegram.token", f"{TOKEN_REFUSED} [from credential telegram.token]")
+    ]
+
+
+@pytest.mark.parametrize("token", [TOKEN, DEFAULT_TOKEN, "7:" + "_-" * 17 + "z"])
+def test_tokens_shaped_like_botfathers_and_the_emulators_are_accepted(token: str) -> None:
+    settings = load_settings(None, environ={"VPNBOT_TELEGRAM__TOKEN": token})
+    assert settings.telegram.token is not None
+    assert settings.telegram.token.get_secret_value() == token
+
+
+def test_telegram_off_on_purpose_takes_no_token_and_no_telegram_alerts(
+    tmp_path: pathlib.Path,
+) -> None:
+    text = f'[telegram]\nenabled = false\ntoken = "{TOKEN}"\n[alerts.telegram]\nenabled = true\n'
+    assert _problems(tmp_path, text) == {
+        "telegram.token": "must be unset when telegram.enabled is false",
+        "alerts.telegram.enabled": "must be false when telegram.enabled is false",
+    }
+    assert _load(tmp_path, "[telegram]\nenabled = false\n").telegram.token is None
+
+
+def test_production_needs_a_token_unless_telegram_is_off_on_purpose() -> None:
+    [problem] = production_problems(Settings())
+    assert problem.path == "telegram.token"
+    assert problem.reason.startswith("required: without it this instance runs no bot")
+    assert "set telegram.enabled = false" in problem.reason
+    with_token = Settings.model_validate({"telegram": {"token": TOKEN}})
+    assert production_problems(with_token) == []
+    off = Settings.model_validate({"telegram": {"enabled": False}})
+    assert production_problems(off) == []
 
 
 # --- actor overrides ----------------------------------------------------------------------
@@ -519,3 +611,272 @@ def test_the_committed_reference_is_generated_from_the_model() -> None:
     committed = (EXAMPLE.parent / "REFERENCE.md").read_text(encoding="utf-8")
     assert committed == reference_markdown(), "run: vpnbot config-reference > config/REFERENCE.md"
     assert "| `actors.<name>.budget_max_failures` |" in committed
+
+
+# --- checked against what it names: plugins, plans, actors ----------------------------------
+# `vpnbot run` (build_runtime) and `vpnbot check-config` (check_configuration) assemble the
+# runtime the same way; tests/integration/test_process.py runs both commands side by side.
+
+WITH_TOKEN = f'[telegram]\ntoken = "{TOKEN}"\n'
+WITHOUT_TELEGRAM = "[telegram]\nenabled = false\n"
+CRASHY_PLUGIN = '[plugins]\npaths = ["tests.fixtures.crashing_actor_plugin"]\n'
+MARZBAN = """
+[plugins.settings.marzban]
+base_url = "http://127.0.0.1:9"
+username = "admin"
+password = "panel-password"
+"""
+MONTH = """
+[plans.month]
+title = { en = "1 month" }
+duration_days = 30
+backend = "marzban"
+"""
+
+
+def _check(
+    tmp_path: pathlib.Path, text: str, *, environ: dict[str, str] | None = None
+) -> ConfigReport:
+    settings = _load(tmp_path, text)
+    return check_configuration(settings, environ=environ or {})
+
+
+def _refused(
+    tmp_path: pathlib.Path, text: str, *, environ: dict[str, str] | None = None
+) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        _check(tmp_path, text, environ=environ)
+    problems = caught.value.problems
+    assert len(problems) == len({p.path for p in problems}), problems
+    return {problem.path: problem.reason for problem in problems}
+
+
+def test_plans_and_the_trial_need_loaded_backends_and_providers(tmp_path: pathlib.Path) -> None:
+    text = (
+        WITH_TOKEN
+        + MONTH
+        + """
+prices = { stars = { XTR = 150 }, cryptobot = { RUB = 19900 } }
+[trial]
+enabled = true
+backend = "xui"
+"""
+    )
+    assert _refused(tmp_path, text) == {
+        "plans.month.backend": "no VPN backend 'marzban' is loaded (loaded: none)",
+        "plans.month.prices.stars": "no payment provider 'stars' is loaded (loaded: none)",
+        "plans.month.prices.cryptobot": (
+            "no payment provider 'cryptobot' is loaded (loaded: none)"
+        ),
+        "trial.backend": "no VPN backend 'xui' is loaded",
+    }
+    loaded = text + MARZBAN + "[plugins.settings.telegram_payments]\n"
+    assert _refused(tmp_path, loaded) == {
+        "plans.month.prices.cryptobot": (
+            "no payment provider 'cryptobot' is loaded (loaded: stars)"
+        ),
+        "trial.backend": "no VPN backend 'xui' is loaded",
+    }
+
+
+def test_prices_are_checked_against_what_their_provider_takes(tmp_path: pathlib.Path) -> None:
+    text = (
+        WITH_TOKEN
+        + MARZBAN
+        + MONTH
+        + """
+prices = { stars = { RUB = 100 } }
+[plugins.settings.telegram_payments]
+"""
+    )
+    assert _refused(tmp_path, text) == {
+        "plans.month.prices.stars.RUB": "the stars provider takes XTR only"
+    }
+
+
+def test_a_production_config_without_a_token_is_refused_with_everything_else(
+    tmp_path: pathlib.Path,
+) -> None:
+    text = (
+        MONTH + "prices = { stars = { XTR = 150 } }\n[actors.payment_reconciler]\nenabled = false\n"
+    )
+    assert set(_refused(tmp_path, text)) == {
+        "telegram.token",
+        "plans.month.backend",
+        "plans.month.prices.stars",
+        "actors.payment_reconciler",
+    }
+    assert _check(tmp_path, WITHOUT_TELEGRAM).warnings == []
+    # The sandbox brings its own Telegram: without a file nothing more is required.
+    assert check_configuration(Settings(), environ={}, production=False).warnings == []
+
+
+def test_an_actor_name_that_is_a_typo_is_refused_with_the_likely_one(
+    tmp_path: pathlib.Path,
+) -> None:
+    text = WITHOUT_TELEGRAM + "[actors.reconciliaton]\ninterval_seconds = 60\n"
+    assert _refused(tmp_path, text) == {
+        "actors.reconciliaton": "no actor has that name (did you mean actors.reconciliation?)"
+    }
+
+
+def test_an_actor_name_like_none_lists_the_actors(tmp_path: pathlib.Path) -> None:
+    text = WITHOUT_TELEGRAM + "[actors.payment_reconciler]\nbudget_max_failures = 3\n"
+    reason = _refused(tmp_path, text)["actors.payment_reconciler"]
+    assert reason == "no actor has that name; the actors are " + ", ".join(
+        sorted(BUILTIN_ACTOR_NAMES)
+    )
+
+
+def test_plugin_actors_are_actors_too(tmp_path: pathlib.Path) -> None:
+    text = WITHOUT_TELEGRAM + CRASHY_PLUGIN + "[actors.crashy]\nbudget_max_failures = 3\n"
+    report = _check(tmp_path, text)
+    assert {"crashy", "steady"} <= set(report.actors)
+    assert report.warnings == []
+    typo = text.replace("[actors.crashy]", "[actors.crashi]")
+    assert _refused(tmp_path, typo) == {
+        "actors.crashi": "no actor has that name (did you mean actors.crashy?)"
+    }
+
+
+def test_an_actor_this_configuration_does_not_run_is_a_warning(tmp_path: pathlib.Path) -> None:
+    text = WITHOUT_TELEGRAM + "[actors.notifier]\ninterval_seconds = 2\n[actors.bot]\n"
+    report = _check(tmp_path, text)
+    assert report.warnings == [
+        ConfigProblem("actors.notifier", "not run with this configuration: has no effect"),
+        ConfigProblem("actors.bot", "not run with this configuration: has no effect"),
+    ]
+    assert "notifier" not in report.actors and "bot" not in report.actors
+
+
+def test_the_actors_of_a_plugin_left_out_cannot_be_known_so_they_are_a_warning(
+    tmp_path: pathlib.Path,
+) -> None:
+    text = WITHOUT_TELEGRAM + CRASHY_PLUGIN + "[actors.crashy]\nbudget_max_failures = 3\n"
+    disabled = {"VPNBOT_DISABLE_PLUGINS": "tests.fixtures.crashing_actor_plugin"}
+    report = _check(tmp_path, text, environ=disabled)
+    assert [w.path for w in report.warnings] == ["actors.crashy"]
+    assert "tests.fixtures.crashing_actor_plugin" in report.warnings[0].reason
+    assert "crashy" not in report.actors
+
+
+def test_overrides_are_checked_against_each_actors_own_defaults(tmp_path: pathlib.Path) -> None:
+    text = (
+        WITH_TOKEN
+        + CRASHY_PLUGIN
+        + """
+[actors.database]
+backoff_max_seconds = 0.5
+[actors.bot]
+backoff_min_seconds = 120
+[actors.crashy]
+backoff_min_seconds = 10
+"""
+    )
+    assert _refused(tmp_path, text) == {
+        "actors.database.backoff_max_seconds": (
+            "must be >= 1, this actor's backoff_min_seconds (got 0.5); set backoff_min_seconds too"
+        ),
+        "actors.bot.backoff_min_seconds": (
+            "must be <= 60, this actor's backoff_max_seconds (got 120); set backoff_max_seconds too"
+        ),
+        "actors.crashy.backoff_min_seconds": (
+            "must be <= 5, this actor's backoff_max_seconds (got 10); set backoff_max_seconds too"
+        ),
+    }
+    # A disabled actor's policy is never applied, so it cannot clash.
+    bot_off = text.replace("[actors.bot]", "[actors.bot]\nenabled = false")
+    assert set(_refused(tmp_path, bot_off)) == {
+        "actors.database.backoff_max_seconds",
+        "actors.crashy.backoff_min_seconds",
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        WITH_TOKEN,
+        WITH_TOKEN
+        + '[bot]\nmode = "webhook"\nwebhook_url = "https://bot.example.com/hook"\n'
+        + 'webhook_secret = "hook-secret"\n',
+        WITHOUT_TELEGRAM
+        + CRASHY_PLUGIN
+        + "[http]\nenabled = false\n[actors.fast_expiry_cleanup]\nenabled = false\n",
+    ],
+    ids=["polling", "webhook", "without-telegram"],
+)
+def test_the_check_finds_the_actors_run_would_start(tmp_path: pathlib.Path, text: str) -> None:
+    """The check declares the bot's actors instead of building the bot: the same names and
+    policies must come out as from the runtime `vpnbot run` builds."""
+    settings = _load(tmp_path, text)
+    report = check_configuration(settings, environ={})
+    runtime = build_runtime(settings, environ={})
+    specs = runtime.supervisor.specs
+    assert report.actors == [spec.name for spec in specs]
+    plugin_actors = {spec.name for spec in runtime.plugins.actors()}
+    assert set(report.actors) <= set(BUILTIN_ACTOR_NAMES) | plugin_actors
+    built = {spec.name: spec for spec in specs}
+    for spec in declared_bot_actors(settings):
+        assert dataclasses.replace(spec, run=built[spec.name].run) == built[spec.name]
+
+
+def test_checking_a_configuration_imports_no_aiogram(tmp_path: pathlib.Path) -> None:
+    config = _write(tmp_path, WITH_TOKEN + "[actors.bot]\nbackoff_min_seconds = 120\n")
+    code = (
+        "import sys, supervisor\n"
+        f"code = supervisor.main(['check-config', {str(config)!r}], environ={{}})\n"
+        "assert code == 78, code\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiogram'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert "actors.bot.backoff_min_seconds" in result.stderr
+
+
+_ACTOR_MENTION = re.compile(r"\bactors\.([A-Za-z0-9_<>-]+)|VPNBOT_ACTORS__([A-Z0-9_]+?)__")
+
+
+def test_every_actor_the_docs_name_exists() -> None:
+    """Except in a refusal they quote: that one is a typo on purpose."""
+    documents = [
+        ROOT / "README.md",
+        ROOT / "config" / "README.md",
+        ROOT / "config" / "vpnbot.example.toml",
+        ROOT / "systemd" / "README.md",
+        ROOT / "plugins" / "README.md",
+        ROOT / "bench" / "README.md",
+    ]
+    named = {
+        (document.relative_to(ROOT).as_posix(), (file_name or env_name).lower())
+        for document in documents
+        for line in document.read_text(encoding="utf-8").splitlines()
+        if "no actor has that name" not in line
+        for file_name, env_name in _ACTOR_MENTION.findall(line)
+    }
+    assert named, "the docs name no actor at all: the pattern is wrong"
+    unknown = {(doc, name) for doc, name in named if name not in (*BUILTIN_ACTOR_NAMES, "<name>")}
+    assert unknown == set()
+
+
+def test_vpnbot_plugins_lists_what_loads_and_refuses_a_plugins_bad_settings(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import supervisor as cli
+
+    # Plans naming nothing loaded do not hide what did load: that is what to look at.
+    config = _write(tmp_path, CRASHY_PLUGIN + MONTH + "prices = { stars = { XTR = 1 } }\n")
+    assert cli.main(["plugins", "--config", str(config)], environ={}) == 0
+    listing = capsys.readouterr().out
+    assert "tests.fixtures.crashing_actor_plugin" in listing and "steady, crashy" in listing
+
+    config.write_text(WITH_TOKEN + "[plugins.settings.marzban]\nbase_url = 1\n")
+    assert cli.main(["plugins", "--config", str(config)], environ={}) == 78
+    assert "config error: plugins.settings.marzban.base_url" in capsys.readouterr().err

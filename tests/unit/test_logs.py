@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import trio
 import trio.lowlevel
 from structlog.testing import capture_logs
 
+import runtime.logs._warnings
 from runtime.failures import DependencyError, DomainError, FailureType, InfraError, Outcome
 from runtime.logs import (
     REDACTED,
@@ -22,12 +24,14 @@ from runtime.logs import (
     correlation,
     current_correlation_id,
     get_logger,
+    hold_warnings,
     log_failure,
     new_correlation_id,
     redact_processor,
     redact_text,
     reset_logging,
 )
+from runtime.logs._warnings import HELD_AT_MOST
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 SECRET = "crypto-pay-api-key-0f3c9a"
@@ -308,6 +312,78 @@ def test_library_lines_are_structured_and_redacted() -> None:
 
 
 # -- redaction ------------------------------------------------------------------------------
+
+
+class RuntimeDirWarning(UserWarning):
+    """Named like platformdirs' warning when XDG_RUNTIME_DIR is not set."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeDirWarning, stacklevel=1)
+
+
+def test_library_warnings_are_json_lines() -> None:
+    stream = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        configure_logging(fmt="json", stream=stream, secrets=[SECRET])
+        _warn(f"XDG_RUNTIME_DIR is not set, falling back ({SECRET}, bot{TOKEN})")
+    [line] = json_lines(stream)
+    assert list(line)[:4] == ["timestamp", "level", "component", "event"]
+    assert (line["level"], line["component"], line["category"]) == (
+        "warning",
+        "warnings",
+        "RuntimeDirWarning",
+    )
+    assert line["event"] == f"XDG_RUNTIME_DIR is not set, falling back ({REDACTED}, bot{REDACTED})"
+    assert line["source"].startswith(__file__ + ":")
+
+
+def test_warnings_before_the_logging_is_configured_are_held_for_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        hold_warnings()
+        _warn("raised while importing")
+        assert capsys.readouterr().err == ""  # not written by Python as plain text
+        configure_logging(fmt="json", stream=stream)
+        _warn("raised while running")
+    assert [(line["event"], line["category"]) for line in json_lines(stream)] == [
+        ("raised while importing", "RuntimeDirWarning"),
+        ("raised while running", "RuntimeDirWarning"),
+    ]
+
+
+def test_held_warnings_are_bounded() -> None:
+    stream = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        hold_warnings()
+        for number in range(HELD_AT_MOST + 5):
+            _warn(f"early {number}")
+        configure_logging(fmt="json", stream=stream)
+    lines = json_lines(stream)
+    assert [line["event"] for line in lines[:-1]] == [
+        f"early {number}" for number in range(5, HELD_AT_MOST + 5)
+    ]
+    assert (lines[-1]["event"], lines[-1]["count"]) == ("early warnings dropped", 5)
+
+
+def test_a_warning_shown_on_a_given_stream_stays_there_and_reset_gives_python_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shown: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(runtime.logs._warnings, "_original", lambda *args: shown.append(args))
+    stream, own = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings():
+        configure_logging(fmt="json", stream=stream)
+        warnings.showwarning("for a stream", RuntimeDirWarning, "lib.py", 7, file=own)
+        assert shown == [("for a stream", RuntimeDirWarning, "lib.py", 7, own, None)]
+        assert stream.getvalue() == ""
+        reset_logging()
+        assert warnings.showwarning is runtime.logs._warnings._original
 
 
 def test_redaction_everywhere_in_a_json_line() -> None:

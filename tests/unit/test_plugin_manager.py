@@ -146,6 +146,8 @@ def test_raising_hook_is_contained_and_the_plugin_left_out_whole() -> None:
     [
         ("not_a_list", "call", "returned str, expected a list"),
         ("sync_sink", "call", "not a AlertSink"),
+        ("old_provider", "call", "not a PaymentProvider"),
+        ("sync_authenticate", "call", "not a PaymentProvider"),
         ("wrong_argument", "register", "nursery"),
     ],
 )
@@ -216,7 +218,10 @@ def test_entry_point_to_a_missing_attribute_is_an_import_problem() -> None:
 def test_built_in_alert_sinks_plugin() -> None:
     config = Settings.model_validate(
         {
-            "telegram": {"token": "123:SECRET", "admin_chat_ids": [42]},
+            "telegram": {
+                "token": "123:AAHsecretBotToken_SECRET_0123456789",
+                "admin_chat_ids": [42],
+            },
             "alerts": {
                 "webhook": {"url": "http://127.0.0.1:9/hook", "secret": "s3cret"},
                 "telegram": {"enabled": True},

@@ -74,7 +74,7 @@ def test_stop_timeout_covers_every_actors_grace_period() -> None:
     settings = sandbox_settings(
         Settings(),
         telegram_url="http://127.0.0.1:1",
-        token="1:unit-test",
+        token="1:unit-test-token-0123456789abcdefghi",
         panel_url="http://127.0.0.1:2",
         cryptobot_url="http://127.0.0.1:3",
     )

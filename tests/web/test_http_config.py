@@ -14,7 +14,7 @@ from runtime.config import ConfigError, Settings, load_settings
 
 WEBHOOK = """
 [telegram]
-token = "123456:AAHwebhookModeToken0123456789abcdefgh"
+token = "123456:AAHwebhookModeToken0123456789abcdef"
 
 [bot]
 mode = "webhook"

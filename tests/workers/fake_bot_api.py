@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from runtime.testing.fakes import FakePeer
 
-TOKEN = "424242:AAFakeNotifierToken_0123456789abcdefgh"
+TOKEN = "424242:AAFakeNotifierToken_0123456789abcde"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from plugins.cryptobot import CryptoBotProvider
 from runtime.billing import Billing
@@ -201,3 +202,50 @@ async def test_a_database_outage_fails_the_iteration(
         await trio.sleep(0.5)
         assert supervisor.status_of(payment_watcher.NAME).degraded_reason is None
     assert {f[1] for f in recorder.failures} == {"infra_error"}
+
+
+async def test_an_amount_we_cannot_read_skips_that_invoice_not_the_poll(
+    db: Database, settings: Settings, alerts: Alerts, fake: FakeCryptoBot
+) -> None:
+    """Crypto Pay reporting ``"1e400"`` for one paid invoice: that invoice is logged and
+    left open; the others are credited and the poll succeeds."""
+    services = wire(db, settings, alerts, fake)
+    invoices = await open_invoices(db, fake, 3)
+    for invoice in invoices:
+        fake.pay(invoice)
+    fake.invoices[invoices[1]]["amount"] = "1e400"
+    watcher = PaymentWatcher(services, "owner-a")
+    with capture_logs() as logs:
+        assert await watcher.iteration(None) is None  # type: ignore[arg-type]
+    rows = await fetch(db, "select external_id, status from payments order by created_at desc")
+    assert {r["external_id"]: r["status"] for r in rows} == {
+        str(invoices[0]): "finalized",
+        str(invoices[1]): "invoiced",
+        str(invoices[2]): "finalized",
+    }
+    [skipped] = [e for e in logs if e["event"] == "paid invoice not understood"]
+    assert (skipped["failure_type"], skipped["log_level"]) == ("domain_error", "warning")
+    assert not alerts.alerts
+    await watcher.close()
+
+
+async def test_an_invoice_that_fails_to_credit_does_not_fail_the_others(
+    db: Database, settings: Settings, alerts: Alerts, fake: FakeCryptoBot
+) -> None:
+    """A bug crediting one invoice (here: its plan is gone from the config) is logged and
+    alerted once per provider; the rest of the page is credited and the poll succeeds."""
+    services = wire(db, settings, alerts, fake)
+    invoices = await open_invoices(db, fake, 3)
+    await fetch(
+        db,
+        "update payments set purpose = 'subscription', plan_id = 'gone' where external_id = $1",
+        str(invoices[0]),
+    )
+    for invoice in invoices:
+        fake.pay(invoice)
+    watcher = PaymentWatcher(services, "owner-a")
+    for _ in range(2):
+        assert await watcher.iteration(None) is None  # type: ignore[arg-type]
+    assert await balance(db) == 2 * AMOUNT
+    assert alerts.seen() == ["payment_watch_failed:cryptobot"] * 2  # the pipeline throttles
+    await watcher.close()

@@ -199,7 +199,9 @@ def user_text(ctx: BotContext, lang: str, card: store.UserCard) -> str:
                 id=payment.id,
                 provider=payment.provider,
                 amount=ctx.money(payment.amount_minor, payment.currency),
-                status=payment.status,
+                status=f"{payment.status} ({payment.refused})"
+                if payment.refused
+                else payment.status,
                 date=ctx.date(payment.created_at),
             )
         )
@@ -209,7 +211,9 @@ def user_text(ctx: BotContext, lang: str, card: store.UserCard) -> str:
 
 
 def _user_markup(ctx: BotContext, lang: str, card: store.UserCard) -> InlineKeyboardMarkup:
-    refundable = [p.id for p in card.payments if p.status == "finalized"]
+    refundable = [
+        p.id for p in card.payments if p.status == "finalized" or (p.status == "paid" and p.refused)
+    ]
     return kb.admin_user(ctx, lang, card.user.telegram_id, refundable)
 
 

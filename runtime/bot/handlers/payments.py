@@ -2,10 +2,12 @@
 
 ``pre_checkout_query`` must be answered within 10 seconds, so it is answered from one
 local read (the intent exists, its amount and currency match, it is not paid yet); no
-provider is called. ``successful_payment`` is Telegram's word that the money moved: it
-goes to the provider's ``parse_webhook`` and then to ``billing.confirm``, which credits a
-charge exactly once, so this handler is safe to run again after a crash. The user hears
-about the payment from the notifier (``payment_received``, then ``access_ready``).
+provider is called. ``successful_payment`` is Telegram's word that the money moved, proven
+by the update that brought it; its sender is the payer. It goes to
+``Billing.confirm_telegram`` (no HTTP door leads there), which credits a charge exactly
+once, so this handler is safe to run again after a crash. The user hears about a credited
+payment from the notifier (``payment_received``, then ``access_ready``), and about a
+refused one here, with the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from aiogram import F, Router
 from aiogram.types import Message, PreCheckoutQuery
 
 from runtime.logs import get_logger
+from runtime.plugin_api.payments import TelegramPayment
 from runtime.storage.payments import Verdict
 
 from .._context import BotContext
@@ -21,7 +24,13 @@ from .._seam import call_trio
 
 _log = get_logger("bot")
 
-_PROBLEMS = {Verdict.MISMATCH, Verdict.UNKNOWN_INTENT, Verdict.EXTRA_CHARGE}
+_REFUSED = {
+    Verdict.MISMATCH: "payment.mismatch",
+    Verdict.UNKNOWN_INTENT: "payment.problem",
+    Verdict.EXTRA_CHARGE: "payment.paid_twice",
+    Verdict.FOREIGN_PAYER: "payment.foreign_payer",
+}
+"""What the payer is told when their payment was refused (recorded, to refund to them)."""
 
 
 async def pre_checkout(query: PreCheckoutQuery, ctx: BotContext, lang: str) -> None:
@@ -46,12 +55,21 @@ async def pre_checkout(query: PreCheckoutQuery, ctx: BotContext, lang: str) -> N
 async def successful_payment(message: Message, ctx: BotContext, lang: str) -> None:
     paid = message.successful_payment
     assert paid is not None
+    payer = message.from_user.id if message.from_user is not None else message.chat.id
     result = await call_trio(
         ctx.svc.confirm_telegram_payment,
-        paid.model_dump(mode="json", exclude_unset=True, by_alias=True),
+        TelegramPayment(
+            payer_id=payer,
+            currency=paid.currency,
+            total_amount=paid.total_amount,
+            invoice_payload=paid.invoice_payload,
+            telegram_payment_charge_id=paid.telegram_payment_charge_id,
+            provider_payment_charge_id=paid.provider_payment_charge_id,
+        ),
     )
-    if result.verdict in _PROBLEMS:
-        await message.answer(ctx.t(lang, "payment.problem"))
+    refused = _REFUSED.get(result.verdict)
+    if refused is not None:
+        await message.answer(ctx.t(lang, refused))
 
 
 async def refunded_payment(message: Message) -> None:

@@ -16,7 +16,7 @@ from aiogram.types import (
 )
 
 from runtime.access import TrialUnavailable
-from runtime.billing import Checkout
+from runtime.billing import PLANS_START_PARAMETER, TOPUP_START_PARAMETER, Checkout
 from runtime.catalog import Plan
 from runtime.failures import DependencyError, DomainError
 from runtime.logs import get_logger, log_failure
@@ -411,6 +411,14 @@ async def stale_button(query: CallbackQuery, ctx: BotContext, lang: str) -> None
 def build_router() -> Router:
     router = Router(name="user")
     router.message.filter(F.chat.type == "private")
+    # A forwarded copy of an invoice links here (its start_parameter) instead of letting
+    # someone else pay it: they see the plans, or the balance, to buy for themselves.
+    router.message.register(
+        plans, CommandStart(deep_link=True, magic=F.args == PLANS_START_PARAMETER)
+    )
+    router.message.register(
+        balance, CommandStart(deep_link=True, magic=F.args == TOPUP_START_PARAMETER)
+    )
     router.message.register(start, CommandStart())
     router.message.register(start, Command("menu"))
     router.callback_query.register(home, kb.Nav.filter(F.to == "home"))

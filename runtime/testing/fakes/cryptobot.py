@@ -153,9 +153,15 @@ class FakeCryptoBot(FakePeer):
         raise KeyError(payload)
 
     def webhook_delivery(
-        self, invoice_id: int | str, *, update_id: int | None = None
+        self,
+        invoice_id: int | str,
+        *,
+        update_id: int | None = None,
+        changes: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, str], bytes]:
-        """The ``invoice_paid`` delivery Crypto Pay sends for a paid invoice."""
+        """The ``invoice_paid`` delivery Crypto Pay sends for a paid invoice. ``changes``
+        alter the invoice in it, still signed: a peer reporting other values (another
+        amount or currency, an unreadable amount) than the invoice was made with."""
         invoice = self._invoice(invoice_id)
         if invoice["status"] != "paid":
             raise ValueError(f"invoice {invoice_id} is not paid")
@@ -164,7 +170,7 @@ class FakeCryptoBot(FakePeer):
                 "update_id": next(self._update_ids) if update_id is None else update_id,
                 "update_type": "invoice_paid",
                 "request_date": iso(datetime.now(UTC)),
-                "payload": dict(invoice),
+                "payload": {**invoice, **(changes or {})},
             }
         )
 

@@ -6,9 +6,10 @@ speaks the Bot API wire format (``/bot<token>/<method>``, JSON, form and multipa
 "parameters": {"retry_after"}}``) and models what a bot must cope with: long polling with
 offsets and 409 conflicts, webhooks with a secret token and retries, inline keyboards and
 callback queries, edits (``message is not modified``), HTML/Markdown parsing errors,
-Stars and card invoices with the 10-second pre-checkout rule, refunds, flood limits (429
-with ``retry_after``), blocked users (403), and scripted faults (429, 5xx, slow or hanging
-answers, answers lost after the effect).
+Stars and card invoices with the 10-second pre-checkout rule, refunds, forwarded invoices
+(payable by whoever holds the copy unless sent with a ``start_parameter``) and deep links,
+flood limits (429 with ``retry_after``), blocked users (403), and scripted faults (429,
+5xx, slow or hanging answers, answers lost after the effect).
 
     emulator = TelegramEmulator(pre_checkout_timeout=0.5)
     async with emulator.running(), asyncio_loop(), emulator.bot_client() as bot:
@@ -39,6 +40,7 @@ from ._state import (
     ApiCall,
     Button,
     ButtonPress,
+    Forwarded,
     Invoice,
     Kind,
     Message,
@@ -57,6 +59,7 @@ __all__ = [
     "Button",
     "ButtonPress",
     "EmulatorError",
+    "Forwarded",
     "Invoice",
     "Kind",
     "Limits",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import trio
 
 from ._errors import ApiError, EmulatorError, WaitTimeout, bad_request, forbidden
+from ._forwarding import copy_buttons, parse_deep_link, payable_invoice
 from ._limits import Limits, RateLimiter, ScriptedFault
 from ._methods import METHODS, Described, is_image, new_query_id
 from ._params import FileRef, Params
@@ -24,6 +25,7 @@ from ._state import (
     Button,
     ButtonPress,
     ChatState,
+    Forwarded,
     Invoice,
     Kind,
     Message,
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DEFAULT_TOKEN = "7000000001:AAEmulatedBotTokenForTests_0123456789"
+DEFAULT_TOKEN = "7000000001:AAEmulatedBotTokenForTests_01234567"
 """The token of the emulator's first bot unless another is given."""
 
 Duplicate = Literal["same_update", "new_update"] | None
@@ -114,10 +116,21 @@ class SimUser:
         message: int | Message | None = None,
         *,
         link: str | None = None,
+        forwarded: Forwarded | None = None,
         duplicate: Duplicate = None,
         bot: int | None = None,
     ) -> PaymentResult:
-        return await self.emulator.pay(self.id, message, link=link, duplicate=duplicate, bot=bot)
+        return await self.emulator.pay(
+            self.id, message, link=link, forwarded=forwarded, duplicate=duplicate, bot=bot
+        )
+
+    def forward(
+        self, message: int | Message, to: SimUser | int, *, bot: int | None = None
+    ) -> Forwarded:
+        return self.emulator.forward(self.id, message, to, bot=bot)
+
+    def open_link(self, url: str) -> Message:
+        return self.emulator.open_link(self.id, url)
 
     def block(self, *, bot: int | None = None) -> None:
         self.emulator.block(self.id, bot=bot)
@@ -515,11 +528,14 @@ class TelegramEmulator:
         message: int | Message | None = None,
         *,
         link: str | None = None,
+        forwarded: Forwarded | None = None,
         duplicate: Duplicate = None,
         bot: int | None = None,
     ) -> PaymentResult:
         """The user pays an invoice: the invoice message (the latest unpaid one when
-        none is given) or an invoice ``link``.
+        none is given), an invoice ``link``, or a ``forwarded`` copy they were sent (only
+        when it has a Pay button: the invoice was sent without a ``start_parameter``; the
+        payment then comes from this user, in their own chat with the bot).
 
         The bot gets a ``pre_checkout_query`` and has ``pre_checkout_timeout`` seconds to
         answer ``ok=true``; then a message with ``successful_payment`` follows. A late
@@ -527,9 +543,14 @@ class TelegramEmulator:
         twice: ``"same_update"`` repeats the very update, ``"new_update"`` sends a second
         message with the same ``successful_payment``.
         """
+        if forwarded is not None:
+            bot = forwarded.bot_id
         state, user = self._acting(user_id, bot)
         chat = self._private_chat(state, user)
-        invoice = self._invoice_to_pay(state, chat, message, link)
+        if forwarded is not None:
+            invoice = payable_invoice(forwarded, user.id)
+        else:
+            invoice = self._invoice_to_pay(state, chat, message, link)
         query = PreCheckout(new_query_id(), invoice, user.id, chat.id)
         state.pre_checkouts[query.id] = query
         self._record(
@@ -670,6 +691,45 @@ class TelegramEmulator:
         update = self._enqueue(bot, "message", message.wire())
         payment.update_id = update.update_id if update else None
         return payment, message
+
+    def forward(
+        self,
+        user_id: int,
+        message: int | Message,
+        to: SimUser | int,
+        *,
+        bot: int | None = None,
+    ) -> Forwarded:
+        """``user_id`` forwards a bot message of their chat with the bot to another user.
+        The copy is in a chat between the two users: the bot sees nothing (see
+        ``Forwarded`` for what an invoice's copy offers)."""
+        state, user = self._acting(user_id, bot)
+        receiver = self.user(to if isinstance(to, int) else to.id)
+        chat = self._private_chat(state, user)
+        message_id = message.message_id if isinstance(message, Message) else message
+        found = chat.messages.get(message_id)
+        if found is None or found.deleted or not found.from_bot:
+            raise EmulatorError(f"no bot message {message_id} in chat {chat.id}")
+        copy = Forwarded(
+            id=next(self._numbers),
+            bot_id=state.id,
+            original=found,
+            from_user_id=user.id,
+            to_user_id=receiver.id,
+            buttons=copy_buttons(found, state.username),
+        )
+        self.counters["forwards"] += 1
+        self._touch()
+        return copy
+
+    def open_link(self, user_id: int, url: str) -> Message:
+        """The user opens a ``t.me`` link to a bot: with ``?start=<parameter>`` the bot
+        gets ``/start <parameter>`` from them (a deep link), else ``/start``."""
+        username, parameter = parse_deep_link(url)
+        matches = [b for b in self._bots.values() if b.username.lower() == username.lower()]
+        if not matches:
+            raise EmulatorError(f"no bot @{username}")
+        return self.send_command(user_id, "start", parameter or "", bot=matches[0].id)
 
     def redeliver_payment(
         self, charge_id: str, *, same_update: bool = True, bot: int | None = None

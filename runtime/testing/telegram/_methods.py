@@ -19,6 +19,7 @@ import trio
 
 from . import _formatting
 from ._errors import QUERY_TOO_OLD, ApiError, bad_request
+from ._forwarding import START_PARAMETER
 from ._params import Params
 from ._state import (
     DEFAULT_UPDATE_TYPES,
@@ -685,6 +686,9 @@ def _invoice(p: Params, *, link: bool) -> Invoice:
             raise bad_request("SUBSCRIPTION_PERIOD_INVALID")
         if prices[0]["amount"] > 10000:
             raise bad_request("CURRENCY_TOTAL_AMOUNT_INVALID")
+    start_parameter = p.string("start_parameter") or ""
+    if start_parameter and not START_PARAMETER.fullmatch(start_parameter):
+        raise bad_request("START_PARAM_INVALID")
     return Invoice(
         title=title,
         description=description,
@@ -692,7 +696,7 @@ def _invoice(p: Params, *, link: bool) -> Invoice:
         currency=currency,
         prices=prices,
         provider_token=provider_token,
-        start_parameter=p.string("start_parameter") or "",
+        start_parameter=start_parameter,
         subscription_period=period,
         params=p.summary(),
     )

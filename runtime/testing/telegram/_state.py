@@ -239,6 +239,36 @@ PaymentStatus = Literal["paid", "declined", "expired"]
 
 
 @dataclass
+class Forwarded:
+    """A copy of a bot message that a user forwarded to another user: it lives in their
+    chat, which the bot is not part of, so the bot is told nothing.
+
+    An invoice's copy has one button. Sent without a ``start_parameter``, it is a Pay
+    button: whoever holds the copy pays the same invoice (``pay(forwarded=...)``). Sent
+    with one, it is a URL button, ``https://t.me/<bot>?start=<start_parameter>``, a deep
+    link (``open_link``) that only opens the bot.
+    """
+
+    id: int
+    bot_id: int
+    original: Message
+    from_user_id: int
+    to_user_id: int
+    buttons: list[list[Button]]
+
+    @property
+    def invoice(self) -> Invoice | None:
+        return self.original.invoice
+
+    def button(self) -> Button:
+        """The copy's (first) button."""
+        for row in self.buttons:
+            for button in row:
+                return button
+        raise LookupError(f"forwarded message {self.id} has no button")
+
+
+@dataclass
 class PaymentResult:
     """How a simulated payment ended: ``paid``, ``declined`` (``ok=false``) or ``expired``
     (no answer to the pre-checkout query within the limit)."""
