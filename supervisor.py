@@ -6,6 +6,8 @@
     vpnbot check-config [PATH]          validate a config file and exit
     vpnbot plugins [--config PATH]      list loaded plugins and what they provide
     vpnbot status [--url URL]           show a running instance's actors
+    vpnbot updates [--replay ID|all]    list the Telegram updates the bot gave up on, or
+                                        process them again
 
 Exit codes: 0 clean stop, 69 instance unreachable (status), 70 unexpected error,
 75 temporary (a failure budget escalated, the database is unreachable: systemd restarts
@@ -31,9 +33,12 @@ from runtime.app import (  # noqa: E402
     StartupError,
     build_runtime,
     check_configuration,
+    given_up_updates,
     migrate,
     operator_url,
     plugin_services,
+    render_given_up,
+    replay_updates,
     serve,
 )
 from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE  # noqa: E402
@@ -173,6 +178,35 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return EX_OK
 
 
+def cmd_updates(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = _load(_config_path(args.config, environ), environ)
+    if settings is None:
+        return EX_CONFIG
+    _setup_logging(settings)
+    try:
+        if args.replay is None:
+            print(render_given_up(trio.run(lambda: given_up_updates(settings, limit=args.limit))))
+            return EX_OK
+        wanted = None if args.replay == "all" else [args.replay]
+        replayed = trio.run(replay_updates, settings, wanted)
+    except StartupError as exc:
+        print(f"vpnbot updates: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if replayed:
+        print(f"processing again: {', '.join(str(i) for i in replayed)}")
+    else:
+        print(f"no given-up update matches {args.replay}")
+    return EX_OK
+
+
+def _update_to_replay(value: str) -> int | str:
+    if value == "all":
+        return value
+    if value.isdigit() and int(value) < 2**63:
+        return int(value)
+    raise argparse.ArgumentTypeError("an update id or 'all'")
+
+
 def cmd_config_reference(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     print(reference_markdown(), end="")
     return EX_OK
@@ -211,6 +245,18 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--config")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(handler=cmd_status)
+    updates = commands.add_parser(
+        "updates", help="list the Telegram updates given up, or process them again"
+    )
+    updates.add_argument("--config")
+    updates.add_argument("--limit", type=int, default=50, help="list at most this many")
+    updates.add_argument(
+        "--replay",
+        metavar="ID|all",
+        type=_update_to_replay,
+        help="process this given-up update again, or all of them",
+    )
+    updates.set_defaults(handler=cmd_updates)
     return main_parser
 
 

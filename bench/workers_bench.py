@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ EXPIRED_DUE = 2000
 """Active subscriptions whose expiry passed within the last hour (the cleanup's work)."""
 REMINDER_DUE = 2000
 """Paid subscriptions ending in 23 to 24 hours (the 24-hour reminder's work)."""
+RETENTION = timedelta(days=Settings().access.revoked_retention_days)
+DELETION_SPAN = 10_000
+"""Ended subscriptions among the first this many ids were revoked when they ended (most of
+them longer ago than ``RETENTION``: the deletion scan's work); later ones a day ago."""
 CLEANUP_BATCH: int = inspect.signature(ExpiryCleanup).parameters["batch"].default
 """The cleanup worker's batch: one iteration expires at most this many."""
 SCAN_LIMIT = 1000
@@ -69,15 +74,22 @@ QUICK = Sizes(big=100_000, small=10_000, rounds=2, messages=200, rate=100.0)
 
 # Subscription i belongs to user i. The first EXPIRED_DUE have just lapsed, the next
 # REMINDER_DUE end in 23 to 24 hours; of the rest, a tenth are trials, 30% ended long ago
-# (status expired) and the others run 73 hours to 60 days more: nothing any scan should read.
+# (status expired, their account revoked) and the others run 73 hours to 60 days more:
+# nothing any scan should read. The revoked accounts older than the retention are all
+# among the first DELETION_SPAN ids, so both databases hold the same ones.
 _USERS = "insert into users (telegram_id) select i from generate_series(1, $1) as i"
+_ENDED = f"i > {EXPIRED_DUE + REMINDER_DUE} and i % 10 < 3"
 _SUBSCRIPTIONS = f"""
 insert into subscriptions (id, user_id, plan_id, kind, status, starts_at, expires_at,
-                           activation_status, vpn_backend, vpn_account)
+                           activation_status, revoked_at, vpn_backend, vpn_account)
 select i, i, 'month',
        case when i > {EXPIRED_DUE + REMINDER_DUE} and i % 10 = 0 then 'trial' else 'paid' end,
-       case when i > {EXPIRED_DUE + REMINDER_DUE} and i % 10 < 3 then 'expired' else 'active' end,
-       e - interval '30 days', e, 'active', 'marzban', 'u' || i
+       case when {_ENDED} then 'expired' else 'active' end,
+       e - interval '30 days', e,
+       case when {_ENDED} then 'revoked' else 'active' end,
+       case when not ({_ENDED}) then null
+            when i <= {DELETION_SPAN} then e else now() - interval '1 day' end,
+       'marzban', 'u' || i
 from (
     select i, case
         when i <= {EXPIRED_DUE} then now() - make_interval(secs => i)
@@ -114,6 +126,10 @@ async def _reset(db: Database) -> None:
             "update subscriptions set status = 'active' where id <= $1 and status <> 'active'",
             EXPIRED_DUE,
         )
+        await conn.execute(
+            "update subscriptions set activation_status = 'revoked'"
+            " where activation_status = 'deleting'"
+        )
         await conn.execute("truncate outbox")
         await conn.execute("delete from scan_cursors")
 
@@ -129,8 +145,8 @@ async def _explain(conn: Connection, query: str, *args: Any) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-PARTIAL = ("subscriptions_due_expiry", "subscriptions_ended")
-"""The partial indexes of due subscriptions (migrations 0001 and 0002)."""
+PARTIAL = ("subscriptions_due_expiry", "subscriptions_ended", "subscriptions_revoked")
+"""The partial indexes of due subscriptions (migrations 0001, 0002 and 0007)."""
 
 
 def _verdict(plan: str) -> str:
@@ -149,6 +165,14 @@ async def explain(db: Database) -> dict[str, str]:
             conn,
             "select id from subscriptions where status = 'active' and expires_at <= now()"
             " order by expires_at limit $1 for update skip locked",
+            CLEANUP_BATCH,
+        )
+        deletions = await _explain(
+            conn,
+            "select id from subscriptions where activation_status = 'revoked'"
+            " and revoked_at <= now() - $1::interval order by revoked_at limit $2"
+            " for update skip locked",
+            RETENTION,
             CLEANUP_BATCH,
         )
         times = await conn.fetchrow("select now() as now, now() + interval '24 hours' as upper")
@@ -177,6 +201,7 @@ async def explain(db: Database) -> dict[str, str]:
         )
         return {
             "expiry cleanup": _verdict(cleanup),
+            "deletions": _verdict(deletions),
             "reminder 24h": _verdict(before),
             "reminder ended": _verdict(ended),
         }
@@ -200,13 +225,23 @@ async def scans_part(dsn: str, total: int, rounds: int) -> dict[str, Any]:
             await _seed(db, total)
             seeded = time.perf_counter() - started
             plans = await explain(db)
-            seconds: dict[str, list[float]] = {"cleanup": [], "reminder": [], "ended": []}
+            seconds: dict[str, list[float]] = {
+                "cleanup": [],
+                "deletions": [],
+                "reminder": [],
+                "ended": [],
+            }
             counts: dict[str, int] = {}
             for _ in range(rounds):
                 await _reset(db)
                 s, expired = await _timed(lambda: subs.expire_due(db, limit=CLEANUP_BATCH))
                 seconds["cleanup"].append(s)
                 counts["cleanup"] = len(expired)
+                s, deleting = await _timed(
+                    lambda: subs.queue_deletions(db, retention=RETENTION, limit=CLEANUP_BATCH)
+                )
+                seconds["deletions"].append(s)
+                counts["deletions"] = len(deleting)
                 s, result = await _timed(lambda: reminders.scan(db, REMINDER, limit=SCAN_LIMIT))
                 seconds["reminder"].append(s)
                 counts["reminder"] = result.queued
@@ -310,6 +345,7 @@ def report(
     ]
     labels = {
         "cleanup": f"expiry cleanup (expire_due, {CLEANUP_BATCH})",
+        "deletions": f"deletions (queue_deletions, {CLEANUP_BATCH})",
         "reminder": f"reminder 24h (scan, limit {SCAN_LIMIT})",
         "ended": f"reminder ended (scan, limit {SCAN_LIMIT})",
     }
@@ -320,7 +356,7 @@ def report(
         )
     lines.append(
         f"  ratio: big table against due-only table ({sizes.big // sizes.small}x the rows);"
-        " rows: subscriptions expired or reminders queued"
+        " rows: subscriptions expired, deletions or reminders queued"
     )
     lines.append("  plans on the big table:")
     for scan, verdict in big["plans"].items():

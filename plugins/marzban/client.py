@@ -141,6 +141,24 @@ class MarzbanClient(PeerClient):
         response = await self.call("GET", self._user_path(username), accept=(404,))
         return None if self._missing(response) else _user(response)
 
+    async def reset_usage(self, username: str) -> dict[str, Any] | None:
+        """``POST /api/user/{name}/reset``: used traffic back to 0; None when there is no
+        such user."""
+        response = await self.call("POST", f"{self._user_path(username)}/reset", accept=(404,))
+        return None if self._missing(response) else _user(response)
+
+    async def server_inbounds(self) -> dict[str, list[str]]:
+        """The server's inbound tags by proxy type (``GET /api/inbounds``)."""
+        response = await self.call("GET", "/api/inbounds")
+        body = _json(response)
+        if not isinstance(body, dict):
+            raise DependencyError("marzban: unexpected answer from /api/inbounds")
+        return {
+            str(kind): [str(i["tag"]) for i in inbounds if isinstance(i, dict) and "tag" in i]
+            for kind, inbounds in body.items()
+            if isinstance(inbounds, list)
+        }
+
     async def delete_user(self, username: str) -> bool:
         """False when there was no such user."""
         response = await self.call("DELETE", self._user_path(username), accept=(404,))

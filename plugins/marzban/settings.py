@@ -53,8 +53,9 @@ class MarzbanSettings(BaseModel):
     ``vless = { flow = "xtls-rprx-vision" }``."""
     data_limit_reset_strategy: ResetStrategy = "no_reset"
     subscription_base_url: HttpUrl | None = None
-    """Where relative subscription URLs point (a panel without XRAY_SUBSCRIPTION_URL_PREFIX
-    answers ``/sub/...``); defaults to ``base_url``."""
+    """What relative subscription URLs are appended to, path included (a panel without
+    XRAY_SUBSCRIPTION_URL_PREFIX answers ``/sub/<token>``): ``https://example.com/panel``
+    gives ``https://example.com/panel/sub/<token>``. Defaults to ``base_url``."""
 
     @model_validator(mode="after")
     def _proxy_settings_for_known_types(self) -> MarzbanSettings:

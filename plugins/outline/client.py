@@ -1,9 +1,11 @@
 """The Outline management API over HTTPS, pinned to the server's certificate.
 
 Routes (Outline server 1.10 and later; ``PUT`` and ``GET /access-keys/{id}`` are newer
-than that and answer 405 on older servers): ``GET server``, ``PUT access-keys/{id}``
-(create with our id: 201, or 409 when the id exists), ``GET|DELETE access-keys/{id}``,
-``PUT access-keys/{id}/name``, ``PUT|DELETE access-keys/{id}/data-limit``.
+than that and answer 405 on older servers): ``GET server``, ``GET access-keys``,
+``PUT access-keys/{id}`` (create with our id: 201, or 409 when the id exists or another
+key has the password asked for), ``GET|DELETE access-keys/{id}``,
+``PUT access-keys/{id}/name``, ``PUT|DELETE access-keys/{id}/data-limit``,
+``GET metrics/transfer`` (bytes per key id over the last 30 days).
 
 Two kinds of 404 come back, and they mean very different things:
 
@@ -83,6 +85,25 @@ class OutlineClient(PeerClient):
         if response.status_code == 409:
             return None
         return self._object(response, "PUT access key")
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        response = await self.request("GET", "access-keys")
+        keys = self._object(response, "GET access keys").get("accessKeys")
+        if not isinstance(keys, list):
+            raise DependencyError(f"{self.peer}: GET access keys answered without accessKeys")
+        return [key for key in keys if isinstance(key, dict)]
+
+    async def transferred(self) -> dict[str, int]:
+        """Bytes each key moved in the last 30 days, by key id."""
+        response = await self.request("GET", "metrics/transfer")
+        counts = self._object(response, "GET metrics/transfer").get("bytesTransferredByUserId")
+        if not isinstance(counts, dict):
+            return {}
+        return {
+            str(key): value
+            for key, value in counts.items()
+            if isinstance(value, int) and not isinstance(value, bool)
+        }
 
     async def get_key(self, key_id: str) -> dict[str, Any] | None:
         response = await self.request("GET", _key(key_id), accept=(404,))

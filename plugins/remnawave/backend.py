@@ -9,6 +9,15 @@
   past therefore disables the account instead: a new one is created disabled with that
   expiry; an existing one keeps its expiry, gets the other values and is disabled.
 - ``hwidDeviceLimit`` 0 means no device limit on the panel; None would mean its default.
+- Traffic per period: a PATCH keeps the used traffic, so a new period
+  (``spec.period_start``) needs ``POST /api/users/{id}/actions/reset-traffic``. Which
+  period was reset for is kept as a ``PeriodMark`` in the user's ``description``: written
+  open (with the usage seen) in the PATCH of the values, closed after the reset. The
+  panel's own ``lastTrafficResetAt`` is not used for this: it is the panel's clock, and a
+  periodic ``trafficLimitStrategy`` moves it too.
+- A PATCH that sets ACTIVE makes a LIMITED user ACTIVE until the panel's next traffic
+  check: ``limited`` is therefore worked out from the used and allowed bytes, not the
+  status alone.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import httpx
 
 from runtime.failures import DependencyError
 from runtime.logs import get_logger
-from runtime.plugin_api.vpn import Account, AccountSpec
+from runtime.plugin_api.vpn import Account, AccountSpec, PeriodMark, enter_period
 
 from .client import RemnawaveClient
 from .settings import RemnawaveSettings
@@ -73,6 +82,7 @@ class RemnawaveBackend:
                 "username": spec.name,
                 "status": "DISABLED" if lapsed else "ACTIVE",
                 "expireAt": _iso(spec.expires_at),
+                "description": PeriodMark.closed(spec).render(),
                 **values,
             }
         )
@@ -85,15 +95,42 @@ class RemnawaveBackend:
             )
             if not lapsed:
                 values.update(expireAt=_iso(spec.expires_at), status="ACTIVE")
-            user = await self._client.update_user({"username": spec.name, **values})
-            if user is None:  # deleted between the two calls: the retry creates it
-                raise DependencyError(
-                    f"remnawave: user {spec.name} vanished while being adopted", transient=True
-                )
-            if lapsed and user.get("status") != "DISABLED":
-                await self._client.disable_user(user["id"])
-                user = {**user, "status": "DISABLED"}
+            user = await self._update({"username": spec.name, **values}, spec.name)
+            if lapsed:
+                if user.get("status") != "DISABLED":
+                    await self._client.disable_user(user["id"])
+                    user = {**user, "status": "DISABLED"}
+            else:
+                user = await self._new_period(user, spec)
         return _account(user)
+
+    async def _new_period(self, user: dict[str, Any], spec: AccountSpec) -> dict[str, Any]:
+        """Bring ``user`` (its values just set) into ``spec``'s period."""
+        description = user.get("description")
+
+        async def write(new_description: str | None) -> dict[str, Any]:
+            if new_description is None:
+                return user
+            return await self._update({"id": user["id"], "description": new_description}, spec.name)
+
+        async def reset() -> None:
+            await self._client.reset_traffic(user["id"])
+
+        return await enter_period(
+            spec,
+            description if isinstance(description, str) else None,
+            _used(user),
+            write=write,
+            reset=reset,
+        )
+
+    async def _update(self, body: dict[str, Any], name: str) -> dict[str, Any]:
+        user = await self._client.update_user(body)
+        if user is None:  # deleted between two calls: the retry creates it
+            raise DependencyError(
+                f"remnawave: user {name} vanished while being adopted", transient=True
+            )
+        return user
 
     async def disable(self, name: str) -> None:
         user = await self._client.get_user(name)
@@ -127,11 +164,26 @@ def _parse(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _used(user: dict[str, Any]) -> int:
+    traffic = user.get("userTraffic")
+    if isinstance(traffic, dict):
+        return _count(traffic.get("usedTrafficBytes"))
+    return _count(user.get("usedTrafficBytes"))  # 2.x kept it on the user
+
+
 def _account(user: dict[str, Any]) -> Account:
+    status = user.get("status")
+    limit = _count(user.get("trafficLimitBytes"))
+    limited = status == "LIMITED" or (status == "ACTIVE" and 0 < limit <= _used(user))
     return Account(
         name=str(user.get("username")),
         reference=str(user["id"]),
         access_url=str(user.get("subscriptionUrl") or ""),
         expires_at=_parse(user.get("expireAt")),
-        enabled=user.get("status") == "ACTIVE",
+        enabled=status == "ACTIVE" and not limited,
+        limited=limited,
     )

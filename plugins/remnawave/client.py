@@ -103,6 +103,11 @@ class RemnawaveClient(PeerClient):
         if response.status_code == 400 and code != ALREADY_DISABLED:
             raise self.status_error(response)
 
+    async def reset_traffic(self, user_id: int) -> dict[str, Any]:
+        """``POST /api/users/{id}/actions/reset-traffic``: used traffic back to 0."""
+        response, _ = await self._call("POST", f"/api/users/{user_id}/actions/reset-traffic")
+        return self._user(response)
+
     async def delete_user(self, user_id: int) -> None:
         """Delete; a user already gone is fine."""
         await self._call("DELETE", f"/api/users/{user_id}", accept=(404,))

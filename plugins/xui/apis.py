@@ -7,6 +7,10 @@
   ``panel/api/clients/``: ``add`` ``{client, inboundIds}``, ``update/:email``,
   ``del/:email``, ``get/:email``, ``:email/attach``.
 
+Both read a client's traffic row (``inbounds/getClientTraffics/:email``,
+``clients/traffic/:email``) and reset it (``inbounds/:id/resetClientTraffic/:email``,
+``clients/resetTraffic/:email``).
+
 On the inbounds API a look-up reads the client's traffic row (to find it even on an
 inbound not configured here) and every configured inbound whole; on the clients API it is
 one ``get``.
@@ -32,7 +36,7 @@ from runtime.plugin_api.vpn import AccountSpec
 from . import records
 from .client import XuiClient, is_duplicate, is_not_found
 from .identity import Identity
-from .records import Client
+from .records import Client, Traffic
 
 _log = get_logger("xui")
 
@@ -51,7 +55,14 @@ class PanelApi(Protocol):
 
     async def find(self, name: str) -> Client | None: ...
 
-    async def ensure(self, spec: AccountSpec) -> Client: ...
+    async def ensure(self, spec: AccountSpec, comment: str | None) -> Client:
+        """Create or adopt the client with the spec's values; ``comment`` replaces its
+        comment unless None."""
+        ...
+
+    async def traffic(self, name: str) -> Traffic | None: ...
+
+    async def reset(self, name: str) -> None: ...
 
     async def disable(self, name: str) -> None: ...
 
@@ -88,18 +99,34 @@ class InboundsApi:
         self._identity = identity
         self._flow = flow
 
-    async def _traffic_inbound(self, name: str) -> int | None:
-        """The inbound the panel's traffic table puts ``name`` in, wherever that is."""
+    async def _traffic_row(self, name: str) -> dict[str, Any] | None:
         reply = await self._client.call("GET", f"{INBOUNDS}getClientTraffics/{_segment(name)}")
         if not reply.success:
             if is_not_found(reply.msg):
                 return None
             raise self._client.refused(reply, f"look up client {name}")
-        if isinstance(reply.obj, dict):
-            inbound_id = reply.obj.get("inboundId")
-            if isinstance(inbound_id, int) and not isinstance(inbound_id, bool):
-                return inbound_id
+        return reply.obj if isinstance(reply.obj, dict) else None
+
+    async def _traffic_inbound(self, name: str) -> int | None:
+        """The inbound the panel's traffic table puts ``name`` in, wherever that is."""
+        row = await self._traffic_row(name)
+        inbound_id = row.get("inboundId") if row else None
+        if isinstance(inbound_id, int) and not isinstance(inbound_id, bool):
+            return inbound_id
         return None
+
+    async def traffic(self, name: str) -> Traffic | None:
+        return Traffic.from_row(await self._traffic_row(name))
+
+    async def reset(self, name: str) -> None:
+        inbound_id = await self._traffic_inbound(name)
+        if inbound_id is None:
+            raise DependencyError(f"xui: client {name} has no traffic row to reset", transient=True)
+        reply = await self._client.call(
+            "POST", f"{INBOUNDS}{inbound_id}/resetClientTraffic/{_segment(name)}"
+        )
+        if not reply.success:
+            raise self._client.refused(reply, f"reset the traffic of client {name}")
 
     async def _places(self, name: str) -> list[_Place]:
         """Every configured inbound, and the one the client sits in if elsewhere."""
@@ -122,7 +149,7 @@ class InboundsApi:
                 return place.client
         return None
 
-    async def ensure(self, spec: AccountSpec) -> Client:
+    async def ensure(self, spec: AccountSpec, comment: str | None) -> Client:
         places = await self._places(spec.name)
         existing = [p.client for p in places if p.client is not None]
         like = existing[0] if existing else None
@@ -134,12 +161,13 @@ class InboundsApi:
                     spec,
                     sub_id=self._identity.sub_id(spec.name),
                     flow=self._flow_for(place),
+                    comment=comment,
                 )
                 if records.differs(place.client, wanted):
                     await self._update(place, wanted)
                 result = result or wanted
             elif place.inbound_id in self._inbound_ids:
-                added = await self._add(place, spec, like)
+                added = await self._add(place, spec, like, comment)
                 if added is not None:
                     like = like or added
                     result = result or added
@@ -147,7 +175,9 @@ class InboundsApi:
             raise DependencyError(f"xui: client {spec.name} is on none of the inbounds")
         return result
 
-    async def _add(self, place: _Place, spec: AccountSpec, like: Client | None) -> Client | None:
+    async def _add(
+        self, place: _Place, spec: AccountSpec, like: Client | None, comment: str | None
+    ) -> Client | None:
         wanted = records.new_client(
             spec,
             self._identity,
@@ -155,6 +185,7 @@ class InboundsApi:
             flow=self._flow_for(place),
             inbound_settings=records.parse_settings(place.inbound.get("settings")),
             like=like,
+            comment=comment,
         )
         body = {"id": place.inbound_id, "settings": json.dumps({"clients": [wanted]})}
         reply = await self._client.call("POST", f"{INBOUNDS}addClient", json=body)
@@ -181,6 +212,7 @@ class InboundsApi:
                     spec,
                     sub_id=self._identity.sub_id(spec.name),
                     flow=self._flow_for(other),
+                    comment=comment,
                 )
                 if records.differs(other.client, adopted):
                     await self._update(other, adopted)
@@ -259,10 +291,25 @@ class ClientsApi:
         found = await self._get(name)
         return found[0] if found else None
 
-    async def ensure(self, spec: AccountSpec) -> Client:
+    async def traffic(self, name: str) -> Traffic | None:
+        reply = await self._client.call("GET", f"{CLIENTS}traffic/{_segment(name)}")
+        if not reply.success:
+            if is_not_found(reply.msg):
+                return None
+            raise self._client.refused(reply, f"read the traffic of client {name}")
+        return Traffic.from_row(reply.obj)
+
+    async def reset(self, name: str) -> None:
+        reply = await self._client.call("POST", f"{CLIENTS}resetTraffic/{_segment(name)}")
+        if not reply.success:
+            raise self._client.refused(reply, f"reset the traffic of client {name}")
+
+    async def ensure(self, spec: AccountSpec, comment: str | None) -> Client:
         found = await self._get(spec.name)
         if found is None:
-            wanted = records.new_client(spec, self._identity, protocol=None, flow=self._flow)
+            wanted = records.new_client(
+                spec, self._identity, protocol=None, flow=self._flow, comment=comment
+            )
             body = {"client": wanted, "inboundIds": self._inbound_ids}
             reply = await self._client.call("POST", f"{CLIENTS}add", json=body)
             if reply.success:
@@ -282,7 +329,7 @@ class ClientsApi:
             if not reply.success:
                 raise self._client.refused(reply, f"attach client {spec.name}")
         wanted = records.apply_spec(
-            current, spec, sub_id=self._identity.sub_id(spec.name), flow=self._flow
+            current, spec, sub_id=self._identity.sub_id(spec.name), flow=self._flow, comment=comment
         )
         if records.differs(current, wanted):
             await self._update(spec.name, wanted)

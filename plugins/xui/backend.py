@@ -10,6 +10,11 @@ Detection (``api = "auto"``), done on first use and cached:
 
 A panel can be upgraded under a running bot: when a call gets a 404 that a fresh login
 does not cure, the generation is detected again and the call repeated once on the new one.
+
+Traffic per period: an update keeps the client's used traffic, so a new period
+(``spec.period_start``) resets it with the panel's reset call. Which period was reset for
+is kept as a ``PeriodMark`` in the client's ``comment``: opened (with the usage seen) in
+the update that sets the spec's values, closed after the reset.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import trio
 
 from runtime.failures import DependencyError
 from runtime.logs import add_secrets, get_logger
-from runtime.plugin_api.vpn import Account, AccountSpec
+from runtime.plugin_api.vpn import Account, AccountSpec, PeriodMark, enter_period
 
 from . import records
 from .apis import CLIENTS, ApiKind, ClientsApi, InboundsApi, PanelApi, read_inbound
 from .client import RouteNotFound, XuiClient
 from .identity import Identity
+from .records import Client, Traffic
 from .settings import XuiSettings
 
 _log = get_logger("xui")
@@ -118,12 +124,16 @@ class XuiBackend:
     # -- VpnBackend ------------------------------------------------------------------
 
     async def ensure_account(self, spec: AccountSpec) -> Account:
-        client = await self._run(lambda api: api.ensure(spec))
-        return records.to_account(spec.name, client, self._sub_base)
+        client, traffic = await self._run(lambda api: self._ensure(api, spec))
+        return records.to_account(spec.name, client, self._sub_base, traffic)
 
     async def get_account(self, name: str) -> Account | None:
-        client = await self._run(lambda api: api.find(name))
-        return records.to_account(name, client, self._sub_base) if client else None
+        async def read(api: PanelApi) -> tuple[Client | None, Traffic | None]:
+            client = await api.find(name)
+            return client, (await api.traffic(name) if client else None)
+
+        client, traffic = await self._run(read)
+        return records.to_account(name, client, self._sub_base, traffic) if client else None
 
     async def disable(self, name: str) -> None:
         await self._run(lambda api: api.disable(name))
@@ -138,6 +148,26 @@ class XuiBackend:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def _ensure(self, api: PanelApi, spec: AccountSpec) -> tuple[Client, Traffic | None]:
+        existing = await api.find(spec.name)
+        if existing is None:
+            client = await api.ensure(spec, PeriodMark.closed(spec).render())
+        else:
+            comment = existing.get("comment")
+            before = await api.traffic(spec.name)
+
+            async def reset() -> None:
+                await api.reset(spec.name)
+
+            client = await enter_period(
+                spec,
+                comment if isinstance(comment, str) else None,
+                before.used if before else 0,
+                write=lambda new_comment: api.ensure(spec, new_comment),
+                reset=reset,
+            )
+        return client, await api.traffic(spec.name)
 
     # -- detection -------------------------------------------------------------------
 

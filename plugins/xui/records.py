@@ -4,14 +4,20 @@ The panel's client (its ``model.Client``) carries ``email`` (unique panel-wide: 
 account name), the protocol credential (``id`` UUID for VLESS/VMess, ``password`` for
 Trojan and Shadowsocks, ``auth`` for Hysteria), ``subId``, ``limitIp``, ``totalGB``
 (bytes, despite the name), ``expiryTime`` (milliseconds since the epoch; 0 never; negative:
-a duration starting at first use), ``enable`` and ``tgId``. Fields this module does not
+a duration starting at first use), ``enable``, ``tgId`` and ``comment`` (free text, where
+the ``PeriodMark`` of the account's traffic period is kept). Fields this module does not
 manage are passed through untouched, since an update replaces the whole client.
+
+The client's traffic lives apart, in its ``client_traffics`` row (``Traffic``): what it
+used since its last reset, and the panel's own ``enable``, which the panel turns off when
+the client runs out of traffic or time, leaving the client's ``enable`` as it was.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +27,17 @@ from .identity import Identity
 
 Client = dict[str, Any]
 
-MANAGED = ("email", "limitIp", "totalGB", "expiryTime", "enable", "tgId", "subId", "flow")
+MANAGED = (
+    "email",
+    "limitIp",
+    "totalGB",
+    "expiryTime",
+    "enable",
+    "tgId",
+    "subId",
+    "flow",
+    "comment",
+)
 """What ``apply_spec`` may change; credentials are never changed once on the panel."""
 
 _KEY_FIELD = {
@@ -89,8 +105,37 @@ def expiry_from_ms(value: Any) -> datetime | None:
     return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
-def apply_spec(client: Mapping[str, Any], spec: AccountSpec, *, sub_id: str, flow: str) -> Client:
-    """``client`` with the spec's absolute values, enabled; its credentials kept."""
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """A client's ``client_traffics`` row."""
+
+    used: int
+    """Bytes up and down since the last reset."""
+    enabled: bool
+    """The panel's own flag: off once the client ran out of traffic or time."""
+
+    @classmethod
+    def from_row(cls, row: Any) -> Traffic | None:
+        if not isinstance(row, Mapping):
+            return None
+        used = sum(_count(row.get(field)) for field in ("up", "down"))
+        return cls(used=used, enabled=row.get("enable") is not False)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def apply_spec(
+    client: Mapping[str, Any],
+    spec: AccountSpec,
+    *,
+    sub_id: str,
+    flow: str,
+    comment: str | None = None,
+) -> Client:
+    """``client`` with the spec's absolute values, enabled, and ``comment`` unless None;
+    its credentials kept."""
     updated = dict(client)
     # The panel matches emails without case but would call a case change a duplicate.
     if not same_email(updated.get("email"), spec.name):
@@ -104,6 +149,8 @@ def apply_spec(client: Mapping[str, Any], spec: AccountSpec, *, sub_id: str, flo
         updated["subId"] = sub_id
     if flow:
         updated["flow"] = flow
+    if comment is not None:
+        updated["comment"] = comment
     return updated
 
 
@@ -119,11 +166,12 @@ def new_client(
     flow: str,
     inbound_settings: Mapping[str, Any] | None = None,
     like: Mapping[str, Any] | None = None,
+    comment: str | None = None,
 ) -> Client:
     """A client for ``spec``. ``protocol`` None: let the panel fill what it needs (v3.1+).
 
-    ``like``: the same account's client on another inbound, whose credentials and
-    subscription id are reused, so both inbounds serve one subscription.
+    ``like``: the same account's client on another inbound, whose credentials,
+    subscription id and comment are reused, so both inbounds serve one subscription.
     """
     name = spec.name
     client: Client = {
@@ -144,11 +192,12 @@ def new_client(
     elif protocol in ("hysteria", "hysteria2"):
         client["auth"] = identity.password(name)
     if like is not None:
-        for field in ("id", "subId", "password", "auth"):
+        for field in ("id", "subId", "password", "auth", "comment"):
             if field in client and isinstance(like.get(field), str) and like[field]:
                 client[field] = like[field]
     vless = protocol in (None, "vless")
-    return apply_spec(client, spec, sub_id=client["subId"], flow=flow if vless else "")
+    flow = flow if vless else ""
+    return apply_spec(client, spec, sub_id=client["subId"], flow=flow, comment=comment)
 
 
 def disabled(client: Mapping[str, Any]) -> Client:
@@ -174,12 +223,25 @@ def from_record(record: Mapping[str, Any]) -> Client:
     return client
 
 
-def to_account(name: str, client: Mapping[str, Any], subscription_base_url: str) -> Account:
+def to_account(
+    name: str, client: Mapping[str, Any], subscription_base_url: str, traffic: Traffic | None
+) -> Account:
+    """The account as the panel has it: usable when the client is enabled, its time has
+    not run out and it is within its traffic (worked out from the figures: the panel's own
+    flag lags behind by one run of its job)."""
     sub_id = client.get("subId")
+    expires_at = expiry_from_ms(client.get("expiryTime"))
+    total = _count(client.get("totalGB"))
+    limited = traffic is not None and 0 < total <= traffic.used
+    lapsed = expires_at is not None and expires_at <= datetime.now(UTC)
+    enabled = client.get("enable") is True and not limited and not lapsed
+    if traffic is not None and not traffic.enabled and not limited:
+        enabled = False
     return Account(
         name=name,
         reference=name,
         access_url=f"{subscription_base_url}{sub_id}" if isinstance(sub_id, str) and sub_id else "",
-        expires_at=expiry_from_ms(client.get("expiryTime")),
-        enabled=client.get("enable") is True,
+        expires_at=expires_at,
+        enabled=enabled,
+        limited=limited and client.get("enable") is True and not lapsed,
     )

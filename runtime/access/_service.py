@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import trio
 
 from runtime.alerts import Alert, Severity
 from runtime.catalog import Catalog
-from runtime.failures import DomainError, Outcome, classify
+from runtime.failures import DependencyError, DomainError, Outcome, classify
 from runtime.logs import correlation, get_logger, log_failure
-from runtime.plugin_api.vpn import AccountSpec, VpnBackend
+from runtime.plugin_api.vpn import Account, AccountSpec, VpnBackend
 from runtime.storage import Database, job_kinds, outbox
 from runtime.storage import subscriptions as subs
 from runtime.storage.outbox import DeadLetter, FailOutcome, Job
@@ -25,6 +25,32 @@ class TrialUnavailable(DomainError):
     """No trial is offered, or this user has had theirs."""
 
 
+class AccountUnusable(DependencyError):
+    """The panel took the activation but the account cannot connect: a failed activation,
+    retried like a panel that failed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
+def unusable_because(subscription: Subscription, account: Account) -> str | None:
+    """Why ``account`` fails ``subscription``'s activation, or None when it does not.
+
+    A usable account passes. So does one whose traffic is used up, when it was provisioned
+    for this period before (days granted within the period, a refund): its limit is the
+    period's, and a new period resets it. Anything else right after the panel call is a
+    failed activation: disabled, expired, or out of traffic in a period that just began.
+    """
+    if account.enabled:
+        return None
+    same_period = subscription.account_period_started_at == subscription.period_started_at
+    if account.limited and same_period:
+        return None
+    if account.limited:
+        return "its traffic is used up in a period that has just begun"
+    return "the panel reports it cannot connect (disabled or expired)"
+
+
 class Access:
     """Turns subscriptions into VPN accounts and back, through the outbox.
 
@@ -33,7 +59,12 @@ class Access:
     retried with backoff; any other (a refused request, a backend that is not loaded) is
     dead-lettered at once, as the failure policy says: only transient failures are retried.
     A dead activation marks the subscription failed, tells its user (once) and alerts under
-    a key stable per subscription, so the alert pipeline throttles repeats.
+    a key stable per subscription, so the alert pipeline throttles repeats. An account the
+    panel reports unusable after the call is a failed activation too (``unusable_because``):
+    the user is never told it is ready.
+
+    Ended subscriptions' accounts are disabled (revocation jobs) and, after a retention,
+    deleted (``queue_deletions``, then revocation jobs that delete).
     """
 
     def __init__(
@@ -79,6 +110,7 @@ class Access:
             name=subscription.vpn_account or account_name(subscription.user_id, subscription.id),
             expires_at=subscription.expires_at,
             telegram_id=subscription.user_id,
+            period_start=subscription.period_started_at,
             traffic_limit_bytes=terms.traffic_limit_bytes if terms else None,
             device_limit=terms.device_limit if terms else None,
         )
@@ -112,7 +144,8 @@ class Access:
         failed for the last time: alerted, and a subscription still waiting for its account
         is marked failed and its user told (once)."""
         subscription_id = dead.payload.get("subscription_id")
-        self._alert_dead(dead.kind, subscription_id, dead.last_error)
+        deleting = dead.payload.get("delete") is True
+        self._alert_dead(dead.kind, subscription_id, dead.last_error, deleting=deleting)
         if dead.kind != job_kinds.ACTIVATE or subscription_id is None:
             return
         subscription = await subs.get(self._db, int(subscription_id))
@@ -142,15 +175,26 @@ class Access:
             await outbox.complete(self._db, job, owner=owner)
             return
         backend = self._backends.get(subscription.vpn_backend)
+        spec = self._spec(subscription)
         try:
             if backend is None:
                 raise DomainError(f"VPN backend {subscription.vpn_backend!r} is not loaded")
-            account = await backend.ensure_account(self._spec(subscription))
+            account = await backend.ensure_account(spec)
+            problem = unusable_because(subscription, account)
+            if problem is not None:
+                raise AccountUnusable(
+                    f"{subscription.vpn_backend}: account {spec.name} is not usable after "
+                    f"activation: {problem}"
+                )
         except Exception as exc:
             await self._failed(job, owner, subscription, exc)
             return
         still_active = await subs.activation_succeeded(
-            self._db, subscription.id, reference=account.reference, access_url=account.access_url
+            self._db,
+            subscription.id,
+            reference=account.reference,
+            access_url=account.access_url,
+            period_started_at=subscription.period_started_at,
         )
         await outbox.complete(self._db, job, owner=owner)
         self._log.info(
@@ -158,6 +202,7 @@ class Access:
             operation="activation",
             subscription_id=subscription.id,
             backend=subscription.vpn_backend,
+            traffic_used_up=account.limited,
             outcome=Outcome.SUCCESS if still_active else Outcome.SKIPPED,
         )
 
@@ -188,8 +233,12 @@ class Access:
         if final:
             self._alert_dead(job.kind, subscription.id, failure.message)
 
-    def _alert_dead(self, kind: str, subscription_id: object, error: str | None) -> None:
-        action = "activation" if kind == job_kinds.ACTIVATE else "revocation"
+    def _alert_dead(
+        self, kind: str, subscription_id: object, error: str | None, *, deleting: bool = False
+    ) -> None:
+        action = (
+            "activation" if kind == job_kinds.ACTIVATE else "deletion" if deleting else "revocation"
+        )
         self._alerts.submit(
             Alert(
                 severity=Severity.CRITICAL,
@@ -200,26 +249,32 @@ class Access:
             )
         )
 
-    # -- revocation ---------------------------------------------------------------------
+    # -- revocation and deletion -------------------------------------------------------
 
     async def expire_due(self, *, limit: int = 500) -> int:
         """Mark lapsed subscriptions expired and queue the revocation of their accounts."""
         return len(await subs.expire_due(self._db, limit=limit))
 
+    async def queue_deletions(self, *, retention: timedelta, limit: int = 500) -> int:
+        """Queue the deletion of accounts revoked longer than ``retention`` ago."""
+        return len(await subs.queue_deletions(self._db, retention=retention, limit=limit))
+
     async def _revoke(self, job: Job, owner: str) -> None:
         subscription = await subs.get(self._db, int(job.payload["subscription_id"]))
-        if subscription is None or subscription.status == "active":
-            await outbox.complete(self._db, job, owner=owner)  # extended meanwhile
+        deleting = job.payload.get("delete") is True
+        if subscription is None or not _revocable(subscription, deleting=deleting):
+            await outbox.complete(self._db, job, owner=owner)  # extended, or done meanwhile
             return
         backend = self._backends.get(subscription.vpn_backend)
         name = subscription.vpn_account or account_name(subscription.user_id, subscription.id)
+        operation = "deletion" if deleting else "revocation"
         try:
             if backend is None:
                 raise DomainError(f"VPN backend {subscription.vpn_backend!r} is not loaded")
-            await backend.disable(name)
+            await (backend.delete(name) if deleting else backend.disable(name))
         except Exception as exc:
             failure = classify(exc)
-            log_failure(self._log, exc, operation="revocation", subscription_id=subscription.id)
+            log_failure(self._log, exc, operation=operation, subscription_id=subscription.id)
             outcome = await outbox.fail(
                 self._db,
                 job,
@@ -229,13 +284,22 @@ class Access:
                 permanent=not failure.transient,
             )
             if outcome is FailOutcome.DEAD:
-                self._alert_dead(job.kind, subscription.id, failure.message)
+                self._alert_dead(job.kind, subscription.id, failure.message, deleting=deleting)
             return
-        await subs.revoked(self._db, subscription.id)
+        await (subs.deleted if deleting else subs.revoked)(self._db, subscription.id)
         await outbox.complete(self._db, job, owner=owner)
         self._log.info(
-            "access revoked",
-            operation="revocation",
+            "access deleted" if deleting else "access revoked",
+            operation=operation,
             subscription_id=subscription.id,
             outcome=Outcome.SUCCESS,
         )
+
+
+def _revocable(subscription: Subscription, *, deleting: bool) -> bool:
+    if deleting:
+        return subscription.activation_status == "deleting"
+    return subscription.status != "active" and subscription.activation_status not in (
+        "deleting",
+        "deleted",
+    )

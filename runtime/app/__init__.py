@@ -15,6 +15,7 @@ from ._runtime import (
     plugin_services,
     serve,
 )
+from ._updates import given_up_updates, render_given_up, replay_updates
 
 __all__ = [
     "BUILTIN_ACTOR_NAMES",
@@ -29,8 +30,11 @@ __all__ = [
     "check_configuration",
     "core_actors",
     "describe_failure",
+    "given_up_updates",
     "migrate",
     "operator_url",
     "plugin_services",
+    "render_given_up",
+    "replay_updates",
     "serve",
 ]

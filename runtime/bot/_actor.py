@@ -41,6 +41,7 @@ from ._middleware import HandlerBoundary
 from ._polling import ALLOWED_UPDATES, Poller
 from ._services import ActorTable, BotServices
 from ._specs import bot_specs
+from ._telegram_link import TelegramLink
 from ._webhook import webhook_routes
 from .handlers import admin as admin_handlers
 from .handlers import routers
@@ -98,11 +99,14 @@ class TelegramBot:
             admin_ids=frozenset(settings.telegram.admin_chat_ids),
         )
         self.dispatcher = build_dispatcher(self.ctx, lambda: services.alerts)
+        self.link = TelegramLink()
+        """Telegram's availability as this process's Bot API calls find it."""
         owner = instance_id("bot")
         self.processor = InboxProcessor(
             self._db,
             owner=owner,
             alerts=lambda: services.alerts,
+            link=self.link,
             idle_seconds=idle_seconds,
             claim_seconds=claim_seconds,
             handler_timeout=handler_timeout,
@@ -111,6 +115,7 @@ class TelegramBot:
             self._db,
             holder=owner,
             on_stored=self.processor.wakeup.set,
+            link=self.link,
             timeout=settings.bot.polling_timeout_seconds,
             lease_ttl=lease_ttl,
         )
@@ -139,7 +144,13 @@ class TelegramBot:
     # -- Bot sessions --------------------------------------------------------------------
 
     def new_bot(self) -> Bot:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(self.settings.telegram.api_base))
+        """A Bot whose calls report to ``link``, and time out well inside a handler's
+        time (a Telegram that does not answer is then seen as unreachable)."""
+        session = AiohttpSession(
+            api=TelegramAPIServer.from_base(self.settings.telegram.api_base),
+            timeout=self.processor.handler_timeout / 2,
+        )
+        session.middleware(self.link)
         return Bot(self._token, session=session)
 
     @contextlib.asynccontextmanager
@@ -172,6 +183,7 @@ class TelegramBot:
                     self.processor.wakeup.set()
 
                 nursery.start_soon(on_stop)
+                nursery.start_soon(self.link.probe_while_down, lambda: self._probe(bot))
                 nursery.start_soon(self._watch_broadcasts, bot)
                 nursery.start_soon(self._prune)
                 await self.processor.run(ctx, lambda update, cid: self.feed(bot, update, cid))
@@ -184,18 +196,23 @@ class TelegramBot:
             task_status.started()
             await self.poller.run(ctx, bot)
 
-    async def feed(self, bot: Bot, update: InboxUpdate, correlation_id: str) -> Any:
-        """Run one stored update through the dispatcher: one crossing into asyncio."""
-        return await run_asyncio(
-            self._feed_aio, bot, update.payload, update.attempts, correlation_id
-        )
+    async def _probe(self, bot: Bot) -> None:
+        await run_asyncio(bot.get_me, request_timeout=max(1, int(self.link.probe_timeout)))
 
-    async def _feed_aio(
-        self, bot: Bot, payload: dict[str, Any], attempt: int, correlation_id: str
-    ) -> Any:
-        update = Update.model_validate(payload, context={"bot": bot})
+    async def feed(self, bot: Bot, update: InboxUpdate, correlation_id: str) -> Any:
+        """Run one stored update through the dispatcher: one crossing into asyncio.
+        Handlers get ``inbox_attempt`` and ``received_at`` (when the update was stored:
+        a pre-checkout query carries no date of its own)."""
+        return await run_asyncio(self._feed_aio, bot, update, correlation_id)
+
+    async def _feed_aio(self, bot: Bot, stored: InboxUpdate, correlation_id: str) -> Any:
+        update = Update.model_validate(stored.payload, context={"bot": bot})
         return await self.dispatcher.feed_update(
-            bot, update, inbox_attempt=attempt, correlation_id=correlation_id
+            bot,
+            update,
+            inbox_attempt=stored.attempts,
+            received_at=stored.received_at,
+            correlation_id=correlation_id,
         )
 
     async def _set_webhook(self, bot: Bot) -> None:

@@ -4,6 +4,18 @@ Any number of processes run this side by side: claims use ``FOR UPDATE SKIP LOCK
 expire, so a process killed mid-handler leaves its updates to be claimed again. Within a
 claimed batch, updates of different chats run concurrently and updates of one chat run
 in order.
+
+How an update is settled follows the handler boundary's ``Next``:
+
+- Telegram's failures cost no attempt. Flood control: the update runs again after
+  ``retry_after``. Telegram unreachable: the bot is degraded, and the update waits until
+  Telegram answers again (``TelegramLink``), when every update waiting for it, this
+  process's or another's, is made due at once; a fallback delay as long as the outage so
+  far (``telegram_backoff``) covers a wake-up that never comes.
+- A failure of the handling is retried with backoff (``retry_backoff``) when it may pass,
+  up to ``max_attempts``; a bug is given up at once (money: after ``max_attempts``).
+- An update given up is kept (``inbox.dead_updates``) and admins are alerted once; it runs
+  again when an operator replays it (the admin ``/replay`` command, ``vpnbot updates``).
 """
 
 from __future__ import annotations
@@ -22,7 +34,8 @@ from runtime.storage import Database, inbox
 from runtime.storage.inbox import InboxUpdate
 from runtime.supervision import ActorContext, Backoff, backoff_delay
 
-from ._middleware import HandlerFailed
+from ._middleware import HandlerFailed, Next, next_step
+from ._telegram_link import TelegramLink, TelegramTrouble, Trouble, telegram_trouble
 
 Feed = Callable[[InboxUpdate, str], Awaitable[Any]]
 """Runs one update's handlers (trio side; crosses into asyncio) given the update and its
@@ -30,6 +43,14 @@ correlation id; returns what the dispatcher returned (a ``HandlerFailed`` on fai
 
 RETRY_BACKOFF = Backoff(min=2.0, max=300.0, multiplier=2.0, jitter=0.2)
 """Between attempts of an update whose handler failed transiently: 2 s, 4 s ... 5 min."""
+TELEGRAM_BACKOFF = Backoff(min=2.0, max=300.0, jitter=0.2)
+"""How long an update waits for an unreachable Telegram if no one wakes it: as long as
+Telegram has been down so far, within these bounds."""
+UPDATE_KINDS = frozenset(
+    {"message", "callback_query", "pre_checkout_query", "my_chat_member", "edited_message"}
+)
+"""Update types named in alert keys; any other is ``other`` (keys never carry what a
+sender chose)."""
 
 _log = get_logger("bot.inbox")
 
@@ -69,6 +90,7 @@ class InboxProcessor:
         *,
         owner: str,
         alerts: Callable[[], AlertSubmitter],
+        link: TelegramLink | None = None,
         batch_size: int = 20,
         claim_seconds: float = 120.0,
         handler_timeout: float = 60.0,
@@ -76,25 +98,37 @@ class InboxProcessor:
         concurrency: int = 8,
         idle_seconds: float = 2.0,
         retry_backoff: Backoff = RETRY_BACKOFF,
+        telegram_backoff: Backoff = TELEGRAM_BACKOFF,
     ) -> None:
         if handler_timeout >= claim_seconds:
             raise ValueError("a claim must outlast the handler timeout")
         self._db = db
         self.owner = owner
         self._alerts = alerts
+        self.link = link if link is not None else TelegramLink()
         self.batch_size = batch_size
         self.claim_seconds = claim_seconds
         self.handler_timeout = handler_timeout
         self.max_attempts = max_attempts
         self.idle_seconds = idle_seconds
         self.retry_backoff = retry_backoff
+        self.telegram_backoff = telegram_backoff
         self._limiter = trio.CapacityLimiter(concurrency)
         self.wakeup = Wakeup()
         self.processed = 0
         """Updates settled by this processor (for tests and status)."""
+        self.woken = 0
+        """Updates made due at once because Telegram answered again (for tests and status)."""
+        self._claim_trouble: str | None = None
 
     async def run(self, ctx: ActorContext, feed: Feed) -> None:
         """Claim and process until ``ctx.stop_requested``; updates in flight finish."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow_telegram, ctx)
+            await self._claim_loop(ctx, feed)
+            nursery.cancel_scope.cancel()
+
+    async def _claim_loop(self, ctx: ActorContext, feed: Feed) -> None:
         failures = 0
         while not ctx.stop_requested.is_set():
             try:
@@ -107,17 +141,60 @@ class InboxProcessor:
             except Exception as exc:
                 failures += 1
                 failure = log_failure(_log, exc, operation="bot.inbox.claim", attempt=failures)
+                self._claim_trouble = f"{failure.type.value}: {failure.message[:200]}"
                 report_failure(ctx, exc, failure)
                 pause = backoff_delay(self.retry_backoff, min(failures - 1, 16), random.random())
                 await self.wakeup.wait(pause)
                 continue
             if failures:
                 failures = 0
+                self._claim_trouble = None
                 ctx.record_success()
+                self._show_health(ctx)
             if claimed:
                 await self.process(claimed, feed, ctx.stop_requested)
             if len(claimed) < self.batch_size and not ctx.stop_requested.is_set():
                 await self.wakeup.wait(self.idle_seconds)
+
+    # -- Telegram's availability ---------------------------------------------------------
+
+    async def _follow_telegram(self, ctx: ActorContext) -> None:
+        """Degraded while Telegram is unreachable; when it answers again, every update
+        waiting for it is made due at once."""
+        seen = self.link.version
+        while True:
+            seen = await self.link.wait_changed(seen)
+            self._show_health(ctx)
+            if not self.link.down:
+                await self.telegram_answers_again()
+
+    def _show_health(self, ctx: ActorContext) -> None:
+        if self._claim_trouble is not None:
+            ctx.set_degraded(self._claim_trouble)
+        elif self.link.down:
+            ctx.set_degraded(f"Telegram unreachable: {self.link.reason}")
+        else:
+            ctx.set_degraded(None)
+
+    async def telegram_answers_again(self) -> int:
+        """Make the updates waiting for Telegram due now and look for them at once."""
+        try:
+            woken = await inbox.telegram_answers_again(self._db())
+        except Exception as exc:  # they come back after their fallback delay
+            log_failure(_log, exc, operation="bot.inbox.wake", outcome=Outcome.DEGRADED)
+            return 0
+        self.woken += woken
+        if woken:
+            _log.info(
+                "updates waiting for Telegram are due again",
+                operation="bot.inbox.wake",
+                outcome=Outcome.SUCCESS,
+                updates=woken,
+            )
+        self.wakeup.set()
+        return woken
+
+    # -- processing ----------------------------------------------------------------------
 
     async def process(
         self, claimed: Sequence[InboxUpdate], feed: Feed, stop: trio.Event | None = None
@@ -163,21 +240,39 @@ class InboxProcessor:
             with trio.fail_after(self.handler_timeout):
                 return await feed(update, correlation_id)
         except Exception as exc:  # outside the handler boundary: parsing, the bridge, time
-            failure = log_failure(_log, exc, operation="bot.update", attempt=update.attempts)
-            return HandlerFailed(failure, retry=failure.transient, payment=_is_payment(update))
+            trouble = telegram_trouble(exc)
+            if trouble is None and isinstance(exc, trio.TooSlowError) and self.link.down:
+                trouble = TelegramTrouble(Trouble.UNREACHABLE, f"{self.link.reason} (timed out)")
+            failure = log_failure(
+                _log,
+                exc,
+                operation="bot.update",
+                attempt=update.attempts,
+                outcome=Outcome.DEGRADED if trouble is not None else Outcome.FAILED,
+            )
+            payment = _is_payment(update)
+            if trouble is not None:
+                return HandlerFailed(failure, Next.WAIT_FOR_TELEGRAM, payment, telegram=trouble)
+            pre_checkout = "pre_checkout_query" in update.payload
+            step = next_step(failure, payment=payment, pre_checkout=pre_checkout)
+            return HandlerFailed(failure, step, payment)
 
     async def _settle(self, update: InboxUpdate, result: Any) -> None:
         db = self._db()
-        if not isinstance(result, HandlerFailed):
+        if not isinstance(result, HandlerFailed) or result.next is Next.DONE:
             await inbox.mark_processed(db, update, owner=self.owner)
             self.processed += 1
             return
-        error = f"{result.failure.exception_type}: {result.failure.message}"
-        if not result.retry:
-            await inbox.give_up(db, update, owner=self.owner, error=error)
-            self.processed += 1
+        failure = result.failure
+        error = f"{failure.exception_type}: {failure.message}"
+        if result.next is Next.WAIT_FOR_TELEGRAM and result.telegram is not None:
+            await self._wait_for_telegram(update, result.telegram, error)
             return
-        delay = _delay(self.retry_backoff, update.attempts, result.failure)
+        if result.next is Next.GIVE_UP:
+            if await inbox.give_up(db, update, owner=self.owner, error=error):
+                self._given_up(update, failure)
+            return
+        delay = _retry_delay(self.retry_backoff, update.attempts, failure)
         again = await inbox.retry_later(
             db,
             update,
@@ -187,33 +282,96 @@ class InboxProcessor:
             max_attempts=self.max_attempts,
         )
         if again is False:
-            self.processed += 1
-            _log.error(
-                "update given up after its last attempt",
-                operation="bot.update",
-                outcome=Outcome.FAILED,
-                failure_type=result.failure.type.value,
-                attempts=update.attempts,
-                payment=result.payment,
-            )
-            if result.payment:
-                self._alert_given_up(update, result.failure)
+            self._given_up(update, failure)
+        elif again and update.attempts == 1 and _money_moved(update):
+            self._alert_payment_delayed(update, failure)
 
-    def _alert_given_up(self, update: InboxUpdate, failure: Failure) -> None:
-        try:
-            self._alerts().submit(
-                Alert(
-                    severity=Severity.CRITICAL,
-                    key=f"bot_payment_given_up:{update.update_id}",
-                    component="bot",
-                    title="a payment update was given up",
-                    text=(
-                        f"update {update.update_id} failed {update.attempts} times "
-                        f"({failure.type.value}: {failure.message[:300]}). The payment "
-                        "reconciliation should still credit it; check the payment by hand."
-                    ),
-                )
+    async def _wait_for_telegram(
+        self, update: InboxUpdate, trouble: TelegramTrouble, error: str
+    ) -> None:
+        if trouble.kind is Trouble.FLOOD_CONTROL:
+            delay = trouble.retry_after if trouble.retry_after is not None else 1.0
+        else:
+            delay = self._telegram_delay()
+        await inbox.wait_for_telegram(
+            self._db(),
+            update,
+            owner=self.owner,
+            error=error,
+            delay_seconds=delay,
+            until_telegram_answers=trouble.kind is Trouble.UNREACHABLE,
+        )
+
+    def _telegram_delay(self) -> float:
+        """As long as Telegram has been down so far (it is woken earlier when Telegram
+        answers). If it answers already, it did since this update failed: soon."""
+        policy = self.telegram_backoff
+        if not self.link.down:
+            return policy.min
+        capped = min(policy.max, max(policy.min, self.link.down_for()))
+        return capped * (1.0 - policy.jitter * random.random())
+
+    # -- given up ------------------------------------------------------------------------
+
+    def _given_up(self, update: InboxUpdate, failure: Failure) -> None:
+        self.processed += 1
+        money = _money_moved(update)
+        kind = _kind(update)
+        _log.error(
+            "update given up; an operator can replay it",
+            operation="bot.update",
+            outcome=Outcome.FAILED,
+            failure_type=failure.type.value,
+            attempts=update.attempts,
+            update_type=kind,
+            payment=money,
+        )
+        uid = update.update_id
+        replay = f"/replay {uid} in the bot, or `vpnbot updates --replay {uid}`"
+        if money:
+            alert = Alert(
+                severity=Severity.CRITICAL,
+                key=f"bot_payment_given_up:{update.update_id}",
+                component="bot",
+                title="a payment update was given up",
+                text=(
+                    f"update {update.update_id} failed {update.attempts} times "
+                    f"({failure.type.value}: {failure.message[:300]}). The payment "
+                    "reconciliation should still credit it; check the payment by hand. "
+                    f"Once fixed, replay it: {replay}."
+                ),
             )
+        else:
+            alert = Alert(
+                severity=Severity.WARNING,
+                key=f"bot_update_given_up:{kind}",
+                component="bot",
+                title="an update was given up",
+                text=(
+                    f"update {update.update_id} ({kind}) failed: {failure.type.value}: "
+                    f"{failure.message[:300]}. Once the cause is fixed, replay it: {replay}."
+                ),
+            )
+        self._submit(alert)
+
+    def _alert_payment_delayed(self, update: InboxUpdate, failure: Failure) -> None:
+        self._submit(
+            Alert(
+                severity=Severity.CRITICAL,
+                key=f"bot_payment_update:{update.update_id}",
+                component="bot",
+                title="a payment update failed in the bot",
+                text=(
+                    f"update {update.update_id} (successful_payment): {failure.type.value}: "
+                    f"{failure.message[:300]}. It is tried again; the user was told the "
+                    "crediting takes longer than usual."
+                ),
+            )
+        )
+
+    def _submit(self, alert: Alert) -> None:
+        try:
+            self._alerts().submit(alert)
         except Exception as exc:
             _log.warning("could not alert", operation="alert", error=repr(exc))
 
@@ -230,15 +388,22 @@ class InboxProcessor:
                 )
 
 
-def _delay(backoff: Backoff, attempts: int, failure: Failure) -> float:
+def _retry_delay(backoff: Backoff, attempts: int, failure: Failure) -> float:
+    """The peer's hint when it gave one (a VPN panel's ``Retry-After``), else backoff."""
     if failure.retry_after is not None and math.isfinite(failure.retry_after):
         return max(0.0, failure.retry_after)
     return backoff_delay(backoff, max(0, attempts - 1), random.random())
 
 
+def _kind(update: InboxUpdate) -> str:
+    kind = next((key for key in update.payload if key != "update_id"), "other")
+    return kind if kind in UPDATE_KINDS else "other"
+
+
+def _money_moved(update: InboxUpdate) -> bool:
+    message = update.payload.get("message")
+    return isinstance(message, dict) and "successful_payment" in message
+
+
 def _is_payment(update: InboxUpdate) -> bool:
-    payload = update.payload
-    message = payload.get("message")
-    return "pre_checkout_query" in payload or (
-        isinstance(message, dict) and "successful_payment" in message
-    )
+    return "pre_checkout_query" in update.payload or _money_moved(update)

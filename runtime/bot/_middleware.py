@@ -2,19 +2,30 @@
 
 For every update it binds a correlation id (the inbox's, when it passed one) to the log
 context, records the contact (creating the user on first contact, with the language of
-their Telegram client) and gives the handlers ``account`` (``runtime.storage.users.User``)
-and ``lang``. An exception from a handler is classified and logged once, the user gets a
-short apology in their language, and the middleware returns a ``HandlerFailed`` instead of
-raising, so the dispatcher keeps serving. The inbox reads it to decide whether to try the
-update again (transient failures; payments always) or to let it go.
+their Telegram client) and gives the handlers ``account`` (``runtime.storage.users.User``),
+``lang`` and ``alert`` (``SubmitAlert``). An exception from a handler is classified and
+logged once and the middleware returns a ``HandlerFailed`` instead of raising, so the
+dispatcher keeps serving. Its ``next`` tells the inbox what to do with the update:
 
-Payment updates (``pre_checkout_query``, ``successful_payment``) are logged under the
-``payment_finalization`` operation and alert admins when they fail.
+- ``WAIT_FOR_TELEGRAM``: Telegram's flood control, or Telegram unreachable. Not a failure
+  of the update: it runs again when Telegram lets it, without spending an attempt, and
+  the user gets no apology (it could not reach them anyway).
+- ``RETRY``: a transient failure of ours or of another peer (the database, a VPN panel),
+  or a bug while crediting a payment: another attempt later.
+- ``GIVE_UP``: a bug, or a refusal that retrying cannot change: kept for an operator to
+  replay once it is fixed.
+- ``DONE``: nothing left to do (the user blocked the bot; a pre-checkout query answered
+  with an apology, which cannot be answered twice).
+
+On the first attempt of an update that failed by our doing, the user gets a short apology
+in their language. Payment updates (``pre_checkout_query``, ``successful_payment``) are
+logged under the ``payment_finalization`` operation; the inbox alerts admins about them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +35,13 @@ from aiogram.dispatcher.middlewares.user_context import EventContext
 from aiogram.exceptions import TelegramForbiddenError
 from aiogram.types import TelegramObject, Update
 
-from runtime.alerts import Alert, Severity
+from runtime.alerts import Alert
 from runtime.failures import Failure, FailureType, Outcome
 from runtime.logs import correlation, get_logger, log_failure
 
 from ._context import BotContext
 from ._seam import call_trio
+from ._telegram_link import TelegramTrouble, telegram_trouble
 
 PAYMENT_OPERATION = "payment_finalization"
 UPDATE_OPERATION = "bot.update"
@@ -37,14 +49,35 @@ UPDATE_OPERATION = "bot.update"
 _log = get_logger("bot")
 
 
+class Next(enum.Enum):
+    """What becomes of an update whose handler failed (see the module docstring)."""
+
+    WAIT_FOR_TELEGRAM = "wait_for_telegram"
+    RETRY = "retry"
+    GIVE_UP = "give_up"
+    DONE = "done"
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerFailed:
     """What the boundary returns for an update whose handler raised."""
 
     failure: Failure
-    retry: bool
-    """Worth another attempt later: the failure is transient, or money is at stake."""
+    next: Next
     payment: bool
+    telegram: TelegramTrouble | None = None
+    """Set with ``WAIT_FOR_TELEGRAM``: what Telegram did."""
+
+
+def next_step(failure: Failure, *, payment: bool, pre_checkout: bool) -> Next:
+    """For a failure that is not Telegram's: retry what may pass (and a bug while
+    crediting money, which may be a race), give up the rest. A pre-checkout query is
+    answered at once or never: it is never tried again by our doing."""
+    if pre_checkout:
+        return Next.GIVE_UP if failure.type is FailureType.BUG else Next.DONE
+    if failure.transient or (payment and failure.type is FailureType.BUG):
+        return Next.RETRY
+    return Next.GIVE_UP
 
 
 def is_payment(update: Update) -> bool:
@@ -53,10 +86,20 @@ def is_payment(update: Update) -> bool:
     )
 
 
+SubmitAlert = Callable[[Alert], None]
+"""Given to handlers as ``alert``: hands an alert to the pipeline, never raises."""
+
+
 class HandlerBoundary(BaseMiddleware):
     def __init__(self, ctx: BotContext, alerts: Callable[[], Any]) -> None:
         self._ctx = ctx
         self._alerts = alerts
+
+    def alert(self, alert: Alert) -> None:
+        try:
+            self._alerts().submit(alert)
+        except Exception as exc:  # alerting must never break the boundary
+            _log.warning("could not alert", operation="alert", error=repr(exc))
 
     async def __call__(
         self,
@@ -82,6 +125,7 @@ class HandlerBoundary(BaseMiddleware):
                     data["account"] = account
                     lang = account.language
                 data["lang"] = lang
+                data["alert"] = self.alert
                 return await handler(event, data)
             except Exception as exc:
                 return await self._failed(exc, event, data, lang, payment)
@@ -103,42 +147,28 @@ class HandlerBoundary(BaseMiddleware):
             )
             with contextlib.suppress(Exception):
                 await call_trio(self._ctx.svc.mark_blocked, user_id)
-            return HandlerFailed(_forbidden(exc), retry=False, payment=payment)
-        failure = log_failure(
-            _log,
-            exc,
-            operation=PAYMENT_OPERATION if payment else UPDATE_OPERATION,
-            update_type=update.event_type,
-            attempt=attempt,
-        )
-        retry = failure.transient or (payment and failure.type is FailureType.BUG)
-        if update.pre_checkout_query is not None:
-            retry = False  # Telegram wants the answer now; the user can simply pay again
-        if payment:
-            self._alert(update, failure)
-        if attempt == 1 and failure.retry_after is None:
-            # Once per update; not for Telegram's flood control, whose retry simply
-            # delivers the answer a moment later.
-            await self._apologise(update, data["bot"], chat_id, lang, payment)
-        return HandlerFailed(failure, retry=retry, payment=payment)
-
-    def _alert(self, update: Update, failure: Failure) -> None:
-        try:
-            alerts = self._alerts()
-            alerts.submit(
-                Alert(
-                    severity=Severity.CRITICAL,
-                    key=f"bot_payment_update:{update.update_id}",
-                    component="bot",
-                    title="a payment update failed in the bot",
-                    text=(
-                        f"update {update.update_id} ({update.event_type}): "
-                        f"{failure.type.value}: {failure.message[:300]}"
-                    ),
-                )
+            return HandlerFailed(_forbidden(exc), Next.DONE, payment=payment)
+        operation = PAYMENT_OPERATION if payment else UPDATE_OPERATION
+        trouble = telegram_trouble(exc)
+        if trouble is not None:
+            failure = log_failure(
+                _log,
+                exc,
+                operation=operation,
+                outcome=Outcome.DEGRADED,
+                update_type=update.event_type,
+                attempt=attempt,
+                telegram=trouble.kind.value,
             )
-        except Exception as exc:  # alerting must never break the boundary
-            _log.warning("could not alert", operation="alert", error=repr(exc))
+            return HandlerFailed(failure, Next.WAIT_FOR_TELEGRAM, payment, telegram=trouble)
+        failure = log_failure(
+            _log, exc, operation=operation, update_type=update.event_type, attempt=attempt
+        )
+        if attempt == 1:
+            await self._apologise(update, data["bot"], chat_id, lang, payment)
+        pre_checkout = update.pre_checkout_query is not None
+        step = next_step(failure, payment=payment, pre_checkout=pre_checkout)
+        return HandlerFailed(failure, step, payment)
 
     async def _apologise(
         self, update: Update, bot: Bot, chat_id: int | None, lang: str, payment: bool

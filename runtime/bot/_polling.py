@@ -5,6 +5,9 @@ in the background) and stores updates fenced by it, so a poller that lost the le
 stores nothing. Updates are acknowledged by the next ``getUpdates`` offset, which is only
 sent once the previous batch is stored; a poller killed in between leaves them
 unacknowledged, and Telegram hands them out again (storing is idempotent).
+
+After a failed ``getUpdates`` the poller backs off, but no longer than Telegram stays
+unreachable: when it answers again (``TelegramLink``) polling resumes at once.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from runtime.storage.leases import LeaseKeeper, LeaseLost
 from runtime.supervision import ActorContext, Backoff, backoff_delay
 
 from ._inbox import report_failure
+from ._telegram_link import TelegramLink
 
 LEASE = "telegram-polling"
 ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query", "my_chat_member"]
@@ -54,8 +58,10 @@ class Poller:
         timeout: int = 25,
         lease_ttl: float = 30.0,
         backoff: Backoff = POLL_BACKOFF,
+        link: TelegramLink | None = None,
     ) -> None:
         self._db = db
+        self.link = link if link is not None else TelegramLink()
         self.holder = holder
         self._on_stored = on_stored
         self.timeout = timeout
@@ -107,10 +113,11 @@ class Poller:
                 failures += 1
                 failure = log_failure(_log, exc, operation="polling", attempt=failures)
                 report_failure(ctx, exc, failure)
-                delay = failure.retry_after
-                if delay is None:
+                if failure.retry_after is not None:
+                    await trio.sleep(failure.retry_after)
+                else:
                     delay = backoff_delay(self.backoff, min(failures - 1, 16), random.random())
-                await trio.sleep(delay)
+                    await self.link.sleep_unless_back(delay)
                 continue
             if failures:
                 failures = 0

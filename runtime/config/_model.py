@@ -309,6 +309,14 @@ class BillingSettings(_Section):
     activation_max_attempts: Annotated[int, Field(ge=1)] = 8
 
 
+class AccessSettings(_Section):
+    """``[access]``: the VPN accounts of subscriptions that ended."""
+
+    revoked_retention_days: Annotated[int, Field(ge=0, le=3650)] = 30
+    """Days a revoked account (disabled on its panel when its subscription ended) is kept
+    before it is deleted from the panel; 0 deletes it right after."""
+
+
 class BotSettings(_Section):
     """``[bot]``: how the bot receives updates and what it tells users."""
 
@@ -433,6 +441,7 @@ class Settings(_Section):
     plans: dict[PlanId, PlanSettings] = Field(default_factory=dict)
     trial: TrialSettings = Field(default_factory=TrialSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)

@@ -9,12 +9,15 @@ stored update is processed from here by any process:
    (owner, expiry). A process killed mid-handler leaves its claim to expire; the update is
    then claimed again and its handler runs again (handlers are safe to run twice).
 2. run the handler, then
-3. ``mark_processed``, or ``retry_later`` (a transient failure: due again after a delay, or
-   given up once ``max_attempts`` are used), or ``release`` updates never started.
+3. ``mark_processed``; or ``wait_for_telegram`` (Telegram's flood control or Telegram
+   unreachable: due again later, the attempt not counted); or ``retry_later`` (a failure
+   of the handling: due again after a delay, or given up once ``max_attempts`` are used);
+   or ``give_up``; or ``release`` updates never started.
 
 Outcomes count only for the claim that is still current: the row must be claimed by this
 owner with the attempt number of the claim, as in the outbox. An update given up is marked
-processed with its error kept in ``last_error`` (``dead_updates`` lists them).
+processed with its error kept in ``last_error``: ``given_up`` lists them and ``replay``
+makes them pending again, with a fresh count of attempts.
 
 ``store`` may be fenced by a lease (the long poller's): a poller that lost its lease
 stores nothing, so it cannot acknowledge what it did not keep.
@@ -34,6 +37,8 @@ from .leases import Lease, check_fence
 
 GAVE_UP = "gave up: "
 """``last_error`` of an update that was given up starts with this."""
+WAITING_FOR_TELEGRAM = "waiting for Telegram: "
+"""``last_error`` of an update waiting for an unreachable Telegram starts with this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +68,24 @@ class InboxUpdate:
 
 @dataclass(frozen=True, slots=True)
 class DeadUpdate:
+    """An update given up: processed no more until it is replayed."""
+
     update_id: int
     payload: dict[str, Any]
     attempts: int
     last_error: str | None
     received_at: datetime
+    given_up_at: datetime
+
+    @property
+    def kind(self) -> str:
+        """The update's type (``message``, ``callback_query``, ...), one of the Bot API's."""
+        return next((key for key in self.payload if key != "update_id"), "unknown")
+
+    @property
+    def error(self) -> str:
+        """Why it was given up."""
+        return (self.last_error or "").removeprefix(GAVE_UP)
 
 
 UPDATE_ID_RANGE = range(-(2**63), 2**63)
@@ -222,6 +240,56 @@ async def retry_later(
     return None if gave_up is None else not gave_up
 
 
+async def wait_for_telegram(
+    db: Database,
+    update: InboxUpdate,
+    *,
+    owner: str,
+    error: str,
+    delay_seconds: float,
+    until_telegram_answers: bool,
+) -> bool:
+    """Telegram, not the handling, failed: try again after ``delay_seconds`` without
+    counting the attempt. With ``until_telegram_answers`` (Telegram unreachable) the
+    update is also due as soon as ``telegram_answers_again`` is called, whoever calls it.
+
+    False when the claim was not ours any more (nothing changed).
+    """
+
+    async def unit(conn: Connection) -> bool:
+        row = await conn.fetchval(
+            "update telegram_updates set attempts = attempts - 1, claimed_by = null,"
+            " claim_expires_at = now() + $4::interval, last_error = $5"
+            " where update_id = $1 and attempts = $2 and claimed_by = $3"
+            " and processed_at is null returning 1",
+            update.update_id,
+            update.attempts,
+            owner,
+            timedelta(seconds=max(0.0, delay_seconds)),
+            (WAITING_FOR_TELEGRAM if until_telegram_answers else "") + error[:4000],
+        )
+        return row is not None
+
+    return await db.transaction(unit, retry=True)
+
+
+async def telegram_answers_again(db: Database) -> int:
+    """Make every update waiting for an unreachable Telegram due now (it answers again);
+    returns how many."""
+
+    async def unit(conn: Connection) -> int:
+        rows = await conn.fetch(
+            "update telegram_updates set claim_expires_at = now()"
+            " where processed_at is null and claimed_by is null"
+            " and claim_expires_at > now() and last_error like $1 || '%'"
+            " returning update_id",
+            WAITING_FOR_TELEGRAM,
+        )
+        return len(rows)
+
+    return await db.transaction(unit, retry=True)
+
+
 async def give_up(db: Database, update: InboxUpdate, *, owner: str, error: str) -> bool:
     """Stop trying an update (retrying cannot help): processed, with its error kept."""
 
@@ -279,9 +347,10 @@ async def dead_updates(db: Database, limit: int = 100) -> list[DeadUpdate]:
 
     async def unit(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(
-            "select update_id, payload, attempts, last_error, received_at from telegram_updates"
+            "select update_id, payload, attempts, last_error, received_at, processed_at"
+            " from telegram_updates"
             " where processed_at is not null and last_error like $2 || '%'"
-            " order by processed_at desc limit $1",
+            " order by processed_at desc, update_id desc limit $1",
             limit,
             GAVE_UP,
         )
@@ -293,9 +362,29 @@ async def dead_updates(db: Database, limit: int = 100) -> list[DeadUpdate]:
             attempts=row["attempts"],
             last_error=row["last_error"],
             received_at=row["received_at"],
+            given_up_at=row["processed_at"],
         )
         for row in await db.read(unit)
     ]
+
+
+async def replay(db: Database, update_ids: Sequence[int] | None = None) -> list[int]:
+    """Make given-up updates pending again, with no attempt counted and no error kept:
+    those of ``update_ids`` (the others are ignored), or all of them with ``None``.
+    Returns the ids made pending, in order."""
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "update telegram_updates set processed_at = null, attempts = 0,"
+            " claimed_by = null, claim_expires_at = null, last_error = null"
+            " where processed_at is not null and last_error like $1 || '%'"
+            " and ($2::bigint[] is null or update_id = any($2::bigint[]))"
+            " returning update_id",
+            GAVE_UP,
+            None if update_ids is None else list(update_ids),
+        )
+
+    return sorted(row["update_id"] for row in await db.transaction(unit, retry=True))
 
 
 async def prune(db: Database, *, older_than: timedelta, limit: int = 5000) -> int:

@@ -3,6 +3,7 @@
 ACTIVATE = "vpn.activate"
 """Create or update the VPN account of a subscription (payload: subscription_id)."""
 REVOKE = "vpn.revoke"
-"""Disable or delete the VPN account of a subscription (payload: subscription_id)."""
+"""Disable the VPN account of a subscription, or delete it (payload: subscription_id, and
+``delete: true`` for a deletion)."""
 NOTIFY = "telegram.notify"
 """Send a message to a user (payload: chat_id, template, params)."""

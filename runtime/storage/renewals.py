@@ -224,8 +224,9 @@ async def renew(
         extended = await fetch_one(
             conn,
             "update subscriptions set expires_at = greatest(now(), expires_at) + $2,"
-            " activation_status = 'pending', next_attempt_at = now(), activation_attempts = 0,"
-            " last_error = null, updated_at = now() where id = $1 returning expires_at",
+            " period_started_at = now(), activation_status = 'pending',"
+            " next_attempt_at = now(), activation_attempts = 0, last_error = null,"
+            " updated_at = now() where id = $1 returning expires_at",
             candidate.subscription_id,
             duration,
         )

@@ -1,4 +1,13 @@
-"""Subscriptions: access periods and the state of their VPN accounts."""
+"""Subscriptions: access periods and the state of their VPN accounts.
+
+A subscription's traffic is counted per paid period (``period_started_at``): the first
+purchase and every paid extension start one; days granted by an admin, a refund or a
+trial's lifetime do not. ``account_period_started_at`` is the period the VPN account was
+last provisioned for.
+
+An ended subscription's account is disabled (``revoked``, since ``revoked_at``) and,
+after a retention, deleted from its panel (``deleting`` while queued, then ``deleted``).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +37,10 @@ class Subscription:
     vpn_account: str | None
     access_url: str | None
     activation_attempts: int
+    period_started_at: datetime
+    """When the current paid period started: the account's traffic counts from here."""
+    account_period_started_at: datetime | None
+    """The period the VPN account was last provisioned for (None before the first time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +56,7 @@ class Terms:
 
 _COLUMNS = (
     "id, user_id, plan_id, kind, status, starts_at, expires_at, activation_status, vpn_backend,"
-    " vpn_account, access_url, activation_attempts"
+    " vpn_account, access_url, activation_attempts, period_started_at, account_period_started_at"
 )
 
 
@@ -58,7 +71,8 @@ def _row(record: asyncpg.Record) -> Subscription:
 
 async def extend_or_create(conn: Connection, user_id: int, terms: Terms) -> Subscription:
     """Extend the user's active paid subscription on the same backend from
-    max(now, its expiry), or start a new one. The caller holds the user's row lock."""
+    max(now, its expiry), or start a new one; either way a new traffic period starts now.
+    The caller holds the user's row lock."""
     current = await conn.fetchrow(
         f"select {_COLUMNS} from subscriptions where user_id = $1 and vpn_backend = $2"
         " and kind = 'paid' and status = 'active' order by expires_at desc limit 1 for update",
@@ -69,9 +83,9 @@ async def extend_or_create(conn: Connection, user_id: int, terms: Terms) -> Subs
         row = await fetch_one(
             conn,
             "update subscriptions set expires_at = greatest(now(), expires_at) + $2,"
-            " plan_id = $3, activation_status = 'pending', next_attempt_at = now(),"
-            " activation_attempts = 0, last_error = null, updated_at = now()"
-            f" where id = $1 returning {_COLUMNS}",
+            " plan_id = $3, period_started_at = now(), activation_status = 'pending',"
+            " next_attempt_at = now(), activation_attempts = 0, last_error = null,"
+            f" updated_at = now() where id = $1 returning {_COLUMNS}",
             current["id"],
             terms.duration,
             terms.plan_id,
@@ -168,9 +182,15 @@ async def start_trial(
 
 
 async def activation_succeeded(
-    db: Database, subscription_id: int, *, reference: str, access_url: str
+    db: Database,
+    subscription_id: int,
+    *,
+    reference: str,
+    access_url: str,
+    period_started_at: datetime,
 ) -> bool:
-    """Record the account; the first activation tells the user where their access is.
+    """Record the account, provisioned for the period that started at
+    ``period_started_at``; the first activation tells the user where their access is.
 
     Returns False when the subscription ended meanwhile (expired, refunded): the panel call
     may have enabled the account after its revocation ran, so a revocation is queued again
@@ -180,10 +200,12 @@ async def activation_succeeded(
     async def unit(conn: Connection) -> bool:
         row = await conn.fetchrow(
             "update subscriptions set activation_status = 'active', access_url = $2,"
-            " last_error = null, next_attempt_at = null, updated_at = now()"
-            " where id = $1 and status = 'active' returning user_id, expires_at",
+            " account_period_started_at = $3, last_error = null, next_attempt_at = null,"
+            " updated_at = now() where id = $1 and status = 'active'"
+            " returning user_id, expires_at",
             subscription_id,
             access_url,
+            period_started_at,
         )
         if row is None:
             exists = await conn.fetchval(
@@ -270,10 +292,54 @@ async def expire_due(db: Database, *, limit: int, max_attempts: int = 20) -> lis
 
 
 async def revoked(db: Database, subscription_id: int) -> None:
+    """The account is disabled on its panel; its retention starts now."""
+
     async def unit(conn: Connection) -> None:
         await conn.execute(
-            "update subscriptions set activation_status = 'revoked', updated_at = now()"
-            " where id = $1 and status <> 'active'",
+            "update subscriptions set activation_status = 'revoked', revoked_at = now(),"
+            " updated_at = now() where id = $1 and status <> 'active'"
+            " and activation_status not in ('deleting', 'deleted')",
+            subscription_id,
+        )
+
+    await db.transaction(unit, retry=True)
+
+
+async def queue_deletions(
+    db: Database, *, retention: timedelta, limit: int, max_attempts: int = 20
+) -> list[int]:
+    """Queue the deletion of accounts revoked longer than ``retention`` ago (at most
+    ``limit``), in one transaction: they become ``deleting`` and each gets a revocation
+    job that deletes. The scan reads the partial index of revoked accounts."""
+
+    async def unit(conn: Connection) -> list[int]:
+        rows = await conn.fetch(
+            "update subscriptions set activation_status = 'deleting', updated_at = now()"
+            " where id in (select id from subscriptions where activation_status = 'revoked'"
+            " and revoked_at <= now() - $1::interval order by revoked_at limit $2"
+            " for update skip locked) returning id",
+            retention,
+            limit,
+        )
+        ids = [int(r["id"]) for r in rows]
+        await enqueue_many(
+            conn,
+            kind=job_kinds.REVOKE,
+            jobs=[(f"delete:{i}", {"subscription_id": i, "delete": True}) for i in ids],
+            max_attempts=max_attempts,
+        )
+        return ids
+
+    return await db.transaction(unit)
+
+
+async def deleted(db: Database, subscription_id: int) -> None:
+    """The account is gone from its panel."""
+
+    async def unit(conn: Connection) -> None:
+        await conn.execute(
+            "update subscriptions set activation_status = 'deleted', updated_at = now()"
+            " where id = $1 and activation_status = 'deleting'",
             subscription_id,
         )
 

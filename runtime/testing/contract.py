@@ -9,14 +9,17 @@ fixture; pytest then runs every check against their plugin::
             fake = MyFakePanel()
             async with fake.running() as url:
                 yield BackendUnderTest(MyBackend(url, token="t"), fake, secrets=["t"],
-                                       make_fresh=lambda: MyBackend(url, token="t"))
+                                       make_fresh=lambda: MyBackend(url, token="t"),
+                                       use_traffic=fake.use_traffic)
 
-With a real panel instead of a fake, pass ``peer=None``: the fault checks are skipped.
+With a real panel instead of a fake, pass ``peer=None``: the fault checks are skipped
+(and the traffic checks, without ``use_traffic``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +29,7 @@ from runtime.failures import DependencyError, FailureType, classify
 from runtime.plugin_api.vpn import AccountSpec, VpnBackend
 
 from .fakes import FakePeer
+from .links import fetch_configs
 from .payment_contract import PaymentProviderContract, ProviderUnderTest
 
 __all__ = [
@@ -45,17 +49,37 @@ class BackendUnderTest:
     """A second backend object on the same panel: what a restarted process would build."""
     stores_expiry: bool = True
     """False for panels without expiry (Outline): the core deletes accounts instead."""
+    use_traffic: Callable[[str, int], Awaitable[None] | None] | None = None
+    """Make the account of that name use that many bytes on the panel (a fake's usage
+    counter); None skips the checks of traffic periods."""
 
 
-def _spec(name: str, *, days: int = 30, **changes: object) -> AccountSpec:
-    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=days)
-    values: dict[str, object] = {"name": name, "expires_at": expires, "telegram_id": 424242}
+TRAFFIC_LIMIT = 10 * 2**20
+
+
+def _spec(
+    name: str, *, days: int = 30, period_start: datetime | None = None, **changes: object
+) -> AccountSpec:
+    now = datetime.now(UTC).replace(microsecond=0)
+    values: dict[str, object] = {
+        "name": name,
+        "expires_at": now + timedelta(days=days),
+        "telegram_id": 424242,
+        "period_start": period_start or now,
+    }
     values.update(changes)
     return AccountSpec(**values)  # type: ignore[arg-type]
 
 
 def _same_moment(a: datetime | None, b: datetime) -> bool:
     return a is not None and abs((a - b).total_seconds()) < 1.5
+
+
+async def _use(subject: BackendUnderTest, name: str, data_bytes: int) -> None:
+    assert subject.use_traffic is not None
+    done = subject.use_traffic(name, data_bytes)
+    if inspect.isawaitable(done):
+        await done
 
 
 class VpnBackendContract:
@@ -72,6 +96,64 @@ class VpnBackendContract:
         assert account.enabled
         if subject.stores_expiry:
             assert _same_moment(account.expires_at, spec.expires_at)
+
+    async def test_the_access_url_yields_configs(self, subject: BackendUnderTest) -> None:
+        account = await subject.backend.ensure_account(_spec("c_link_1"))
+        configs = await fetch_configs(account.access_url)
+        assert configs, f"{account.access_url!r} gives a client no config"
+        found = await subject.backend.get_account("c_link_1")
+        assert found is not None and await fetch_configs(found.access_url)
+
+    async def test_a_new_period_restores_an_account_whose_traffic_ran_out(
+        self, subject: BackendUnderTest
+    ) -> None:
+        if subject.use_traffic is None:
+            pytest.skip("no use_traffic given: cannot spend an account's traffic")
+        started = datetime.now(UTC).replace(microsecond=0) - timedelta(days=29)
+        first = _spec("c_period_1", days=1, period_start=started, traffic_limit_bytes=TRAFFIC_LIMIT)
+        await subject.backend.ensure_account(first)
+        await _use(subject, first.name, TRAFFIC_LIMIT)
+        spent = await subject.backend.ensure_account(first)  # the same period again
+        assert not spent.enabled and spent.limited
+
+        renewed = _spec(
+            first.name,
+            days=31,
+            period_start=started + timedelta(days=29),
+            traffic_limit_bytes=TRAFFIC_LIMIT,
+        )
+        restored = await subject.backend.ensure_account(renewed)
+        assert restored.enabled and not restored.limited
+        assert await fetch_configs(restored.access_url)
+        if subject.stores_expiry:
+            assert _same_moment(restored.expires_at, renewed.expires_at)
+
+    async def test_a_retried_activation_of_a_period_never_resets_it_twice(
+        self, subject: BackendUnderTest
+    ) -> None:
+        if subject.use_traffic is None:
+            pytest.skip("no use_traffic given: cannot spend an account's traffic")
+        started = datetime.now(UTC).replace(microsecond=0) - timedelta(days=29)
+        first = _spec("c_period_2", days=1, period_start=started, traffic_limit_bytes=TRAFFIC_LIMIT)
+        await subject.backend.ensure_account(first)
+        await _use(subject, first.name, TRAFFIC_LIMIT // 2)
+        renewed = _spec(
+            first.name,
+            days=31,
+            period_start=started + timedelta(days=29),
+            traffic_limit_bytes=TRAFFIC_LIMIT,
+        )
+        await subject.backend.ensure_account(renewed)
+        await _use(subject, first.name, TRAFFIC_LIMIT - 1)
+        retried = await subject.backend.ensure_account(renewed)
+        assert retried.enabled, "the period's usage counts until the limit"
+        if subject.make_fresh is not None:
+            assert (await subject.make_fresh().ensure_account(renewed)).enabled
+        await _use(subject, first.name, 1)
+        found = await subject.backend.get_account(first.name)
+        assert found is not None and found.limited and not found.enabled
+        again = await subject.backend.ensure_account(renewed)
+        assert again.limited and not again.enabled, "a retry must not reset the usage again"
 
     async def test_ensure_twice_gives_one_state(self, subject: BackendUnderTest) -> None:
         spec = _spec("c_twice_1")

@@ -6,9 +6,12 @@
 actor                       interval  min. sleep on failure  what
 ==========================  ========  =====================  ==================================
 ``activation_worker``       1 s       10 s                   VPN panel calls: activations, then
-                                                             revocations (outbox jobs)
+                                                             revocations and deletions
+                                                             (outbox jobs)
 ``fast_expiry_cleanup``     5 s       10 s                   lapsed subscriptions expire; their
-                                                             revocation is queued
+                                                             revocation is queued, and the
+                                                             deletion of accounts revoked
+                                                             past their retention
 ``crypto_payment_watcher``  10 s      15 s                   open invoices polled, paid ones
                                                              credited; stale intents expired
 ``auto_renewal``            300 s     300 s                  renewals from the balance

@@ -1,8 +1,10 @@
 """``activation_worker``: every VPN panel call, through the outbox.
 
 It runs the activation jobs (a purchase, a renewal, a trial) and then the revocation jobs
-(queued by ``fast_expiry_cleanup`` and by refunds): one actor owns both kinds, so one
-actor talks to the panels and one degraded mark says that a panel is down. The jobs
+(queued by ``fast_expiry_cleanup`` and by refunds; those that delete an account after its
+retention too): one actor owns both kinds, so one actor talks to the panels and one
+degraded mark says that a panel is down. An activation that leaves the account unusable
+fails like one the panel refused (see ``runtime.access``). The jobs
 themselves are ``Access.activate_batch`` / ``revoke_batch``: claimed with SKIP LOCKED,
 idempotent on the panel, retried with backoff, failed for good after their attempts
 (the subscription marked failed, its user told, admins alerted).

@@ -1,15 +1,23 @@
-"""``fast_expiry_cleanup``: every few seconds, subscriptions past their expiry end.
+"""``fast_expiry_cleanup``: every few seconds, subscriptions past their expiry end, and the
+accounts of long-ended ones are let go.
 
-Each iteration is ``Access.expire_due``: one transaction marks a batch of lapsed
-subscriptions expired and queues the revocation of their VPN accounts, reading the
-partial index of active subscriptions by expiry (what is due, not the table) with SKIP
-LOCKED, so any number of processes share the work. The revocations themselves are panel
-calls, done by ``activation_worker``, the one owner of every panel call: the cleanup only
-touches the database and keeps its pace while a panel is down.
+Each iteration is two transactions:
+
+- ``Access.expire_due`` marks a batch of lapsed subscriptions expired and queues the
+  revocation of their VPN accounts, reading the partial index of active subscriptions by
+  expiry (what is due, not the table) with SKIP LOCKED;
+- ``Access.queue_deletions`` queues the deletion of accounts revoked longer ago than
+  ``[access] revoked_retention_days``, reading the partial index of revoked accounts the
+  same way, so panels do not fill up with dead accounts.
+
+Any number of processes share the work. The panel calls themselves are done by
+``activation_worker``, the one owner of every panel call: the cleanup only touches the
+database and keeps its pace while a panel is down.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from runtime.plugin_api import Services
@@ -27,12 +35,18 @@ class ExpiryCleanup:
     def __init__(self, services: Services, *, batch: int = 500) -> None:
         self.services = services
         self.batch = batch
+        self.retention = timedelta(days=services.settings.access.revoked_retention_days)
 
     async def iteration(self, ctx: ActorContext) -> float | None:
-        expired = await self.services.access.expire_due(limit=self.batch)
+        access = self.services.access
+        expired = await access.expire_due(limit=self.batch)
+        deleting = await access.queue_deletions(retention=self.retention, limit=self.batch)
+        counter = items(self.services.metrics)
         if expired:
-            items(self.services.metrics).labels(NAME, "expired").inc(expired)
-        return 0.0 if expired >= self.batch else None
+            counter.labels(NAME, "expired").inc(expired)
+        if deleting:
+            counter.labels(NAME, "deletion_queued").inc(deleting)
+        return 0.0 if expired >= self.batch or deleting >= self.batch else None
 
     async def close(self) -> None:
         return None

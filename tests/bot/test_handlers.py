@@ -40,6 +40,7 @@ class Driver:
         self.shop = shop
         self.tb = bot
         self.session = session
+        session.middleware(bot.link)
         self.bot = Bot(TOKEN, session=session)
         self._ids = itertools.count(1)
 
@@ -404,16 +405,38 @@ async def _due_now(conn: Any) -> None:
     await conn.execute("update telegram_updates set claim_expires_at = now()")
 
 
-async def test_a_transient_failure_apologises_once_and_retries(driver: Driver, shop: Shop) -> None:
+async def test_a_transient_failure_apologises_once_and_retries(
+    driver: Driver, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def database_away(user_id: int, **kwargs: Any) -> Any:
+        raise ConnectionResetError("the database went away")
+
+    monkeypatch.setattr(driver.tb.svc, "touch", database_away)
+    update = driver.message(USER, "ru", text="/start")
+    calls = await driver.deliver(update)
+    (apology,) = by_method(calls, "sendMessage")
+    assert apology.text == load_translator().t("ru", "errors.apology")
+    row = (await shop.fetch("select attempts, processed_at from telegram_updates"))[0]
+    assert row == {"attempts": 1, "processed_at": None}
+
+
+async def test_telegram_unreachable_costs_no_attempt_and_no_apology(
+    driver: Driver, shop: Shop
+) -> None:
     driver.session.fail_next(
         "sendMessage", TelegramNetworkError(method=SendMessage(chat_id=1, text="x"), message="down")
     )
     update = driver.message(USER, "ru", text="/start")
     calls = await driver.deliver(update)
-    (apology,) = by_method(calls, "sendMessage")[1:]
-    assert apology.text == load_translator().t("ru", "errors.apology")
-    row = (await shop.fetch("select attempts, processed_at from telegram_updates"))[0]
-    assert row == {"attempts": 1, "processed_at": None}
+    assert len(by_method(calls, "sendMessage")) == 1  # the menu that failed, no apology
+    (row,) = await shop.fetch("select attempts, processed_at, last_error from telegram_updates")
+    assert row["attempts"] == 0 and row["processed_at"] is None
+    assert row["last_error"].startswith(inbox.WAITING_FOR_TELEGRAM)
+    assert driver.tb.link.down
+    # Telegram answers again: the update is due at once and goes through
+    assert await driver.tb.processor.telegram_answers_again() == 1
+    claimed = await inbox.claim(shop.db, owner="t", limit=10, claim_seconds=60)
+    assert [(u.update_id, u.attempts) for u in claimed] == [(update["update_id"], 1)]
 
 
 # -- admins ------------------------------------------------------------------------------

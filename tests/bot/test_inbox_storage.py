@@ -128,6 +128,63 @@ async def test_give_up_and_release(db: Database) -> None:
     assert back.update_id == 2 and back.attempts == 1  # the released try did not count
 
 
+async def test_waiting_for_telegram_spends_no_attempt(db: Database) -> None:
+    await inbox.store(db, [update(1), update(2, user=8), update(3, user=9)])
+    one, two, three = await inbox.claim(db, owner="a", limit=3, claim_seconds=30)
+    assert await inbox.wait_for_telegram(
+        db,
+        one,
+        owner="a",
+        error="TelegramServerError: Bad Gateway",
+        delay_seconds=600,
+        until_telegram_answers=True,
+    )
+    assert await inbox.wait_for_telegram(
+        db,
+        two,
+        owner="a",
+        error="TelegramRetryAfter: retry after 600",
+        delay_seconds=600,
+        until_telegram_answers=False,
+    )
+    # a claim that is not ours any more changes nothing
+    assert not await inbox.wait_for_telegram(
+        db, one, owner="a", error="late", delay_seconds=0, until_telegram_answers=True
+    )
+    assert [r["attempts"] for r in await rows(db)] == [0, 0, 1]
+    assert (await rows(db))[0][
+        "last_error"
+    ] == "waiting for Telegram: TelegramServerError: Bad Gateway"
+    assert await inbox.claim(db, owner="a", limit=5, claim_seconds=30) == []  # none due
+
+    # Telegram answers again: what waited for it is due, flood control still waits
+    assert await inbox.telegram_answers_again(db) == 1
+    assert await inbox.telegram_answers_again(db) == 0
+    (back,) = await inbox.claim(db, owner="b", limit=5, claim_seconds=30)
+    assert (back.update_id, back.attempts) == (1, 1)
+    assert await inbox.mark_processed(db, three, owner="a")
+
+
+async def test_given_up_updates_are_listed_and_replayed(db: Database) -> None:
+    await inbox.store(db, [update(1), update(2, user=8), update(3, user=9)])
+    one, two, three = await inbox.claim(db, owner="a", limit=3, claim_seconds=30)
+    assert await inbox.give_up(db, one, owner="a", error="KeyError: 'x'")
+    assert await inbox.give_up(db, two, owner="a", error="KeyError: 'y'")
+    assert await inbox.mark_processed(db, three, owner="a")
+    dead = await inbox.dead_updates(db)
+    assert [d.update_id for d in dead] == [2, 1]
+    assert dead[1].kind == "message" and dead[1].error == "KeyError: 'x'"
+    assert dead[1].given_up_at >= dead[1].received_at
+
+    assert await inbox.replay(db, [1, 3, 99]) == [1]  # only what was given up
+    (again,) = await inbox.claim(db, owner="b", limit=5, claim_seconds=30)
+    assert (again.update_id, again.attempts) == (1, 1)
+    assert [d.update_id for d in await inbox.dead_updates(db)] == [2]
+    assert await inbox.replay(db) == [2]
+    assert await inbox.dead_updates(db) == []
+    assert await inbox.replay(db) == []
+
+
 async def test_prune_keeps_recent_and_pending_updates(db: Database) -> None:
     await inbox.store(db, [update(1), update(2), update(3)])
     one, two, _ = await inbox.claim(db, owner="a", limit=3, claim_seconds=30)

@@ -20,6 +20,7 @@ from runtime.catalog import Catalog
 from runtime.plugin_api.payments import ConfirmedPayment
 from runtime.storage import Connection, Database, job_kinds, outbox
 from runtime.storage import subscriptions as subs
+from runtime.storage.admin import adjust_days
 from runtime.storage.payments import Verdict
 from runtime.storage.subscriptions import Subscription, account_name
 from runtime.testing.fakes.marzban import FakeMarzban
@@ -35,11 +36,19 @@ GIB = 2**30
 
 
 class Panel(FakeMarzban):
-    """The fake panel, with an outage that lasts until it is over, and a gate that holds
-    user creations (received, not yet handled) until it opens."""
+    """The fake panel, with an outage that lasts until it is over, a gate that holds
+    user creations (received, not yet handled) until it opens, and a fault that answers
+    every user as ``disabled`` (a panel that does not apply what it is sent)."""
 
     gate: trio.Event | None = None
     held: trio.Event | None = None
+    stuck_status: str | None = None
+
+    def _answer(self, user: dict[str, Any]) -> dict[str, Any]:
+        answer = super()._answer(user)
+        if self.stuck_status is not None:
+            answer["status"] = self.stuck_status
+        return answer
 
     def hold_creations(self) -> tuple[trio.Event, trio.Event]:
         """Hold user creations from now on: (set once one is held, set it to let them go)."""
@@ -206,6 +215,96 @@ async def test_an_extension_sets_the_new_expiry_on_the_same_panel_user(
     assert [j["status"] for j in await jobs(db, job_kinds.ACTIVATE)] == ["done", "done"]
     assert len(await notices(db, "access_ready")) == 1  # the access itself did not change
     assert len(await notices(db, "payment_received")) == 2
+
+
+async def test_a_renewal_after_the_traffic_ran_out_restores_access(
+    db: Database, billing: Billing, access: Access, panel: Panel, alerts: Alerts
+) -> None:
+    _, first = await pay(billing, "c1")
+    await access.activate_batch(OWNER)
+    name = account_name(USER, first.id)
+    provisioned = await current(db, first)
+    assert provisioned.account_period_started_at == provisioned.period_started_at
+    panel.use_traffic(name, 100 * GIB)  # the plan's traffic, used up
+    spent = await access.backends["marzban"].get_account(name)
+    assert spent is not None and spent.limited and panel.users[name]["status"] == "limited"
+
+    _, renewed = await pay(billing, "c2")
+    assert renewed.id == first.id
+    assert renewed.period_started_at > first.period_started_at  # a new period
+    assert await access.activate_batch(OWNER) == 1
+
+    user = panel.users[name]
+    assert (user["status"], user["used_traffic"]) == ("active", 0)
+    assert user["expire"] == unix(renewed.expires_at)
+    restored = await current(db, first)
+    assert restored.activation_status == "active"
+    assert restored.account_period_started_at == renewed.period_started_at
+    assert len(panel.calls("POST", f"/api/user/{name}/reset")) == 1
+    assert alerts.alerts == []
+
+
+async def test_an_account_the_panel_leaves_disabled_is_a_failed_activation(
+    db: Database, billing: Billing, access: Access, panel: Panel, alerts: Alerts
+) -> None:
+    _, subscription = await pay(billing, "c1")
+    panel.stuck_status = "disabled"
+
+    assert await access.activate_batch(OWNER) == 1
+    [job] = await jobs(db, job_kinds.ACTIVATE)
+    assert (job["status"], job["attempts"]) == ("pending", 1)  # retried
+    assert "not usable after activation" in job["last_error"]
+    pending = await current(db, subscription)
+    assert (pending.activation_status, pending.access_url) == ("pending", None)
+    assert alerts.alerts == []
+
+    for _ in range(ATTEMPTS - 1):
+        await make_due(db)
+        assert await access.activate_batch(OWNER) == 1
+    [job] = await jobs(db, job_kinds.ACTIVATE)
+    assert job["status"] == "dead"
+    assert (await current(db, subscription)).activation_status == "failed"
+    assert alerts.keys() == [f"activation_failed:{subscription.id}"]
+    assert len(await notices(db, "activation_delayed")) == 1
+    assert await notices(db, "access_ready") == []  # never reported as ready
+
+
+async def test_days_granted_within_a_used_up_period_are_no_failure(
+    db: Database, billing: Billing, access: Access, panel: Panel, alerts: Alerts
+) -> None:
+    _, subscription = await pay(billing, "c1")
+    await access.activate_batch(OWNER)
+    name = account_name(USER, subscription.id)
+    panel.use_traffic(name, 100 * GIB)
+
+    granted = await adjust_days(
+        db, USER, 5, operation_key="grant-1", backend="marzban", max_attempts=ATTEMPTS
+    )
+    assert granted is not None and granted.subscription is not None
+    assert granted.subscription.period_started_at == subscription.period_started_at
+    assert await access.activate_batch(OWNER) == 1
+
+    [_, second] = await jobs(db, job_kinds.ACTIVATE)
+    assert second["status"] == "done"
+    assert panel.users[name]["status"] == "limited"  # the period's traffic stays used up
+    assert panel.users[name]["expire"] == unix(granted.subscription.expires_at)
+    assert not panel.calls("POST", f"/api/user/{name}/reset")
+    assert (await current(db, subscription)).activation_status == "active"
+    assert alerts.alerts == []
+
+
+async def test_a_new_account_over_its_traffic_is_a_failed_activation(
+    db: Database, billing: Billing, access: Access, panel: Panel, alerts: Alerts
+) -> None:
+    """The panel answers an account of a period that just began as out of traffic: it was
+    not reset, whatever the reason, so it is not ready."""
+    await pay(billing, "c1")
+    panel.stuck_status = "limited"
+    assert await access.activate_batch(OWNER) == 1
+    [job] = await jobs(db, job_kinds.ACTIVATE)
+    assert job["status"] == "pending"
+    assert "traffic is used up in a period that has just begun" in job["last_error"]
+    assert await notices(db, "access_ready") == []
 
 
 async def test_a_panel_outage_is_retried_with_growing_backoff_and_no_alert(

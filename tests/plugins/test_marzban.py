@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import EntryPoint
 from typing import Any
@@ -21,8 +23,10 @@ from runtime.plugin_api import ENTRY_POINT_GROUP, load_plugins
 from runtime.plugin_api.vpn import AccountSpec
 from runtime.testing.contract import BackendUnderTest, VpnBackendContract
 from runtime.testing.fakes.marzban import FakeMarzban
+from runtime.testing.links import fetch_configs
 
 ADMIN = "bot-admin"
+GIB = 2**30
 PASSWORD = "pa55-SUPER-secret-word"
 
 
@@ -33,8 +37,13 @@ def make_settings(url: str, **changes: Any) -> MarzbanSettings:
 
 
 def spec(name: str = "u_42_1", *, days: float = 30, **changes: Any) -> AccountSpec:
-    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=days)
-    values: dict[str, Any] = {"name": name, "expires_at": expires, "telegram_id": 42}
+    now = datetime.now(UTC).replace(microsecond=0)
+    values: dict[str, Any] = {
+        "name": name,
+        "expires_at": now + timedelta(days=days),
+        "telegram_id": 42,
+        "period_start": now - timedelta(days=1),
+    }
     values.update(changes)
     return AccountSpec(**values)
 
@@ -62,7 +71,9 @@ class TestMarzbanContract(VpnBackendContract):
             made.append(MarzbanBackend(make_settings(fake.url)))
             return made[-1]
 
-        yield BackendUnderTest(make(), fake, secrets=[PASSWORD], make_fresh=make)
+        yield BackendUnderTest(
+            make(), fake, secrets=[PASSWORD], make_fresh=make, use_traffic=fake.use_traffic
+        )
         for backend in made:
             await backend.aclose()
 
@@ -79,7 +90,7 @@ async def test_lifecycle_create_extend_disable_delete(
     assert stored["expire"] == int(first.expires_at.timestamp())
     assert stored["data_limit"] == 5 * 2**30
     assert stored["status"] == "active"
-    assert stored["inbounds"] == {"vless": fake.inbounds["vless"]}  # every vless inbound
+    assert fake.user_inbounds("u_42_1") == {"vless": fake.inbounds["vless"]}  # every vless one
     [create] = fake.calls("POST", "/api/user")
     assert create.json()["inbounds"] == {}
     assert create.json()["proxies"] == {"vless": {}}
@@ -119,19 +130,28 @@ async def test_explicit_inbound_tags_and_proxy_settings(fake: FakeMarzban) -> No
     finally:
         await backend.aclose()
     user = fake.users["u_42_1"]
-    assert user["inbounds"] == {"vless": ["VLESS TCP REALITY"], "vmess": ["VMess TCP"]}
+    assert fake.user_inbounds("u_42_1") == {"vless": ["VLESS TCP REALITY"], "vmess": ["VMess TCP"]}
     assert user["proxies"]["vless"]["flow"] == "xtls-rprx-vision"
 
 
-async def test_subscription_url_changes_but_the_reference_does_not(
-    fake: FakeMarzban, backend: MarzbanBackend
-) -> None:
-    await backend.ensure_account(spec())
-    one = await backend.get_account("u_42_1")
-    two = await backend.get_account("u_42_1")
-    assert one is not None and two is not None
-    assert one.access_url != two.access_url
-    assert one.reference == two.reference
+async def test_subscription_url_changes_every_second_and_old_ones_keep_working() -> None:
+    now = [1_900_000_000.2]
+    fake = FakeMarzban(admin_username=ADMIN, admin_password=PASSWORD, clock=lambda: now[0])
+    async with fake.running():
+        backend = MarzbanBackend(make_settings(fake.url))
+        try:
+            await backend.ensure_account(spec(days=30))
+            one = await backend.get_account("u_42_1")
+            same_second = await backend.get_account("u_42_1")
+            now[0] += 1.0
+            next_second = await backend.get_account("u_42_1")
+        finally:
+            await backend.aclose()
+        assert one is not None and same_second is not None and next_second is not None
+        assert one.access_url == same_second.access_url  # the token embeds whole seconds
+        assert one.access_url != next_second.access_url
+        assert one.reference == next_second.reference
+        assert await fetch_configs(one.access_url) == await fetch_configs(next_second.access_url)
 
 
 async def test_absolute_subscription_prefix_is_kept(fake: FakeMarzban) -> None:
@@ -144,13 +164,40 @@ async def test_absolute_subscription_prefix_is_kept(fake: FakeMarzban) -> None:
     assert account.access_url.startswith("https://sub.example.com/sub/")
 
 
-async def test_relative_subscription_url_uses_subscription_base_url(fake: FakeMarzban) -> None:
-    backend = MarzbanBackend(make_settings(fake.url, subscription_base_url="https://sub.test"))
-    try:
-        account = await backend.ensure_account(spec())
-    finally:
-        await backend.aclose()
-    assert account.access_url.startswith("https://sub.test/sub/")
+async def test_relative_subscription_url_keeps_the_base_path() -> None:
+    fake = FakeMarzban(admin_username=ADMIN, admin_password=PASSWORD, root_path="/panel/")
+    async with fake.running():
+        backend = MarzbanBackend(make_settings(fake.url.rstrip("/") + "/panel/"))
+        elsewhere = MarzbanBackend(
+            make_settings(fake.url + "/panel", subscription_base_url="https://sub.test/vpn/")
+        )
+        try:
+            account = await backend.ensure_account(spec())
+            other = await elsewhere.get_account("u_42_1")
+        finally:
+            await backend.aclose()
+            await elsewhere.aclose()
+        assert account.access_url.startswith(fake.url.rstrip("/") + "/panel/sub/")
+        assert len(await fetch_configs(account.access_url)) == len(fake.inbounds["vless"])
+        assert other is not None and other.access_url.startswith("https://sub.test/vpn/sub/")
+
+
+async def test_the_subscription_serves_the_users_links_as_base64(
+    fake: FakeMarzban, backend: MarzbanBackend
+) -> None:
+    account = await backend.ensure_account(spec(traffic_limit_bytes=5 * GIB))
+    fake.use_traffic("u_42_1", 123)
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(account.access_url)
+        page = await client.get(account.access_url, headers={"Accept": "text/html"})
+        forged = await client.get(account.access_url[:-3] + "abc")
+    assert answer.status_code == 200
+    links = base64.b64decode(answer.text).decode().splitlines()
+    uuid = fake.users["u_42_1"]["proxies"]["vless"]["id"]
+    assert len(links) == 2 and all(link.startswith(f"vless://{uuid}@") for link in links)
+    assert f"download=123; total={5 * GIB}" in answer.headers["subscription-userinfo"]
+    assert page.headers["content-type"].startswith("text/html")
+    assert (forged.status_code, forged.json()) == (404, {"detail": "Not Found"})
 
 
 async def test_past_expiry_answers_expired_and_not_enabled(
@@ -160,6 +207,160 @@ async def test_past_expiry_answers_expired_and_not_enabled(
     lapsed = await backend.ensure_account(spec(days=-1))
     assert fake.users["u_42_1"]["status"] == "expired"
     assert not lapsed.enabled
+
+
+# -- traffic per period ---------------------------------------------------------------------
+
+
+def renewal_of(first: AccountSpec, *, days: int = 60) -> AccountSpec:
+    return replace(
+        first,
+        expires_at=first.expires_at + timedelta(days=days),
+        period_start=first.period_start + timedelta(days=30),
+    )
+
+
+async def test_a_renewal_after_used_up_traffic_resets_usage_once(
+    fake: FakeMarzban, backend: MarzbanBackend
+) -> None:
+    first = spec(traffic_limit_bytes=5 * GIB)
+    await backend.ensure_account(first)
+    fake.use_traffic("u_42_1", 5 * GIB)
+    spent = await backend.get_account("u_42_1")
+    assert spent is not None and spent.limited and not spent.enabled
+
+    fake.requests.clear()
+    renewed = renewal_of(first)
+    account = await backend.ensure_account(renewed)
+    assert account.enabled and not account.limited
+    user = fake.users["u_42_1"]
+    assert (user["used_traffic"], user["status"]) == (0, "active")
+    assert user["expire"] == int(renewed.expires_at.timestamp())
+    assert user["note"] == f"telegram_id 42\nvpnbot-period:{renewed.period}"
+    assert [(r.method, r.path) for r in fake.requests] == [
+        ("POST", "/api/user"),
+        ("GET", "/api/user/u_42_1"),
+        ("PUT", "/api/user/u_42_1"),  # the values, and the mark opened
+        ("POST", "/api/user/u_42_1/reset"),
+        ("PUT", "/api/user/u_42_1"),  # the mark closed
+    ]
+    opened = fake.requests[2].json()["note"]
+    assert opened.endswith(f"vpnbot-period:{renewed.period}/open:{5 * GIB}")
+    assert (await client_json(fake, "u_42_1"))["lifetime_used_traffic"] == 5 * GIB
+
+    fake.requests.clear()
+    fake.use_traffic("u_42_1", GIB)
+    await backend.ensure_account(renewed)  # a retry of the same period
+    assert fake.users["u_42_1"]["used_traffic"] == GIB
+    assert not fake.calls("POST", "/api/user/u_42_1/reset")
+
+
+async def test_a_crash_after_the_reset_does_not_reset_again(
+    fake: FakeMarzban, backend: MarzbanBackend
+) -> None:
+    first = spec(traffic_limit_bytes=5 * GIB)
+    await backend.ensure_account(first)
+    renewed = renewal_of(first)
+    # The mark was opened with 3 GiB used, the reset ran, then the process died before
+    # closing the mark; the user has used 1 GiB since.
+    fake.users["u_42_1"]["note"] = f"telegram_id 42\nvpnbot-period:{renewed.period}/open:{3 * GIB}"
+    fake.set_used_traffic("u_42_1", GIB)
+    account = await backend.ensure_account(renewed)
+    assert account.enabled
+    assert fake.users["u_42_1"]["used_traffic"] == GIB
+    assert fake.users["u_42_1"]["note"] == f"telegram_id 42\nvpnbot-period:{renewed.period}"
+    assert not fake.calls("POST", "/api/user/u_42_1/reset")
+
+
+async def test_a_crash_before_the_reset_resets_on_the_retry(
+    fake: FakeMarzban, backend: MarzbanBackend
+) -> None:
+    first = spec(traffic_limit_bytes=5 * GIB)
+    await backend.ensure_account(first)
+    renewed = renewal_of(first)
+    fake.users["u_42_1"]["note"] = f"vpnbot-period:{renewed.period}/open:{5 * GIB}"
+    fake.set_used_traffic("u_42_1", 5 * GIB)
+    account = await backend.ensure_account(renewed)
+    assert account.enabled and fake.users["u_42_1"]["used_traffic"] == 0
+    assert len(fake.calls("POST", "/api/user/u_42_1/reset")) == 1
+
+
+async def test_an_unused_account_in_a_new_period_needs_no_reset(
+    fake: FakeMarzban, backend: MarzbanBackend
+) -> None:
+    first = spec(traffic_limit_bytes=5 * GIB)
+    await backend.ensure_account(first)
+    renewed = renewal_of(first)
+    await backend.ensure_account(renewed)
+    assert not fake.calls("POST", "/api/user/u_42_1/reset")
+    assert fake.users["u_42_1"]["note"].endswith(f"vpnbot-period:{renewed.period}")
+
+
+async def test_an_account_from_before_periods_is_reset_once_and_keeps_its_note(
+    fake: FakeMarzban, backend: MarzbanBackend
+) -> None:
+    fake.add_user("u_42_1", note="VIP, ask Anna", data_limit=5 * GIB, status="limited")
+    fake.set_used_traffic("u_42_1", 5 * GIB)
+    account = await backend.ensure_account(spec(traffic_limit_bytes=5 * GIB))
+    assert account.enabled
+    assert fake.users["u_42_1"]["used_traffic"] == 0
+    assert fake.users["u_42_1"]["note"].startswith("VIP, ask Anna\nvpnbot-period:")
+
+
+async def test_adoption_gives_a_user_without_inbounds_every_configured_one(
+    fake: FakeMarzban, backend: MarzbanBackend
+) -> None:
+    fake.add_user("u_42_1", without_inbounds=True)
+    vless_id = fake.users["u_42_1"]["proxies"]["vless"]["id"]
+    assert fake.user_inbounds("u_42_1") == {"vless": []}
+    account = await backend.ensure_account(spec())
+    assert fake.user_inbounds("u_42_1") == {"vless": fake.inbounds["vless"]}
+    assert fake.users["u_42_1"]["proxies"]["vless"]["id"] == vless_id  # same credentials
+    assert len(await fetch_configs(account.access_url)) == len(fake.inbounds["vless"])
+    [put] = fake.calls("PUT", "/api/user/u_42_1")
+    assert put.json()["inbounds"] == {"vless": fake.inbounds["vless"]}
+    assert "proxies" not in put.json()
+
+
+async def test_adoption_adds_a_missing_proxy_type_and_keeps_the_others(
+    fake: FakeMarzban,
+) -> None:
+    fake.add_user("u_42_1", proxies={"vmess": {}})
+    vmess_id = fake.users["u_42_1"]["proxies"]["vmess"]["id"]
+    settings = make_settings(fake.url, inbounds={"vless": ["VLESS TCP REALITY"]})
+    backend = MarzbanBackend(settings)
+    try:
+        await backend.ensure_account(spec())
+    finally:
+        await backend.aclose()
+    assert fake.user_inbounds("u_42_1") == {
+        "vmess": ["VMess TCP"],
+        "vless": ["VLESS TCP REALITY"],
+    }
+    assert fake.users["u_42_1"]["proxies"]["vmess"]["id"] == vmess_id
+    assert not fake.calls("GET", "/api/inbounds")  # explicit tags need no look-up
+
+
+async def test_adoption_leaves_a_complete_user_alone(
+    fake: FakeMarzban, backend: MarzbanBackend
+) -> None:
+    await backend.ensure_account(spec())
+    fake.requests.clear()
+    await backend.ensure_account(spec())
+    [put] = fake.calls("PUT", "/api/user/u_42_1")
+    assert "inbounds" not in put.json() and "proxies" not in put.json()
+    assert not fake.calls("GET", "/api/inbounds")
+
+
+async def client_json(fake: FakeMarzban, username: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=fake.url) as client:
+        login = await client.post(
+            "/api/admin/token", data={"username": ADMIN, "password": PASSWORD}
+        )
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        answer = await client.get(f"/api/user/{username}", headers=auth)
+    body: dict[str, Any] = answer.json()
+    return body
 
 
 # -- the awkward paths ----------------------------------------------------------------------
@@ -236,9 +437,10 @@ async def test_existing_user_is_adopted_with_absolute_values(
     wanted = spec(days=90, traffic_limit_bytes=2**40)
     with capture_logs() as logs:
         account = await backend.ensure_account(wanted)
-    assert [r.path for r in fake.calls(path_prefix="/api/user")] == [
-        "/api/user",
-        "/api/user/u_42_1",
+    assert [(r.method, r.path) for r in fake.calls(path_prefix="/api/user")] == [
+        ("POST", "/api/user"),
+        ("GET", "/api/user/u_42_1"),
+        ("PUT", "/api/user/u_42_1"),
     ]
     assert fake.calls("POST", "/api/user")[0].json()["username"] == "u_42_1"
     user = fake.users["u_42_1"]
@@ -406,6 +608,11 @@ async def test_the_fake_answers_like_the_panel(fake: FakeMarzban) -> None:
         )
         assert bare.json()["expire"] is None
         assert bare.json()["links"] == []  # no inbounds without "inbounds"
+        await client.put("/api/user/bare", json={"status": "disabled"}, headers=auth)
+        reset = await client.post("/api/user/bare/reset", headers=auth)
+        assert reset.json()["status"] == "active"  # the panel's own slip, kept
+        emptied = await client.put("/api/user/bare", json={"inbounds": {"vless": []}}, headers=auth)
+        assert emptied.json()["inbounds"] == {"vless": []}  # [] on a PUT means none
         fake.expire_tokens()
         stale = await client.get("/api/user/bare", headers=auth)
         assert stale.json() == {"detail": "Could not validate credentials"}

@@ -44,9 +44,24 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     )
 
 
-def spec(name: str, *, limit: int | None = None, days: int = 30) -> AccountSpec:
+PERIOD_START = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def spec(
+    name: str, *, limit: int | None = None, days: int = 30, period_start: datetime = PERIOD_START
+) -> AccountSpec:
     expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=days)
-    return AccountSpec(name=name, expires_at=expires, telegram_id=4242, traffic_limit_bytes=limit)
+    return AccountSpec(
+        name=name,
+        expires_at=expires,
+        telegram_id=4242,
+        period_start=period_start,
+        traffic_limit_bytes=limit,
+    )
+
+
+def key_id(name: str, period_start: datetime = PERIOD_START) -> str:
+    return f"{name}-{int(period_start.timestamp()) * 1_000_000}"
 
 
 class Backends:
@@ -101,7 +116,12 @@ class TestOutlineContract(VpnBackendContract):
                 return backends(fake.api_url, fake.cert_sha256)
 
             yield BackendUnderTest(
-                fresh(), fake, secrets=secrets_of(fake), make_fresh=fresh, stores_expiry=False
+                fresh(),
+                fake,
+                secrets=secrets_of(fake),
+                make_fresh=fresh,
+                stores_expiry=False,
+                use_traffic=fake.use_traffic,
             )
 
 
@@ -109,39 +129,91 @@ class TestOutlineContract(VpnBackendContract):
 
 
 async def test_the_lifecycle_of_an_access_key(fake: FakeOutline, backend: OutlineBackend) -> None:
+    kid = key_id("u1_s1")
     created = await backend.ensure_account(spec("u1_s1", limit=5_000))
-    assert created.reference == "u1_s1"
+    assert created.reference == kid
     assert created.access_url.startswith("ss://")
     assert created.expires_at is None and created.enabled
-    assert fake.keys["u1_s1"]["name"] == "u1_s1"
-    assert fake.keys["u1_s1"]["dataLimit"] == {"bytes": 5_000}
-    assert fake.calls("PUT", f"/{SECRET}/access-keys/u1_s1")[0].json()["limit"] == {"bytes": 5_000}
+    assert fake.keys[kid]["name"] == "u1_s1"
+    assert fake.keys[kid]["dataLimit"] == {"bytes": 5_000}
+    assert fake.keys[kid]["password"] == backend.password_for("u1_s1")
+    assert fake.calls("PUT", f"/{SECRET}/access-keys/{kid}")[0].json()["limit"] == {"bytes": 5_000}
 
     await backend.ensure_account(spec("u1_s1", limit=9_000))
-    assert fake.keys["u1_s1"]["dataLimit"] == {"bytes": 9_000}
+    assert fake.keys[kid]["dataLimit"] == {"bytes": 9_000}
 
     unlimited = await backend.ensure_account(spec("u1_s1"))
     assert unlimited.enabled
-    assert "dataLimit" not in fake.keys["u1_s1"]
+    assert "dataLimit" not in fake.keys[kid]
 
     await backend.disable("u1_s1")
-    assert fake.keys["u1_s1"]["dataLimit"] == {"bytes": 0}
-    assert fake.blocked("u1_s1")
+    assert fake.keys[kid]["dataLimit"] == {"bytes": 0}
+    assert fake.blocked(kid)
     disabled = await backend.get_account("u1_s1")
-    assert disabled is not None and not disabled.enabled
+    assert disabled is not None and not disabled.enabled and not disabled.limited
     assert disabled.access_url == created.access_url
 
     enabled = await backend.ensure_account(spec("u1_s1", limit=5_000))
     assert enabled.enabled and enabled.reference == created.reference
-    assert fake.keys["u1_s1"]["dataLimit"] == {"bytes": 5_000}
-    assert not fake.blocked("u1_s1")
+    assert fake.keys[kid]["dataLimit"] == {"bytes": 5_000}
+    assert not fake.blocked(kid)
 
     await backend.delete("u1_s1")
-    assert "u1_s1" not in fake.keys
+    assert kid not in fake.keys
     assert await backend.get_account("u1_s1") is None
     await backend.delete("u1_s1")
     await backend.disable("u1_s1")
     assert list(fake.keys) == []
+
+
+async def test_a_new_period_gets_a_new_key_with_the_same_access_url(
+    fake: FakeOutline, backend: OutlineBackend
+) -> None:
+    first = await backend.ensure_account(spec("u1_s2", limit=5_000))
+    fake.use_traffic("u1_s2", 5_000)
+    spent = await backend.get_account("u1_s2")
+    assert spent is not None and spent.limited and not spent.enabled
+
+    fake.requests.clear()
+    later = PERIOD_START + timedelta(days=30)
+    renewed = await backend.ensure_account(spec("u1_s2", limit=5_000, period_start=later))
+    assert renewed.enabled and not renewed.limited
+    assert renewed.access_url == first.access_url  # the user's client keeps working
+    assert renewed.reference == key_id("u1_s2", later) != first.reference
+    assert set(fake.keys) == {key_id("u1_s2", later)}
+    assert not fake.blocked(key_id("u1_s2", later))
+    assert [(r.method, r.path.removeprefix(f"/{SECRET}")) for r in fake.requests] == [
+        ("GET", f"/access-keys/{key_id('u1_s2', later)}"),
+        ("GET", "/access-keys"),
+        ("DELETE", f"/access-keys/{key_id('u1_s2')}"),
+        ("PUT", f"/access-keys/{key_id('u1_s2', later)}"),
+        ("GET", "/metrics/transfer"),
+    ]
+
+    fake.use_traffic("u1_s2", 10)
+    again = await backend.ensure_account(spec("u1_s2", limit=5_000, period_start=later))
+    assert again.reference == renewed.reference  # a retry adopts: no second new key
+    assert fake.transferred[renewed.reference] == 10
+
+
+async def test_a_key_from_before_periods_passes_its_credentials_on(
+    fake: FakeOutline, backend: OutlineBackend
+) -> None:
+    legacy = fake.add_key("u1_s3", name="u1_s3", port=40000, method="aes-128-gcm")
+    account = await backend.ensure_account(spec("u1_s3"))
+    assert account.access_url == legacy["accessUrl"]
+    assert set(fake.keys) == {key_id("u1_s3")}
+    assert fake.keys[key_id("u1_s3")]["password"] == legacy["password"]
+
+
+async def test_a_crash_between_deleting_and_making_the_key_loses_nothing(
+    fake: FakeOutline, backend: OutlineBackend
+) -> None:
+    first = await backend.ensure_account(spec("u1_s4"))
+    later = PERIOD_START + timedelta(days=30)
+    fake.keys.pop(key_id("u1_s4"))  # deleted, then the process died before the new key
+    account = await backend.ensure_account(spec("u1_s4", period_start=later))
+    assert account.access_url == first.access_url  # the password is derived again
 
 
 async def test_an_enabled_key_obeys_the_server_default_limit(
@@ -149,29 +221,32 @@ async def test_an_enabled_key_obeys_the_server_default_limit(
 ) -> None:
     await backend.ensure_account(spec("u2_s1"))
     fake.default_limit = {"bytes": 100}
-    fake.transfer("u2_s1", 150)
-    assert fake.blocked("u2_s1")  # Outline's rule: no own limit -> the server default
+    fake.transfer(key_id("u2_s1"), 150)
+    assert fake.blocked(key_id("u2_s1"))  # Outline's rule: no own limit -> the server default
+    account = await backend.get_account("u2_s1")
+    assert account is not None and account.limited and not account.enabled
 
 
 async def test_the_configured_cipher_is_asked_for(fake: FakeOutline, backends: Backends) -> None:
     backend = backends(fake.api_url, fake.cert_sha256, method="aes-256-gcm")
     await backend.ensure_account(spec("u3_s1"))
-    assert fake.keys["u3_s1"]["method"] == "aes-256-gcm"
+    assert fake.keys[key_id("u3_s1")]["method"] == "aes-256-gcm"
 
 
-async def test_a_conflict_adopts_the_existing_key(
+async def test_an_existing_key_of_the_period_is_adopted(
     fake: FakeOutline, backend: OutlineBackend
 ) -> None:
-    existing = fake.add_key("u4_s1", name="renamed by hand", limit={"bytes": 0})
+    kid = key_id("u4_s1")
+    existing = fake.add_key(kid, name="renamed by hand", limit={"bytes": 0})
     account = await backend.ensure_account(spec("u4_s1", limit=7_000))
-    assert [r.method for r in fake.requests] == ["PUT", "GET", "PUT", "PUT"]
-    assert fake.requests[0].path == f"/{SECRET}/access-keys/u4_s1"
-    assert account.reference == existing["id"] == "u4_s1"
+    assert [r.method for r in fake.requests] == ["GET", "PUT", "PUT", "GET"]
+    assert fake.requests[0].path == f"/{SECRET}/access-keys/{kid}"
+    assert account.reference == existing["id"] == kid
     assert account.access_url == existing["accessUrl"]
     assert account.enabled
-    assert list(fake.keys) == ["u4_s1"]
-    assert fake.keys["u4_s1"]["name"] == "u4_s1"
-    assert fake.keys["u4_s1"]["dataLimit"] == {"bytes": 7_000}
+    assert list(fake.keys) == [kid]
+    assert fake.keys[kid]["name"] == "u4_s1"
+    assert fake.keys[kid]["dataLimit"] == {"bytes": 7_000}
 
 
 async def test_an_adopted_key_in_the_right_state_needs_no_change(
@@ -180,7 +255,7 @@ async def test_an_adopted_key_in_the_right_state_needs_no_change(
     await backend.ensure_account(spec("u5_s1", limit=1_000))
     fake.requests.clear()
     await backend.ensure_account(spec("u5_s1", limit=1_000))
-    assert [r.method for r in fake.requests] == ["PUT", "GET"]
+    assert [r.method for r in fake.requests] == ["GET", "GET"]  # the key, its usage
 
 
 async def test_keys_made_elsewhere_keep_their_server_ids(
@@ -189,8 +264,20 @@ async def test_keys_made_elsewhere_keep_their_server_ids(
     manual = fake.add_key(name="Admin")
     assert manual["id"] == "0"
     account = await backend.ensure_account(spec("u6_s1"))
-    assert account.reference == "u6_s1"
-    assert set(fake.keys) == {"0", "u6_s1"}
+    assert account.reference == key_id("u6_s1")
+    assert set(fake.keys) == {"0", key_id("u6_s1")}
+    await backend.delete("u6_s1")
+    assert set(fake.keys) == {"0"}
+
+
+async def test_a_password_taken_by_another_key_is_a_permanent_failure(
+    fake: FakeOutline, backend: OutlineBackend
+) -> None:
+    fake.add_key(name="Admin", password=backend.password_for("u6_s2"))
+    with pytest.raises(DependencyError) as caught:
+        await backend.ensure_account(spec("u6_s2"))
+    assert classify(caught.value).transient is False
+    assert backend.password_for("u6_s2") not in str(caught.value)
 
 
 # -- the certificate pin -------------------------------------------------------------------
@@ -369,7 +456,7 @@ async def test_a_wrong_secret_path_is_never_read_as_a_missing_key(
         assert classify(caught.value).transient is False
         assert "ResourceNotFound" in str(caught.value)
         assert "NotTheSecret42" not in str(caught.value)
-    assert "u10_s1" in fake.keys
+    assert key_id("u10_s1") in fake.keys
 
 
 async def test_a_server_older_than_1_10_is_a_permanent_failure(

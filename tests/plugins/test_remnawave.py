@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import EntryPoint
 from typing import Any
@@ -20,6 +21,7 @@ from runtime.plugin_api import ENTRY_POINT_GROUP, load_plugins
 from runtime.plugin_api.vpn import AccountSpec
 from runtime.testing.contract import BackendUnderTest, VpnBackendContract
 from runtime.testing.fakes.remnawave import FakeRemnawave
+from runtime.testing.links import fetch_configs
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.remnawave-SECRET-api-token"
 API_KEY = "caddy-SECRET-api-key"
@@ -34,8 +36,13 @@ def make_settings(url: str, **changes: Any) -> RemnawaveSettings:
 
 
 def spec(name: str = "u_42_1", *, days: float = 30, **changes: Any) -> AccountSpec:
-    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=days)
-    values: dict[str, Any] = {"name": name, "expires_at": expires, "telegram_id": 42}
+    now = datetime.now(UTC).replace(microsecond=0)
+    values: dict[str, Any] = {
+        "name": name,
+        "expires_at": now + timedelta(days=days),
+        "telegram_id": 42,
+        "period_start": now - timedelta(days=1),
+    }
     values.update(changes)
     return AccountSpec(**values)
 
@@ -62,12 +69,15 @@ class TestRemnawaveContract(VpnBackendContract):
     @pytest.fixture
     async def subject(self, fake: FakeRemnawave) -> AsyncIterator[BackendUnderTest]:
         made: list[RemnawaveBackend] = []
+        fake.serve_subscriptions_here()
 
         def make() -> RemnawaveBackend:
             made.append(RemnawaveBackend(make_settings(fake.url)))
             return made[-1]
 
-        yield BackendUnderTest(make(), fake, secrets=[TOKEN], make_fresh=make)
+        yield BackendUnderTest(
+            make(), fake, secrets=[TOKEN], make_fresh=make, use_traffic=fake.use_traffic
+        )
         assert extend_calls(fake) == []
         for backend in made:
             await backend.aclose()
@@ -125,8 +135,9 @@ async def test_a_taken_username_is_resolved_and_patched(
         account = await backend.ensure_account(wanted)
 
     [create] = fake.calls("POST", "/api/users")
-    [patch] = fake.calls("PATCH", "/api/users")
+    patch, marked = fake.calls("PATCH", "/api/users")
     body = patch.json()
+    assert marked.json() == {"id": existing["id"], "description": f"vpnbot-period:{wanted.period}"}
     assert create.json()["username"] == "u_42_1"
     assert [k for k in ("id", "username") if k in body] == ["username"]  # exactly one
     assert body["expireAt"] == wanted.expires_at.isoformat(timespec="milliseconds").replace(
@@ -140,6 +151,73 @@ async def test_a_taken_username_is_resolved_and_patched(
     assert account.reference == str(existing["id"]) and account.enabled
     assert any(entry["event"] == "account exists, adopting it" for entry in logs)
     assert extend_calls(fake) == []
+
+
+async def test_a_renewal_after_used_up_traffic_resets_usage_once(
+    fake: FakeRemnawave, backend: RemnawaveBackend
+) -> None:
+    first = spec(traffic_limit_bytes=2**30)
+    await backend.ensure_account(first)
+    fake.use_traffic("u_42_1", 2**30)
+    spent = await backend.get_account("u_42_1")
+    assert spent is not None and spent.limited and not spent.enabled
+
+    fake.requests.clear()
+    renewed = replace(
+        first,
+        expires_at=first.expires_at + timedelta(days=30),
+        period_start=first.period_start + timedelta(days=30),
+    )
+    account = await backend.ensure_account(renewed)
+    stored = fake.user("u_42_1")
+    assert stored is not None
+    assert account.enabled and not account.limited
+    assert (stored["usedTrafficBytes"], stored["status"]) == (0, "ACTIVE")
+    assert stored["lifetimeUsedTrafficBytes"] == 2**30
+    assert stored["description"] == f"vpnbot-period:{renewed.period}"
+    assert [(r.method, r.path) for r in fake.requests] == [
+        ("POST", "/api/users"),
+        ("PATCH", "/api/users"),
+        ("PATCH", "/api/users"),  # the mark opened
+        ("POST", f"/api/users/{stored['id']}/actions/reset-traffic"),
+        ("PATCH", "/api/users"),  # the mark closed
+    ]
+    assert fake.requests[2].json()["description"] == f"vpnbot-period:{renewed.period}/open:{2**30}"
+
+    fake.use_traffic("u_42_1", 100)
+    await backend.ensure_account(renewed)  # a retry: nothing to reset
+    assert stored["usedTrafficBytes"] == 100
+    assert len([r for r in fake.requests if r.path.endswith("/reset-traffic")]) == 1
+
+
+async def test_an_active_status_over_the_limit_is_reported_limited(
+    fake: FakeRemnawave, backend: RemnawaveBackend
+) -> None:
+    await backend.ensure_account(spec(traffic_limit_bytes=1000))
+    stored = fake.user("u_42_1")
+    assert stored is not None
+    stored["usedTrafficBytes"] = 1000  # counted by a node, not yet seen by the panel's job
+    fake.review_on_read = False
+    account = await backend.get_account("u_42_1")
+    assert account is not None and stored["status"] == "ACTIVE"
+    assert account.limited and not account.enabled
+
+
+async def test_the_subscription_serves_links_of_active_users_only(
+    fake: FakeRemnawave, backend: RemnawaveBackend
+) -> None:
+    fake.serve_subscriptions_here()
+    account = await backend.ensure_account(spec())
+    stored = fake.user("u_42_1")
+    assert stored is not None
+    [link] = await fetch_configs(account.access_url)
+    assert link.startswith(f"vless://{stored['vlessUuid']}@") and link.endswith("#Main")
+    await backend.disable("u_42_1")
+    [placeholder] = await fetch_configs(account.access_url)
+    assert "@0.0.0.0:1" in placeholder and placeholder.endswith("#Subscription%20disabled")
+    async with httpx.AsyncClient() as client:
+        unknown = await client.get(account.access_url[:-4] + "zzzz")
+    assert unknown.status_code == 404
 
 
 async def test_renewing_an_expired_user_makes_it_active(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import EntryPoint
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 
@@ -21,6 +23,7 @@ from runtime.plugin_api import ENTRY_POINT_GROUP, VpnBackend, load_plugins
 from runtime.plugin_api.vpn import AccountSpec
 from runtime.testing.contract import BackendUnderTest, VpnBackendContract
 from runtime.testing.fakes.xui import FakeXui
+from runtime.testing.links import fetch_configs
 
 PASSWORD = "pw-S3cret-Xui-Passw0rd"
 TOKEN = "tok-S3cret-Xui-Api-T0ken"
@@ -63,10 +66,12 @@ def make_fake(api: str = "inbounds", auth: str = "cookie", **kwargs: Any) -> Fak
 
 
 def spec(name: str, *, days: int = 30, **changes: Any) -> AccountSpec:
+    now = datetime.now(UTC).replace(microsecond=0)
     values: dict[str, Any] = {
         "name": name,
-        "expires_at": datetime.now(UTC).replace(microsecond=0) + timedelta(days=days),
+        "expires_at": now + timedelta(days=days),
         "telegram_id": 777001,
+        "period_start": now - timedelta(days=1),
     }
     values.update(changes)
     return AccountSpec(**values)
@@ -105,11 +110,12 @@ class TestXuiContract(VpnBackendContract):
         api, auth = request.param
         fake = make_fake(api, auth)
         async with fake.running() as url:
+
+            def fresh() -> XuiBackend:
+                return panels(make_backend(url, auth=auth, subscription_base_url=url + "/sub/"))
+
             yield BackendUnderTest(
-                panels(make_backend(url, auth=auth)),
-                fake,
-                secrets=SECRETS,
-                make_fresh=lambda: panels(make_backend(url, auth=auth)),
+                fresh(), fake, secrets=SECRETS, make_fresh=fresh, use_traffic=fake.use_traffic
             )
 
 
@@ -197,6 +203,109 @@ async def test_a_later_expiry_is_sent_as_absolute_milliseconds(
         assert isinstance(body["settings"], str)  # a JSON text inside the JSON
         [client] = json.loads(body["settings"])["clients"]
         assert client["expiryTime"] == int(later.expires_at.timestamp() * 1000)
+
+
+# -- traffic per period ------------------------------------------------------------------
+
+
+def renewal_of(first: AccountSpec) -> AccountSpec:
+    return replace(
+        first,
+        expires_at=first.expires_at + timedelta(days=30),
+        period_start=first.period_start + timedelta(days=30),
+    )
+
+
+@pytest.mark.parametrize(
+    ("api", "reset_route"),
+    [
+        ("inbounds", "inbounds/1/resetClientTraffic/u_used"),
+        ("clients", "clients/resetTraffic/u_used"),
+    ],
+)
+async def test_a_renewal_after_used_up_traffic_resets_usage_once(
+    api: str, reset_route: str, panels: Callable[[XuiBackend], XuiBackend]
+) -> None:
+    fake = make_fake(api)
+    async with fake.running() as url:
+        backend = panels(make_backend(url))
+        first = spec("u_used", traffic_limit_bytes=2**30)
+        await backend.ensure_account(first)
+        fake.use_traffic("u_used", 2**30)
+        spent = await backend.get_account("u_used")
+        assert spent is not None and spent.limited and not spent.enabled
+        assert fake.traffics["u_used"]["enable"] is False  # the panel's job ran
+
+        renewed = renewal_of(first)
+        account = await backend.ensure_account(renewed)
+        assert account.enabled and not account.limited
+        row = fake.traffics["u_used"]
+        assert (row["up"] + row["down"], row["enable"], row["allTime"]) == (0, True, 2**30)
+        stored = fake.client("u_used")
+        assert stored is not None and stored["comment"] == f"vpnbot-period:{renewed.period}"
+        assert len(fake.calls("POST", API + reset_route)) == 1
+
+        fake.use_traffic("u_used", 100)
+        again = await backend.ensure_account(renewed)  # a retry of the same period
+        assert again.enabled and fake.traffics["u_used"]["down"] == 100
+        assert len(fake.calls("POST", API + reset_route)) == 1
+
+
+async def test_a_crash_after_the_reset_does_not_reset_again(
+    panels: Callable[[XuiBackend], XuiBackend],
+) -> None:
+    fake = make_fake("inbounds")
+    async with fake.running() as url:
+        backend = panels(make_backend(url))
+        first = spec("u_crash", traffic_limit_bytes=2**30)
+        await backend.ensure_account(first)
+        renewed = renewal_of(first)
+        stored = fake.client("u_crash")
+        assert stored is not None
+        # the mark was opened at 900 bytes, the reset ran, the process died; 10 since
+        fake.remove_client(1, "u_crash")
+        fake.put_client(1, {**stored, "comment": f"vpnbot-period:{renewed.period}/open:900"})
+        fake.use_traffic("u_crash", 10)
+        account = await backend.ensure_account(renewed)
+        assert account.enabled and fake.traffics["u_crash"]["down"] == 10
+        assert not fake.calls("POST", API + "inbounds/1/resetClientTraffic/u_crash")
+        stored = fake.client("u_crash")
+        assert stored is not None and stored["comment"] == f"vpnbot-period:{renewed.period}"
+
+
+async def test_the_operators_comment_is_kept_beside_the_mark(
+    panels: Callable[[XuiBackend], XuiBackend],
+) -> None:
+    fake = make_fake("clients")
+    async with fake.running() as url:
+        backend = panels(make_backend(url))
+        await backend.ensure_account(spec("u_note"))
+        stored = fake.client("u_note")
+        assert stored is not None
+        fake.remove_client(1, "u_note")
+        fake.put_client(1, {**stored, "comment": "paid in cash"})
+        renewed = renewal_of(spec("u_note"))
+        await backend.ensure_account(renewed)
+        stored = fake.client("u_note")
+        assert stored is not None
+        assert stored["comment"] == f"paid in cash\nvpnbot-period:{renewed.period}"
+
+
+@pytest.mark.parametrize("api", ["inbounds", "clients"])
+async def test_the_subscription_server_serves_the_clients_links(
+    api: str, panels: Callable[[XuiBackend], XuiBackend]
+) -> None:
+    fake = make_fake(api, inbounds={1: "vless", 2: "trojan"}, shared_emails=True)  # v3.0+
+    async with fake.running() as url:
+        backend = panels(make_backend(url, inbound_ids=[1, 2], subscription_base_url=url + "/sub/"))
+        account = await backend.ensure_account(spec("u_sub"))
+        configs = await fetch_configs(account.access_url)
+        identity = Identity(PASSWORD)
+        assert sorted(c.split("://")[0] for c in configs) == ["trojan", "vless"]
+        assert any(c.startswith(f"vless://{identity.client_uuid('u_sub')}@") for c in configs)
+        async with httpx.AsyncClient() as client:
+            unknown = await client.get(url + "/sub/nosuchsubid")
+        assert (unknown.status_code, unknown.text) == (400, "Error!")
 
 
 # -- adoption --------------------------------------------------------------------------
@@ -367,13 +476,13 @@ async def test_an_expired_session_costs_one_login(
 
 
 async def test_sessions_expire_by_time_too(panels: Callable[[XuiBackend], XuiBackend]) -> None:
-    import trio
-
-    fake = make_fake("inbounds", session_ttl=0.05)
+    fake = make_fake("inbounds", session_ttl=3600)
     async with fake.running() as url:
         backend = panels(make_backend(url))
         await backend.ensure_account(spec("u_ttl"))
-        await trio.sleep(0.1)
+        for session in fake.sessions.values():  # an hour later
+            assert session.expires_at is not None
+            session.expires_at -= 3601
         assert await backend.get_account("u_ttl") is not None
         assert fake.logins == 2
 

@@ -87,6 +87,44 @@ async def test_scripted_faults() -> None:
     assert emulator.faults == []
 
 
+async def test_an_outage_refuses_every_call_until_it_ends() -> None:
+    emulator = TelegramEmulator()
+    async with (
+        emulator.running() as url,
+        httpx.AsyncClient(base_url=f"{url}/_control") as control,
+        asyncio_loop(),
+        emulator.bot_client() as bot,
+    ):
+        user = emulator.create_user()
+        emulator.start_outage()
+        for call in (bot.get_me, bot.get_updates, lambda: bot.send_message(user.id, "a")):
+            with pytest.raises(TelegramServerError, match="Bad Gateway"):
+                await run_asyncio(call)
+        user.send_text("kept while Telegram is away")
+
+        # a proxy's page for some methods; the spared ones work
+        put = await control.put(
+            "/outage",
+            json={"status": 502, "body": "<html>502</html>", "spared": ["getUpdates"]},
+        )
+        assert put.json()["spared"] == ["getupdates"] and put.json()["methods"] is None
+        [update] = await run_asyncio(bot.get_updates)
+        assert update.message is not None and update.message.text == "kept while Telegram is away"
+        with pytest.raises(ClientDecodeError):
+            await run_asyncio(bot.send_message, user.id, "b")
+
+        # no answer at all: the client's timeout ends the call
+        emulator.start_outage(hang=True, methods=["sendMessage"])
+        with pytest.raises(TelegramNetworkError):
+            await run_asyncio(bot.send_message, user.id, "c", request_timeout=1)
+        assert await run_asyncio(bot.get_me)
+
+        assert (await control.delete("/outage")).json() is None and emulator.outage is None
+        await run_asyncio(bot.send_message, user.id, "d")
+    assert [m.text for m in user.messages(from_bot=True)] == ["d"]  # refused calls did nothing
+    assert emulator.counters["outage"] == 5
+
+
 async def test_other_clients_json_and_multipart_bodies() -> None:
     emulator = TelegramEmulator()
     png = png_bytes()

@@ -36,6 +36,15 @@ from .conftest import (
 
 
 class Panel(FakeMarzban):
+    stuck_status: str | None = None
+    """Every user answered with this status: a panel that does not apply what it is sent."""
+
+    def _answer(self, user: dict[str, Any]) -> dict[str, Any]:
+        answer = super()._answer(user)
+        if self.stuck_status is not None:
+            answer["status"] = self.stuck_status
+        return answer
+
     def go_down(self) -> None:
         self.fail_next(503, body={"detail": "Service Unavailable"}, times=1_000_000)
 
@@ -131,6 +140,41 @@ async def test_a_panel_outage_degrades_the_worker_and_loses_no_activation(
     assert [j["status"] for j in done] == ["done"] * len(ids)
     assert max(j["attempts"] for j in done) <= 2
     assert len(panel.users) == len(ids)
+    assert not [k for k in alerts.seen() if k.startswith("activation_failed")]
+
+
+async def test_accounts_left_unusable_are_retried_without_calling_the_panel_down(
+    db: Database, settings: Settings, alerts: Alerts, panel: Panel
+) -> None:
+    """The panel answers (its health check passes) but leaves the accounts disabled: each
+    activation fails and is retried, nobody is told access is ready, and the worker does
+    not hold the panel's jobs back as if it were down."""
+    services = wire(db, settings, alerts, {"marzban": backend(panel)})
+    panel.stuck_status = "disabled"
+    ids = await start_trials(services, range(300, 305))
+    async with supervised(worker(services, batch=10, probe_every=0.1)) as supervisor:
+
+        async def all_failed_once() -> bool:
+            rows = await jobs(db, job_kinds.ACTIVATE)
+            return len(rows) == len(ids) and all(
+                j["attempts"] >= 1 and j["last_error"] for j in rows
+            )
+
+        await wait_until(all_failed_once)
+        assert supervisor.status_of(activation.NAME).degraded_reason is None
+        panel.stuck_status = None
+        await fetch(db, "update outbox set next_attempt_at = now() where status = 'pending'")
+
+        async def all_active() -> bool:
+            return await activation_states(db) == {"active": len(ids)}
+
+        await wait_until(all_active)
+    rows = await jobs(db, job_kinds.ACTIVATE)
+    assert all("not usable after activation" in (j["last_error"] or "") for j in rows)
+    ready = [
+        j for j in await jobs(db, job_kinds.NOTIFY) if j["payload"]["template"] == "access_ready"
+    ]
+    assert len(ready) == len(ids)  # told once, after the account works
     assert not [k for k in alerts.seen() if k.startswith("activation_failed")]
 
 

@@ -29,6 +29,7 @@ class TestTinyPanelContract(VpnBackendContract):
                 fake,
                 secrets=[TOKEN],
                 make_fresh=lambda: TinyPanelBackend(settings),
+                use_traffic=fake.use_traffic,
             )
 
 

@@ -9,7 +9,9 @@ through to the unknown-command answer, and their button presses to the stale-but
 - ``/grant <id|@username> <days>`` (negative days take days back);
 - ``/refund <payment id>``;
 - ``/broadcast all|active <text>``: a preview, then the broadcast through the outbox, with
-  its progress kept up to date in the preview message.
+  its progress kept up to date in the preview message;
+- ``/failed``: the updates the bot gave up on (a bug in their handling), newest first;
+  ``/replay <update id>`` or ``/replay all`` processes them again once the cause is fixed.
 
 Operations that change something use the update id as their idempotency key, so a
 handler that runs again after a crash does not apply them twice.
@@ -35,6 +37,7 @@ from aiogram.types import User as TelegramUser
 from runtime.failures import DomainError
 from runtime.plugin_api.payments import RefundNotSupported
 from runtime.storage import admin as store
+from runtime.storage import inbox
 from runtime.storage.payments import Refunded
 
 from .. import keyboards as kb
@@ -487,6 +490,61 @@ async def broadcast_stop(
     await show(query, bot, text)
 
 
+# -- updates given up -------------------------------------------------------------------
+
+FAILED_SHOWN = 15
+"""Given-up updates listed by ``/failed`` (a message holds 4096 characters)."""
+REPLAYED_LISTED = 20
+
+
+def failed_text(ctx: BotContext, lang: str, dead: list[inbox.DeadUpdate]) -> str:
+    if not dead:
+        return ctx.t(lang, "admin.failed_none")
+    lines = [ctx.t(lang, "admin.failed_header", count=len(dead))]
+    for update in dead:
+        error = " ".join(update.error.split())
+        lines.append(
+            ctx.t(
+                lang,
+                "admin.failed_line",
+                id=update.update_id,
+                kind=update.kind,
+                date=ctx.date(update.given_up_at),
+                attempts=update.attempts,
+                error=error[:150] + ("…" if len(error) > 150 else ""),
+            )
+        )
+    lines += ["", ctx.t(lang, "admin.failed_footer")]
+    return "\n".join(lines)
+
+
+async def failed_command(message: Message, ctx: BotContext, lang: str) -> None:
+    dead = await call_trio(inbox.dead_updates, ctx.svc.db, FAILED_SHOWN)
+    await message.answer(failed_text(ctx, lang, dead))
+
+
+_REPLAY = re.compile(r"^(all|\d{1,19})$")
+BIGINT_MAX = 2**63 - 1
+
+
+async def replay_command(
+    message: Message, command: CommandObject, ctx: BotContext, lang: str
+) -> None:
+    match = _REPLAY.match((command.args or "").strip().lower())
+    if match is None or (match[1] != "all" and int(match[1]) > BIGINT_MAX):
+        await message.answer(ctx.t(lang, "admin.replay_usage"))
+        return
+    wanted = None if match[1] == "all" else [int(match[1])]
+    replayed = await call_trio(inbox.replay, ctx.svc.db, wanted)
+    if not replayed:
+        text = ctx.t(lang, "admin.replay_none", query=match[1])
+    elif len(replayed) > REPLAYED_LISTED:
+        text = ctx.t(lang, "admin.replayed_many", count=len(replayed))
+    else:
+        text = ctx.t(lang, "admin.replayed", ids=", ".join(f"#{i}" for i in replayed))
+    await message.answer(text)
+
+
 def build_router() -> Router:
     router = Router(name="admin")
     router.message.filter(IsAdmin())
@@ -510,4 +568,6 @@ def build_router() -> Router:
     router.callback_query.register(broadcast_go, kb.AdminCb.filter(F.action == "bc_go"))
     router.callback_query.register(broadcast_show, kb.AdminCb.filter(F.action == "bc_show"))
     router.callback_query.register(broadcast_stop, kb.AdminCb.filter(F.action == "bc_stop"))
+    router.message.register(failed_command, Command("failed"))
+    router.message.register(replay_command, Command("replay"))
     return router

@@ -1,46 +1,69 @@
-"""A fake Marzban 0.8.4 panel: admin tokens and the user API, awkward parts included.
+"""A fake Marzban 0.8.4 panel: admin tokens, the user API and subscriptions, awkward parts
+included.
 
-Modelled on the panel's source and on a running 0.8.4:
+Modelled on the panel's source (``app/routers``, ``app/db/crud.py``, ``app/models/user.py``,
+``app/utils/jwt.py``) and on a running 0.8.4:
 
 - ``POST /api/admin/token`` (OAuth2 password form) issues bearer tokens with a lifetime
   (``token_lifetime`` seconds, None for none); ``expire_tokens()`` kills every issued one,
   as an expiry or a reinstall (new signing secret) does. No token: 401 "Not
   authenticated"; a dead one: 401 "Could not validate credentials".
+- A user's access is its proxies (one per type, with its credentials) and, per proxy, the
+  server inbounds it is *excluded* from; its ``inbounds`` are every server inbound of the
+  type minus those. ``GET /api/inbounds`` lists the server's inbounds by type.
 - ``POST /api/user``: validation errors are 422 ``{"detail": {"<field>": "<message>"}}``;
   a proxy type without inbounds is 400 "Protocol X is disabled on your server" (checked
   before the duplicate); a duplicate name is 409 "User already exists" (case-sensitive, as
-  on SQLite). Without ``inbounds`` the user gets no inbound at all (the real validator
-  never runs on a missing field); ``"inbounds": {}`` or an empty list gives all of a type.
+  on SQLite). Without ``inbounds`` the user is excluded from every inbound (the real
+  validator never runs on a missing field); ``"inbounds": {}`` or an empty list gives all
+  of a type.
 - ``PUT /api/user/{name}`` applies absolute values with the panel's status rules (a past
   ``expire`` answers ``expired`` at once; used traffic over the limit answers
-  ``limited``); sending ``proxies`` replaces their settings, so credentials left out are
-  regenerated, as on the real panel.
-- ``expire`` is unix seconds; 0 is stored and answered as null. ``subscription_url``
-  embeds a changing component: it differs in every answer.
+  ``limited``). ``proxies``, when sent, replace the user's: types left out are removed and
+  credentials left out are regenerated. ``inbounds`` is applied only when not empty, and
+  then per type *as given*: an empty list there excludes the user from every inbound of
+  the type (unlike on creation).
+- ``POST /api/user/{name}/reset`` sets ``used_traffic`` to 0 and logs it (so
+  ``lifetime_used_traffic`` keeps counting), and, through the panel's
+  ``status not in (expired or disabled)`` slip, makes every user but an ``expired`` one
+  ``active``, a ``disabled`` one included.
+- ``expire`` is unix seconds; 0 is stored and answered as null.
+- ``subscription_url`` is ``{prefix}/{subscription_path}/{token}``, the token being
+  ``base64(username,<now rounded up to the second>)`` and a signature: it changes from one
+  second to the next, and every one ever issued keeps working. ``GET
+  /{subscription_path}/{token}`` serves the user's links, newline-separated and base64
+  encoded (the default for clients the panel does not recognise), whatever the user's
+  status, with the ``subscription-userinfo`` header; an HTML page to a browser; 404 "Not
+  Found" for a token that does not verify or a user created after it was issued.
 - Missing users: 404 ``{"detail": "User not found"}``; unknown routes: 404 "Not Found".
 - The panel's periodic review (active users past their expiry or traffic become
   ``expired`` / ``limited``) is applied whenever a user is read or written.
+- ``root_path`` serves everything under a path prefix, as behind a reverse proxy that
+  maps ``https://host/<prefix>/`` to the panel: the panel itself does not know the prefix,
+  so relative subscription URLs leave it out.
 
 Not modelled: ``on_hold`` timing, ``next_plan``, non-sudo admins and ownership (403),
-node usage, templates, ``revoke_sub`` and the other admin routes.
+node usage, templates, ``revoke_sub``, the user-agent specific subscription formats (Clash,
+sing-box, v2ray-json) and the other admin routes.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import itertools
+import json
+import math
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._base import FakePeer
@@ -57,6 +80,7 @@ DEFAULT_INBOUNDS: dict[str, list[str]] = {
     "vmess": ["VMess TCP"],
     "trojan": ["Trojan Websocket TLS"],
 }
+SERVER_ADDRESS = "203.0.113.10"
 
 
 class _Invalid(Exception):
@@ -74,6 +98,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data, altchars=b"-_").decode()
+
+
 class FakeMarzban(FakePeer):
     """``users`` maps a username to the stored user; tests may read and change it."""
 
@@ -87,6 +115,9 @@ class FakeMarzban(FakePeer):
         token_lifetime: float | None = None,
         inbounds: Mapping[str, Sequence[str]] | None = None,
         subscription_prefix: str = "",
+        subscription_path: str = "sub",
+        root_path: str = "",
+        clock: Callable[[], float] = time.time,
         certfile: str | None = None,
         keyfile: str | None = None,
     ) -> None:
@@ -97,10 +128,16 @@ class FakeMarzban(FakePeer):
         self.inbounds = {k: list(v) for k, v in (inbounds or DEFAULT_INBOUNDS).items()}
         """The server's inbound tags by proxy type; a type missing here is disabled."""
         self.subscription_prefix = subscription_prefix.strip("/")
+        """``XRAY_SUBSCRIPTION_URL_PREFIX``: empty gives relative subscription URLs."""
+        self.subscription_path = subscription_path.strip("/")
+        """``XRAY_SUBSCRIPTION_PATH``."""
+        self.root_path = "/" + root_path.strip("/") if root_path.strip("/") else ""
+        self.clock = clock
+        """The panel's clock (unix seconds): tests may move it."""
         self.users: dict[str, dict[str, Any]] = {}
         self.issued_tokens: list[str] = []
         self._token_expiry: dict[str, float | None] = {}
-        self._changes = itertools.count(1)
+        self._secret_key = secrets.token_hex(32)
 
     # -- test controls -------------------------------------------------------------------
 
@@ -111,25 +148,43 @@ class FakeMarzban(FakePeer):
     def set_used_traffic(self, username: str, used_bytes: int) -> None:
         self.users[username]["used_traffic"] = used_bytes
 
-    def add_user(self, username: str, **fields: Any) -> dict[str, Any]:
-        """Put a user in place directly, as if created earlier (by a crashed attempt)."""
-        user = self._new_user(
-            {"username": username, "proxies": {"vless": {}}, "inbounds": {}, **fields}
-        )
+    def use_traffic(self, username: str, data_bytes: int) -> None:
+        """The user moved ``data_bytes`` more bytes through the panel's nodes."""
+        self.users[username]["used_traffic"] += data_bytes
+
+    def add_user(
+        self, username: str, *, without_inbounds: bool = False, **fields: Any
+    ) -> dict[str, Any]:
+        """Put a user in place directly, as if created earlier (by a crashed attempt, or
+        by hand); ``without_inbounds`` as a creation that left ``inbounds`` out."""
+        body: dict[str, Any] = {"username": username, "proxies": {"vless": {}}, **fields}
+        if not without_inbounds:
+            body.setdefault("inbounds", {})
+        user = self._new_user(body)
         self.users[username] = user
         return user
+
+    def user_inbounds(self, username: str) -> dict[str, list[str]]:
+        """The inbound tags the user can use, by proxy type (as the panel answers them)."""
+        return self._inbounds_of(self.users[username])
 
     # -- routes --------------------------------------------------------------------------
 
     def routes(self) -> Sequence[BaseRoute]:
+        root = self.root_path
+        sub = f"{root}/{self.subscription_path}"
         return [
-            Route("/api/admin/token", self._token, methods=["POST"]),
-            Route("/api/admin", self._admin, methods=["GET"]),
-            Route("/api/system", self._system, methods=["GET"]),
-            Route("/api/user", self._create, methods=["POST"]),
-            Route("/api/user/{username}", self._get, methods=["GET"]),
-            Route("/api/user/{username}", self._modify, methods=["PUT"]),
-            Route("/api/user/{username}", self._delete, methods=["DELETE"]),
+            Route(f"{root}/api/admin/token", self._token, methods=["POST"]),
+            Route(f"{root}/api/admin", self._admin, methods=["GET"]),
+            Route(f"{root}/api/system", self._system, methods=["GET"]),
+            Route(f"{root}/api/inbounds", self._server_inbounds, methods=["GET"]),
+            Route(f"{root}/api/user", self._create, methods=["POST"]),
+            Route(f"{root}/api/user/{{username}}", self._get, methods=["GET"]),
+            Route(f"{root}/api/user/{{username}}", self._modify, methods=["PUT"]),
+            Route(f"{root}/api/user/{{username}}", self._delete, methods=["DELETE"]),
+            Route(f"{root}/api/user/{{username}}/reset", self._reset, methods=["POST"]),
+            Route(f"{sub}/{{token}}", self._subscription, methods=["GET"]),
+            Route(f"{sub}/{{token}}/", self._subscription, methods=["GET"]),
         ]
 
     async def _token(self, request: Request) -> Response:
@@ -147,7 +202,7 @@ class FakeMarzban(FakePeer):
             + secrets.token_urlsafe(16)
         )
         lifetime = self.token_lifetime
-        self._token_expiry[token] = None if lifetime is None else time.time() + lifetime
+        self._token_expiry[token] = None if lifetime is None else time.monotonic() + lifetime
         self.issued_tokens.append(token)
         return JSONResponse({"access_token": token, "token_type": "bearer"})
 
@@ -158,7 +213,7 @@ class FakeMarzban(FakePeer):
         if token not in self._token_expiry:
             return _detail(401, "Could not validate credentials", {"WWW-Authenticate": "Bearer"})
         expiry = self._token_expiry[token]
-        if expiry is not None and expiry <= time.time():
+        if expiry is not None and expiry <= time.monotonic():
             del self._token_expiry[token]
             return _detail(401, "Could not validate credentials", {"WWW-Authenticate": "Bearer"})
         return None
@@ -200,6 +255,19 @@ class FakeMarzban(FakePeer):
                 "outgoing_bandwidth": 0,
                 "incoming_bandwidth_speed": 0,
                 "outgoing_bandwidth_speed": 0,
+            }
+        )
+
+    async def _server_inbounds(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        return JSONResponse(
+            {
+                kind: [
+                    {"tag": tag, "protocol": kind, "network": "tcp", "tls": "reality", "port": 443}
+                    for tag in tags
+                ]
+                for kind, tags in self.inbounds.items()
             }
         )
 
@@ -257,6 +325,77 @@ class FakeMarzban(FakePeer):
             return _detail(404, "User not found")
         return _detail(200, "User successfully deleted")
 
+    async def _reset(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        user = self.users.get(request.path_params["username"])
+        if user is None:
+            return _detail(404, "User not found")
+        user["reset_logs"].append(user["used_traffic"])
+        user["used_traffic"] = 0
+        # crud.reset_user_data_usage: `status not in (UserStatus.expired or
+        # UserStatus.disabled)` is a substring test against "expired".
+        if user["status"] not in "expired":
+            user["status"] = "active"
+        return JSONResponse(self._answer(user))
+
+    async def _subscription(self, request: Request) -> Response:
+        user = self._subscriber(request.path_params["token"])
+        if user is None:
+            return _detail(404, "Not Found")
+        self._review(user)
+        if "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(f"<html><body><h1>{user['username']}</h1></body></html>")
+        user["sub_updated_at"] = datetime.fromtimestamp(self.clock(), UTC).isoformat()
+        user["sub_last_user_agent"] = request.headers.get("user-agent", "")
+        info = {
+            "upload": 0,
+            "download": user["used_traffic"],
+            "total": user["data_limit"] or 0,
+            "expire": user["expire"] or 0,
+        }
+        content = base64.b64encode("\n".join(self._links(user)).encode()).decode()
+        return Response(
+            content,
+            media_type="text/plain",
+            headers={
+                "content-disposition": f'attachment; filename="{user["username"]}"',
+                "profile-update-interval": "12",
+                "subscription-userinfo": "; ".join(f"{k}={v}" for k, v in info.items()),
+            },
+        )
+
+    # -- subscription tokens -------------------------------------------------------------
+
+    def _signature(self, data: str) -> str:
+        return _b64(hashlib.sha256((data + self._secret_key).encode()).digest())[:10]
+
+    def _subscription_token(self, username: str) -> str:
+        data = _b64(f"{username},{math.ceil(self.clock())}".encode()).rstrip("=")
+        return data + self._signature(data)
+
+    def _subscriber(self, token: str) -> dict[str, Any] | None:
+        """The user a subscription token was issued for, if it verifies."""
+        if len(token) < 15:
+            return None
+        data, signature = token[:-10], token[-10:]
+        if not secrets.compare_digest(signature, self._signature(data)):
+            return None
+        try:
+            decoded = base64.b64decode(data + "=" * (-len(data) % 4), altchars=b"-_")
+            username, issued = decoded.decode().rsplit(",", 1)
+            issued_at = int(issued)
+        except ValueError:
+            return None
+        user = self.users.get(username)
+        if user is None or user["created"] > issued_at:
+            return None
+        return user
+
+    def _subscription_url(self, username: str) -> str:
+        prefix = self.subscription_prefix.replace("*", secrets.token_hex(8))
+        return f"{prefix}/{self.subscription_path}/{self._subscription_token(username)}"
+
     # -- behaviour -----------------------------------------------------------------------
 
     @staticmethod
@@ -281,7 +420,10 @@ class FakeMarzban(FakePeer):
         proxies = body.get("proxies") or {}
         if not isinstance(proxies, dict):
             raise _Invalid("proxies", "Input should be a valid dictionary")
-        for kind in [*proxies, *(body.get("inbounds") or {})]:
+        inbounds = body.get("inbounds") or {}
+        if not isinstance(inbounds, dict):
+            raise _Invalid("inbounds", "Input should be a valid dictionary")
+        for kind in [*proxies, *inbounds]:
             if kind not in PROXY_TYPES:
                 raise _Invalid(kind, "Input should be 'vmess', 'vless', 'trojan' or 'shadowsocks'")
         for field in ("expire", "data_limit"):
@@ -304,8 +446,10 @@ class FakeMarzban(FakePeer):
         if strategy is not None and strategy not in RESET_STRATEGIES:
             raise _Invalid("data_limit_reset_strategy", "Input should be a valid strategy")
         known = {tag for tags in self.inbounds.values() for tag in tags}
-        for tags in (body.get("inbounds") or {}).values():
-            for tag in tags or []:
+        for tags in inbounds.values():
+            if not isinstance(tags, list):
+                raise _Invalid("inbounds", "Input should be a valid list")
+            for tag in tags:
                 if tag not in known:
                     raise _Invalid("inbounds", f"Value error, Inbound {tag} doesn't exist")
         note = body.get("note")
@@ -324,29 +468,43 @@ class FakeMarzban(FakePeer):
             settings["method"] = given.get("method", "chacha20-ietf-poly1305")
         return settings
 
+    def _excluded(self, kind: str, included: Sequence[str]) -> list[str]:
+        return [tag for tag in self.inbounds.get(kind, []) if tag not in included]
+
+    def _inbounds_of(self, user: dict[str, Any]) -> dict[str, list[str]]:
+        excluded = user["excluded"]
+        return {
+            kind: [t for t in self.inbounds.get(kind, []) if t not in excluded.get(kind, [])]
+            for kind in user["proxies"]
+        }
+
     def _new_user(self, body: dict[str, Any]) -> dict[str, Any]:
         proxies = {
             kind: self._proxy_settings(kind, given or {}) for kind, given in body["proxies"].items()
         }
-        if "inbounds" in body:
-            given = body.get("inbounds") or {}
-            inbounds = {
-                kind: list(given.get(kind) or self.inbounds.get(kind, [])) for kind in proxies
-            }
-        else:  # the panel's inbound validator does not run on a missing field
-            inbounds = {}
+        given = body.get("inbounds") or {}
+        excluded = {
+            # Creation fills a type sent without tags with all of them, but only when the
+            # field itself was sent: its validator does not run on a missing field.
+            kind: self._excluded(kind, given.get(kind) or self.inbounds.get(kind, []))
+            if "inbounds" in body
+            else list(self.inbounds.get(kind, []))
+            for kind in proxies
+        }
+        now = self.clock()
         return {
             "username": body["username"],
             "proxies": proxies,
-            "inbounds": inbounds,
+            "excluded": excluded,
             "expire": body.get("expire") or None,
             "data_limit": body.get("data_limit") or None,
             "data_limit_reset_strategy": body.get("data_limit_reset_strategy") or "no_reset",
             "note": body.get("note") or None,
             "status": body.get("status") or "active",
             "used_traffic": 0,
-            "lifetime_used_traffic": 0,
-            "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+            "reset_logs": [],
+            "created": now,
+            "created_at": datetime.fromtimestamp(now, UTC).replace(tzinfo=None).isoformat(),
             "on_hold_expire_duration": body.get("on_hold_expire_duration"),
             "on_hold_timeout": None,
             "auto_delete_in_days": None,
@@ -357,19 +515,17 @@ class FakeMarzban(FakePeer):
         }
 
     def _apply(self, user: dict[str, Any], body: dict[str, Any]) -> None:
-        """``PUT /api/user/{name}``, following the panel's update rules."""
+        """``PUT /api/user/{name}``, following crud.update_user."""
         proxies = body.get("proxies") or {}
         if proxies:
             user["proxies"] = {
                 kind: self._proxy_settings(kind, given or {}) for kind, given in proxies.items()
             }
-            user["inbounds"] = {
-                kind: user["inbounds"].get(kind, list(self.inbounds.get(kind, [])))
-                for kind in user["proxies"]
-            }
-        for kind, tags in (body.get("inbounds") or {}).items():
+            user["excluded"] = {kind: user["excluded"].get(kind, []) for kind in user["proxies"]}
+        inbounds = body.get("inbounds") or {}
+        for kind, tags in inbounds.items():  # applied as given: [] excludes every inbound
             if kind in user["proxies"]:
-                user["inbounds"][kind] = list(tags or self.inbounds.get(kind, []))
+                user["excluded"][kind] = self._excluded(kind, tags)
         if body.get("status") is not None:
             user["status"] = body["status"]
         if body.get("data_limit") is not None:
@@ -385,46 +541,57 @@ class FakeMarzban(FakePeer):
             user["expire"] = body["expire"] or None
             if user["status"] in ("active", "expired"):
                 expire = user["expire"]
-                user["status"] = "active" if not expire or expire > time.time() else "expired"
+                user["status"] = "active" if not expire or expire > self.clock() else "expired"
         if body.get("note") is not None:
             user["note"] = body["note"] or None
         if body.get("data_limit_reset_strategy") is not None:
             user["data_limit_reset_strategy"] = body["data_limit_reset_strategy"]
 
-    @staticmethod
-    def _review(user: dict[str, Any]) -> None:
+    def _review(self, user: dict[str, Any]) -> None:
         """What the panel's periodic job does to active users."""
         if user["status"] != "active":
             return
         if user["data_limit"] and user["used_traffic"] >= user["data_limit"]:
             user["status"] = "limited"
-        elif user["expire"] and user["expire"] <= time.time():
+        elif user["expire"] and user["expire"] <= self.clock():
             user["status"] = "expired"
 
-    def _subscription_url(self, username: str) -> str:
-        stamp = f"{username},{time.time_ns()}.{next(self._changes)}"
-        token = base64.urlsafe_b64encode(stamp.encode()).decode().rstrip("=")
-        signature = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).decode()
-        prefix = self.subscription_prefix.replace("*", secrets.token_hex(8))
-        return f"{prefix}/sub/{token}{signature[:10]}"
+    def _links(self, user: dict[str, Any]) -> list[str]:
+        links = []
+        for kind, tags in self._inbounds_of(user).items():
+            settings = user["proxies"][kind]
+            for tag in tags:
+                remark = quote(f"{tag} ({user['username']})")
+                if kind == "vmess":
+                    config = {"v": "2", "ps": tag, "add": SERVER_ADDRESS, "port": 443}
+                    config.update(id=settings["id"], net="tcp", tls="tls")
+                    encoded = base64.b64encode(json.dumps(config).encode()).decode()
+                    links.append(f"vmess://{encoded}")
+                elif kind == "vless":
+                    links.append(
+                        f"vless://{settings['id']}@{SERVER_ADDRESS}:443"
+                        f"?security=reality&type=tcp&flow={settings.get('flow', '')}#{remark}"
+                    )
+                elif kind == "trojan":
+                    links.append(
+                        f"trojan://{settings['password']}@{SERVER_ADDRESS}:443"
+                        f"?security=tls&type=ws#{remark}"
+                    )
+                else:
+                    secret = f"{settings['method']}:{settings['password']}".encode()
+                    userinfo = base64.urlsafe_b64encode(secret).decode().rstrip("=")
+                    links.append(f"ss://{userinfo}@{SERVER_ADDRESS}:443#{remark}")
+        return links
 
     def _answer(self, user: dict[str, Any]) -> dict[str, Any]:
-        excluded = {
-            kind: [
-                t for t in self.inbounds.get(kind, []) if t not in user["inbounds"].get(kind, ())
-            ]
-            for kind in user["proxies"]
-        }
-        links = [
-            f"{kind}://{settings.get('id') or settings.get('password')}@example.com:443#{tag}"
-            for kind, settings in user["proxies"].items()
-            for tag in user["inbounds"].get(kind, [])
-        ]
+        hidden = ("excluded", "reset_logs", "created")
         return {
-            **user,
-            "links": links,
+            **{k: v for k, v in user.items() if k not in hidden},
+            "inbounds": self._inbounds_of(user),
+            "excluded_inbounds": {k: list(v) for k, v in user["excluded"].items()},
+            "lifetime_used_traffic": user["used_traffic"] + sum(user["reset_logs"]),
+            "links": self._links(user),
             "subscription_url": self._subscription_url(user["username"]),
-            "excluded_inbounds": excluded,
             "admin": {
                 "username": self.admin_username,
                 "is_sudo": True,

@@ -19,15 +19,20 @@ Modelled on Outline's ``api.yml`` and its restify service (server 1.10 and later
 - ``PUT /access-keys/{id}/name``; ``PUT|DELETE /access-keys/{id}/data-limit``
   (``{"limit": {"bytes": N}}``, N a non-negative integer, else 400; a PUT without
   ``limit`` removes the limit, as restify's validation lets it);
-- ``GET /metrics/transfer``: the bytes the test recorded with ``transfer``; a key is
-  blocked (``blocked``) when its usage reaches its own limit or else the server default,
-  so a 0-byte limit blocks it at once (the real server enforces this asynchronously);
+- a key created with a ``password`` another key has is 409 ``Conflict`` (checked after
+  the id), as Outline keeps one password per key;
+- ``GET /metrics/transfer``: the bytes the test recorded with ``transfer`` (or
+  ``use_traffic``), by key id, deleted keys included (the server's Prometheus keeps their
+  series; it counts the last 30 days, the fake counts everything). A key is blocked
+  (``blocked``) when its usage reaches its own limit or else the server default, so a
+  0-byte limit blocks it at once (the real server enforces this within an hour, and at
+  once when a limit is set);
 - errors are restify's shape ``{"code", "message"}``; parameters are the JSON body merged
   under the path parameters (``mapParams``); a bad cipher is 400 ``InvalidArgument``.
 
-Not modelled: Shadowsocks itself, custom passwords' uniqueness beyond a 409, port
-availability, the experimental metrics, ``/metrics/enabled`` and the
-``hostname-for-access-keys`` / ``port-for-new-access-keys`` settings.
+Not modelled: Shadowsocks itself, the 30-day window of usage, port availability, the
+experimental metrics, ``/metrics/enabled`` and the ``hostname-for-access-keys`` /
+``port-for-new-access-keys`` settings.
 """
 
 from __future__ import annotations
@@ -182,6 +187,16 @@ class FakeOutline(FakePeer):
     def transfer(self, key_id: str, data_bytes: int) -> None:
         """The key's user moved ``data_bytes`` more bytes."""
         self.transferred[key_id] = self.transferred.get(key_id, 0) + data_bytes
+
+    def use_traffic(self, name: str, data_bytes: int) -> None:
+        """The user of the key named ``name`` moved ``data_bytes`` more bytes."""
+        [key_id] = [k["id"] for k in self.keys.values() if k["name"] == name]
+        self.transfer(key_id, data_bytes)
+
+    def key_named(self, name: str) -> dict[str, Any]:
+        """The one stored key named ``name``."""
+        [key] = [k for k in self.keys.values() if k["name"] == name]
+        return key
 
     def blocked(self, key_id: str) -> bool:
         """Whether the key is over its data limit (its own, else the server default)."""

@@ -17,10 +17,20 @@ Modelled on the panel's source:
   and an EXPIRED one given a later expiry become ACTIVE).
 - ``POST /api/users/{id}/actions/extend {"days"}`` adds days to the later of now and the
   current expiry (EXPIRED users become ACTIVE): not idempotent, as on the panel.
+- ``POST /api/users/{id}/actions/reset-traffic`` sets the used traffic to 0 (the
+  lifetime figure keeps counting) and ``lastTrafficResetAt`` to now; a LIMITED user becomes
+  ACTIVE.
 - ``subscriptionUrl`` is ``https://<sub_public_domain>/<shortUuid>``; it changes only on
-  ``revoke``.
+  ``revoke``. ``GET /api/sub/{shortUuid}`` serves the subscription (the panel's own
+  subscription route; a public domain points at it, or at the subscription page that
+  proxies it): for an ACTIVE user one VLESS link per internal squad it is in, newline
+  separated and base64 encoded (the panel's answer to clients it does not recognise), with
+  the ``subscription-userinfo`` header; for any other user the custom remark of its
+  status as a placeholder config (the panel's default ``isShowCustomRemarks``); 404 for an
+  unknown short uuid. ``sub_url_scheme`` lets tests reach it over plain HTTP.
 - The panel's periodic jobs (ACTIVE users past their expiry or traffic become EXPIRED /
-  LIMITED) are applied whenever a user is read or written.
+  LIMITED) are applied whenever a user is read or written (unless ``review_on_read`` is
+  turned off, to see a user between two runs of them).
 
 Not modelled: the connection the panel closes on requests without
 ``X-Forwarded-For`` / ``X-Forwarded-Proto: https`` when reached without its reverse
@@ -30,6 +40,7 @@ external squads, nodes.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
 import secrets
@@ -38,6 +49,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -50,6 +62,7 @@ RESET_PERIODS = ("NO_RESET", "DAY", "WEEK", "MONTH", "MONTH_ROLLING")
 USERNAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 TAG = re.compile(r"^[A-Z0-9_]+$")
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SERVER_ADDRESS = "203.0.113.20"
 DEFAULT_SQUADS = {"0b3c5f4e-7a6d-4c1b-9e8f-2a1d3c4b5e6f": "Default-Squad"}
 
 ERRORS: dict[str, tuple[int, str]] = {
@@ -160,6 +173,7 @@ class FakeRemnawave(FakePeer):
         api_token: str = "remnawave-api-token",
         api_key: str | None = None,
         sub_public_domain: str = "sub.example.com",
+        sub_url_scheme: str = "https",
         internal_squads: Mapping[str, str] | None = None,
         version: str = "3.3.2",
         certfile: str | None = None,
@@ -169,10 +183,15 @@ class FakeRemnawave(FakePeer):
         self.api_token = api_token
         self.api_key = api_key
         self.sub_public_domain = sub_public_domain
+        """``SUB_PUBLIC_DOMAIN``: host (and path) of subscription URLs."""
+        self.sub_url_scheme = sub_url_scheme
         self.internal_squads = dict(internal_squads or DEFAULT_SQUADS)
         """The panel's internal squads, uuid -> name."""
         self.version = version
         self.users: dict[int, dict[str, Any]] = {}
+        self.review_on_read = True
+        """False: the periodic jobs have not run yet (a user over its traffic stays ACTIVE
+        for a while on the real panel)."""
         self._ids = itertools.count(1)
 
     # -- test controls -------------------------------------------------------------------
@@ -196,6 +215,19 @@ class FakeRemnawave(FakePeer):
         assert user is not None, username
         user["usedTrafficBytes"] = used_bytes
 
+    def use_traffic(self, username: str, data_bytes: int) -> None:
+        """The user moved ``data_bytes`` more bytes through the panel's nodes."""
+        user = self.user(username)
+        assert user is not None, username
+        user["usedTrafficBytes"] += data_bytes
+        user["lifetimeUsedTrafficBytes"] += data_bytes
+
+    def serve_subscriptions_here(self) -> None:
+        """Point subscription URLs at this fake's own subscription route (once running)."""
+        scheme, _, rest = self.url.partition("://")
+        self.sub_url_scheme = scheme
+        self.sub_public_domain = rest.rstrip("/") + "/api/sub"
+
     # -- routes --------------------------------------------------------------------------
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -207,6 +239,7 @@ class FakeRemnawave(FakePeer):
             Route("/api/users/{user_id}", self._delete, methods=["DELETE"]),
             Route("/api/users/{user_id}/actions/{action}", self._action, methods=["POST"]),
             Route("/api/system/metadata", self._metadata, methods=["GET"]),
+            Route("/api/sub/{short_uuid}", self._subscription, methods=["GET"]),
         ]
 
     def _error(self, request: Request, code: str) -> JSONResponse:
@@ -361,6 +394,8 @@ class FakeRemnawave(FakePeer):
                 user["status"] = "ACTIVE"
         elif action == "reset-traffic":
             user["usedTrafficBytes"] = 0
+            user["lastTrafficResetAt"] = _now()
+            user["lastTriggeredThreshold"] = 0
             if user["status"] == "LIMITED":
                 user["status"] = "ACTIVE"
         else:  # revoke: new credentials and a new subscription URL
@@ -368,6 +403,36 @@ class FakeRemnawave(FakePeer):
             user["subRevokedAt"] = _now()
         user["updatedAt"] = _now()
         return self._answer(user)
+
+    async def _subscription(self, request: Request) -> Response:
+        short_uuid = request.path_params["short_uuid"]
+        user = next((u for u in self.users.values() if u["shortUuid"] == short_uuid), None)
+        if user is None:
+            return JSONResponse({"message": "Not found", "statusCode": 404}, 404)
+        self._review(user)
+        if user["status"] != "ACTIVE":
+            remark = quote(f"Subscription {user['status'].lower()}")
+            links = [f"vless://{'0' * 8}-0000-0000-0000-{'0' * 12}@0.0.0.0:1?type=tcp#{remark}"]
+        else:
+            links = [
+                f"vless://{user['vlessUuid']}@{SERVER_ADDRESS}:443"
+                f"?security=reality&type=tcp#{quote(self.internal_squads.get(squad, squad))}"
+                for squad in user["activeInternalSquads"]
+            ]
+        info = {
+            "upload": 0,
+            "download": user["usedTrafficBytes"],
+            "total": user["trafficLimitBytes"],
+            "expire": int(user["expireAt"].timestamp()),
+        }
+        return Response(
+            base64.b64encode("\n".join(links).encode()).decode(),
+            media_type="text/plain",
+            headers={
+                "subscription-userinfo": "; ".join(f"{k}={v}" for k, v in info.items()),
+                "profile-update-interval": "12",
+            },
+        )
 
     async def _metadata(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
@@ -528,10 +593,9 @@ class FakeRemnawave(FakePeer):
             user["expireAt"] = new_expiry
         user["updatedAt"] = _now()
 
-    @staticmethod
-    def _review(user: dict[str, Any]) -> None:
+    def _review(self, user: dict[str, Any]) -> None:
         """What the panel's periodic jobs do to active users."""
-        if user["status"] != "ACTIVE":
+        if not self.review_on_read or user["status"] != "ACTIVE":
             return
         if user["expireAt"] <= _now():
             user["status"] = "EXPIRED"
@@ -551,7 +615,9 @@ class FakeRemnawave(FakePeer):
             "lastTrafficResetAt": _iso(user["lastTrafficResetAt"]),
             "createdAt": _iso(user["createdAt"]),
             "updatedAt": _iso(user["updatedAt"]),
-            "subscriptionUrl": f"https://{self.sub_public_domain}/{user['shortUuid']}",
+            "subscriptionUrl": (
+                f"{self.sub_url_scheme}://{self.sub_public_domain}/{user['shortUuid']}"
+            ),
             "activeInternalSquads": [
                 {"uuid": s, "name": self.internal_squads.get(s, "")}
                 for s in user["activeInternalSquads"]

@@ -24,12 +24,28 @@ What it models (from the panel's controllers and services):
 - Every error is HTTP 200 ``{"success": false, "msg": ...}``; ``totalGB`` in bytes,
   ``expiryTime`` in milliseconds; field types checked as Go's JSON binding would.
 
-Not modelled: traffic accounting and expiry enforcement, Xray itself, subscription
-serving, 2FA, API token scopes, inbound management beyond ``add_inbound``.
+- Traffic: one ``client_traffics`` row per email (``traffics``): ``up``, ``down``,
+  ``allTime``, ``total``, ``expiryTime`` and ``enable``, made when a client is added and
+  dropped when it is deleted. Adding or updating a client copies its ``enable``,
+  ``totalGB`` and ``expiryTime`` into the row (``UpdateClientStat``); the panel's job that
+  disables depleted and expired clients (``disableInvalidClients``) runs before every API
+  request, setting the row's ``enable`` false and leaving the client's own alone.
+  ``inbounds/getClientTraffics/:email`` (v2.x, v3.0) and ``clients/traffic/:email``
+  (v3.1+) read the row; ``inbounds/:id/resetClientTraffic/:email`` and
+  ``clients/resetTraffic/:email`` set ``up`` and ``down`` to 0 and ``enable`` true.
+  ``use_traffic`` is a client moving bytes.
+- The subscription server (on its own port on the real panel, here under ``sub_path`` of
+  the same address): ``GET {sub_path}<subId>`` gives the link of every client with that
+  ``subId`` on an enabled inbound, enabled or not, one per line and base64 encoded (the
+  ``subEncrypt`` default), with ``subscription-userinfo``; 400 "Error!" when there is none.
+
+Not modelled: Xray itself, the JSON and Clash subscription formats, 2FA, API token scopes,
+inbound management beyond ``add_inbound``.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
@@ -39,7 +55,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -96,6 +112,7 @@ class FakeXui(FakePeer):
         shared_emails: bool = False,
         session_ttl: float | None = None,
         inbounds: Mapping[int, str] | None = None,
+        sub_path: str = "/sub/",
         certfile: str | None = None,
         keyfile: str | None = None,
     ) -> None:
@@ -113,7 +130,10 @@ class FakeXui(FakePeer):
         self.csrf = (api == "clients") if csrf is None else csrf
         self.shared_emails = shared_emails
         self.session_ttl = session_ttl
+        self.sub_path = "/" + sub_path.strip("/") + "/"
         self.inbounds: dict[int, dict[str, Any]] = {}
+        self.traffics: dict[str, dict[str, Any]] = {}
+        """``client_traffics`` rows by lower-case email."""
         self.sessions: dict[str, _Session] = {}
         self.logins = 0
         """Successful logins."""
@@ -160,12 +180,20 @@ class FakeXui(FakePeer):
             seed = self._with_credentials({"email": f"seed-{inbound_id}", "enable": True}, protocol)
             seed.update(limitIp=0, totalGB=0, expiryTime=0, tgId=0, subId=_random_sub_id())
             self._set_clients(inbound_id, [seed])
+            self._add_traffic(inbound_id, seed)
 
     def put_client(self, inbound_id: int, client: Mapping[str, Any]) -> None:
         """Store a client as if made in the panel's UI (no checks)."""
         clients = self.clients(inbound_id)
         clients.append(dict(client))
         self._set_clients(inbound_id, clients)
+        self._add_traffic(inbound_id, client)
+
+    def use_traffic(self, email: str, data_bytes: int) -> None:
+        """The client moved ``data_bytes`` more bytes (counted as download)."""
+        row = self.traffics[email.lower()]
+        row["down"] += data_bytes
+        row["allTime"] += data_bytes
 
     def remove_client(self, inbound_id: int, email: str) -> None:
         """Take a client off an inbound as if done in the panel's UI (no checks)."""
@@ -210,6 +238,67 @@ class FakeXui(FakePeer):
         settings = json.loads(inbound["settings"])
         settings["clients"] = clients
         inbound["settings"] = json.dumps(settings, indent=2)
+
+    def _add_traffic(self, inbound_id: int, client: Mapping[str, Any]) -> None:
+        """``AddClientStat``: a row for a new email; an existing one is left as it is."""
+        email = str(client.get("email", ""))
+        self.traffics.setdefault(
+            email.lower(),
+            {
+                "inboundId": inbound_id,
+                "email": email,
+                "up": 0,
+                "down": 0,
+                "allTime": 0,
+                "lastOnline": 0,
+                "reset": client.get("reset", 0),
+            },
+        )
+        self._copy_stat(email, client)
+
+    def _copy_stat(self, email: str, client: Mapping[str, Any]) -> None:
+        """``UpdateClientStat``: the client's own enable, total and expiry into its row."""
+        row = self.traffics.pop(email.lower(), None)
+        if row is None:
+            return
+        row.update(
+            email=client.get("email", email),
+            enable=client.get("enable", True),
+            total=client.get("totalGB", 0),
+            expiryTime=client.get("expiryTime", 0),
+            reset=client.get("reset", 0),
+        )
+        self.traffics[str(row["email"]).lower()] = row
+
+    def _drop_traffic(self, email: str) -> None:
+        if not self.find(email):
+            self.traffics.pop(email.lower(), None)
+
+    def _disable_invalid_clients(self) -> None:
+        now = _now_ms()
+        for row in self.traffics.values():
+            depleted = row["total"] > 0 and row["up"] + row["down"] >= row["total"]
+            expired = row["expiryTime"] > 0 and row["expiryTime"] <= now
+            if row["enable"] and (depleted or expired):
+                row["enable"] = False
+
+    def _reset_traffic(self, email: str) -> None:
+        row = self.traffics.get(email.lower())
+        if row is None:
+            raise _Refused(f"record not found for {email}")
+        row.update(up=0, down=0, enable=True)
+
+    def _traffic_out(self, email: str) -> dict[str, Any]:
+        row = self.traffics.get(email.lower())
+        if row is None:
+            raise _Refused(f"Inbound Not Found For Email: {email}")
+        client = self.client(email) or {}
+        return {
+            "id": 1,
+            **row,
+            "uuid": client.get("id", ""),
+            "subId": client.get("subId", ""),
+        }
 
     def _inbound(self, inbound_id: int) -> dict[str, Any]:
         if inbound_id not in self.inbounds:
@@ -269,6 +358,12 @@ class FakeXui(FakePeer):
             ("GET", r"inbounds/list", self._list_inbounds, both),
             ("GET", r"inbounds/get/(?P<inbound_id>\d+)", self._get_inbound, both),
             ("GET", r"inbounds/getClientTraffics/(?P<email>[^/]+)", self._traffics, old),
+            (
+                "POST",
+                r"inbounds/(?P<inbound_id>\d+)/resetClientTraffic/(?P<email>[^/]+)",
+                self._reset_client_traffic,
+                old,
+            ),
             ("POST", r"inbounds/addClient", self._add_client, old),
             ("POST", r"inbounds/updateClient/(?P<client_id>[^/]+)", self._update_client, old),
             (
@@ -285,6 +380,8 @@ class FakeXui(FakePeer):
             ),
             ("GET", r"clients/list", self._clients_list, new),
             ("GET", r"clients/get/(?P<email>[^/]+)", self._clients_get, new),
+            ("GET", r"clients/traffic/(?P<email>[^/]+)", self._clients_traffic, new),
+            ("POST", r"clients/resetTraffic/(?P<email>[^/]+)", self._clients_reset, new),
             ("POST", r"clients/add", self._clients_add, new),
             ("POST", r"clients/update/(?P<email>[^/]+)", self._clients_update, new),
             ("POST", r"clients/del/(?P<email>[^/]+)", self._clients_del, new),
@@ -294,6 +391,8 @@ class FakeXui(FakePeer):
 
     async def _dispatch(self, request: Request) -> Response:
         path = request.url.path
+        if path.startswith(self.sub_path) and request.method == "GET":
+            return self._subscription(path[len(self.sub_path) :])
         if not path.startswith(self.base_path):
             return Response(status_code=404)
         rel = path[len(self.base_path) :]
@@ -309,6 +408,7 @@ class FakeXui(FakePeer):
         if self._csrf_refused(request):
             return Response(status_code=403)
         route = rel[len("panel/api/") :]
+        self._disable_invalid_clients()
         for index, (suffix, action) in enumerate(self._before):
             if route.endswith(suffix):
                 del self._before[index]
@@ -423,28 +523,17 @@ class FakeXui(FakePeer):
     # -- inbounds API (v2.x, v3.0) ---------------------------------------------------
 
     async def _traffics(self, request: Request, email: str) -> Response:
-        found = self.find(email)
-        if not found:
-            return _reply(False, f"Error getting traffics (Inbound Not Found For Email: {email})")
-        inbound_id, client = found[0]
-        return _reply(
-            True,
-            obj={
-                "id": 1,
-                "inboundId": inbound_id,
-                "enable": client.get("enable", True),
-                "email": client.get("email"),
-                "uuid": client.get("id", ""),
-                "subId": client.get("subId", ""),
-                "up": 0,
-                "down": 0,
-                "allTime": 0,
-                "expiryTime": client.get("expiryTime", 0),
-                "total": client.get("totalGB", 0),
-                "reset": client.get("reset", 0),
-                "lastOnline": 0,
-            },
-        )
+        try:
+            return _reply(True, obj=self._traffic_out(email))
+        except _Refused as exc:
+            return _reply(False, f"Error getting traffics ({exc})")
+
+    async def _reset_client_traffic(
+        self, request: Request, inbound_id: str, email: str
+    ) -> Response:
+        self._inbound(int(inbound_id))
+        self._reset_traffic(email)
+        return _reply(True, "Client traffic reset")
 
     async def _inbound_payload(self, request: Request) -> tuple[int, list[dict[str, Any]]]:
         """``{id, settings}`` as JSON or a form, the way gin's ``ShouldBind`` takes it."""
@@ -496,6 +585,8 @@ class FakeXui(FakePeer):
             client["updated_at"] = now
             clients.append(client)
         self._set_clients(inbound_id, clients)
+        for client in new:
+            self._add_traffic(inbound_id, client)
         return _reply(True, "Client(s) added Successfully")
 
     async def _update_client(self, request: Request, client_id: str) -> Response:
@@ -516,6 +607,7 @@ class FakeXui(FakePeer):
         replacement["updated_at"] = _now_ms()
         clients[index] = replacement
         self._set_clients(inbound_id, clients)
+        self._copy_stat(str(old.get("email", "")), replacement)
         return _reply(True, "Client updated Successfully")
 
     def _remove(
@@ -532,11 +624,18 @@ class FakeXui(FakePeer):
 
     async def _del_client(self, request: Request, inbound_id: str, client_id: str) -> Response:
         key = _key_field(self._inbound(int(inbound_id))["protocol"])
+        emails = [
+            str(c.get("email", ""))
+            for c in self.clients(int(inbound_id))
+            if c.get(key) == client_id
+        ]
         self._remove(
             int(inbound_id),
             lambda c: c.get(key) == client_id,
             f"Client Not Found In Inbound For ID: {client_id}",
         )
+        for email in emails:
+            self._drop_traffic(email)
         return _reply(True, "Client deleted Successfully")
 
     async def _del_client_by_email(self, request: Request, inbound_id: str, email: str) -> Response:
@@ -545,6 +644,7 @@ class FakeXui(FakePeer):
             lambda c: c.get("email") == email,
             f"client with email {email} not found",
         )
+        self._drop_traffic(email)
         return _reply(True, "Client deleted Successfully")
 
     # -- clients API (v3.1+) ---------------------------------------------------------
@@ -565,6 +665,18 @@ class FakeXui(FakePeer):
             return _reply(True, obj=self._record(email))
         except _Refused as exc:
             return _reply(False, f"Failed to obtain ({exc})")
+
+    async def _clients_traffic(self, request: Request, email: str) -> Response:
+        try:
+            return _reply(True, obj=self._traffic_out(email))
+        except _Refused as exc:
+            return _reply(False, f"Error getting traffics ({exc})")
+
+    async def _clients_reset(self, request: Request, email: str) -> Response:
+        if not self.find(email):
+            raise _Refused("record not found")
+        self._reset_traffic(email)
+        return _reply(True, "Client traffic reset")
 
     async def _clients_add(self, request: Request) -> Response:
         body = await _json_body(request)
@@ -596,6 +708,7 @@ class FakeXui(FakePeer):
         clients = self.clients(inbound_id)
         clients.append(client)
         self._set_clients(inbound_id, clients)
+        self._add_traffic(inbound_id, client)
 
     async def _clients_update(self, request: Request, email: str) -> Response:
         updated = _checked_client(await _json_body(request))
@@ -616,6 +729,7 @@ class FakeXui(FakePeer):
             replacement["updated_at"] = _now_ms()
             clients = [replacement if c == old else c for c in self.clients(inbound_id)]
             self._set_clients(inbound_id, clients)
+        self._copy_stat(email, updated)
         return _reply(True, "Client updated Successfully")
 
     async def _clients_del(self, request: Request, email: str) -> Response:
@@ -625,6 +739,7 @@ class FakeXui(FakePeer):
         for inbound_id, _ in found:
             self._remove(inbound_id, lambda c: str(c.get("email", "")).lower() == email.lower(), "")
         self._record_ids.pop(email.lower(), None)
+        self._drop_traffic(email)
         return _reply(True, "Client deleted Successfully")
 
     async def _clients_attach(self, request: Request, email: str) -> Response:
@@ -647,8 +762,63 @@ class FakeXui(FakePeer):
             )
         return _reply(True, "Client deleted Successfully")
 
+    # -- the subscription server ------------------------------------------------------
+
+    def _subscription(self, sub_id: str) -> Response:
+        links: list[str] = []
+        rows: list[dict[str, Any]] = []
+        for inbound in self.inbounds.values():
+            if not inbound["enable"]:
+                continue
+            for client in self.clients(inbound["id"]):
+                if client.get("subId") == sub_id:
+                    links.append(_link(inbound, client))
+                    row = self.traffics.get(str(client.get("email", "")).lower())
+                    if row is not None:
+                        rows.append(row)
+        if not links:
+            return Response("Error!", 400, media_type="text/plain")
+        info = {
+            "upload": sum(r["up"] for r in rows),
+            "download": sum(r["down"] for r in rows),
+            "total": rows[0]["total"] if rows else 0,
+            "expire": (rows[0]["expiryTime"] // 1000) if rows else 0,
+        }
+        body = "".join(link + "\n" for link in links)
+        return Response(
+            base64.b64encode(body.encode()).decode(),
+            media_type="text/plain",
+            headers={
+                "subscription-userinfo": "; ".join(f"{k}={v}" for k, v in info.items()),
+                "profile-update-interval": "12",
+            },
+        )
+
 
 # -- helpers -----------------------------------------------------------------------------
+
+SERVER_ADDRESS = "203.0.113.30"
+
+
+def _link(inbound: Mapping[str, Any], client: Mapping[str, Any]) -> str:
+    protocol, port = inbound["protocol"], inbound["port"]
+    remark = quote(f"{inbound['remark']}-{client.get('email', '')}")
+    if protocol == "vmess":
+        config = {"v": "2", "ps": remark, "add": SERVER_ADDRESS, "port": port, "id": client["id"]}
+        return "vmess://" + base64.b64encode(json.dumps(config).encode()).decode()
+    if protocol == "shadowsocks":
+        method = json.loads(inbound["settings"]).get("method", "")
+        secret = f"{method}:{client.get('password', '')}".encode()
+        return f"ss://{base64.urlsafe_b64encode(secret).decode().rstrip('=')}@{SERVER_ADDRESS}:{port}#{remark}"
+    if protocol == "trojan":
+        return f"trojan://{client.get('password', '')}@{SERVER_ADDRESS}:{port}?type=tcp#{remark}"
+    if protocol in ("hysteria", "hysteria2"):
+        return f"hysteria2://{client.get('auth', '')}@{SERVER_ADDRESS}:{port}#{remark}"
+    flow = client.get("flow", "")
+    return (
+        f"vless://{client.get('id', '')}@{SERVER_ADDRESS}:{port}"
+        f"?type=tcp&security=reality&flow={flow}#{remark}"
+    )
 
 
 def _reply(success: bool, msg: str = "", obj: Any = None) -> JSONResponse:

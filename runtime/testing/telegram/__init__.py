@@ -8,8 +8,9 @@ offsets and 409 conflicts, webhooks with a secret token and retries, inline keyb
 callback queries, edits (``message is not modified``), HTML/Markdown parsing errors,
 Stars and card invoices with the 10-second pre-checkout rule, refunds, forwarded invoices
 (payable by whoever holds the copy unless sent with a ``start_parameter``) and deep links,
-flood limits (429 with ``retry_after``), blocked users (403), and scripted faults (429,
-5xx, slow or hanging answers, answers lost after the effect).
+flood limits (429 with ``retry_after``), blocked users (403), scripted faults (429, 5xx,
+slow or hanging answers, answers lost after the effect) and outages (``start_outage``:
+every call answered 5xx, or hanging, until ``end_outage``).
 
     emulator = TelegramEmulator(pre_checkout_timeout=0.5)
     async with emulator.running(), asyncio_loop(), emulator.bot_client() as bot:
@@ -35,7 +36,7 @@ served over HTTP under ``/_control/`` (see ``_control``).
 from ._aiogram import polling
 from ._emulator import DEFAULT_TOKEN, SimUser, TelegramEmulator
 from ._errors import ApiError, EmulatorError, WaitTimeout
-from ._limits import SEND_METHODS, Limits, ScriptedFault
+from ._limits import SEND_METHODS, Limits, Outage, ScriptedFault
 from ._state import (
     ApiCall,
     Button,
@@ -64,6 +65,7 @@ __all__ = [
     "Kind",
     "Limits",
     "Message",
+    "Outage",
     "Payment",
     "PaymentResult",
     "ScriptedFault",

@@ -20,6 +20,8 @@ Every route takes ``?bot=<bot id>`` (default: the first bot). Errors are 400
   ``{same_update?}``; ``GET /_control/star_transactions``
 - ``POST /_control/faults`` ``{status?, method?, times?, retry_after?, description?,
   delay?, hang?, applied?}``; ``DELETE /_control/faults``
+- ``PUT /_control/outage`` ``{status?, description?, body?, hang?, methods?, spared?}``
+  (Telegram unreachable until ``DELETE /_control/outage``); ``GET /_control/outage``
 - ``GET|PUT /_control/limits`` (fields of ``Limits``)
 - ``GET  /_control/counters``; ``POST /_control/webhook/flush``
 """
@@ -95,6 +97,7 @@ def control_routes(emu: TelegramEmulator) -> list[BaseRoute]:
             "counters": dict(emu.counters),
             "limits": dataclasses.asdict(emu.limits),
             "faults": [dataclasses.asdict(f) for f in emu.faults],
+            "outage": emu.outage is not None,
         }
 
     async def list_users(request: Request) -> Any:
@@ -225,6 +228,28 @@ def control_routes(emu: TelegramEmulator) -> list[BaseRoute]:
         emu.clear_faults()
         return []
 
+    async def outage(request: Request) -> Any:
+        if request.method == "PUT":
+            data = await body(request)
+            methods = data.get("methods")
+            emu.start_outage(
+                int(data.get("status", 502)),
+                description=data.get("description"),
+                body=data.get("body"),
+                hang=bool(data.get("hang", False)),
+                methods=None if methods is None else [str(m) for m in methods],
+                spared=[str(m) for m in data.get("spared", [])],
+            )
+        elif request.method == "DELETE":
+            emu.end_outage()
+        current = emu.outage
+        if current is None:
+            return None
+        found = dataclasses.asdict(current)
+        found["methods"] = None if current.methods is None else sorted(current.methods)
+        found["spared"] = sorted(current.spared)
+        return found
+
     async def limits(request: Request) -> Any:
         if request.method == "PUT":
             data = await body(request)
@@ -260,6 +285,7 @@ def control_routes(emu: TelegramEmulator) -> list[BaseRoute]:
         route("/star_transactions", star_transactions, ["GET"]),
         route("/faults", add_fault, ["POST"]),
         route("/faults", clear_faults, ["DELETE"]),
+        route("/outage", outage, ["GET", "PUT", "DELETE"]),
         route("/limits", limits, ["GET", "PUT"]),
         route("/counters", counters, ["GET"]),
         route("/webhook/flush", flush, ["POST"]),

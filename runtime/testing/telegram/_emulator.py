@@ -8,7 +8,7 @@ import mimetypes
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -16,7 +16,7 @@ import trio
 
 from ._errors import ApiError, EmulatorError, WaitTimeout, bad_request, forbidden
 from ._forwarding import copy_buttons, parse_deep_link, payable_invoice
-from ._limits import Limits, RateLimiter, ScriptedFault
+from ._limits import Limits, Outage, RateLimiter, ScriptedFault
 from ._methods import METHODS, Described, is_image, new_query_id
 from ._params import FileRef, Params
 from ._state import (
@@ -217,6 +217,7 @@ class TelegramEmulator:
         self._bots: dict[int, BotState] = {}
         self._tokens: dict[str, BotState] = {}
         self._faults: list[ScriptedFault] = []
+        self._outage: Outage | None = None
         self._changed = Signal()
         self._seq = itertools.count(1)
         self._numbers = itertools.count(1)
@@ -881,6 +882,39 @@ class TelegramEmulator:
     def clear_faults(self) -> None:
         self._faults.clear()
 
+    def start_outage(
+        self,
+        status: int = 502,
+        *,
+        description: str | None = None,
+        body: str | None = None,
+        hang: bool = False,
+        methods: Collection[str] | None = None,
+        spared: Collection[str] = (),
+    ) -> None:
+        """Telegram unreachable until ``end_outage()``: every call (of ``methods`` only,
+        when given; getUpdates included; none of ``spared``) is answered ``status`` (502
+        ``Bad Gateway`` by default), or the raw ``body``, or with ``hang`` never answered.
+        Calls have no effect; updates from users keep queueing, as Telegram keeps them.
+        A second call replaces the outage."""
+        self._outage = Outage(
+            status=status,
+            description=description,
+            body=body,
+            hang=hang,
+            methods=None if methods is None else frozenset(m.lower() for m in methods),
+            spared=frozenset(m.lower() for m in spared),
+        )
+        self._touch()
+
+    def end_outage(self) -> None:
+        self._outage = None
+        self._touch()
+
+    @property
+    def outage(self) -> Outage | None:
+        return self._outage
+
     @property
     def faults(self) -> list[ScriptedFault]:
         return list(self._faults)
@@ -1330,6 +1364,12 @@ class TelegramEmulator:
         try:
             if spec is None:
                 raise ApiError(404, "Not Found")
+            outage = self._outage
+            if outage is not None and outage.matches(name):
+                self.counters["outage"] += 1
+                if outage.hang:
+                    await trio.sleep_forever()
+                raise ApiError(outage.status, outage.description, body=outage.body)
             fault = self._take_fault(name)
             if fault is not None and not fault.applied:
                 await self._apply_fault(fault)

@@ -1,4 +1,4 @@
-"""Flood limits like Telegram's, and scripted faults.
+"""Flood limits like Telegram's, scripted faults and outages.
 
 Telegram does not publish exact numbers; its FAQ says about one message per second in a
 chat (short bursts tolerated), about 30 messages per second in total, and 20 per minute in
@@ -151,3 +151,23 @@ class ScriptedFault:
         if self.method is None:
             return method != "getupdates"
         return self.method.lower() == method
+
+
+@dataclass
+class Outage:
+    """Telegram unreachable until the outage ends: every call (of ``methods`` only, when
+    given; ``getUpdates`` included; none of ``spared``) is answered ``status`` with
+    ``description`` (or the raw ``body``, a proxy's page), or with ``hang`` not answered
+    at all (the client's timeout ends it). Calls have no effect."""
+
+    status: int = 502
+    description: str | None = None
+    body: str | None = None
+    hang: bool = False
+    methods: frozenset[str] | None = None
+    spared: frozenset[str] = frozenset()
+
+    def matches(self, method: str) -> bool:
+        if method in self.spared:
+            return False
+        return self.methods is None or method in self.methods

@@ -1,7 +1,10 @@
 """A VPN backend for a tiny panel whose API is idempotent by design.
 
 ``PUT /accounts/{name}`` creates the account or replaces its expiry and limits with the
-absolute values sent, so ``ensure_account`` is one call and a retry adopts.
+absolute values sent, so ``ensure_account`` is one call and a retry adopts. The panel
+also takes the traffic period: it resets the account's usage when the period it is sent
+differs from the one it has, so a renewal restores a used-up account and a retry of the
+same period resets nothing.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ class TinyPanelBackend(PeerClient):
     @staticmethod
     def _account(body: dict[str, object]) -> Account:
         expires = body.get("expires_at")
+        allowed = int(str(body.get("traffic_bytes") or 0))
+        limited = 0 < allowed <= int(str(body.get("used") or 0))
         return Account(
             name=str(body["name"]),
             reference=str(body["id"]),
             access_url=str(body["link"]),
             expires_at=datetime.fromtimestamp(float(str(expires)), UTC) if expires else None,
-            enabled=bool(body["enabled"]),
+            enabled=bool(body["enabled"]) and not limited,
+            limited=limited,
         )
 
     async def ensure_account(self, spec: AccountSpec) -> Account:
@@ -47,6 +53,7 @@ class TinyPanelBackend(PeerClient):
                 "traffic_bytes": spec.traffic_limit_bytes or 0,
                 "devices": spec.device_limit or 0,
                 "enabled": True,
+                "period": spec.period,
             },
         )
         return self._account(response.json())

@@ -1,4 +1,7 @@
-"""The tiny panel's fake, for this plugin's tests and for anyone trying it."""
+"""The tiny panel's fake, for this plugin's tests and for anyone trying it.
+
+Accounts count the bytes they ``used``; a PUT with another ``period`` than the account's
+starts that period with nothing used."""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ class FakeTinyPanel(FakePeer):
         self.accounts: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
 
+    def use_traffic(self, name: str, data_bytes: int) -> None:
+        self.accounts[name]["used"] += data_bytes
+
     def _authorized(self, request: Request) -> bool:
         return request.headers.get("authorization") == f"Bearer {self.token}"
 
@@ -36,7 +42,10 @@ class FakeTinyPanel(FakePeer):
                     "id": next(self._ids),
                     "name": name,
                     "link": f"vless://{name}@vpn.example.com",
+                    "used": 0,
                 }
+                if body.get("period") != current.get("period"):
+                    current["used"] = 0
                 current.update(body)
                 self.accounts[name] = current
                 return JSONResponse(current)
