@@ -13,6 +13,7 @@ from typing import Any
 
 import stamina
 import trio
+from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from runtime.access import Access
@@ -28,11 +29,12 @@ from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, load_plugins
 from runtime.storage import MigrationError, apply_migrations
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
-from runtime.web import HttpEndpoint, build_app
+from runtime.web import HttpEndpoint, alert_summary, operator_app, public_app
 from runtime.workers import NAMES as WORKER_ACTOR_NAMES
 from runtime.workers import worker_actors
 
 from ._database import DATABASE_ACTOR, StartupError, connect, database_probe, ensure_schema
+from ._listeners import PUBLIC_HTTP_ACTOR, listeners
 from ._observer import RuntimeObserver, describe_failure
 from ._preflight import Preflight
 from .exit_codes import EX_CONFIG
@@ -47,10 +49,13 @@ class Runtime:
     metrics: Metrics
     supervisor: Supervisor
     http: HttpEndpoint | None
+    """The operator listener (``[http]``)."""
     catalog: Catalog
     info: dict[str, Any] = field(default_factory=dict)
     config_warnings: list[ConfigProblem] = field(default_factory=list)
     """What the configuration says that has no effect (logged at start)."""
+    public_http: HttpEndpoint | None = None
+    """The public listener (``[http.public]``): the webhooks."""
 
     def start_domain(self) -> None:
         """Billing and access, once the database is connected."""
@@ -86,20 +91,38 @@ def actor_boundary(name: str) -> Iterator[None]:
 
 
 def core_actors(
-    services: Services, alerts: AlertPipeline, http: HttpEndpoint | None
+    services: Services,
+    alerts: AlertPipeline,
+    http: HttpEndpoint | None,
+    public_http: HttpEndpoint | None = None,
 ) -> list[ActorSpec]:
-    """The runtime's own actors. Alerts start first so they stop last."""
+    """The runtime's own actors. Alerts start first so they stop last.
+
+    The public listener is critical only in webhook mode: without it no update arrives,
+    while payment webhooks have the watcher and reconciliation behind them.
+    """
     specs = [
         ActorSpec("alerts", alerts.run, critical=False, shutdown_timeout=5.0),
         database_probe(services),
     ]
     if http is not None:
         specs.append(ActorSpec("http", http.run, restart=Restart.PERMANENT, shutdown_timeout=5.0))
+    if public_http is not None:
+        specs.append(
+            ActorSpec(
+                PUBLIC_HTTP_ACTOR,
+                public_http.run,
+                restart=Restart.PERMANENT,
+                critical=services.settings.bot.mode == "webhook",
+                shutdown_timeout=5.0,
+            )
+        )
     return specs
 
 
 class RecentAlerts:
-    """A sink that keeps the last alerts for /status (and the sandbox page)."""
+    """A sink that keeps the last alerts for /status (and the sandbox page), as summaries
+    without their keys and texts (``runtime.web.alert_summary``)."""
 
     name = "recent"
 
@@ -110,10 +133,10 @@ class RecentAlerts:
         self.alerts.append(alert)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [alert.to_json() for alert in self.alerts]
+        return [alert_summary(alert) for alert in self.alerts]
 
 
-CORE_ACTOR_NAMES = ("alerts", DATABASE_ACTOR, "http")
+CORE_ACTOR_NAMES = ("alerts", DATABASE_ACTOR, "http", PUBLIC_HTTP_ACTOR)
 BUILTIN_ACTOR_NAMES = (*CORE_ACTOR_NAMES, *WORKER_ACTOR_NAMES, *BOT_ACTOR_NAMES)
 """Every actor the runtime itself may run; which ones run depends on the configuration."""
 
@@ -135,7 +158,7 @@ def build_runtime(
     settings: Settings,
     *,
     environ: Mapping[str, str],
-    extra_routes: Sequence[BaseRoute] = (),
+    operator_routes: Sequence[BaseRoute] = (),
     production: bool = True,
 ) -> Runtime:
     """Load plugins, check the configuration against them, and assemble the supervisor.
@@ -143,13 +166,19 @@ def build_runtime(
     Raises ``ConfigError`` listing every problem (``check_configuration`` finds the same);
     logs the warnings. ``production`` requires what serving users takes (a bot token, unless
     ``telegram.enabled`` is false); the sandbox supplies its own Telegram.
+    ``operator_routes`` join /status and /metrics on the operator listener (the sandbox's
+    chat page); webhooks go on the public one.
     """
 
     def bot(services: Services, actor_table: ActorTable) -> list[ActorSpec]:
         return bot_actors(services, actor_table=actor_table)
 
     runtime = _assemble(
-        settings, environ=environ, production=production, bot=bot, extra_routes=extra_routes
+        settings,
+        environ=environ,
+        production=production,
+        bot=bot,
+        operator_routes=operator_routes,
     )
     log = get_logger("config")
     for warning in runtime.config_warnings:
@@ -189,7 +218,7 @@ def _assemble(
     environ: Mapping[str, str],
     production: bool,
     bot: BotActors,
-    extra_routes: Sequence[BaseRoute] = (),
+    operator_routes: Sequence[BaseRoute] = (),
 ) -> Runtime:
     # Retries log through runtime.failures; stamina's own hooks would write unstructured
     # lines and count into the global Prometheus registry that /metrics does not serve.
@@ -217,8 +246,8 @@ def _assemble(
     holder: dict[str, Supervisor] = {}
     info = {"service": settings.service.name, "instance": instance}
 
-    def app() -> Any:
-        return build_app(
+    def operator() -> Starlette:
+        return operator_app(
             holder["supervisor"],
             metrics,
             extras=lambda: {
@@ -226,23 +255,21 @@ def _assemble(
                 "alerts": alerts.stats.to_json(),
                 "recent_alerts": recent.to_json(),
             },
+            routes=operator_routes,
+        )
+
+    def public() -> Starlette:
+        return public_app(
+            holder["supervisor"],
             routes=[
                 *payment_webhook_routes(
                     lambda: services.billing, providers=plugins.payment_providers()
                 ),
                 *telegram_webhook_routes(services),
-                *extra_routes,
             ],
         )
 
-    http = None
-    if settings.http.enabled:
-        http = HttpEndpoint(
-            app,
-            host=settings.http.host,
-            port=settings.http.port,
-            on_listening=lambda urls: get_logger("http").info("listening", urls=urls),
-        )
+    http, public_http = listeners(settings.http, operator=operator, public=public)
 
     def actor_table() -> dict[str, Any]:
         supervisor = holder["supervisor"]
@@ -253,7 +280,7 @@ def _assemble(
         }
 
     specs = [
-        *core_actors(services, alerts, http),
+        *core_actors(services, alerts, http, public_http),
         *worker_actors(services),
         *bot(services, actor_table),
         *plugins.actors(),
@@ -288,6 +315,7 @@ def _assemble(
         catalog,
         info,
         config_warnings=preflight.warnings,
+        public_http=public_http,
     )
 
 

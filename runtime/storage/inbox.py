@@ -88,11 +88,28 @@ class DeadUpdate:
         return (self.last_error or "").removeprefix(GAVE_UP)
 
 
+UPDATE_ID_RANGE = range(-(2**63), 2**63)
+"""What the ``update_id`` column (bigint) holds."""
+
+
+class InvalidUpdate(ValueError):
+    """Not a Telegram update the inbox can keep: no integer ``update_id``, or one beyond bigint."""
+
+
 def _valid(update: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     update_id = update.get("update_id")
     if not isinstance(update_id, int) or isinstance(update_id, bool):
-        raise ValueError("a Telegram update needs an integer update_id")
+        raise InvalidUpdate("a Telegram update needs an integer update_id")
+    if update_id not in UPDATE_ID_RANGE:
+        raise InvalidUpdate("the update_id is beyond a bigint")
     return update_id, dict(update)
+
+
+def check_update(update: object) -> int:
+    """The ``update_id`` of an update ``store`` accepts, or ``InvalidUpdate``."""
+    if not isinstance(update, Mapping):
+        raise InvalidUpdate("a Telegram update is a JSON object")
+    return _valid(update)[0]
 
 
 async def store(

@@ -28,7 +28,7 @@ from runtime.supervision import (
     Supervisor,
     SystemState,
 )
-from runtime.web import build_app
+from runtime.web import operator_app
 
 
 async def idle(ctx: ActorContext, *, task_status: trio.TaskStatus[None]) -> None:
@@ -166,7 +166,7 @@ async def test_endpoints_follow_the_supervisor(autojump_clock: trio.testing.Mock
     supervisor = Supervisor([ActorSpec("a", idle), ActorSpec("slow", slow_start)])
     metrics = Metrics()
     metrics.register(SupervisionCollector(supervisor))
-    app = build_app(supervisor, metrics, extras=lambda: {"instance": "test-1"})
+    app = operator_app(supervisor, metrics, extras=lambda: {"instance": "test-1"})
     async with trio.open_nursery() as nursery:
         nursery.start_soon(supervisor.run)
         await trio.sleep(1)
@@ -189,7 +189,7 @@ async def test_healthz_fails_when_the_supervising_loop_stops_beating(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     supervisor = Supervisor([ActorSpec("a", idle)])
-    app = build_app(supervisor, Metrics())
+    app = operator_app(supervisor, Metrics())
     assert (await _get(app, "/healthz")).status_code == 503
     supervisor.last_heartbeat = trio.current_time()
     assert (await _get(app, "/healthz")).status_code == 200
