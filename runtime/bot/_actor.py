@@ -32,7 +32,6 @@ from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services
 from runtime.storage import Database, admin, inbox, users
 from runtime.storage.inbox import InboxUpdate
-from runtime.storage.leases import instance_id
 from runtime.supervision import ActorContext, ActorSpec, Backoff, Budget
 
 from ._context import BotContext
@@ -99,10 +98,9 @@ class TelegramBot:
             admin_ids=frozenset(settings.telegram.admin_chat_ids),
         )
         self.dispatcher = build_dispatcher(self.ctx, lambda: services.alerts)
-        owner = instance_id("bot")
         self.processor = InboxProcessor(
             self._db,
-            owner=owner,
+            owner=services.claim_owner(BOT_ACTOR),
             alerts=lambda: services.alerts,
             idle_seconds=idle_seconds,
             claim_seconds=claim_seconds,
@@ -110,7 +108,7 @@ class TelegramBot:
         )
         self.poller = Poller(
             self._db,
-            holder=owner,
+            holder=services.lease_holder(POLLER_ACTOR),
             on_stored=self.processor.wakeup.set,
             timeout=settings.bot.polling_timeout_seconds,
             lease_ttl=lease_ttl,

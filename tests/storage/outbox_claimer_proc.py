@@ -49,6 +49,8 @@ async def main(args: argparse.Namespace) -> None:
                         "max_attempts": j.max_attempts,
                         "claimed_by": j.claimed_by,
                         "claim_expires_at": j.claim_expires_at.isoformat(),
+                        "claim": j.claim,
+                        "steps_done": j.steps_done,
                     }
                     for j in jobs
                 ]
