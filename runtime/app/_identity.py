@@ -40,7 +40,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._@/-]+")
 def systemd_unit(cgroup: str) -> str | None:
     """The service unit a process runs in, from ``/proc/self/cgroup``'s text."""
     for line in cgroup.splitlines():
-        path = line.rsplit(":", 1)[-1]
+        fields = line.split(":", 2)  # hierarchy:controllers:path
+        if len(fields) != 3:
+            continue
+        path = fields[2]
         units = [part for part in path.split("/") if part.endswith(".service")]
         if units:
             return units[-1].removesuffix(".service")

@@ -392,6 +392,41 @@ async def test_a_job_whose_claims_keep_expiring_is_dead_lettered_not_handed_out(
     assert not await complete(db, job, owner="w")
 
 
+async def test_a_job_that_kills_its_worker_every_time_is_still_dead_lettered(
+    db: Database, database_dsn: str
+) -> None:
+    """A poison job among good ones, worked by an instance that restarts under the same
+    id whenever it dies: every restart takes back the dead run's claims at once (nothing
+    waits for a claim to expire), the deaths cost no attempt, and the poison job is
+    dead-lettered after ``max_attempts`` lost claims while every good job is done once."""
+    await add_jobs(db, 12)
+    await enqueue_job(db, kind=KIND, dedup_key="poison", payload={"poison": True}, max_attempts=3)
+    deaths = 0
+    while True:
+        (worker,) = await start_claimers(
+            [("vpn-1", "poisoned", ["--batch", "5", "--ttl", "86400"])], database_dsn
+        )
+        try:
+            with trio.fail_after(60):
+                outcome = await worker.process.wait()
+        finally:
+            worker.kill()
+        if outcome == 0:
+            break
+        assert outcome == -signal.SIGKILL
+        deaths += 1
+        assert deaths <= 3, "the poison job was handed out after its last lost claim"
+    assert deaths == 3
+    rows = await fetch(
+        db, "select dedup_key, status, attempts, lost_claims, last_error from outbox order by id"
+    )
+    poison = rows[-1]
+    assert (poison["status"], poison["attempts"], poison["lost_claims"]) == ("dead", 0, 3)
+    assert "its worker died while running it, 3 time(s)" in poison["last_error"]
+    good = rows[:-1]
+    assert {(r["status"], r["attempts"], r["lost_claims"]) for r in good} == {("done", 1, 0)}
+
+
 async def test_enqueue_many_adds_new_jobs_in_one_statement_and_skips_known_keys(
     db: Database,
 ) -> None:
