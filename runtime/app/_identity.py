@@ -129,6 +129,7 @@ async def keep_instance(
     """Hold the id for the life of the process: ping its session, and when the session is
     gone (a database restart, a network cut) take the lock again. Should another live
     process have taken it meanwhile, ``on_lost`` is called with why, and this returns."""
+    retries = 0
     while True:
         await trio.sleep(every)
         if lock.held:
@@ -148,16 +149,24 @@ async def keep_instance(
             on_lost(str(exc))
             return
         except Exception as exc:  # the database is away: try again on the next round
-            failure = classify(exc)
-            _log.warning(
-                "instance lock not taken yet",
-                instance=lock.instance_id,
-                failure_type=failure.type.value,
-                error=failure.message,
-                outcome="degraded",
-            )
+            retries += 1
+            if retries == 1:  # once per outage: the database actor reports the rest
+                failure = classify(exc)
+                _log.warning(
+                    "instance lock not taken yet: trying again until the database answers",
+                    instance=lock.instance_id,
+                    failure_type=failure.type.value,
+                    error=failure.message,
+                    outcome="degraded",
+                )
         else:
-            _log.info("instance lock held again", instance=lock.instance_id, outcome="success")
+            _log.info(
+                "instance lock held again",
+                instance=lock.instance_id,
+                retries=retries,
+                outcome="success",
+            )
+            retries = 0
 
 
 async def take_back(services: Services) -> tuple[outbox.TakenBack, int]:
