@@ -25,15 +25,18 @@ with the outbox's backoff and dead-lettered after ``max_attempts`` (a permanent 
 such as 400 "message is too long", at once); admins hear of dead messages (not of a
 broadcast's). When Telegram itself is failing (five transient failures in a row, or the
 token is rejected), the batch stops, the unsent jobs go back untried, and the iteration
-fails: logged with its failure type, followed by the minimum sleep, the actor degraded
-until a batch goes through again.
+fails: logged with its failure type, followed by the minimum sleep. The actor is
+degraded from the first send that fails for Telegram's reasons (a 429 pause included)
+until a send goes through again, so ``/status`` never says healthy while messages do
+not go out.
 
 Crashes: each job is settled the moment its last message is sent, and the progress of a
 job of several messages after each one (``Ledger``: the marks of concurrent sends share a
 statement), so a process killed mid-batch sends again at most the messages that were in
-flight, not the batch. A job is marked started just before its first message, so a
-notifier that dies while sending it counts a lost claim for that job only (see
-``outbox.claim``); the restarted instance takes its lease and its claims back at once.
+flight, not the batch. A job is marked started just before it is rendered and sent, within
+the concurrency limit, so a notifier that dies counts a lost claim only for the few jobs
+in progress (see ``outbox.claim``), the one that killed it among them; the restarted
+instance takes its lease and its claims back at once.
 """
 
 from __future__ import annotations
@@ -117,6 +120,18 @@ class Notifier:
         )
         self.log = get_logger(NAME)
         self.items = items(services.metrics)
+        self.degraded: str | None = None
+        """Why sends to Telegram fail: the actor is degraded until one goes through."""
+
+    def sending_fails(self, ctx: ActorContext, reason: str) -> None:
+        if reason != self.degraded:
+            self.degraded = reason
+            ctx.set_degraded(reason)
+
+    def sending_works(self, ctx: ActorContext) -> None:
+        if self.degraded is not None:
+            self.degraded = None
+            ctx.set_degraded(None)
 
     def paid_broadcast(self, template: object) -> bool:
         return self.allow_paid_broadcast and (template == BROADCAST or self.rate > FREE_RATE)
@@ -231,47 +246,50 @@ class _Batch:
             if (recipient is not None and recipient.blocked) or chat in self.blocked:
                 self.skipped.setdefault(BLOCKED, []).append(job)
                 continue
-            try:
-                parts = render(self.n.translator, language, job.payload)
-            except Exception as exc:
-                await self._fail(job, exc)
-                continue
-            if await self._deliver(chat, job, parts) is _Result.RELEASED:
+            if await self._deliver(chat, job, language) is _Result.RELEASED:
                 self.released.extend(queue[index + 1 :])  # keep the chat's order
                 return
 
-    async def _deliver(self, chat: int | str, job: Job, parts: list[Part]) -> _Result:
-        """Send the parts of ``job`` an earlier claim did not send, settling as it goes."""
-        started = False
-        first = min(job.steps_done, len(parts))
-        if first == len(parts):  # sent in full before; only settling was missing
-            await self._settle_sent(job, first)
-            return _Result.SENT
-        for index in range(first, len(parts)):
-            part = parts[index]
-            rate_limited = 0
-            while True:
-                if self._stopping() or self.n.spacing.ready_at(chat) > self.deadline:
+    async def _deliver(self, chat: int | str, job: Job, language: str) -> _Result:
+        """Send the messages of ``job`` an earlier claim did not send, settling as it goes.
+
+        Everything from the start mark to the send happens inside the concurrency limit:
+        at most ``concurrency`` jobs are ever in progress (a crash counts a lost claim for
+        those only), and a send follows its pacing slot at once.
+        """
+        parts: list[Part] | None = None
+        index = job.steps_done
+        rate_limited = 0
+        while parts is None or index < len(parts):
+            if self._stopping() or self.n.spacing.ready_at(chat) > self.deadline:
+                self.released.append(job)
+                return _Result.RELEASED
+            await trio.sleep_until(self.n.spacing.ready_at(chat))
+            async with self.n.limiter:
+                if self._stopping():  # decided while this one waited its turn
                     self.released.append(job)
                     return _Result.RELEASED
-                await trio.sleep_until(self.n.spacing.ready_at(chat))
+                if parts is None:
+                    if (result := await self._start(job)) is not None:
+                        return result
+                    try:
+                        parts = render(self.n.translator, language, job.payload)
+                    except Exception as exc:
+                        await self._fail(job, exc)
+                        return _Result.FAILED
+                    if index >= len(parts):  # sent in full before; only settling was missing
+                        break
                 if not await self.n.pacer.slot(self.deadline):
                     self.released.append(job)
                     return _Result.RELEASED
                 try:
-                    async with self.n.limiter:
-                        if self._stopping():  # decided while this one waited its turn
-                            self.released.append(job)
-                            return _Result.RELEASED
-                        if not started:
-                            if (result := await self._start(job)) is not None:
-                                return result
-                            started = True
-                            if self.n.pacer.paused:  # a 429 came while the mark was written
-                                continue
-                        await self._send(chat, job, part)
+                    await self._send(chat, job, parts[index])
                 except TooManyRequests as exc:
                     self.n.pacer.pause(exc.retry_after or 1.0)
+                    self.n.sending_fails(
+                        self.ctx,
+                        f"rate limited by Telegram: sending paused {exc.retry_after or 1.0:g} s",
+                    )
                     rate_limited += 1
                     self.n.items.labels(NAME, "rate_limited").inc()
                     self.n.log.warning(
@@ -295,10 +313,14 @@ class _Batch:
                 except Exception as exc:
                     await self._fail(job, exc)
                     return _Result.FAILED
-                self.n.spacing.sent(chat)
-                self.streak = 0
-                break
-            await self._settle_sent(job, index + 1, done=index + 1 == len(parts))
+            self.n.spacing.sent(chat)
+            self.n.sending_works(self.ctx)
+            self.streak = 0
+            rate_limited = 0
+            index += 1
+            if index < len(parts):
+                await self._settle_sent(job, index, done=False)
+        await self._settle_sent(job, index)
         return _Result.SENT
 
     async def _start(self, job: Job) -> _Result | None:
@@ -358,6 +380,10 @@ class _Batch:
     async def _fail(self, job: Job, exc: BaseException) -> None:
         failure = classify(exc)
         if failure.transient and not isinstance(exc, TooManyRequests):
+            self.n.sending_fails(
+                self.ctx,
+                f"sends to Telegram fail: {failure.exception_type}: {failure.message}"[:300],
+            )
             self.streak += 1
             if self.streak >= OUTAGE_STREAK and self.outage is None:
                 self.outage = DependencyError(

@@ -38,7 +38,8 @@ async def terminate(db: Database, lock: InstanceLock) -> None:
     assert holder is not None
 
     async def unit(conn: Connection) -> None:
-        await conn.execute("select pg_terminate_backend($1)", holder.backend_pid)
+        # waits (up to 10 s) until the backend is gone
+        assert await conn.fetchval("select pg_terminate_backend($1, 10000)", holder.backend_pid)
 
     await db.transaction(unit)
 
@@ -114,8 +115,13 @@ async def test_a_killed_holders_id_is_free_at_once(db: Database, database_dsn: s
     lock = InstanceLock(db, "vpn-1")
     try:
         assert process.stdout is not None
+        said = b""
         with trio.fail_after(30):
-            assert await process.stdout.receive_some() == b"held\n"
+            while not said.endswith(b"\n"):
+                chunk = await process.stdout.receive_some()
+                assert chunk, "the holder process ended"
+                said += chunk
+        assert said == b"held\n"
         assert not await lock.try_acquire()
         process.send_signal(signal.SIGKILL)
         with trio.fail_after(10):
