@@ -94,6 +94,7 @@ class PaymentCrash:
 
         await until(update_held, seconds=60, what="the payment's handler held up")
 
+        faults = self.emulator.counters["faults"]
         self.emulator.hang_next(method="sendMessage")
         self.hung_job = f"notify:test:hung:{self.payment_id}"
         await outbox.enqueue_job(
@@ -115,7 +116,8 @@ class PaymentCrash:
                 self.hung_job,
                 f"{instance}:",
             )
-            return bool(started)
+            # marked started, and its request at Telegram, which never answers it
+            return bool(started) and self.emulator.counters["faults"] > faults
 
         await until(sending, seconds=60, what="the notifier sending into the void")
 
