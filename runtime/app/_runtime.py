@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,20 +22,23 @@ from runtime.bot import ActorTable, bot_actors, declared_bot_actors, telegram_we
 from runtime.bridge import asyncio_loop
 from runtime.catalog import Catalog
 from runtime.config import ConfigProblem, Settings
+from runtime.failures import classify
 from runtime.logs import correlation, get_logger
 from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, load_plugins
 from runtime.storage import MigrationError, apply_migrations
+from runtime.storage.instances import InstanceLock
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
 from runtime.web import HttpEndpoint, alert_summary, operator_app, public_app
 from runtime.workers import NAMES as WORKER_ACTOR_NAMES
 from runtime.workers import worker_actors
 
 from ._database import DATABASE_ACTOR, StartupError, connect, database_probe, ensure_schema
+from ._identity import InstanceInUse, claim_instance, default_instance_id, keep_instance, take_back
 from ._listeners import PUBLIC_HTTP_ACTOR, listeners
 from ._observer import RuntimeObserver, describe_failure
 from ._preflight import Preflight
-from .exit_codes import EX_CONFIG
+from .exit_codes import EX_CONFIG, EX_TEMPFAIL
 
 
 @dataclass
@@ -208,7 +209,7 @@ def check_configuration(
 
 def plugin_services(settings: Settings) -> Services:
     """The services handed to plugins: the database and the alerts come later."""
-    instance = settings.service.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    instance = settings.service.instance_id or default_instance_id()
     return Services(settings, Metrics(), instance_id=instance)
 
 
@@ -350,18 +351,59 @@ async def serve(runtime: Runtime) -> int:
             log.error("cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed")
             return exc.exit_code
         runtime.services.provide_db(opened.db)
-        runtime.start_domain()
+        lock = InstanceLock(opened.db, runtime.services.instance_id)
         try:
-            return await _supervise(runtime)
+            try:
+                await _take_over(runtime, lock)
+            except StartupError as exc:
+                log.error(
+                    "cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed"
+                )
+                return exc.exit_code
+            runtime.start_domain()
+            return await _supervise(runtime, lock)
         finally:
             with trio.CancelScope(shield=True):
+                await lock.close()
                 await opened.close()
 
 
-async def _supervise(runtime: Runtime) -> int:
+async def _take_over(runtime: Runtime, lock: InstanceLock) -> None:
+    """Hold the instance id, then take back what the previous run of it left claimed."""
+    try:
+        await claim_instance(lock)
+        await take_back(runtime.services)
+    except InstanceInUse as exc:
+        raise StartupError(str(exc), EX_CONFIG) from exc
+    except Exception as exc:
+        failure = classify(exc)
+        raise StartupError(
+            f"taking the instance id over failed: {failure.exception_type}: {failure.message}",
+            EX_TEMPFAIL if failure.transient else EX_CONFIG,
+        ) from exc
+
+
+async def _supervise(runtime: Runtime, lock: InstanceLock) -> int:
     log = get_logger("supervisor")
+    lost: list[str] = []
+
+    def instance_lost(reason: str) -> None:
+        lost.append(reason)
+        log.error("instance id taken by another process: stopping", reason=reason)
+        runtime.alerts.submit(
+            Alert(
+                severity=Severity.CRITICAL,
+                key="instance_id_in_use",
+                component="supervisor",
+                title="two processes use one instance id",
+                text=reason,
+            )
+        )
+        runtime.supervisor.request_shutdown()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, runtime.supervisor)
+        nursery.start_soon(keep_instance, lock, instance_lost)
         log.info(
             "starting",
             actors=[s.name for s in runtime.supervisor.statuses],
@@ -370,6 +412,8 @@ async def _supervise(runtime: Runtime) -> int:
         )
         code = await runtime.supervisor.run()
         nursery.cancel_scope.cancel()
+    if lost and code == 0:
+        code = EX_CONFIG
     log.info("stopped", exit_code=code)
     return code
 

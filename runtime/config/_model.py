@@ -140,13 +140,24 @@ class _Section(BaseModel):
 # --- sections -------------------------------------------------------------------------------
 
 
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,99}")
+
+
+def _instance_id(value: str) -> str:
+    if not _INSTANCE_ID.fullmatch(value):
+        raise ValueError(
+            "must be 1-100 characters of A-Z a-z 0-9 . _ @ / - (starting with a letter or digit)"
+        )
+    return value
+
+
 class ServiceSettings(_Section):
     """``[service]``: identity and logging of the process."""
 
     name: NonEmptyStr = "vpnbot"
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
-    instance_id: NonEmptyStr | None = None
+    instance_id: Annotated[str, AfterValidator(_instance_id)] | None = None
 
 
 Port = Annotated[int, Field(ge=0, le=65535)]
