@@ -35,6 +35,7 @@ from runtime.app import (  # noqa: E402
     check_configuration,
     given_up_updates,
     migrate,
+    operator_url,
     plugin_services,
     render_given_up,
     replay_updates,
@@ -96,7 +97,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _run_sandbox(settings: Settings, environ: Mapping[str, str], telegram_port: int) -> int:
     from runtime.sandbox import SandboxPorts, run_sandbox
 
-    ports = SandboxPorts(telegram=telegram_port, http=settings.http.port)
+    ports = SandboxPorts(telegram=telegram_port)
     try:
         return trio.run(lambda: run_sandbox(settings, environ=environ, ports=ports))
     except ConfigError as exc:
@@ -163,8 +164,10 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         settings = _load(_config_path(args.config, environ), environ)
         if settings is None:
             return EX_CONFIG
-        host = settings.http.host if ":" not in settings.http.host else f"[{settings.http.host}]"
-        url = f"http://{host}:{settings.http.port}"
+        if not settings.http.enabled:
+            print("vpnbot status: the operator listener is off (http.enabled)", file=sys.stderr)
+            return EX_CONFIG
+        url = operator_url(settings.http)
     try:
         response = httpx.get(f"{url.rstrip('/')}/status", timeout=args.timeout)
         response.raise_for_status()
@@ -236,7 +239,9 @@ def parser() -> argparse.ArgumentParser:
     plugins.add_argument("--config")
     plugins.set_defaults(handler=cmd_plugins)
     status = commands.add_parser("status", help="show the actors of a running instance")
-    status.add_argument("--url", help="base URL of the HTTP endpoint (default: from config)")
+    status.add_argument(
+        "--url", help="base URL of the operator listener (default: [http] of the config)"
+    )
     status.add_argument("--config")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(handler=cmd_status)

@@ -90,6 +90,8 @@ def config(port: int, dsn: str, alerts_url: str) -> str:
 log_format = "json"
 [http]
 port = {port}
+[http.public]
+port = 0
 [telegram]
 enabled = false
 [database]

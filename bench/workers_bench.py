@@ -269,6 +269,9 @@ class _Alerts:
 class _Ctx:
     stop_requested = trio.Event()
 
+    def set_degraded(self, reason: str | None) -> None:
+        pass
+
 
 async def notifier_part(dsn: str, messages: int, rate: float) -> dict[str, float]:
     """``messages`` broadcast messages to as many users, sent by the real notifier at

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +11,7 @@ from typing import Any
 
 import stamina
 import trio
+from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from runtime.access import Access
@@ -23,19 +22,23 @@ from runtime.bot import ActorTable, bot_actors, declared_bot_actors, telegram_we
 from runtime.bridge import asyncio_loop
 from runtime.catalog import Catalog
 from runtime.config import ConfigProblem, Settings
+from runtime.failures import classify
 from runtime.logs import correlation, get_logger
 from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, load_plugins
 from runtime.storage import MigrationError, apply_migrations
+from runtime.storage.instances import InstanceLock
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
-from runtime.web import HttpEndpoint, build_app
+from runtime.web import HttpEndpoint, alert_summary, operator_app, public_app
 from runtime.workers import NAMES as WORKER_ACTOR_NAMES
 from runtime.workers import worker_actors
 
 from ._database import DATABASE_ACTOR, StartupError, connect, database_probe, ensure_schema
+from ._identity import InstanceInUse, claim_instance, default_instance_id, keep_instance, take_back
+from ._listeners import PUBLIC_HTTP_ACTOR, listeners
 from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._preflight import Preflight
-from .exit_codes import EX_CONFIG
+from .exit_codes import EX_CONFIG, EX_TEMPFAIL
 
 
 @dataclass
@@ -47,10 +50,13 @@ class Runtime:
     metrics: Metrics
     supervisor: Supervisor
     http: HttpEndpoint | None
+    """The operator listener (``[http]``)."""
     catalog: Catalog
     info: dict[str, Any] = field(default_factory=dict)
     config_warnings: list[ConfigProblem] = field(default_factory=list)
     """What the configuration says that has no effect (logged at start)."""
+    public_http: HttpEndpoint | None = None
+    """The public listener (``[http.public]``): the webhooks."""
 
     def start_domain(self) -> None:
         """Billing and access, once the database is connected."""
@@ -86,20 +92,38 @@ def actor_boundary(name: str) -> Iterator[None]:
 
 
 def core_actors(
-    services: Services, alerts: AlertPipeline, http: HttpEndpoint | None
+    services: Services,
+    alerts: AlertPipeline,
+    http: HttpEndpoint | None,
+    public_http: HttpEndpoint | None = None,
 ) -> list[ActorSpec]:
-    """The runtime's own actors. Alerts start first so they stop last."""
+    """The runtime's own actors. Alerts start first so they stop last.
+
+    The public listener is critical only in webhook mode: without it no update arrives,
+    while payment webhooks have the watcher and reconciliation behind them.
+    """
     specs = [
         ActorSpec("alerts", alerts.run, critical=False, shutdown_timeout=5.0),
         database_probe(services),
     ]
     if http is not None:
         specs.append(ActorSpec("http", http.run, restart=Restart.PERMANENT, shutdown_timeout=5.0))
+    if public_http is not None:
+        specs.append(
+            ActorSpec(
+                PUBLIC_HTTP_ACTOR,
+                public_http.run,
+                restart=Restart.PERMANENT,
+                critical=services.settings.bot.mode == "webhook",
+                shutdown_timeout=5.0,
+            )
+        )
     return specs
 
 
 class RecentAlerts:
-    """A sink that keeps the last alerts for /status (and the sandbox page)."""
+    """A sink that keeps the last alerts for /status (and the sandbox page), as summaries
+    without their keys and texts (``runtime.web.alert_summary``)."""
 
     name = "recent"
 
@@ -110,10 +134,10 @@ class RecentAlerts:
         self.alerts.append(alert)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [alert.to_json() for alert in self.alerts]
+        return [alert_summary(alert) for alert in self.alerts]
 
 
-CORE_ACTOR_NAMES = ("alerts", DATABASE_ACTOR, "http")
+CORE_ACTOR_NAMES = ("alerts", DATABASE_ACTOR, "http", PUBLIC_HTTP_ACTOR)
 BUILTIN_ACTOR_NAMES = (*CORE_ACTOR_NAMES, *WORKER_ACTOR_NAMES, *BOT_ACTOR_NAMES)
 """Every actor the runtime itself may run; which ones run depends on the configuration."""
 
@@ -135,7 +159,7 @@ def build_runtime(
     settings: Settings,
     *,
     environ: Mapping[str, str],
-    extra_routes: Sequence[BaseRoute] = (),
+    operator_routes: Sequence[BaseRoute] = (),
     production: bool = True,
 ) -> Runtime:
     """Load plugins, check the configuration against them, and assemble the supervisor.
@@ -143,13 +167,19 @@ def build_runtime(
     Raises ``ConfigError`` listing every problem (``check_configuration`` finds the same);
     logs the warnings. ``production`` requires what serving users takes (a bot token, unless
     ``telegram.enabled`` is false); the sandbox supplies its own Telegram.
+    ``operator_routes`` join /status and /metrics on the operator listener (the sandbox's
+    chat page); webhooks go on the public one.
     """
 
     def bot(services: Services, actor_table: ActorTable) -> list[ActorSpec]:
         return bot_actors(services, actor_table=actor_table)
 
     runtime = _assemble(
-        settings, environ=environ, production=production, bot=bot, extra_routes=extra_routes
+        settings,
+        environ=environ,
+        production=production,
+        bot=bot,
+        operator_routes=operator_routes,
     )
     log = get_logger("config")
     for warning in runtime.config_warnings:
@@ -179,7 +209,7 @@ def check_configuration(
 
 def plugin_services(settings: Settings) -> Services:
     """The services handed to plugins: the database and the alerts come later."""
-    instance = settings.service.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    instance = settings.service.instance_id or default_instance_id()
     return Services(settings, Metrics(), instance_id=instance)
 
 
@@ -189,7 +219,7 @@ def _assemble(
     environ: Mapping[str, str],
     production: bool,
     bot: BotActors,
-    extra_routes: Sequence[BaseRoute] = (),
+    operator_routes: Sequence[BaseRoute] = (),
 ) -> Runtime:
     # Retries log through runtime.failures; stamina's own hooks would write unstructured
     # lines and count into the global Prometheus registry that /metrics does not serve.
@@ -217,8 +247,8 @@ def _assemble(
     holder: dict[str, Supervisor] = {}
     info = {"service": settings.service.name, "instance": instance}
 
-    def app() -> Any:
-        return build_app(
+    def operator() -> Starlette:
+        return operator_app(
             holder["supervisor"],
             metrics,
             extras=lambda: {
@@ -226,23 +256,21 @@ def _assemble(
                 "alerts": alerts.stats.to_json(),
                 "recent_alerts": recent.to_json(),
             },
+            routes=operator_routes,
+        )
+
+    def public() -> Starlette:
+        return public_app(
+            holder["supervisor"],
             routes=[
                 *payment_webhook_routes(
                     lambda: services.billing, providers=plugins.payment_providers()
                 ),
                 *telegram_webhook_routes(services),
-                *extra_routes,
             ],
         )
 
-    http = None
-    if settings.http.enabled:
-        http = HttpEndpoint(
-            app,
-            host=settings.http.host,
-            port=settings.http.port,
-            on_listening=lambda urls: get_logger("http").info("listening", urls=urls),
-        )
+    http, public_http = listeners(settings.http, operator=operator, public=public)
 
     def actor_table() -> dict[str, Any]:
         supervisor = holder["supervisor"]
@@ -253,7 +281,7 @@ def _assemble(
         }
 
     specs = [
-        *core_actors(services, alerts, http),
+        *core_actors(services, alerts, http, public_http),
         *worker_actors(services),
         *bot(services, actor_table),
         *plugins.actors(),
@@ -289,6 +317,7 @@ def _assemble(
         catalog,
         info,
         config_warnings=preflight.warnings,
+        public_http=public_http,
     )
 
 
@@ -323,18 +352,59 @@ async def serve(runtime: Runtime) -> int:
             log.error("cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed")
             return exc.exit_code
         runtime.services.provide_db(opened.db)
-        runtime.start_domain()
+        lock = InstanceLock(opened.db, runtime.services.instance_id)
         try:
-            return await _supervise(runtime)
+            try:
+                await _take_over(runtime, lock)
+            except StartupError as exc:
+                log.error(
+                    "cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed"
+                )
+                return exc.exit_code
+            runtime.start_domain()
+            return await _supervise(runtime, lock)
         finally:
             with trio.CancelScope(shield=True):
+                await lock.close()
                 await opened.close()
 
 
-async def _supervise(runtime: Runtime) -> int:
+async def _take_over(runtime: Runtime, lock: InstanceLock) -> None:
+    """Hold the instance id, then take back what the previous run of it left claimed."""
+    try:
+        await claim_instance(lock)
+        await take_back(runtime.services)
+    except InstanceInUse as exc:
+        raise StartupError(str(exc), EX_CONFIG) from exc
+    except Exception as exc:
+        failure = classify(exc)
+        raise StartupError(
+            f"taking the instance id over failed: {failure.exception_type}: {failure.message}",
+            EX_TEMPFAIL if failure.transient else EX_CONFIG,
+        ) from exc
+
+
+async def _supervise(runtime: Runtime, lock: InstanceLock) -> int:
     log = get_logger("supervisor")
+    lost: list[str] = []
+
+    def instance_lost(reason: str) -> None:
+        lost.append(reason)
+        log.error("instance id taken by another process: stopping", reason=reason)
+        runtime.alerts.submit(
+            Alert(
+                severity=Severity.CRITICAL,
+                key="instance_id_in_use",
+                component="supervisor",
+                title="two processes use one instance id",
+                text=reason,
+            )
+        )
+        runtime.supervisor.request_shutdown()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, runtime.supervisor)
+        nursery.start_soon(keep_instance, lock, instance_lost)
         log.info(
             "starting",
             actors=[s.name for s in runtime.supervisor.statuses],
@@ -343,6 +413,8 @@ async def _supervise(runtime: Runtime) -> int:
         )
         code = await runtime.supervisor.run()
         nursery.cancel_scope.cancel()
+    if lost and code == 0:
+        code = EX_CONFIG
     log.info("stopped", exit_code=code)
     return code
 

@@ -32,7 +32,6 @@ from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services
 from runtime.storage import Database, admin, inbox, users
 from runtime.storage.inbox import InboxUpdate
-from runtime.storage.leases import instance_id
 from runtime.supervision import ActorContext, ActorSpec
 
 from ._context import BotContext
@@ -40,7 +39,7 @@ from ._inbox import InboxProcessor
 from ._middleware import HandlerBoundary
 from ._polling import ALLOWED_UPDATES, Poller
 from ._services import ActorTable, BotServices
-from ._specs import bot_specs
+from ._specs import BOT_ACTOR, POLLER_ACTOR, bot_specs
 from ._telegram_link import TelegramLink
 from ._webhook import webhook_routes
 from .handlers import admin as admin_handlers
@@ -101,10 +100,9 @@ class TelegramBot:
         self.dispatcher = build_dispatcher(self.ctx, lambda: services.alerts)
         self.link = TelegramLink()
         """Telegram's availability as this process's Bot API calls find it."""
-        owner = instance_id("bot")
         self.processor = InboxProcessor(
             self._db,
-            owner=owner,
+            owner=services.claim_owner(BOT_ACTOR),
             alerts=lambda: services.alerts,
             link=self.link,
             idle_seconds=idle_seconds,
@@ -113,7 +111,7 @@ class TelegramBot:
         )
         self.poller = Poller(
             self._db,
-            holder=owner,
+            holder=services.lease_holder(POLLER_ACTOR),
             on_stored=self.processor.wakeup.set,
             link=self.link,
             timeout=settings.bot.polling_timeout_seconds,

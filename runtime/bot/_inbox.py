@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import trio
 
 from runtime.alerts import Alert, Severity
-from runtime.failures import Failure, Outcome
+from runtime.failures import Failure, FailureType, Outcome
 from runtime.logs import correlation, get_logger, log_failure
 from runtime.storage import Database, inbox
 from runtime.storage.inbox import InboxUpdate
@@ -151,6 +151,8 @@ class InboxProcessor:
                 self._claim_trouble = None
                 ctx.record_success()
                 self._show_health(ctx)
+            for dead in claimed.given_up:
+                self._died_running(dead)
             if claimed:
                 await self.process(claimed, feed, ctx.stop_requested)
             if len(claimed) < self.batch_size and not ctx.stop_requested.is_set():
@@ -312,6 +314,23 @@ class InboxProcessor:
         return capped * (1.0 - policy.jitter * random.random())
 
     # -- given up ------------------------------------------------------------------------
+
+    def _died_running(self, dead: inbox.DeadUpdate) -> None:
+        """An update ``claim`` gave up: processes kept dying while its handler ran."""
+        update = InboxUpdate(
+            update_id=dead.update_id,
+            payload=dead.payload,
+            attempts=dead.attempts,
+            claimed_by=self.owner,
+            received_at=dead.received_at,
+        )
+        failure = Failure(
+            type=FailureType.BUG,
+            transient=False,
+            message=(dead.last_error or "").removeprefix(inbox.GAVE_UP),
+            exception_type="ProcessDied",
+        )
+        self._given_up(update, failure)
 
     def _given_up(self, update: InboxUpdate, failure: Failure) -> None:
         self.processed += 1

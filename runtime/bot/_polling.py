@@ -127,5 +127,26 @@ class Poller:
         lease = keeper.lease
         if lease is None:
             raise LeaseLost("the polling lease is not held")
-        self.stored += await inbox.store(self._db(), updates, lease=lease)
+        self.stored += await inbox.store(self._db(), _storable(updates), lease=lease)
         self._on_stored()
+
+
+def _storable(updates: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The updates the inbox can keep. The others are dropped with an error in the log: they
+    are still acknowledged, or the same answer would stop polling for good."""
+    kept = []
+    for update in updates:
+        try:
+            inbox.check_update(update)
+        except inbox.InvalidUpdate as exc:
+            _log.error(
+                "update refused: the inbox cannot keep it",
+                operation="polling",
+                outcome="skipped",
+                failure_type="domain_error",
+                reason=str(exc),
+                update_id=update.get("update_id"),
+            )
+            continue
+        kept.append(update)
+    return kept

@@ -1,10 +1,13 @@
-"""Webhook mode: Telegram POSTs updates to the HTTP endpoint; each is stored, then 200.
+"""Webhook mode: Telegram POSTs updates to the public listener; each is stored, then 200.
 
 The route sits at the path of ``bot.webhook_url`` and checks the
 ``X-Telegram-Bot-Api-Secret-Token`` header against ``bot.webhook_secret`` in constant time
-(wrong or missing: 401, nothing stored). An update is answered 200 only once it is in the
-inbox; when storing fails the answer is 503 and Telegram delivers it again. Any number of
-processes can serve the route: the inbox dedupes by ``update_id``.
+before it reads the body (wrong or missing: 401, nothing stored). Its body may be up to
+``MAX_BODY`` (the listener's limit layer cuts it off there, 413). An update is answered
+200 only once it is in the inbox; one the inbox cannot keep (no integer ``update_id``, or
+one beyond a bigint) is 400, which delivering it again cannot change; when storing fails
+the answer is 503 and Telegram delivers it again. Any number of processes can serve the
+route: the inbox dedupes by ``update_id``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from starlette.routing import Route
 from runtime.config import Settings
 from runtime.logs import correlation, get_logger, log_failure
 from runtime.storage import Database, inbox
+from runtime.web import LimitedRoute
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY = 1 << 20
+"""Telegram does not bound an update's size; 1 MiB holds the largest we have seen many times
+over (a message is at most 4096 characters, plus entities and a replied-to message)."""
 
 _log = get_logger("bot.webhook")
 
@@ -55,18 +61,19 @@ def webhook_routes(
                 client=request.client.host if request.client else None,
             )
             return Response(status_code=401)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-            return Response(status_code=413)
         body = await request.body()
         try:
             update = json.loads(body)
-        except ValueError:
-            update = None
-        update_id = update.get("update_id") if isinstance(update, dict) else None
-        if not isinstance(update_id, int) or isinstance(update_id, bool):
+            update_id = inbox.check_update(update)
+        except (ValueError, RecursionError) as exc:  # InvalidUpdate is a ValueError
+            _log.warning(
+                "webhook update refused",
+                operation="webhook",
+                outcome="failed",
+                failure_type="domain_error",
+                reason=str(exc) if isinstance(exc, inbox.InvalidUpdate) else "not JSON",
+            )
             return Response(status_code=400)
-        assert isinstance(update, dict)
         with correlation(None, update_id=update_id):
             try:
                 await inbox.store(db(), [update])
@@ -76,4 +83,4 @@ def webhook_routes(
         on_stored()
         return Response(status_code=200)
 
-    return [Route(path, receive, methods=["POST"])]
+    return [LimitedRoute(path, receive, methods=["POST"], max_body_bytes=MAX_BODY)]

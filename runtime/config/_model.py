@@ -140,21 +140,67 @@ class _Section(BaseModel):
 # --- sections -------------------------------------------------------------------------------
 
 
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,99}")
+
+
+def _instance_id(value: str) -> str:
+    if not _INSTANCE_ID.fullmatch(value):
+        raise ValueError(
+            "must be 1-100 characters of A-Z a-z 0-9 . _ @ / - (starting with a letter or digit)"
+        )
+    return value
+
+
 class ServiceSettings(_Section):
     """``[service]``: identity and logging of the process."""
 
     name: NonEmptyStr = "vpnbot"
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
-    instance_id: NonEmptyStr | None = None
+    instance_id: Annotated[str, AfterValidator(_instance_id)] | None = None
 
 
-class HttpSettings(_Section):
-    """``[http]``: the health and metrics endpoint."""
+Port = Annotated[int, Field(ge=0, le=65535)]
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+class PublicListenerSettings(_Section):
+    """``[http.public]``: the listener for webhooks (Telegram's, payment providers')."""
 
     enabled: bool = True
     host: NonEmptyStr = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    port: Port = 8088
+
+
+class HttpLimitsSettings(_Section):
+    """``[http.limits]``: how much one request may send, and how slowly, on both listeners."""
+
+    max_body_bytes: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = 64 * 1024
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    header_timeout_seconds: PositiveSeconds = 10.0
+    body_timeout_seconds: PositiveSeconds = 30.0
+
+
+class HttpSettings(_Section):
+    """``[http]``: the operator listener; ``[http.public]`` and ``[http.limits]`` below it."""
+
+    enabled: bool = True
+    host: NonEmptyStr = "127.0.0.1"
+    port: Port = 8080
+    public: PublicListenerSettings = Field(default_factory=PublicListenerSettings)
+    limits: HttpLimitsSettings = Field(default_factory=HttpLimitsSettings)
+
+    @model_validator(mode="after")
+    def _separate_sockets(self) -> HttpSettings:
+        public = self.public
+        if not (self.enabled and public.enabled) or self.port == 0 or self.port != public.port:
+            return self
+        hosts = {self.host, public.host}
+        if len(hosts) == 1 or hosts & set(_WILDCARD_HOSTS):
+            raise CrossFieldError(
+                [("public.port", f"must differ from http.port ({self.port}): one socket each")]
+            )
+        return self
 
 
 class TelegramSettings(_Section):
@@ -287,7 +333,7 @@ class BotSettings(_Section):
 
     mode: Literal["polling", "webhook"] = "polling"
     webhook_url: HttpUrl | None = None
-    """Public HTTPS URL Telegram posts updates to; its path is served by the HTTP endpoint."""
+    """Public HTTPS URL Telegram posts updates to; its path is served on the public listener."""
     webhook_secret: Secret = None
     """Checked in X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z a-z 0-9 _ -)."""
     polling_timeout_seconds: Annotated[int, Field(ge=0, le=50)] = 25
@@ -421,8 +467,8 @@ class Settings(_Section):
         problems = cross_section_problems(self.telegram, self.alerts)
         if self.bot.mode == "webhook" and self.bot.webhook_url is None:
             problems.append(("bot.webhook_url", 'required when bot.mode is "webhook"'))
-        if self.bot.mode == "webhook" and self.telegram.token and not self.http.enabled:
-            problems.append(("http.enabled", 'must be true when bot.mode is "webhook"'))
+        if self.bot.mode == "webhook" and self.telegram.token and not self.http.public.enabled:
+            problems.append(("http.public.enabled", 'must be true when bot.mode is "webhook"'))
         if self.bot.mode == "webhook" and self.bot.webhook_secret is None:
             problems.append(("bot.webhook_secret", 'required when bot.mode is "webhook"'))
         if self.trial.enabled and self.trial.backend is None:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from runtime.app import build_runtime, serve
+from runtime.app import base_url, build_runtime, serve
 from runtime.config import Settings
 from runtime.logs import get_logger
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
@@ -26,8 +26,9 @@ FIRST_USER_ID = 100000001
 
 @dataclass(frozen=True)
 class SandboxPorts:
+    """The emulator's port; the runtime's own listeners come from ``[http]`` as always."""
+
     telegram: int = 8081
-    http: int = 8080
 
 
 def sandbox_settings(
@@ -86,7 +87,8 @@ def _unsecret(value: Any) -> Any:
 
 def chat_page_route(telegram_url: str) -> Route:
     """``/sandbox``: a minimal Telegram client over the emulator's control API, beside the
-    supervisor's actor table and recent alerts."""
+    supervisor's actor table and recent alerts. It reads ``/status``, so it is served on
+    the operator listener."""
     page = resources.files("runtime.sandbox").joinpath("page.html").read_text(encoding="utf-8")
     html = page.replace("__TELEGRAM_URL__", telegram_url)
 
@@ -120,23 +122,27 @@ async def run_sandbox(
         runtime = build_runtime(
             settings,
             environ=environ,
-            extra_routes=[chat_page_route(telegram_url)],
+            operator_routes=[chat_page_route(telegram_url)],
             production=False,
         )
+        operator = base_url(settings.http.host, settings.http.port)
         log.info(
             "sandbox ready",
-            chat=f"http://{settings.http.host}:{settings.http.port}/sandbox",
-            status=f"http://{settings.http.host}:{settings.http.port}/status",
+            chat=f"{operator}/sandbox",
+            status=f"{operator}/status",
             stop="Ctrl+C",
         )
-        print(
-            "\nvpnbot sandbox: the real runtime against local stand-ins\n"
-            f"  chat with the bot:  http://{settings.http.host}:{settings.http.port}/sandbox\n"
-            f"  actor table:        http://{settings.http.host}:{settings.http.port}/status\n"
-            f"  metrics:            http://{settings.http.host}:{settings.http.port}/metrics\n"
-            "  stop:               Ctrl+C\n",
-            flush=True,
-        )
+        lines = [
+            "",
+            "vpnbot sandbox: the real runtime against local stand-ins",
+            f"  chat with the bot:  {operator}/sandbox",
+            f"  actor table:        {operator}/status",
+            f"  metrics:            {operator}/metrics",
+        ]
+        if settings.http.public.enabled:
+            public = base_url(settings.http.public.host, settings.http.public.port)
+            lines.append(f"  webhooks (public):  {public}/webhooks/payments/<provider>")
+        print("\n".join([*lines, "  stop:               Ctrl+C", ""]), flush=True)
         code = await serve(runtime)
         nursery.cancel_scope.cancel()
     return code

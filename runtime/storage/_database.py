@@ -155,9 +155,18 @@ class Database:
     ``InfraError``s; the pool reconnects on the next unit.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, close_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        close_timeout: float = 10.0,
+        dsn: str | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
         self._pool = pool
         self._close_timeout = close_timeout
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
 
     @classmethod
     async def connect(
@@ -181,7 +190,26 @@ class Database:
             )
         except OSError as exc:
             raise _unreachable(exc) from exc
-        return cls(pool)
+        return cls(pool, dsn=dsn, connect_timeout=connect_timeout)
+
+    async def open_session(
+        self, *, server_settings: dict[str, str] | None = None
+    ) -> asyncpg.Connection[asyncpg.Record]:
+        """A connection of its own, outside the pool, for what must live as long as a
+        session (a session advisory lock). The caller closes it; its calls cross the
+        bridge one by one, so keep them few."""
+        if self._dsn is None:
+            raise RuntimeError("this Database was not opened with Database.connect")
+        try:
+            conn: asyncpg.Connection[asyncpg.Record] = await run_asyncio(
+                asyncpg.connect,
+                self._dsn,
+                timeout=self._connect_timeout,
+                server_settings=server_settings,
+            )
+        except FileNotFoundError as exc:
+            raise _unreachable(exc) from exc
+        return conn
 
     async def transaction(
         self, work: Work[T], *, retry: bool = False, isolation: Isolation = "read_committed"

@@ -6,8 +6,11 @@ stored update is processed from here by any process:
 
 1. ``claim`` a batch: one statement picks unprocessed updates whose claim is free or has
    expired, with ``FOR UPDATE SKIP LOCKED``, counts the attempt and stamps the claim
-   (owner, expiry). A process killed mid-handler leaves its claim to expire; the update is
-   then claimed again and its handler runs again (handlers are safe to run twice).
+   (owner, expiry). A process killed mid-handler leaves its claim to expire (or its
+   instance's restart takes it back at once, ``take_back``); the update is then claimed
+   again and its handler runs again (handlers are safe to run twice). Such a lost claim
+   gives its attempt back and counts in ``lost_claims``; an update whose claims were lost
+   ``max_lost_claims`` times (its handler kills the process) is given up by ``claim``.
 2. run the handler, then
 3. ``mark_processed``; or ``wait_for_telegram`` (Telegram's flood control or Telegram
    unreachable: due again later, the attempt not counted); or ``retry_later`` (a failure
@@ -32,13 +35,19 @@ from typing import Any
 
 import asyncpg
 
+from runtime.logs import get_logger
+
 from ._database import Connection, Database
 from .leases import Lease, check_fence
+
+_log = get_logger("inbox")
 
 GAVE_UP = "gave up: "
 """``last_error`` of an update that was given up starts with this."""
 WAITING_FOR_TELEGRAM = "waiting for Telegram: "
 """``last_error`` of an update waiting for an unreachable Telegram starts with this."""
+MAX_LOST_CLAIMS = 5
+"""Claims of one update lost to dead processes before ``claim`` gives it up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +97,28 @@ class DeadUpdate:
         return (self.last_error or "").removeprefix(GAVE_UP)
 
 
+UPDATE_ID_RANGE = range(-(2**63), 2**63)
+"""What the ``update_id`` column (bigint) holds."""
+
+
+class InvalidUpdate(ValueError):
+    """Not a Telegram update the inbox can keep: no integer ``update_id``, or one beyond bigint."""
+
+
 def _valid(update: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     update_id = update.get("update_id")
     if not isinstance(update_id, int) or isinstance(update_id, bool):
-        raise ValueError("a Telegram update needs an integer update_id")
+        raise InvalidUpdate("a Telegram update needs an integer update_id")
+    if update_id not in UPDATE_ID_RANGE:
+        raise InvalidUpdate("the update_id is beyond a bigint")
     return update_id, dict(update)
+
+
+def check_update(update: object) -> int:
+    """The ``update_id`` of an update ``store`` accepts, or ``InvalidUpdate``."""
+    if not isinstance(update, Mapping):
+        raise InvalidUpdate("a Telegram update is a JSON object")
+    return _valid(update)[0]
 
 
 async def store(
@@ -127,31 +153,77 @@ async def store(
     return await db.transaction(unit)
 
 
+# A due update that is still claimed is a lost claim (its claim expired with no outcome):
+# it gives its attempt back and counts as lost.
 _CLAIM = """
-with due as (
-    select update_id from telegram_updates
+with due as materialized (
+    select update_id, claimed_by is not null as lost
+    from telegram_updates
     where processed_at is null and (claim_expires_at is null or claim_expires_at <= now())
     order by update_id
     limit $1
     for update skip locked
+),
+given_up as (
+    update telegram_updates t
+    set processed_at = now(), lost_claims = t.lost_claims + 1, attempts = t.attempts - 1,
+        claimed_by = null, claim_expires_at = null,
+        last_error = $5 || 'its handler never finished: the process died running it '
+                     || (t.lost_claims + 1) || ' time(s)'
+                     || coalesce('; before that: ' || t.last_error, '')
+    from due
+    where t.update_id = due.update_id and due.lost and t.lost_claims + 1 >= $4
+    returning t.update_id, t.payload, t.attempts, t.claimed_by, t.received_at, t.last_error,
+              t.processed_at
+),
+claimed as (
+    update telegram_updates t
+    set attempts = t.attempts + 1 - due.lost::int, lost_claims = t.lost_claims + due.lost::int,
+        claimed_by = $2, claim_expires_at = now() + $3::interval
+    from due
+    where t.update_id = due.update_id and not (due.lost and t.lost_claims + 1 >= $4)
+    returning t.update_id, t.payload, t.attempts, t.claimed_by, t.received_at,
+              null::text as last_error, null::timestamptz as processed_at
 )
-update telegram_updates t
-set attempts = t.attempts + 1, claimed_by = $2, claim_expires_at = now() + $3::interval
-from due where t.update_id = due.update_id
-returning t.update_id, t.payload, t.attempts, t.claimed_by, t.received_at
+select false as given_up, * from claimed
+union all
+select true as given_up, * from given_up
 """
 
 
-async def claim(db: Database, *, owner: str, limit: int, claim_seconds: float) -> list[InboxUpdate]:
-    """Claim up to ``limit`` due updates for ``claim_seconds``, oldest first."""
+class Claimed(list[InboxUpdate]):
+    """The updates a ``claim`` handed out, plus ``given_up``: the due updates it gave up
+    instead, because the process died running their handler ``max_lost_claims`` times."""
+
+    __slots__ = ("given_up",)
+
+    def __init__(
+        self, updates: Sequence[InboxUpdate] = (), given_up: Sequence[DeadUpdate] = ()
+    ) -> None:
+        super().__init__(updates)
+        self.given_up: tuple[DeadUpdate, ...] = tuple(given_up)
+
+
+async def claim(
+    db: Database,
+    *,
+    owner: str,
+    limit: int,
+    claim_seconds: float,
+    max_lost_claims: int = MAX_LOST_CLAIMS,
+) -> Claimed:
+    """Claim up to ``limit`` due updates for ``claim_seconds``, oldest first. ``owner``
+    names this start of the processor: the instance id first, unique per start."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
     if claim_seconds <= 0:
         raise ValueError("claim_seconds must be positive")
+    if max_lost_claims < 1:
+        raise ValueError("max_lost_claims must be at least 1")
     ttl = timedelta(seconds=claim_seconds)
 
     async def unit(conn: Connection) -> list[asyncpg.Record]:
-        return await conn.fetch(_CLAIM, limit, owner, ttl)
+        return await conn.fetch(_CLAIM, limit, owner, ttl, max_lost_claims, GAVE_UP)
 
     rows = await db.transaction(unit)
     updates = [
@@ -163,8 +235,51 @@ async def claim(db: Database, *, owner: str, limit: int, claim_seconds: float) -
             received_at=row["received_at"],
         )
         for row in rows
+        if not row["given_up"]
     ]
-    return sorted(updates, key=lambda u: u.update_id)
+    given_up = [
+        DeadUpdate(
+            update_id=row["update_id"],
+            payload=row["payload"],
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+            received_at=row["received_at"],
+            given_up_at=row["processed_at"],
+        )
+        for row in rows
+        if row["given_up"]
+    ]
+    for dead in given_up:
+        _log.error(
+            "update given up: the process died running its handler, every time",
+            operation="bot.inbox.claim",
+            failure_type="bug",
+            outcome="failed",
+            update_id=dead.update_id,
+        )
+    return Claimed(sorted(updates, key=lambda u: u.update_id), given_up)
+
+
+async def take_back(db: Database, *, owner_prefix: str) -> int:
+    """Take back the claims of every owner whose name starts with ``owner_prefix``: an
+    instance, at its start, taking back the updates its dead predecessor was handling (the
+    instance id is held by one live process at a time). They are due at once instead of
+    when the claims expire; each gives its attempt back and counts a lost claim. Returns
+    how many."""
+    if not owner_prefix:
+        raise ValueError("an owner prefix is required")
+
+    async def unit(conn: Connection) -> int:
+        rows = await conn.fetch(
+            "update telegram_updates set attempts = attempts - 1,"
+            " lost_claims = lost_claims + 1, claimed_by = null, claim_expires_at = null"
+            " where processed_at is null and claimed_by is not null"
+            " and starts_with(claimed_by, $1) returning update_id",
+            owner_prefix,
+        )
+        return len(rows)
+
+    return await db.transaction(unit, retry=True)
 
 
 async def mark_processed(db: Database, update: InboxUpdate, *, owner: str) -> bool:

@@ -3,8 +3,15 @@
 A lease is a row with a holder, an expiry and a fencing token. Every expiry is judged on
 the database's clock, never a process's. A holder renews before the expiry; a holder that
 stops renewing (killed, partitioned, stuck) loses the lease once it expires, and the next
-holder gets a higher token. A holder that re-acquires its own unexpired lease keeps its
-token (that is a renewal).
+holder gets a higher token.
+
+A holder name is stable: the instance id and the role (``"vpn-1:notifier"``), the same
+after a restart. Acquiring a lease that the same holder name still holds takes it over at
+once, with a new token: that is a restart of the instance taking back what its dead
+predecessor held, without waiting for the expiry, while any other holder still waits. It is
+safe because one instance id belongs to one live process at a time (``instances``), and
+the new token fences out anything the old tenure would still write. Only ``renew`` keeps a
+token.
 
 Knowing that you held the lease a moment ago is not enough to write safely: a process can
 pause for longer than the ttl. Units of work that write under a lease call ``check_fence``
@@ -20,9 +27,6 @@ Releasing keeps the row (its expiry moves to the past): the token must never go 
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -58,15 +62,6 @@ class Lease:
     ttl_seconds: float
 
 
-def instance_id(prefix: str = "") -> str:
-    """A holder (or outbox owner) name unique to this process: host, pid and a random tag.
-
-    Two processes must never share a holder name: both would "hold" the lease.
-    """
-    tag = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    return f"{prefix}:{tag}" if prefix else tag
-
-
 def _ttl(seconds: float) -> timedelta:
     if seconds <= 0:
         raise ValueError("a lease ttl must be positive")
@@ -77,10 +72,8 @@ _ACQUIRE = """
 insert into leases as l (name, holder, fencing_token, expires_at, acquired_at, renewed_at)
 values ($1, $2, 1, now() + $3::interval, now(), now())
 on conflict (name) do update set
-    fencing_token = case when l.holder = excluded.holder and l.expires_at > now()
-                         then l.fencing_token else l.fencing_token + 1 end,
-    acquired_at = case when l.holder = excluded.holder and l.expires_at > now()
-                       then l.acquired_at else now() end,
+    fencing_token = l.fencing_token + 1,
+    acquired_at = now(),
     holder = excluded.holder,
     expires_at = excluded.expires_at,
     renewed_at = now()
@@ -90,8 +83,9 @@ returning fencing_token, expires_at
 
 
 async def acquire(db: Database, name: str, holder: str, ttl_seconds: float) -> Lease | None:
-    """Take the lease ``name`` for ``ttl_seconds`` if it is free or expired (or already
-    ``holder``'s); None while someone else holds it."""
+    """Start a tenure of the lease ``name`` for ``ttl_seconds``, with a new token, if it is
+    free, expired or held under this ``holder`` name (a restart taking over its own lease);
+    None while another holder has it. Keep a tenure with ``renew``."""
     ttl = _ttl(ttl_seconds)
 
     async def unit(conn: Connection) -> tuple[int, datetime] | None:
@@ -168,7 +162,7 @@ class LeaseKeeper:
 
     ::
 
-        keeper = LeaseKeeper(db, "telegram-polling", instance_id("bot"), ttl_seconds=15)
+        keeper = LeaseKeeper(db, "telegram-polling", services.lease_holder("bot-poller"), 15)
         async with keeper.held() as lease:   # waits until the lease is ours
             await poll(lease)                # writes call check_fence(conn, lease)
 

@@ -6,20 +6,26 @@ inside a unit of work), so the job exists exactly when the change committed. Wor
 1. ``claim`` a batch: one statement picks due rows with ``FOR UPDATE SKIP LOCKED``, counts
    the attempt and stamps the claim (owner, expiry). The claim moves ``next_attempt_at`` to
    the claim's expiry, so the due scan skips claimed rows and finds them again if the
-   claimer dies: a killed worker's jobs run again after ``claim_seconds``.
-2. do the side effect (idempotently: a job whose claim expired may run twice), then
+   claimer dies: a killed worker's jobs run again after ``claim_seconds``, or at once when
+   its instance restarts (``take_back``).
+2. do the side effect (idempotently: a job whose claim expired may run twice), ``record``
+   each job's progress as it goes if the batch takes a while, then
 3. ``complete`` the batch in one statement, or ``fail`` a job: it is scheduled again after
    a backoff, or dead-lettered once it has used ``max_attempts`` (the caller sees which, to
    alert).
 
-``complete`` and ``fail`` count only for the claim that is still current: the row must be
-claimed by this owner with the attempt number of the claim (the attempt number is the
-claim's fencing token). A worker whose claim expired and was taken over learns it lost
-(``False``, ``FailOutcome.LOST``) and changes nothing. A job marked done is done once.
+``complete``, ``record`` and ``fail`` count only for the claim that is still current: the
+row must be claimed by this owner under the number of the claim (``claims`` counts every
+claim of a row; with the owner it is the claim's fencing token). A worker whose claim
+expired and was taken over learns it lost (``False``, ``FailOutcome.LOST``) and changes
+nothing. A job marked done is done once.
 
-A job whose claims kept expiring with no outcome until it used all its attempts (a job that
-kills its worker, say) is dead-lettered by the next ``claim`` instead of being handed out
-again; ``Claimed.buried`` lists those.
+Attempts count failures. A claim that ends with no outcome because its claimer died is a
+*lost claim*: it gives its attempt back, and counts in ``lost_claims`` instead if the job
+had started (a claimer that works through a batch one job at a time claims with
+``started=False`` and ``record``s each start). A job whose claims were lost
+``max_attempts`` times (a job that kills its worker, say) is dead-lettered by the next
+``claim`` instead of being handed out again; ``Claimed.buried`` lists those.
 
 ``Connection``-level functions (``enqueue``) run on the asyncio side inside a unit of work;
 everything else is a trio function running one unit of work.
@@ -51,7 +57,8 @@ _log = get_logger("outbox")
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A claimed job. ``attempts`` counts this attempt (1 on the first) and fences the claim."""
+    """A claimed job. ``attempts`` counts this attempt (1 on the first; failures count,
+    lost claims do not); ``claim`` numbers this claim among all of the job's and fences it."""
 
     id: int
     kind: str
@@ -62,6 +69,9 @@ class Job:
     claimed_by: str
     claim_expires_at: datetime
     """When the claim runs out, on the database's clock."""
+    claim: int
+    steps_done: int = 0
+    """How many of the job's steps earlier claims finished (``record``): resume after them."""
 
     @property
     def last_attempt(self) -> bool:
@@ -85,7 +95,7 @@ class DeadLetter:
 
 class Claimed(list[Job]):
     """The jobs a ``claim`` handed out, plus ``buried``: the due jobs it dead-lettered
-    instead, because their claims expired with no outcome until no attempt was left."""
+    instead, because their worker died while running them ``max_attempts`` times."""
 
     __slots__ = ("buried",)
 
@@ -191,9 +201,13 @@ async def enqueue_job(
 
 # -- claiming and outcomes -------------------------------------------------------------
 
+# A due row that is still claimed is a lost claim (its claim expired with no outcome): it
+# gives its attempt back, and counts as lost if its work had started.
 _CLAIM = """
 with due as materialized (
-    select id, attempts >= max_attempts as exhausted
+    select id, max_attempts,
+           attempts - (claimed_by is not null)::int as attempts,
+           lost_claims + (claimed_by is not null and started_at is not null)::int as lost_claims
     from outbox
     where status = 'pending' and kind = any($1::text[]) and next_attempt_at <= now()
     order by next_attempt_at, id
@@ -202,22 +216,27 @@ with due as materialized (
 ),
 buried as (
     update outbox o
-    set status = 'dead', claimed_by = null, claim_expires_at = null, updated_at = now(),
-        last_error = 'claim expired with no outcome after attempt ' || o.attempts
+    set status = 'dead', attempts = due.attempts, lost_claims = due.lost_claims,
+        claimed_by = null, claim_expires_at = null, started_at = null, updated_at = now(),
+        last_error = 'its worker died while running it, ' || due.lost_claims || ' time(s)'
                      || coalesce('; before that: ' || o.last_error, '')
     from due
-    where o.id = due.id and due.exhausted
+    where o.id = due.id and due.lost_claims >= due.max_attempts
     returning o.id, o.kind, o.dedup_key, o.payload, o.attempts, o.max_attempts,
-              o.claimed_by, o.claim_expires_at, o.last_error, o.updated_at
+              o.claimed_by, o.claim_expires_at, o.claims, o.steps_done, o.last_error,
+              o.updated_at
 ),
 claimed as (
     update outbox o
-    set attempts = o.attempts + 1, claimed_by = $3, claim_expires_at = now() + $4::interval,
-        next_attempt_at = now() + $4::interval, updated_at = now()
+    set attempts = due.attempts + 1, claims = o.claims + 1, lost_claims = due.lost_claims,
+        claimed_by = $3,
+        claim_expires_at = now() + $4::interval, next_attempt_at = now() + $4::interval,
+        started_at = case when $5 then now() end, updated_at = now()
     from due
-    where o.id = due.id and not due.exhausted
+    where o.id = due.id and due.lost_claims < due.max_attempts
     returning o.id, o.kind, o.dedup_key, o.payload, o.attempts, o.max_attempts,
-              o.claimed_by, o.claim_expires_at, null::text as last_error, o.updated_at
+              o.claimed_by, o.claim_expires_at, o.claims, o.steps_done,
+              null::text as last_error, o.updated_at
 )
 select false as dead, * from claimed
 union all
@@ -235,6 +254,8 @@ def _job(row: asyncpg.Record) -> Job:
         max_attempts=row["max_attempts"],
         claimed_by=row["claimed_by"],
         claim_expires_at=row["claim_expires_at"],
+        claim=row["claims"],
+        steps_done=row["steps_done"],
     )
 
 
@@ -252,12 +273,21 @@ def _dead_letter(row: asyncpg.Record) -> DeadLetter:
 
 
 async def claim(
-    db: Database, *, kinds: Sequence[str], owner: str, limit: int, claim_seconds: float
+    db: Database,
+    *,
+    kinds: Sequence[str],
+    owner: str,
+    limit: int,
+    claim_seconds: float,
+    started: bool = True,
 ) -> Claimed:
     """Claim up to ``limit`` due jobs of ``kinds`` for ``claim_seconds``, oldest due first.
 
     Rows other workers hold locked are skipped, never waited for. ``owner`` names this
-    worker; make it unique per process (``runtime.storage.leases.instance_id``).
+    start of a worker: the instance id first, unique per start
+    (``Services.claim_owner``). ``started`` says the claimer starts every job at once;
+    one that works through the batch claims with ``started=False`` and ``record``s each
+    job's start, so that its death counts a lost claim only for the jobs it was running.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
@@ -266,14 +296,14 @@ async def claim(
     ttl = timedelta(seconds=claim_seconds)
 
     async def unit(conn: Connection) -> list[asyncpg.Record]:
-        return await conn.fetch(_CLAIM, list(kinds), limit, owner, ttl)
+        return await conn.fetch(_CLAIM, list(kinds), limit, owner, ttl, started)
 
     rows = await db.transaction(unit)
     jobs = sorted((_job(r) for r in rows if not r["dead"]), key=lambda j: j.id)
     buried = [_dead_letter(r) for r in rows if r["dead"]]
     for dead in buried:
         _log.error(
-            "job dead-lettered: its claims expired with no outcome until no attempt was left",
+            "job dead-lettered: its worker died while running it, every time",
             operation="outbox.claim",
             failure_type="bug",
             outcome="failed",
@@ -288,8 +318,8 @@ async def claim(
 _COMPLETE = """
 update outbox o
 set status = 'done', done_at = now(), updated_at = now(), claim_expires_at = null
-from unnest($1::bigint[], $2::integer[]) as j(id, attempts)
-where o.id = any($1::bigint[]) and o.id = j.id and o.attempts = j.attempts
+from unnest($1::bigint[], $2::integer[]) as j(id, claims)
+where o.id = any($1::bigint[]) and o.id = j.id and o.claims = j.claims
   and o.claimed_by = $3 and o.status = 'pending'
 returning o.id
 """
@@ -308,14 +338,67 @@ async def complete(db: Database, jobs: Job | Sequence[Job], *, owner: str) -> bo
         return frozenset()
 
     async def unit(conn: Connection) -> list[asyncpg.Record]:
-        return await conn.fetch(
-            _COMPLETE, [j.id for j in batch], [j.attempts for j in batch], owner
-        )
+        return await conn.fetch(_COMPLETE, [j.id for j in batch], [j.claim for j in batch], owner)
 
     counted = frozenset(row["id"] for row in await db.transaction(unit))
     if isinstance(jobs, Job):
         return jobs.id in counted
     return counted
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A claimed job's progress, for ``record``: its work ``started`` (under this claim),
+    ``steps_done`` of its steps are done in all, it is ``done``."""
+
+    job: Job
+    started: bool = False
+    steps_done: int | None = None
+    done: bool = False
+
+
+_RECORD = """
+update outbox o
+set started_at = case when m.started then now() else o.started_at end,
+    steps_done = coalesce(m.steps_done, o.steps_done),
+    status = case when m.done then 'done' else o.status end,
+    done_at = case when m.done then now() else o.done_at end,
+    claim_expires_at = case when m.done then null else o.claim_expires_at end,
+    updated_at = now()
+from unnest($1::bigint[], $2::integer[], $3::boolean[], $4::integer[], $5::boolean[])
+     as m(id, claims, started, steps_done, done)
+where o.id = any($1::bigint[]) and o.id = m.id and o.claims = m.claims
+  and o.claimed_by = $6 and o.status = 'pending'
+returning o.id
+"""
+
+
+async def record(db: Database, marks: Sequence[Mark], *, owner: str) -> frozenset[int]:
+    """Write the progress of claimed jobs as it happens, in one statement (at most one mark
+    per job); returns the ids whose claims were still current.
+
+    A worker that settles each job the moment its side effect happened (``done``) repeats
+    at most the side effects in flight when it dies, not its whole batch; ``steps_done``
+    does the same for the steps of one job; ``started`` makes its death count as a lost
+    claim of the job (see ``claim``).
+    """
+    if not marks:
+        return frozenset()
+    if len({m.job.id for m in marks}) != len(marks):
+        raise ValueError("one mark per job in a record")
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            _RECORD,
+            [m.job.id for m in marks],
+            [m.job.claim for m in marks],
+            [m.started for m in marks],
+            [m.steps_done for m in marks],
+            [m.done for m in marks],
+            owner,
+        )
+
+    return frozenset(row["id"] for row in await db.transaction(unit))
 
 
 _FAIL = """
@@ -324,7 +407,7 @@ set status = case when $5 or attempts >= max_attempts then 'dead' else 'pending'
     next_attempt_at = case when $5 or attempts >= max_attempts then next_attempt_at
                            else now() + $4::interval end,
     claimed_by = null, claim_expires_at = null, last_error = $3, updated_at = now()
-where id = $1 and attempts = $2 and claimed_by = $6 and status = 'pending'
+where id = $1 and claims = $2 and claimed_by = $6 and status = 'pending'
 returning status
 """
 
@@ -356,7 +439,7 @@ async def fail(
         status: str | None = await conn.fetchval(
             _FAIL,
             job.id,
-            job.attempts,
+            job.claim,
             error[:4000],
             timedelta(seconds=delay),
             permanent,
@@ -381,18 +464,59 @@ async def release(db: Database, jobs: Sequence[Job], *, owner: str) -> frozenset
             """
             update outbox o
             set attempts = o.attempts - 1, next_attempt_at = now(), claimed_by = null,
-                claim_expires_at = null, updated_at = now()
-            from unnest($1::bigint[], $2::integer[]) as j(id, attempts)
-            where o.id = any($1::bigint[]) and o.id = j.id and o.attempts = j.attempts
+                claim_expires_at = null, started_at = null, updated_at = now()
+            from unnest($1::bigint[], $2::integer[]) as j(id, claims)
+            where o.id = any($1::bigint[]) and o.id = j.id and o.claims = j.claims
               and o.claimed_by = $3 and o.status = 'pending'
             returning o.id
             """,
             [j.id for j in jobs],
-            [j.attempts for j in jobs],
+            [j.claim for j in jobs],
             owner,
         )
 
     return frozenset(row["id"] for row in await db.transaction(unit))
+
+
+_TAKE_BACK = """
+with held as (
+    select id, started_at is not null as started
+    from outbox
+    where status = 'pending' and claimed_by is not null and starts_with(claimed_by, $1)
+    for update
+)
+update outbox o
+set attempts = o.attempts - 1, lost_claims = o.lost_claims + held.started::int,
+    claimed_by = null, claim_expires_at = null, started_at = null,
+    next_attempt_at = now(), updated_at = now()
+from held
+where o.id = held.id
+returning held.started
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TakenBack:
+    jobs: int
+    """Claims taken back: the jobs are due again, their attempts given back."""
+    lost: int
+    """Of those, jobs that had started: each counts a lost claim."""
+
+
+async def take_back(db: Database, *, owner_prefix: str) -> TakenBack:
+    """Take back the claims of every owner whose name starts with ``owner_prefix``: an
+    instance, at its start, taking back what its dead predecessor held (the instance id is
+    held by one live process at a time, so no live worker has such a claim). The jobs are
+    due at once instead of when the claims expire; no attempt is spent, and the jobs that
+    had started count a lost claim."""
+    if not owner_prefix:
+        raise ValueError("an owner prefix is required")
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(_TAKE_BACK, owner_prefix)
+
+    rows = await db.transaction(unit, retry=True)
+    return TakenBack(jobs=len(rows), lost=sum(1 for r in rows if r["started"]))
 
 
 # -- operators and metrics ----------------------------------------------------------------
@@ -420,8 +544,9 @@ async def requeue_dead(db: Database, ids: Sequence[int]) -> int:
 
     async def unit(conn: Connection) -> int:
         rows = await conn.fetch(
-            "update outbox set status = 'pending', attempts = 0, next_attempt_at = now(),"
-            " claimed_by = null, claim_expires_at = null, updated_at = now()"
+            "update outbox set status = 'pending', attempts = 0, lost_claims = 0,"
+            " next_attempt_at = now(), claimed_by = null, claim_expires_at = null,"
+            " updated_at = now()"
             " where id = any($1::bigint[]) and status = 'dead' returning id",
             list(ids),
         )

@@ -235,40 +235,49 @@ async def recipients(db: Database, chat_ids: Iterable[int]) -> dict[int, Recipie
 
 
 # The partial index outbox_notify_direct matches these literal predicates (a parameter
-# would keep the planner from proving that the index applies).
+# would keep the planner from proving that the index applies). Lost claims are counted as
+# in ``outbox.claim``.
 _CLAIM_DIRECT = """
 with due as materialized (
-    select id
+    select id,
+           attempts - (claimed_by is not null)::int as attempts,
+           lost_claims + (claimed_by is not null and started_at is not null)::int as lost_claims
     from outbox
     where status = 'pending' and kind = 'telegram.notify' and dedup_key not like 'broadcast:%'
-      and next_attempt_at <= now() and attempts < max_attempts
+      and next_attempt_at <= now()
+      and lost_claims + (claimed_by is not null and started_at is not null)::int < max_attempts
     order by next_attempt_at, id
     limit $1
     for update skip locked
 )
 update outbox o
-set attempts = o.attempts + 1, claimed_by = $2, claim_expires_at = now() + $3::interval,
-    next_attempt_at = now() + $3::interval, updated_at = now()
+set attempts = due.attempts + 1, claims = o.claims + 1, lost_claims = due.lost_claims,
+    claimed_by = $2,
+    claim_expires_at = now() + $3::interval, next_attempt_at = now() + $3::interval,
+    started_at = case when $4 then now() end, updated_at = now()
 from due
 where o.id = due.id
 returning o.id, o.kind, o.dedup_key, o.payload, o.attempts, o.max_attempts, o.claimed_by,
-          o.claim_expires_at
+          o.claim_expires_at, o.claims, o.steps_done
 """
 
 
 async def claim_direct_notifications(
-    db: Database, *, owner: str, limit: int, claim_seconds: float
+    db: Database, *, owner: str, limit: int, claim_seconds: float, started: bool = True
 ) -> list[Job]:
     """Claim due notifications that are not part of a broadcast, exactly as
-    ``outbox.claim`` does (same fencing, same claim expiry). Jobs out of attempts are
-    left to ``outbox.claim``, which dead-letters them."""
+    ``outbox.claim`` does (same fencing, same claim expiry, same lost claims). Jobs whose
+    worker died running them too often are left to ``outbox.claim``, which dead-letters
+    them."""
     if job_kinds.NOTIFY != "telegram.notify":  # pragma: no cover - guards the literal above
         raise AssertionError("the NOTIFY job kind changed: update _CLAIM_DIRECT and 0002")
     if limit < 1:
         raise ValueError("limit must be at least 1")
 
     async def unit(conn: Connection) -> list[asyncpg.Record]:
-        return await conn.fetch(_CLAIM_DIRECT, limit, owner, timedelta(seconds=claim_seconds))
+        return await conn.fetch(
+            _CLAIM_DIRECT, limit, owner, timedelta(seconds=claim_seconds), started
+        )
 
     rows = await db.transaction(unit)
     return sorted(
@@ -282,6 +291,8 @@ async def claim_direct_notifications(
                 max_attempts=r["max_attempts"],
                 claimed_by=r["claimed_by"],
                 claim_expires_at=r["claim_expires_at"],
+                claim=r["claims"],
+                steps_done=r["steps_done"],
             )
             for r in rows
         ),
@@ -301,12 +312,12 @@ async def complete_skipped(
         return await conn.fetch(
             "update outbox o set status = 'done', done_at = now(), updated_at = now(),"
             " claim_expires_at = null, last_error = $4"
-            " from unnest($1::bigint[], $2::integer[]) as j(id, attempts)"
-            " where o.id = any($1::bigint[]) and o.id = j.id and o.attempts = j.attempts"
+            " from unnest($1::bigint[], $2::integer[]) as j(id, claims)"
+            " where o.id = any($1::bigint[]) and o.id = j.id and o.claims = j.claims"
             " and o.claimed_by = $3 and o.status = 'pending'"
             " returning o.id",
             [j.id for j in jobs],
-            [j.attempts for j in jobs],
+            [j.claim for j in jobs],
             owner,
             reason[:4000],
         )

@@ -5,13 +5,22 @@ from collections.abc import Callable
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from starlette.types import ASGIApp
+from starlette.applications import Starlette
 
 from runtime.supervision import ActorContext
 
+from ._http1 import keep_to_http1
+from ._limits import BoundedRequests, RequestLimits
+
+DEFAULT_LIMITS = RequestLimits()
+_APP_QUEUE = 2
+"""Body chunks (up to 64 KiB each) hypercorn holds per request while the route is not
+reading: what an unread upload can cost us, per connection."""
+
 
 class HttpEndpoint:
-    """Serves an ASGI app with hypercorn on trio as a supervised actor.
+    """Serves a starlette app with hypercorn on trio as a supervised actor, within ``limits``,
+    over HTTP/1.1 only (``keep_to_http1``).
 
     The actor is ready once the socket is bound; ``urls`` then holds where it listens
     (useful with port 0). A stop request lets hypercorn finish requests in flight. The app
@@ -20,15 +29,19 @@ class HttpEndpoint:
 
     def __init__(
         self,
-        app: Callable[[], ASGIApp],
+        app: Callable[[], Starlette],
         *,
         host: str,
         port: int,
+        limits: RequestLimits = DEFAULT_LIMITS,
+        name: str = "http",
         on_listening: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._app = app
         self._host = host
         self._port = port
+        self.limits = limits
+        self.name = name
         self._on_listening = on_listening
         self.urls: list[str] = []
 
@@ -39,7 +52,16 @@ class HttpEndpoint:
         config.accesslog = None
         config.errorlog = None
         config.graceful_timeout = 3.0
+        # Hypercorn's keep-alive timer runs from the connection's start (or its previous
+        # response) until a complete request head: it is the header deadline too.
+        config.keep_alive_timeout = self.limits.header_timeout_seconds
+        config.h11_max_incomplete_size = self.limits.max_header_bytes
+        config.max_app_queue_size = _APP_QUEUE
         return config
+
+    def _bounded_app(self) -> BoundedRequests:
+        app = self._app()
+        return BoundedRequests(app, self.limits, routes=app.routes, name=self.name)
 
     async def run(
         self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -54,8 +76,9 @@ class HttpEndpoint:
     async def _serve(
         self, ctx: ActorContext, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        keep_to_http1()
         await serve(
-            self._app(),  # type: ignore[arg-type]
+            self._bounded_app(),  # type: ignore[arg-type]
             self._config(),
             shutdown_trigger=ctx.stop_requested.wait,
             task_status=task_status,

@@ -3,7 +3,6 @@ iterations, leases for work done in one process at a time, and their counters.""
 
 from __future__ import annotations
 
-import secrets
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -130,17 +129,23 @@ class StickyDegraded(ActorContext):
 
 
 def owner_id(services: Services, worker: str) -> str:
-    """The outbox owner / lease holder of one start of a worker: unique per process."""
-    return f"{services.instance_id}:{worker}:{secrets.token_hex(4)}"
+    """The claim owner of one start of a worker: the instance's prefix, unique per start."""
+    return services.claim_owner(worker)
+
+
+def holder_id(services: Services, worker: str) -> str:
+    """The lease holder of a worker: the same in every start and restart of the instance."""
+    return services.lease_holder(worker)
 
 
 class SoleRunner:
     """Work one process at a time does (polling a provider, sending at a global rate).
 
-    Each iteration calls ``acquire``: the first takes the lease when it is free, later
-    ones renew it (``leases.acquire`` keeps the token of a holder that asks again). The
-    ttl outlives a few intervals, so a dead holder is replaced within the ttl; a clean
-    stop releases it at once.
+    Each iteration calls ``acquire``: the first takes the lease when it is free, expired
+    or held under this very holder name (a restart of this instance takes over from its
+    dead predecessor at once), later ones renew it. The ttl outlives a few intervals, so
+    another instance replaces a dead holder within the ttl; a clean stop releases it at
+    once.
     """
 
     def __init__(self, name: str, holder: str, *, ttl_seconds: float) -> None:
@@ -150,6 +155,13 @@ class SoleRunner:
         self.lease: leases.Lease | None = None
 
     async def acquire(self, db: Database) -> bool:
+        """Whether this process holds the lease now (renewed, or newly taken)."""
+        if self.lease is not None:
+            renewed = await leases.renew(db, self.lease)
+            if renewed is not None:
+                self.lease = renewed
+                return True
+            self.lease = None  # expired or taken over: a fresh tenure, if it is free
         self.lease = await leases.acquire(db, self.name, self.holder, self.ttl_seconds)
         return self.lease is not None
 

@@ -25,8 +25,18 @@ with the outbox's backoff and dead-lettered after ``max_attempts`` (a permanent 
 such as 400 "message is too long", at once); admins hear of dead messages (not of a
 broadcast's). When Telegram itself is failing (five transient failures in a row, or the
 token is rejected), the batch stops, the unsent jobs go back untried, and the iteration
-fails: logged with its failure type, followed by the minimum sleep, the actor degraded
-until a batch goes through again.
+fails: logged with its failure type, followed by the minimum sleep. The actor is
+degraded from the first send that fails for Telegram's reasons (a 429 pause included)
+until a send goes through again, so ``/status`` never says healthy while messages do
+not go out.
+
+Crashes: each job is settled the moment its last message is sent, and the progress of a
+job of several messages after each one (``Ledger``: the marks of concurrent sends share a
+statement), so a process killed mid-batch sends again at most the messages that were in
+flight, not the batch. A job is marked started just before it is rendered and sent, within
+the concurrency limit, so a notifier that dies counts a lost claim only for the few jobs
+in progress (see ``outbox.claim``), the one that killed it among them; the restarted
+instance takes its lease and its claims back at once.
 """
 
 from __future__ import annotations
@@ -44,12 +54,13 @@ from runtime.i18n import Translator, load_translator
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services
 from runtime.storage import job_kinds, outbox, scans, users
-from runtime.storage.outbox import FailOutcome, Job
+from runtime.storage.outbox import FailOutcome, Job, Mark
 from runtime.storage.scans import Recipient
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 from runtime.telegram import BotApi, BotTokenRejected, ChatBlocked, TooManyRequests
 
-from ._common import SoleRunner, items, owner_id, worker_spec
+from ._common import SoleRunner, holder_id, items, owner_id, worker_spec
+from ._ledger import Ledger
 from ._pacing import ChatSpacing, Pacer
 from ._render import BROADCAST, BadNotification, Part, Photo, Text, render
 
@@ -74,6 +85,7 @@ class Notifier:
         api: BotApi,
         owner: str,
         *,
+        holder: str | None = None,
         rate_per_second: float | None = None,
         per_chat_interval: float | None = None,
         allow_paid_broadcast: bool | None = None,
@@ -103,9 +115,23 @@ class Notifier:
             config.per_chat_interval_seconds if per_chat_interval is None else per_chat_interval
         )
         self.limiter = trio.CapacityLimiter(self.concurrency)
-        self.runner = SoleRunner(f"worker:{NAME}", owner, ttl_seconds=max(30.0, self.claim_seconds))
+        self.runner = SoleRunner(
+            f"worker:{NAME}", holder or owner, ttl_seconds=max(30.0, self.claim_seconds)
+        )
         self.log = get_logger(NAME)
         self.items = items(services.metrics)
+        self.degraded: str | None = None
+        """Why sends to Telegram fail: the actor is degraded until one goes through."""
+
+    def sending_fails(self, ctx: ActorContext, reason: str) -> None:
+        if reason != self.degraded:
+            self.degraded = reason
+            ctx.set_degraded(reason)
+
+    def sending_works(self, ctx: ActorContext) -> None:
+        if self.degraded is not None:
+            self.degraded = None
+            ctx.set_degraded(None)
 
     def paid_broadcast(self, template: object) -> bool:
         return self.allow_paid_broadcast and (template == BROADCAST or self.rate > FREE_RATE)
@@ -118,7 +144,11 @@ class Notifier:
             return self.pacer.paused_until - trio.current_time()
         self.spacing.forget_old()
         jobs: list[Job] = await scans.claim_direct_notifications(
-            db, owner=self.owner, limit=self.batch, claim_seconds=self.claim_seconds
+            db,
+            owner=self.owner,
+            limit=self.batch,
+            claim_seconds=self.claim_seconds,
+            started=False,
         )
         if len(jobs) < self.batch:
             jobs.extend(
@@ -128,6 +158,7 @@ class Notifier:
                     owner=self.owner,
                     limit=self.batch - len(jobs),
                     claim_seconds=self.claim_seconds,
+                    started=False,
                 )
             )
         if not jobs:
@@ -155,17 +186,22 @@ class _Result(enum.Enum):
     BLOCKED = "blocked"
     FAILED = "failed"
     RELEASED = "released"
+    LOST = "lost"
 
 
 class _Batch:
-    """One claimed batch: sent chat by chat, then settled in a few statements."""
+    """One claimed batch, sent chat by chat. Each job is settled as soon as its messages
+    are out; what is left (skipped, handed back) is settled after the batch."""
 
     def __init__(self, notifier: Notifier, jobs: Sequence[Job], deadline: float, ctx: ActorContext):
         self.n = notifier
         self.jobs = list(jobs)
         self.deadline = deadline
         self.ctx = ctx
-        self.done: list[Job] = []
+        self.sent = 0
+        self.unrecorded: list[Job] = []
+        """Jobs sent whose settling failed: ``settle`` tries again."""
+        self.ledger = Ledger(notifier.services.db, notifier.owner)
         self.skipped: dict[str, list[Job]] = {}
         self.released: list[Job] = []
         self.failed = 0
@@ -189,9 +225,12 @@ class _Batch:
         self.recipients = await scans.recipients(
             self.n.services.db, [c for c in by_chat if isinstance(c, int)]
         )
-        async with trio.open_nursery() as nursery:
-            for chat, queue in by_chat.items():
-                nursery.start_soon(self._chat, chat, queue)
+        async with trio.open_nursery() as ledger:
+            ledger.start_soon(self.ledger.run)
+            async with trio.open_nursery() as nursery:
+                for chat, queue in by_chat.items():
+                    nursery.start_soon(self._chat, chat, queue)
+            ledger.cancel_scope.cancel()
 
     def _stopping(self) -> bool:
         return self.outage is not None or self.ctx.stop_requested.is_set()
@@ -207,35 +246,50 @@ class _Batch:
             if (recipient is not None and recipient.blocked) or chat in self.blocked:
                 self.skipped.setdefault(BLOCKED, []).append(job)
                 continue
-            try:
-                parts = render(self.n.translator, language, job.payload)
-            except Exception as exc:
-                await self._fail(job, exc)
-                continue
-            if await self._deliver(chat, job, parts) is _Result.RELEASED:
+            if await self._deliver(chat, job, language) is _Result.RELEASED:
                 self.released.extend(queue[index + 1 :])  # keep the chat's order
                 return
 
-    async def _deliver(self, chat: int | str, job: Job, parts: list[Part]) -> _Result:
-        """Send every part of ``job`` and record what became of it."""
-        for part in parts:
-            rate_limited = 0
-            while True:
-                if self._stopping() or self.n.spacing.ready_at(chat) > self.deadline:
+    async def _deliver(self, chat: int | str, job: Job, language: str) -> _Result:
+        """Send the messages of ``job`` an earlier claim did not send, settling as it goes.
+
+        Everything from the start mark to the send happens inside the concurrency limit:
+        at most ``concurrency`` jobs are ever in progress (a crash counts a lost claim for
+        those only), and a send follows its pacing slot at once.
+        """
+        parts: list[Part] | None = None
+        index = job.steps_done
+        rate_limited = 0
+        while parts is None or index < len(parts):
+            if self._stopping() or self.n.spacing.ready_at(chat) > self.deadline:
+                self.released.append(job)
+                return _Result.RELEASED
+            await trio.sleep_until(self.n.spacing.ready_at(chat))
+            async with self.n.limiter:
+                if self._stopping():  # decided while this one waited its turn
                     self.released.append(job)
                     return _Result.RELEASED
-                await trio.sleep_until(self.n.spacing.ready_at(chat))
+                if parts is None:
+                    if (result := await self._start(job)) is not None:
+                        return result
+                    try:
+                        parts = render(self.n.translator, language, job.payload)
+                    except Exception as exc:
+                        await self._fail(job, exc)
+                        return _Result.FAILED
+                    if index >= len(parts):  # sent in full before; only settling was missing
+                        break
                 if not await self.n.pacer.slot(self.deadline):
                     self.released.append(job)
                     return _Result.RELEASED
                 try:
-                    async with self.n.limiter:
-                        if self._stopping():  # decided while this one waited its turn
-                            self.released.append(job)
-                            return _Result.RELEASED
-                        await self._send(chat, job, part)
+                    await self._send(chat, job, parts[index])
                 except TooManyRequests as exc:
                     self.n.pacer.pause(exc.retry_after or 1.0)
+                    self.n.sending_fails(
+                        self.ctx,
+                        f"rate limited by Telegram: sending paused {exc.retry_after or 1.0:g} s",
+                    )
                     rate_limited += 1
                     self.n.items.labels(NAME, "rate_limited").inc()
                     self.n.log.warning(
@@ -259,11 +313,47 @@ class _Batch:
                 except Exception as exc:
                     await self._fail(job, exc)
                     return _Result.FAILED
-                self.n.spacing.sent(chat)
-                self.streak = 0
-                break
-        self.done.append(job)
+            self.n.spacing.sent(chat)
+            self.n.sending_works(self.ctx)
+            self.streak = 0
+            rate_limited = 0
+            index += 1
+            if index < len(parts):
+                await self._settle_sent(job, index, done=False)
+        await self._settle_sent(job, index)
         return _Result.SENT
+
+    async def _start(self, job: Job) -> _Result | None:
+        """Mark ``job`` started before its first message; None to go on sending."""
+        try:
+            if await self.ledger.write(Mark(job, started=True)):
+                return None
+        except Exception as exc:  # the database: no send without the mark
+            if self.outage is None:
+                self.outage = exc
+            self.released.append(job)
+            return _Result.RELEASED
+        self.n.log.warning(
+            "claim lost before sending: left to its new claimer",
+            operation="notify",
+            job_id=job.id,
+            outcome=Outcome.SKIPPED,
+        )
+        return _Result.LOST
+
+    async def _settle_sent(self, job: Job, steps: int, *, done: bool = True) -> None:
+        """Record that the first ``steps`` messages of ``job`` are out (all of them when
+        ``done``), before anything else is sent to its chat."""
+        if done:
+            self.sent += 1
+        try:
+            await self.ledger.write(Mark(job, steps_done=steps, done=done))
+        except Exception as exc:
+            if done:
+                self.unrecorded.append(job)
+            log_failure(
+                self.n.log, exc, operation="notify.settle", job_id=job.id, outcome=Outcome.DEGRADED
+            )
 
     async def _send(self, chat: int | str, job: Job, part: Part) -> None:
         paid = self.n.paid_broadcast(job.payload.get("template"))
@@ -290,6 +380,10 @@ class _Batch:
     async def _fail(self, job: Job, exc: BaseException) -> None:
         failure = classify(exc)
         if failure.transient and not isinstance(exc, TooManyRequests):
+            self.n.sending_fails(
+                self.ctx,
+                f"sends to Telegram fail: {failure.exception_type}: {failure.message}"[:300],
+            )
             self.streak += 1
             if self.streak >= OUTAGE_STREAK and self.outage is None:
                 self.outage = DependencyError(
@@ -333,18 +427,19 @@ class _Batch:
             )
 
     async def settle(self) -> None:
-        """Record the batch's outcomes: done, skipped, handed back."""
+        """Record the rest of the batch's outcomes: skipped, handed back, and the sent
+        jobs whose own settling failed."""
         db = self.n.services.db
         owner = self.n.owner
-        if self.done:
-            await outbox.complete(db, self.done, owner=owner)
+        if self.unrecorded:
+            await outbox.complete(db, self.unrecorded, owner=owner)
         for reason, jobs in self.skipped.items():
             await scans.complete_skipped(db, jobs, owner=owner, reason=reason)
         if self.released:
             await outbox.release(db, self.released, owner=owner)
         skipped = sum(len(j) for j in self.skipped.values())
         counts: dict[str, Any] = {
-            "sent": len(self.done),
+            "sent": self.sent,
             "skipped": skipped,
             "failed": self.failed,
             "released": len(self.released),
@@ -370,7 +465,9 @@ def spec(services: Services, **options: Any) -> ActorSpec:
 
     def make(ctx: ActorContext) -> Notifier:
         api = BotApi(token, api_base=telegram.api_base)
-        return Notifier(services, api, owner_id(services, NAME), **options)
+        return Notifier(
+            services, api, owner_id(services, NAME), holder=holder_id(services, NAME), **options
+        )
 
     return worker_spec(
         NAME,

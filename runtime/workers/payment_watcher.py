@@ -29,7 +29,7 @@ from runtime.storage import payments, scans
 from runtime.storage.payments import Verdict
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 
-from ._common import SoleRunner, effective_interval, items, owner_id, worker_spec
+from ._common import SoleRunner, effective_interval, holder_id, items, worker_spec
 
 NAME = "crypto_payment_watcher"
 INTERVAL = 10.0
@@ -43,7 +43,7 @@ class PaymentWatcher:
     def __init__(
         self,
         services: Services,
-        owner: str,
+        holder: str,
         *,
         page: int = PAGE,
         max_pages: int = 50,
@@ -54,7 +54,7 @@ class PaymentWatcher:
         self.page = page
         self.max_pages = max_pages
         self.expire_batch = expire_batch
-        self.runner = SoleRunner(f"worker:{NAME}", owner, ttl_seconds=lease_ttl)
+        self.runner = SoleRunner(f"worker:{NAME}", holder, ttl_seconds=lease_ttl)
         self._log = get_logger(NAME)
         self._items = items(services.metrics)
 
@@ -140,7 +140,7 @@ class PaymentWatcher:
 def spec(services: Services, **options: Any) -> ActorSpec:
     def make(ctx: ActorContext) -> PaymentWatcher:
         ttl = max(60.0, 4 * effective_interval(ctx, INTERVAL))
-        return PaymentWatcher(services, owner_id(services, NAME), **{"lease_ttl": ttl, **options})
+        return PaymentWatcher(services, holder_id(services, NAME), **{"lease_ttl": ttl, **options})
 
     return worker_spec(
         NAME, make, interval=INTERVAL, min_sleep_on_failure=MIN_SLEEP_ON_FAILURE, budget=BUDGET

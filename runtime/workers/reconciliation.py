@@ -34,7 +34,7 @@ from runtime.storage import scans
 from runtime.storage.payments import Verdict
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 
-from ._common import SoleRunner, effective_interval, items, owner_id, worker_spec
+from ._common import SoleRunner, effective_interval, holder_id, items, worker_spec
 
 NAME = "reconciliation"
 INTERVAL = 600.0
@@ -48,7 +48,7 @@ class Reconciliation:
     def __init__(
         self,
         services: Services,
-        owner: str,
+        holder: str,
         *,
         lookback: timedelta = LOOKBACK,
         grace: timedelta = GRACE,
@@ -59,7 +59,7 @@ class Reconciliation:
         self.lookback = lookback
         self.grace = grace
         self.limit = limit
-        self.runner = SoleRunner(f"worker:{NAME}", owner, ttl_seconds=lease_ttl)
+        self.runner = SoleRunner(f"worker:{NAME}", holder, ttl_seconds=lease_ttl)
         self._log = get_logger(NAME)
         self._items = items(services.metrics)
 
@@ -141,7 +141,7 @@ class Reconciliation:
 def spec(services: Services, **options: Any) -> ActorSpec:
     def make(ctx: ActorContext) -> Reconciliation:
         ttl = max(300.0, 3 * effective_interval(ctx, INTERVAL))
-        return Reconciliation(services, owner_id(services, NAME), **{"lease_ttl": ttl, **options})
+        return Reconciliation(services, holder_id(services, NAME), **{"lease_ttl": ttl, **options})
 
     return worker_spec(
         NAME, make, interval=INTERVAL, min_sleep_on_failure=MIN_SLEEP_ON_FAILURE, budget=BUDGET

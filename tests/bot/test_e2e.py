@@ -25,6 +25,8 @@ from starlette.applications import Starlette
 from runtime.bot import TelegramBot
 from runtime.bridge import run_asyncio
 from runtime.i18n import load_translator
+from runtime.metrics import Metrics
+from runtime.plugin_api import Services
 from runtime.storage import Database, users
 from runtime.supervision import ActorSpec, ActorState, Backoff, Supervisor
 from runtime.testing.telegram import (
@@ -84,10 +86,17 @@ async def shop(
 
 @asynccontextmanager
 async def running(
-    shop: Shop, *, extra: Sequence[ActorSpec] = (), **knobs: Any
+    shop: Shop, *, extra: Sequence[ActorSpec] = (), instance: str | None = None, **knobs: Any
 ) -> AsyncIterator[tuple[TelegramBot, Supervisor]]:
-    """The bot's actors (and, in webhook mode, the HTTP endpoint) under a supervisor."""
-    bot = TelegramBot(shop.services, idle_seconds=0.1, broadcast_every=0.2, **knobs)
+    """The bot's actors (and, in webhook mode, the HTTP endpoint) under a supervisor;
+    ``instance`` runs them as another instance on the same database."""
+    services = shop.services
+    if instance is not None:
+        services = Services(shop.settings, Metrics(), instance_id=instance)
+        services.provide_alerts(shop.alerts)  # type: ignore[arg-type]
+        services.provide_db(shop.db)
+        services.provide_domain(shop.services.billing, shop.services.access)
+    bot = TelegramBot(services, idle_seconds=0.1, broadcast_every=0.2, **knobs)
     specs = [*bot.actors(), *extra]
     if shop.settings.bot.mode == "webhook":
         port = urlsplit(shop.settings.bot.webhook_url).port
@@ -303,7 +312,7 @@ async def test_a_forged_webhook_call_is_refused(emulator: TelegramEmulator, shop
 async def test_one_poller_at_a_time_and_a_takeover(emulator: TelegramEmulator, shop: Shop) -> None:
     user = emulator.create_user(first_name="Ann", language_code="en")
     async with running(shop, lease_ttl=1.0) as (first, _):
-        async with running(shop, lease_ttl=1.0) as (second, _):
+        async with running(shop, lease_ttl=1.0, instance="other") as (second, _):
             for _ in range(3):
                 hello = user.send_command("start")
                 await user.wait_for_message(after=hello)

@@ -73,7 +73,16 @@ async def test_claims_skip_what_others_hold_and_come_back_when_expired(db: Datab
     assert await inbox.claim(db, owner="c", limit=10, claim_seconds=30) == []
     await trio.sleep(0.4)  # a's claims expire: a was killed mid-handler
     again = await inbox.claim(db, owner="c", limit=10, claim_seconds=30)
-    assert [(u.update_id, u.attempts) for u in again] == [(1, 2), (2, 2), (3, 2)]
+    # a's death cost no attempt: it counts as a lost claim
+    assert [(u.update_id, u.attempts) for u in again] == [(1, 1), (2, 1), (3, 1)]
+
+    async def lost(conn: Connection) -> list[int]:
+        found = await conn.fetch(
+            "select lost_claims from telegram_updates where update_id <= 3 order by update_id"
+        )
+        return [r["lost_claims"] for r in found]
+
+    assert await db.read(lost) == [1, 1, 1]
     # a's late outcome does not count; c's does
     assert not await inbox.mark_processed(db, first[0], owner="a")
     assert await inbox.mark_processed(db, again[0], owner="c")

@@ -1,4 +1,5 @@
-"""The webhook route: the secret token is checked, an update is stored before the 200."""
+"""The webhook route on the public listener: the secret token is checked before anything is
+read, an update is stored before the 200, and what the inbox cannot keep is a 400."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from starlette.applications import Starlette
 
 from runtime.bot import telegram_webhook_routes
-from runtime.bot._webhook import SECRET_HEADER
+from runtime.bot._webhook import MAX_BODY, SECRET_HEADER
 from runtime.storage import Database, inbox
+from runtime.supervision import ActorSpec, Supervisor
+from runtime.web import HttpEndpoint, public_app
+from tests.web.raw_client import chunked, head, until_hung_up
 
 from .conftest import WEBHOOK_SECRET, Alerts, Shop, build_shop, make_settings
 
@@ -41,17 +42,20 @@ async def shop(db: Database, panel: Any, crypto: Any, alerts: Alerts) -> AsyncIt
 
 @pytest.fixture
 async def url(shop: Shop) -> AsyncIterator[str]:
-    app = Starlette(routes=telegram_webhook_routes(shop.services))
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
+    """The public listener as the runtime builds it, limits included, under a supervisor."""
+    holder: list[Supervisor] = []
+    endpoint = HttpEndpoint(
+        lambda: public_app(holder[0], routes=telegram_webhook_routes(shop.services)),
+        host="127.0.0.1",
+        port=0,
+    )
+    holder.append(Supervisor([ActorSpec("http_public", endpoint.run)]))
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: serve(app, config, task_status=task_status)  # type: ignore[arg-type]
-        )
-        yield binds[0]
-        nursery.cancel_scope.cancel()
+        nursery.start_soon(holder[0].run)
+        with trio.fail_after(30):
+            await holder[0].ready.wait()
+        yield endpoint.urls[0]
+        holder[0].request_shutdown()
 
 
 def an_update(update_id: int) -> dict[str, Any]:
@@ -100,3 +104,79 @@ async def test_no_route_in_polling_mode(db: Database, panel: Any, crypto: Any) -
     assert telegram_webhook_routes(shop.services) == []
     for closer in shop.closers:
         await closer.aclose()
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+async def test_an_unauthenticated_body_is_never_read(shop: Shop, url: str) -> None:
+    """No secret, a body without end: 401 at once, and the connection is dropped."""
+    outcome = await until_hung_up(
+        port_of(url),
+        iter([head("/telegram/hook", "Transfer-Encoding: chunked"), *chunked(256 << 20)]),
+    )
+    assert outcome.status == 401
+    assert outcome.sent < 64 << 20
+    assert await inbox.pending_count(shop.db) == 0
+
+
+async def test_a_body_over_the_limit_is_413_and_nothing_is_stored(shop: Shop, url: str) -> None:
+    """An authenticated update that keeps growing past ``MAX_BODY``, sent chunked (no
+    Content-Length to check up front): cut off there."""
+    start = b'{"update_id": 20, "message": {"text": "'
+    parts = iter(
+        [
+            head(
+                "/telegram/hook", "Transfer-Encoding: chunked", f"{SECRET_HEADER}: {WEBHOOK_SECRET}"
+            ),
+            f"{len(start):x}\r\n".encode() + start + b"\r\n",
+            *chunked(4 * MAX_BODY),
+        ]
+    )
+    outcome = await until_hung_up(port_of(url), parts)
+    assert outcome.status == 413
+    assert outcome.sent < 64 << 20
+    assert await inbox.pending_count(shop.db) == 0
+
+
+async def test_an_update_close_to_the_limit_is_stored(shop: Shop, url: str) -> None:
+    update = an_update(30)
+    update["message"]["text"] = "x" * (MAX_BODY - 1000)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        answer = await client.post(
+            "/telegram/hook", json=update, headers={SECRET_HEADER: WEBHOOK_SECRET}
+        )
+    assert answer.status_code == 200
+    assert await inbox.pending_count(shop.db) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"update_id": 9223372036854775808, "message": {}}',
+        b'{"update_id": -9223372036854775809, "message": {}}',
+        b'{"update_id": 1' + b"0" * 5000 + b"}",
+        b'{"update_id": 1e400}',
+        b'{"update_id": true}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b"[1, 2]",
+        b"\xff\xfe",
+    ],
+    ids=["above", "below", "5000 digits", "float", "bool", "deep", "list", "not utf-8"],
+)
+async def test_an_update_the_inbox_cannot_keep_is_400_for_good(
+    shop: Shop, url: str, body: bytes
+) -> None:
+    """400, not 503: Telegram would deliver it again forever."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        answer = await client.post(
+            "/telegram/hook", content=body, headers={SECRET_HEADER: WEBHOOK_SECRET}
+        )
+        after = await client.post(
+            "/telegram/hook", json=an_update(2**63 - 1), headers={SECRET_HEADER: WEBHOOK_SECRET}
+        )
+    assert answer.status_code == 400
+    assert after.status_code == 200
+    claimed = await inbox.claim(shop.db, owner="t", limit=10, claim_seconds=30)
+    assert [u.update_id for u in claimed] == [2**63 - 1]

@@ -31,6 +31,7 @@ def sandbox(tmp_path: Path) -> Iterator[int]:
         **{k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "VPNBOT_CONFIG")},
         "PYTHONPATH": str(ROOT),
         "VPNBOT_HTTP__PORT": str(http_port),
+        "VPNBOT_HTTP__PUBLIC__PORT": "0",
         "VPNBOT_SERVICE__LOG_FORMAT": "json",
     }
     process = subprocess.Popen(

@@ -45,6 +45,9 @@ log_format = "json"
 [http]
 port = {port}
 
+[http.public]
+port = 0
+
 [telegram]
 enabled = false
 

@@ -82,14 +82,17 @@ def alerts_submitted(port: int) -> float:
 
 
 @pytest.fixture
-def running(tmp_path: Path, database_dsn: str) -> Iterator[tuple[int, subprocess.Popen[str], Path]]:
+def running(
+    tmp_path: Path, database_dsn: str
+) -> Iterator[tuple[int, int, subprocess.Popen[str], Path]]:
     """`vpnbot run --sandbox` with a config naming the test database: the real runtime with
-    the Stars, card and CryptoBot providers against the sandbox's local peers."""
-    port = free_port()
+    the Stars, card and CryptoBot providers against the sandbox's local peers. Yields the
+    operator and the public listener's ports."""
+    port, public = free_port(), free_port()
     config = tmp_path / "vpnbot.toml"
     config.write_text(
         f'[service]\nlog_format = "json"\n\n[database]\ndsn = "{database_dsn}"\n\n'
-        f"[http]\nport = {port}\n"
+        f"[http]\nport = {port}\n\n[http.public]\nport = {public}\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     env["PYTHONPATH"] = str(ROOT)
@@ -123,7 +126,7 @@ def running(tmp_path: Path, database_dsn: str) -> Iterator[tuple[int, subprocess
             return bool(status.get("ready"))
 
         wait_for(ready, timeout=90)
-        yield port, process, output
+        yield port, public, process, output
     finally:
         if process.poll() is None:
             process.kill()
@@ -131,13 +134,13 @@ def running(tmp_path: Path, database_dsn: str) -> Iterator[tuple[int, subprocess
 
 
 def test_forged_and_unauthenticated_payment_requests_change_nothing_and_alert_nobody(
-    running: tuple[int, subprocess.Popen[str], Path], database_dsn: str
+    running: tuple[int, int, subprocess.Popen[str], Path], database_dsn: str
 ) -> None:
-    port, process, output = running
+    port, public, process, output = running
     made = with_database(database_dsn, intents)
     before = with_database(database_dsn, money_state)
     alerts_before = alerts_submitted(port)
-    base = f"http://127.0.0.1:{port}/webhooks/payments"
+    base = f"http://127.0.0.1:{public}/webhooks/payments"
 
     invoice = {"invoice_id": 990001, "status": "paid", "payload": made["cryptobot"]}
     crypto_body = json.dumps(

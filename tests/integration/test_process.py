@@ -114,6 +114,9 @@ dsn = "{dsn}"
 [http]
 port = {port}
 
+[http.public]
+port = 0
+
 [alerts]
 throttle_seconds = 3600
 
@@ -520,6 +523,9 @@ def test_every_line_of_a_real_run_is_json_and_the_guides_recipes_work(tmp_path: 
         f"""
 [http]
 port = {port}
+
+[http.public]
+port = 0
 
 [telegram]
 enabled = false

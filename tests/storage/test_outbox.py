@@ -117,6 +117,7 @@ async def _only(db: Database, dedup_key: str) -> Job:
         row["max_attempts"],
         row["claimed_by"],
         row["claim_expires_at"],
+        row["claims"],
     )
 
 
@@ -155,7 +156,8 @@ async def test_a_job_is_completed_once_and_only_by_its_current_claim(db: Databas
     # another worker takes one over; the slow one takes the other over itself
     (taken,) = await claim(db, kinds=[KIND], owner="fast", limit=1, claim_seconds=30)
     (again,) = await claim(db, kinds=[KIND], owner="slow", limit=1, claim_seconds=30)
-    assert taken.attempts == again.attempts == 2
+    # the lost claims gave their attempts back; the claims are numbered on
+    assert (taken.attempts, taken.claim) == (again.attempts, again.claim) == (1, 2)
 
     assert await complete(db, first, owner="slow") == frozenset()  # stale claims: fenced off
     assert await complete(db, taken, owner="fast")
@@ -301,7 +303,12 @@ async def test_a_killed_claimers_jobs_are_done_by_another_after_the_claim_expire
         "select id, attempts, claimed_by, status from outbox where id = any($1::bigint[])",
         [j.id for j in stale],
     )
-    assert {(r["attempts"], r["claimed_by"], r["status"]) for r in rows} == {(2, "rescuer", "done")}
+    # the victim's death cost no attempt: it counts as a lost claim of each job it ran
+    assert {(r["attempts"], r["claimed_by"], r["status"]) for r in rows} == {(1, "rescuer", "done")}
+    lost = await fetch(
+        db, "select lost_claims, claims from outbox where id = any($1)", [j.id for j in stale]
+    )
+    assert {(r["lost_claims"], r["claims"]) for r in lost} == {(1, 2)}
     # the killed claimer's late outcomes do not count
     assert await complete(db, stale, owner="victim") == frozenset()
     assert await fail(db, stale[0], owner="victim", error="late") is FailOutcome.LOST
@@ -380,9 +387,44 @@ async def test_a_job_whose_claims_keep_expiring_is_dead_lettered_not_handed_out(
     await trio.sleep(0.2)  # the worker "died" holding it
     jobs = await claim(db, kinds=["k"], owner="w", limit=5, claim_seconds=0.1)
     assert jobs == [] and [d.id for d in jobs.buried] == [job.id]
-    assert "claim expired" in (jobs.buried[0].last_error or "")
+    assert "its worker died while running it, 1 time(s)" in (jobs.buried[0].last_error or "")
     assert await counts(db) == {"pending": 0, "done": 0, "dead": 1}
     assert not await complete(db, job, owner="w")
+
+
+async def test_a_job_that_kills_its_worker_every_time_is_still_dead_lettered(
+    db: Database, database_dsn: str
+) -> None:
+    """A poison job among good ones, worked by an instance that restarts under the same
+    id whenever it dies: every restart takes back the dead run's claims at once (nothing
+    waits for a claim to expire), the deaths cost no attempt, and the poison job is
+    dead-lettered after ``max_attempts`` lost claims while every good job is done once."""
+    await add_jobs(db, 12)
+    await enqueue_job(db, kind=KIND, dedup_key="poison", payload={"poison": True}, max_attempts=3)
+    deaths = 0
+    while True:
+        (worker,) = await start_claimers(
+            [("vpn-1", "poisoned", ["--batch", "5", "--ttl", "86400"])], database_dsn
+        )
+        try:
+            with trio.fail_after(60):
+                outcome = await worker.process.wait()
+        finally:
+            worker.kill()
+        if outcome == 0:
+            break
+        assert outcome == -signal.SIGKILL
+        deaths += 1
+        assert deaths <= 3, "the poison job was handed out after its last lost claim"
+    assert deaths == 3
+    rows = await fetch(
+        db, "select dedup_key, status, attempts, lost_claims, last_error from outbox order by id"
+    )
+    poison = rows[-1]
+    assert (poison["status"], poison["attempts"], poison["lost_claims"]) == ("dead", 0, 3)
+    assert "its worker died while running it, 3 time(s)" in poison["last_error"]
+    good = rows[:-1]
+    assert {(r["status"], r["attempts"], r["lost_claims"]) for r in good} == {("done", 1, 0)}
 
 
 async def test_enqueue_many_adds_new_jobs_in_one_statement_and_skips_known_keys(

@@ -33,7 +33,7 @@ from runtime.supervision import (
     loop_worker,
 )
 from runtime.testing import RecordingSink
-from runtime.web import build_app
+from runtime.web import operator_app
 from runtime.workers import NAMES as WORKER_NAMES
 
 
@@ -277,7 +277,7 @@ async def test_endpoints_follow_the_supervisor(autojump_clock: trio.testing.Mock
     supervisor = Supervisor([ActorSpec("a", idle), ActorSpec("slow", slow_start)])
     metrics = Metrics()
     metrics.register(SupervisionCollector(supervisor))
-    app = build_app(supervisor, metrics, extras=lambda: {"instance": "test-1"})
+    app = operator_app(supervisor, metrics, extras=lambda: {"instance": "test-1"})
     async with trio.open_nursery() as nursery:
         nursery.start_soon(supervisor.run)
         await trio.sleep(1)
@@ -300,7 +300,7 @@ async def test_healthz_fails_when_the_supervising_loop_stops_beating(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     supervisor = Supervisor([ActorSpec("a", idle)])
-    app = build_app(supervisor, Metrics())
+    app = operator_app(supervisor, Metrics())
     assert (await _get(app, "/healthz")).status_code == 503
     supervisor.last_heartbeat = trio.current_time()
     assert (await _get(app, "/healthz")).status_code == 200

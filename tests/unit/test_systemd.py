@@ -82,3 +82,21 @@ def test_stop_timeout_covers_every_actors_grace_period() -> None:
     total = sum(spec.shutdown_timeout for spec in runtime.supervisor.specs)
     match = re.search(r"^TimeoutStopSec=(\d+)$", UNIT.read_text(), re.M)
     assert match and int(match[1]) > total
+
+
+def _megabytes(value: str) -> int:
+    number, unit = int(value[:-1]), value[-1]
+    return number * {"K": 1, "M": 1024, "G": 1024 * 1024}[unit] // 1024
+
+
+def test_memory_is_capped_as_the_guide_says() -> None:
+    """MemoryHigh below MemoryMax, both above the measured peak, and the guide quotes them."""
+    text = UNIT.read_text()
+    high = re.search(r"^MemoryHigh=(\d+[KMG])$", text, re.M)
+    top = re.search(r"^MemoryMax=(\d+[KMG])$", text, re.M)
+    assert high and top
+    guide = (UNIT.parent / "README.md").read_text()
+    peak = re.search(r"^  load +[\d.]+ +([\d.]+)$", guide, re.M)
+    assert peak, "the guide shows the measured peak"
+    assert float(peak[1]) < _megabytes(high[1]) < _megabytes(top[1])
+    assert f"MemoryHigh={high[1]}" in guide and f"MemoryMax={top[1]}" in guide

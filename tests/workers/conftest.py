@@ -55,6 +55,20 @@ class Alerts:
         return [a.key for a in self.alerts]
 
 
+class IterationContext:
+    """What a worker's iteration uses of its actor context, for calling it directly: the
+    stop event and the degraded mark (kept in ``degraded``)."""
+
+    def __init__(self) -> None:
+        self.stop_requested = trio.Event()
+        self.degraded: str | None = None
+        self.marks: list[str | None] = []
+
+    def set_degraded(self, reason: str | None) -> None:
+        self.degraded = reason
+        self.marks.append(reason)
+
+
 class FlakyDatabase:
     """The test database, down (every unit fails as a lost database) while ``down``."""
 

@@ -19,6 +19,7 @@ from runtime.workers.notifier import Notifier
 
 from .conftest import (
     Alerts,
+    IterationContext,
     Recorder,
     add_user,
     fast,
@@ -31,7 +32,7 @@ from .conftest import (
 )
 from .fake_bot_api import TOKEN, FakeBotApi
 
-CTX: Any = type("Ctx", (), {"stop_requested": trio.Event()})()
+CTX: Any = IterationContext()
 
 
 @pytest.fixture
@@ -297,6 +298,61 @@ async def test_the_actor_sends_and_recovers_from_an_outage(
         await wait_until(delivered)
         assert supervisor.status_of(notifier.NAME).restarts == 0
     assert [f[1] for f in recorder.failures] == ["dependency_error"]
+
+
+async def test_failing_sends_mark_the_notifier_degraded_until_one_goes_through(
+    db: Database, services: Services, fake: FakeBotApi
+) -> None:
+    """One user's message failing is not an outage (the iteration itself succeeds), but
+    the notifier says it is degraded until a send goes through; so does a 429 pause."""
+    await notify(db, 11, "payment_refunded", "refund", amount_minor=100, currency="RUB")
+    fake.fail(502, "Bad Gateway")  # the retry waits its backoff
+    ctx = IterationContext()
+    sender = make(services, fake)
+    await sender.iteration(ctx)  # returns: one failure is no reason to fail the iteration
+    assert ctx.degraded is not None and ctx.degraded.startswith("sends to Telegram fail")
+    assert "Bad Gateway" in ctx.degraded
+    await sender.iteration(ctx)  # nothing else to do: still degraded, nothing went through
+    assert ctx.degraded is not None
+    await fetch(db, "update outbox set next_attempt_at = now()")
+    await sender.iteration(ctx)
+    assert fake.texts(11) and ctx.degraded is None
+
+    await notify(db, 12, "broadcast", "news", text="x")
+    fake.rate_limit(1)
+    await sender.iteration(ctx)  # paused, then sent
+    await sender.close()
+    assert fake.texts(12) == ["x"]
+    assert ctx.marks[-2:] == ["rate limited by Telegram: sending paused 1 s", None]
+
+
+async def test_the_actor_is_degraded_while_sends_fail_and_healthy_after(
+    db: Database, alerts: Alerts, fake: FakeBotApi
+) -> None:
+    settings = make_settings(
+        telegram={"token": TOKEN, "api_base": fake.url},
+        notifier={"rate_per_second": 50.0, "per_chat_interval_seconds": 0.0},
+    )
+    services = make_services(db, settings, alerts)
+    await notify(db, 21, "payment_refunded", "refund", amount_minor=100, currency="RUB")
+    fake.fail(503, "Service Unavailable", times=10_000, retry_after=0)
+    recorder = Recorder()
+    spec = fast(notifier.spec(services), interval=0.05, min_sleep=0.3)
+    async with supervised(spec, observer=recorder) as supervisor:
+
+        async def degraded() -> bool:
+            return supervisor.status_of(notifier.NAME).degraded_reason is not None
+
+        await wait_until(degraded)
+        reason = supervisor.status_of(notifier.NAME).degraded_reason
+        assert reason is not None and "Service Unavailable" in reason
+        fake.scripted.clear()  # Telegram answers again
+
+        async def healthy() -> bool:
+            status = supervisor.status_of(notifier.NAME)
+            return bool(fake.texts(21)) and status.degraded_reason is None
+
+        await wait_until(healthy)
 
 
 async def test_without_a_token_the_notifier_is_left_out(db: Database, alerts: Alerts) -> None:

@@ -15,9 +15,9 @@ from runtime.telegram import BotApi
 from runtime.testing.telegram import DEFAULT_TOKEN, Limits, TelegramEmulator
 from runtime.workers.notifier import Notifier
 
-from .conftest import add_user, fetch
+from .conftest import IterationContext, add_user, fetch
 
-CTX: Any = type("Ctx", (), {"stop_requested": trio.Event()})()
+CTX: Any = IterationContext()
 
 
 @pytest.fixture
@@ -120,3 +120,82 @@ async def test_access_links_arrive_with_their_qr_code_and_blocked_users_are_drop
         db, "select blocked_bot_at is not null as b from users where telegram_id = $1", blocker.id
     )
     assert rows == [{"b": True}]
+
+
+async def test_each_message_is_settled_the_moment_it_is_sent(
+    db: Database, services: Services, emulator: TelegramEmulator
+) -> None:
+    """What a SIGKILL would find mid-batch: the messages sent are done, the one in flight
+    is marked started, the rest are claimed but untouched. The restart takes the claims
+    back and sends what is left, each message once; only the started job counts a lost
+    claim, and no job loses an attempt."""
+    chats = await queue_one_each(db, emulator, 8)
+    emulator.delay_next(0, method="sendMessage", times=5)  # five go through...
+    emulator.hang_next(method="sendMessage")  # ...and the sixth is never answered
+    owner = services.claim_owner("notifier")
+    sender = Notifier(services, BotApi(DEFAULT_TOKEN, api_base=emulator.url), owner, concurrency=1)
+
+    async def in_flight() -> bool:
+        rows = await fetch(
+            db,
+            "select count(*) filter (where status = 'done') as done,"
+            " count(*) filter (where status = 'pending' and started_at is not null) as sending"
+            " from outbox",
+        )
+        hanging = emulator.counters["faults"] == 6  # the sixth send reached Telegram
+        return hanging and rows[0]["done"] == 5 and rows[0]["sending"] == 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.iteration, CTX)
+        with trio.fail_after(30):
+            while not await in_flight():  # noqa: ASYNC110 - the notifier changes the rows
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()  # the batch never gets to its end
+    await sender.close()
+
+    taken = await outbox.take_back(db, owner_prefix=services.owner_prefix)
+    assert (taken.jobs, taken.lost) == (3, 1)
+    again = Notifier(
+        services, BotApi(DEFAULT_TOKEN, api_base=emulator.url), services.claim_owner("notifier")
+    )
+    await drain(again, db)
+    await again.close()
+    assert [len(emulator.messages(chat, from_bot=True)) for chat in chats] == [1] * len(chats)
+    rows = await fetch(db, "select attempts, lost_claims from outbox order by id")
+    assert [r["attempts"] for r in rows] == [1] * len(chats)
+    assert sorted(r["lost_claims"] for r in rows) == [0] * (len(chats) - 1) + [1]
+
+
+async def test_a_job_of_two_messages_resumes_after_the_one_sent(
+    db: Database, services: Services, emulator: TelegramEmulator
+) -> None:
+    """An access link too long for a caption goes as a text, then its QR code. When the
+    photo fails, the retry sends the photo only: the text is not repeated."""
+    reader = emulator.create_user()
+    await add_user(db, reader.id)
+    link = "vless://user@vpn.example:443?type=tcp#" + "x" * 1100
+    await outbox.enqueue_job(
+        db,
+        kind=job_kinds.NOTIFY,
+        dedup_key="notify:access:long",
+        payload={
+            "chat_id": reader.id,
+            "template": "access_ready",
+            "params": {"access_url": link, "expires_at": "2031-01-02T03:04:00+00:00"},
+        },
+    )
+    emulator.fail_next(500, method="sendPhoto")
+    sender = Notifier(
+        services, BotApi(DEFAULT_TOKEN, api_base=emulator.url), "a", per_chat_interval=0
+    )
+    await sender.iteration(CTX)
+    [job] = await fetch(db, "select status, attempts, steps_done from outbox")
+    assert (job["status"], job["attempts"], job["steps_done"]) == ("pending", 1, 1)
+    await fetch(db, "update outbox set next_attempt_at = now()")
+    await drain(sender, db)
+    await sender.close()
+    text, photo = emulator.messages(reader.id, from_bot=True)
+    assert text.text is not None and link in text.text
+    assert photo.photo is not None and photo.photo.startswith(b"\x89PNG")
+    [job] = await fetch(db, "select status, attempts, steps_done from outbox")
+    assert (job["status"], job["attempts"], job["steps_done"]) == ("done", 2, 2)

@@ -81,7 +81,7 @@ SCANS: dict[str, tuple[str, tuple[Any, ...], str]] = {
     ),
     "users' own notifications": (
         scans._CLAIM_DIRECT,
-        (50, "owner", timedelta(seconds=60)),
+        (50, "owner", timedelta(seconds=60), False),
         "outbox_notify_direct",
     ),
     "open invoices": (

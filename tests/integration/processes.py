@@ -1,0 +1,167 @@
+"""`vpnbot run` processes for the crash and restart tests: config, start, kill, observe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from runtime.storage import Connection, Database
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "123456789:AAHrestartsBotToken0123456789abcdef"
+CRYPTO_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
+PANEL_USER, PANEL_PASSWORD = "panel-admin", "panel-password-3"
+
+
+def write_config(
+    path: Path,
+    *,
+    port: int,
+    dsn: str,
+    telegram: str,
+    panel: str,
+    crypto: str,
+    instance: str | None,
+    extra: str = "",
+) -> Path:
+    """A polling-mode config against the fakes; ``instance`` None leaves the id unset."""
+    identity = f'instance_id = "{instance}"' if instance is not None else ""
+    path.write_text(
+        f"""
+[service]
+{identity}
+log_format = "json"
+log_level = "info"
+
+[database]
+dsn = "{dsn}"
+
+[http]
+port = {port}
+
+[telegram]
+token = "{TOKEN}"
+api_base = "{telegram}"
+
+[bot]
+mode = "polling"
+polling_timeout_seconds = 1
+
+[trial]
+enabled = true
+backend = "marzban"
+duration_hours = 24
+
+[plans.month]
+title = {{ en = "1 month" }}
+duration_days = 30
+backend = "marzban"
+prices = {{ stars = {{ XTR = 150 }} }}
+
+[plugins.settings.marzban]
+base_url = "{panel}"
+username = "{PANEL_USER}"
+password = "{PANEL_PASSWORD}"
+
+[plugins.settings.cryptobot]
+token = "{CRYPTO_TOKEN}"
+base_url = "{crypto}/api/"
+
+[plugins.settings.telegram_payments]
+card_provider_token = "381764678:TEST:card-provider"
+{extra}"""
+    )
+    return path
+
+
+class Vpnbot:
+    """One ``vpnbot run --config`` process; its output goes to ``log``."""
+
+    def __init__(self, config: Path, log: Path, port: int) -> None:
+        self.port = port
+        self.log = log
+        self._out = log.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
+            cwd=config.parent,
+            env={
+                **{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+                "PYTHONPATH": str(ROOT),
+            },
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def ready(self) -> bool:
+        try:
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def wait_ready(self, seconds: float = 60.0) -> float:
+        """Wait until ``/readyz`` says ready; returns the trio time it was first seen."""
+        try:
+            await until(self.ready, seconds=seconds, what="the process ready", every=0.05)
+        except AssertionError:
+            raise AssertionError(self.tail()) from None
+        return trio.current_time()
+
+    async def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind."""
+        self.process.send_signal(signal.SIGKILL)
+        await self.wait(10)
+        self._out.close()
+
+    async def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return await self.wait(60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._out.close()
+
+    async def wait(self, seconds: float) -> int:
+        with trio.fail_after(seconds):
+            return await trio.to_thread.run_sync(self.process.wait)
+
+    def tail(self, chars: int = 6000) -> str:
+        self._out.flush()
+        return self.log.read_text()[-chars:]
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool]], *, seconds: float, what: str, every: float = 0.1
+) -> None:
+    """Poll ``condition`` (another process changes what it reads) until it holds."""
+    with trio.move_on_after(seconds):
+        while not await condition():  # noqa: ASYNC110
+            await trio.sleep(every)
+        return
+    raise AssertionError(f"not within {seconds}s: {what}")
+
+
+async def rows(db: Database, sql: str, *args: Any) -> list[dict[str, Any]]:
+    async def unit(conn: Connection) -> list[dict[str, Any]]:
+        return [dict(r) for r in await conn.fetch(sql, *args)]
+
+    return await db.transaction(unit)
+
+
+async def value(db: Database, sql: str, *args: Any) -> Any:
+    async def unit(conn: Connection) -> Any:
+        return await conn.fetchval(sql, *args)
+
+    return await db.transaction(unit)
