@@ -26,9 +26,18 @@ def _utc_now() -> datetime:
 class Alert:
     """One thing an admin should hear about.
 
-    ``key`` identifies the condition (for example ``"actor:bot:budget-exhausted"``): alerts
-    with the same key are deduplicated and throttled. ``suppressed_count`` is filled in by the
+    ``key`` identifies the condition (for example ``"actor_parked:bot"``): alerts with the
+    same key are deduplicated and throttled. ``suppressed_count`` is filled in by the
     pipeline: how many alerts with this key were held back since the last one was sent.
+
+    A key is ``<kind>:<name>[:<name>...]``: a fixed word, then names from our own code and
+    configuration (an actor, a plugin, a provider, a dependency, a failure type, an id we
+    issued). Never put into a key, and never raise a critical alert for, anything a request,
+    an update or a peer's answer chose: an unauthenticated sender would pick how many
+    alerts admins get and what they are called. Ids an attacker could use (payment intents,
+    charges) stay out of the text as well: it is shown on ``/status``; log them and let the
+    alert's correlation id lead to the log line. The pipeline folds a kind that still
+    floods (see ``AlertPipeline``).
     """
 
     severity: Severity
@@ -66,6 +75,8 @@ class Alert:
 class AlertStats:
     """A snapshot of the pipeline's counters."""
 
+    submitted_total: dict[str, int]
+    """Alerts raised, before deduplication, by kind (the key up to its first ``:``)."""
     sent_total: dict[str, int]
     """Alerts delivered, by sink name."""
     failed_total: dict[str, int]
@@ -77,6 +88,7 @@ class AlertStats:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "submitted_total": dict(self.submitted_total),
             "sent_total": dict(self.sent_total),
             "failed_total": dict(self.failed_total),
             "suppressed_total": self.suppressed_total,

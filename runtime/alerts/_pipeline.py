@@ -11,6 +11,13 @@ Design choices:
   its own, and the count is not lost from the numbers (``stats.suppressed_total``).
 - An alert dropped because the queue is full does not mark its key as sent, so the next one
   for that key goes through and still carries the suppressed count.
+- Alerts of one kind (the key up to its first ``:``) are sent at most ``kind_limit`` times
+  per throttle period under distinct keys; further ones are folded into one key,
+  ``<kind>:*``, throttled like any other (so they are counted in its ``suppressed_count``),
+  and each folded one is logged. Whatever raises alerts under keys that vary with outside
+  data (a mistake: see ``Alert``), a flood of them costs admins a handful of alerts, not
+  one per request, and one root cause met by many items (a panel that fails every
+  activation) is one alert more, not hundreds.
 - Sink failures are logged with the exception type and message only, never a traceback:
   tracebacks may render local variables, and sinks hold tokens.
 """
@@ -21,6 +28,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +50,15 @@ _log = get_logger("alerts")
 _PRUNE_ABOVE = 1024
 """Forget keys whose throttle period has ended once this many are remembered."""
 
+KIND_LIMIT = 10
+"""Alerts of one kind sent under distinct keys per throttle period before they fold."""
+
+KINDS_COUNTED = 64
+"""Kinds counted by name in ``stats.submitted_total``; any further one counts as ``other``."""
+
+FOLDED = "*"
+"""The last part of the key that folds the alerts of one kind over ``KIND_LIMIT``."""
+
 
 @dataclasses.dataclass(slots=True)
 class _KeyState:
@@ -55,6 +72,18 @@ def _now() -> tuple[object, float]:
         return trio.lowlevel.current_clock(), trio.current_time()
     except RuntimeError:  # not inside trio.run
         return time.monotonic, time.monotonic()
+
+
+def _folded(alert: Alert, kind: str, limit: int, throttle: float) -> Alert:
+    return dataclasses.replace(
+        alert,
+        key=f"{kind}:{FOLDED}",
+        title=f"{alert.title} (and more {kind} alerts)",
+        text=(
+            f"{alert.text}\n\nMore than {limit} {kind} alerts within {throttle:g}s: the "
+            f"rest are folded into this one and counted as suppressed; each is in the log."
+        ),
+    )
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -76,11 +105,14 @@ class AlertPipeline:
         throttle_seconds: float,
         queue_size: int = 1000,
         sink_timeout: float = 10.0,
+        kind_limit: int = KIND_LIMIT,
     ) -> None:
         if throttle_seconds < 0 or math.isnan(throttle_seconds):
             raise ValueError("throttle_seconds must not be negative")
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
+        if kind_limit < 1:
+            raise ValueError("kind_limit must be at least 1")
         if not sink_timeout > 0:
             raise ValueError("sink_timeout must be positive")
         sink_list = list(sinks)
@@ -91,6 +123,10 @@ class AlertPipeline:
         self._sink_timeout = sink_timeout
         self._send_channel, self._receive_channel = trio.open_memory_channel[Alert](queue_size)
         self._keys: dict[str, _KeyState] = {}
+        self._submitted: dict[str, int] = {}
+        self._kind_limit = kind_limit
+        self._kinds: dict[str, deque[tuple[object, float]]] = {}
+        """Per kind, when its alerts were sent under their own keys (clock, time)."""
         self._sent: dict[str, int] = {}
         self._failed: dict[str, int] = {}
         self._suppressed_total = 0
@@ -116,6 +152,7 @@ class AlertPipeline:
     @property
     def stats(self) -> AlertStats:
         return AlertStats(
+            submitted_total=dict(self._submitted),
             sent_total=dict(self._sent),
             failed_total=dict(self._failed),
             suppressed_total=self._suppressed_total,
@@ -147,18 +184,26 @@ class AlertPipeline:
 
     def _submit(self, alert: Alert) -> None:
         clock, now = _now()
-        state = self._keys.get(alert.key)
-        if (
-            state is not None
-            and state.clock is clock
-            and self._throttle > 0
-            and now - state.last_sent < self._throttle
-        ):
-            state.suppressed += 1
-            self._suppressed_total += 1
-            _log.debug("alert suppressed", alert_key=alert.key, outcome="skipped")
+        kind = alert.key.split(":", 1)[0]
+        counted = (
+            kind if kind in self._submitted or len(self._submitted) < KINDS_COUNTED else "other"
+        )
+        self._submitted[counted] = self._submitted.get(counted, 0) + 1
+        if self._throttled(alert.key, clock, now):
             return
+        if not self._kind_has_room(kind, clock, now):
+            _log.info(
+                "alert folded into its kind",
+                alert_key=alert.key,
+                severity=alert.severity.value,
+                title=alert.title,
+                outcome="skipped",
+            )
+            alert = _folded(alert, kind, self._kind_limit, self._throttle)
+            if self._throttled(alert.key, clock, now):
+                return
 
+        state = self._keys.get(alert.key)
         suppressed = state.suppressed if state is not None else 0
         changes: dict[str, Any] = {}
         if suppressed:
@@ -186,8 +231,38 @@ class AlertPipeline:
         if len(self._keys) >= _PRUNE_ABOVE and alert.key not in self._keys:
             self._prune(clock, now)
         self._keys[alert.key] = _KeyState(clock=clock, last_sent=now)
+        if alert.key != f"{kind}:{FOLDED}":
+            self._kinds.setdefault(kind, deque()).append((clock, now))
+
+    def _throttled(self, key: str, clock: object, now: float) -> bool:
+        """Whether ``key`` was sent within the throttle period (then count it suppressed)."""
+        state = self._keys.get(key)
+        if (
+            state is None
+            or state.clock is not clock
+            or self._throttle <= 0
+            or now - state.last_sent >= self._throttle
+        ):
+            return False
+        state.suppressed += 1
+        self._suppressed_total += 1
+        _log.debug("alert suppressed", alert_key=key, outcome="skipped")
+        return True
+
+    def _kind_has_room(self, kind: str, clock: object, now: float) -> bool:
+        sent = self._kinds.get(kind)
+        if sent is None or self._throttle <= 0:
+            return True
+        while sent and (sent[0][0] is not clock or now - sent[0][1] >= self._throttle):
+            sent.popleft()
+        if not sent:
+            del self._kinds[kind]
+            return True
+        return len(sent) < self._kind_limit
 
     def _prune(self, clock: object, now: float) -> None:
+        for kind in list(self._kinds):
+            self._kind_has_room(kind, clock, now)
         for key, state in list(self._keys.items()):
             expired = state.clock is not clock or now - state.last_sent >= self._throttle
             if expired and state.suppressed == 0:

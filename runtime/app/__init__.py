@@ -2,7 +2,7 @@
 
 from ._database import StartupError
 from ._listeners import PUBLIC_HTTP_ACTOR, base_url, operator_url
-from ._observer import RuntimeObserver, describe_failure
+from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._policy import apply_policy
 from ._runtime import (
     BUILTIN_ACTOR_NAMES,
@@ -30,6 +30,7 @@ __all__ = [
     "check_configuration",
     "core_actors",
     "describe_failure",
+    "failure_dependency",
     "given_up_updates",
     "migrate",
     "operator_url",

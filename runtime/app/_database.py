@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from runtime.config import DatabaseSettings
-from runtime.failures import classify
+from runtime.failures import DATABASE, classify
 from runtime.logs import get_logger
 from runtime.plugin_api import Services
 from runtime.storage import (
@@ -100,7 +100,12 @@ async def ensure_schema(opened: OpenDatabase, *, auto_migrate: bool) -> None:
 
 
 def database_probe(services: Services, *, timeout: float = 5.0) -> ActorSpec:
-    """An actor that pings the database; failures mark the system degraded, never park it."""
+    """An actor that pings the database; failures mark the system degraded, never park it.
+
+    It is the database's probe: while it fails, the actors whose failures blame the database
+    are alerted on under its alert (``degraded:database``), and each ping that succeeds
+    clears their degradation at once, however long they sleep before their next try.
+    """
 
     async def ping(ctx: ActorContext) -> None:
         with trio.fail_after(timeout):
@@ -112,4 +117,5 @@ def database_probe(services: Services, *, timeout: float = 5.0) -> ActorSpec:
         min_sleep_on_failure=2.0,
         backoff=Backoff(min=1, max=30),
         budget=Budget(max_failures=1_000_000, window=60),
+        probes=DATABASE,
     )

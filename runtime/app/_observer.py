@@ -1,4 +1,12 @@
-"""Turns supervision events into log lines, metrics and alerts."""
+"""Turns supervision events into log lines, metrics and alerts.
+
+One root cause, one alert: a failure that names a failing dependency alerts under that
+dependency's key, whichever actor met it first, and actors degraded for long are alerted on
+per cause (``degraded:<dependency>`` lists every actor that names it), or alone
+(``degraded:<actor>``) when they name none. Alert keys are built from actor and dependency
+names only: names from our code and configuration, never from what a request or a peer
+sent (see ``runtime.alerts.Alert``).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +28,11 @@ _SEVERITY = {
 
 def describe_failure(error: BaseException) -> str:
     return classify(error).type.value
+
+
+def failure_dependency(error: BaseException) -> str | None:
+    """The shared dependency a failed unit of work blames: its degradation's cause."""
+    return classify(error).dependency
 
 
 class RuntimeObserver(SupervisorObserver):
@@ -58,7 +71,9 @@ class RuntimeObserver(SupervisorObserver):
             self._log.bind(component=status.name), error, operation=operation, actor=status.name
         )
         self._metrics.failures.labels(status.name, failure.type.value).inc()
-        if escalation_for(failure, operation=status.name).alert:
+        if not escalation_for(failure, operation=status.name).alert:
+            return
+        if failure.dependency is None:
             self._alert(
                 _SEVERITY[failure.type],
                 f"actor_failed:{status.name}:{failure.type.value}",
@@ -66,6 +81,15 @@ class RuntimeObserver(SupervisorObserver):
                 f"{status.name} failed: {failure.type.value}",
                 _describe(failure),
             )
+            return
+        self._alert(
+            _SEVERITY[failure.type],
+            f"dependency_failed:{failure.dependency}:{failure.type.value}",
+            failure.dependency,
+            f"{failure.dependency} is failing: {failure.type.value}",
+            f"{_describe(failure)} (first met by {status.name}; every actor that depends "
+            f"on {failure.dependency} is affected)",
+        )
 
     def actor_restarting(self, status: ActorStatus, delay: float) -> None:
         self._log.info("actor restarting", actor=status.name, delay_seconds=round(delay, 3))
@@ -103,6 +127,14 @@ class RuntimeObserver(SupervisorObserver):
         log = self._log.info if new is SystemState.HEALTHY else self._log.warning
         log("system state changed", old=old.value, new=new.value)
 
+    def dependency_answered(self, dependency: str, cleared: list[ActorStatus]) -> None:
+        self._log.info(
+            "dependency answers again: degradation cleared",
+            dependency=dependency,
+            actors=[status.name for status in cleared],
+            outcome=Outcome.SUCCESS,
+        )
+
     def tick(self, statuses: list[ActorStatus], state: SystemState) -> None:
         """Alert on long trouble: the service unavailable, or an actor degraded for long."""
         now = trio.current_time()
@@ -121,25 +153,33 @@ class RuntimeObserver(SupervisorObserver):
                 )
         else:
             self._unavailable_since = None
+        self._alert_long_degradation(statuses, now)
+
+    def _alert_long_degradation(self, statuses: list[ActorStatus], now: float) -> None:
+        """One alert per cause: the actors that blame one dependency share it."""
+        groups: dict[str, list[ActorStatus]] = {}
         for status in statuses:
-            if status.degraded_reason is None:
-                self._degraded_since.pop(status.name, None)
+            if status.degraded_reason is not None:
+                groups.setdefault(status.degraded_cause or status.name, []).append(status)
+        for gone in self._degraded_since.keys() - groups.keys():
+            del self._degraded_since[gone]
+        for cause, members in groups.items():
+            since = self._degraded_since.setdefault(cause, now)
+            if now - since < self._degraded_after:
                 continue
-            since = self._degraded_since.setdefault(status.name, now)
-            if now - since >= self._degraded_after:
-                self._alert(
-                    Severity.WARNING,
-                    f"degraded:{status.name}",
-                    status.name,
-                    f"{status.name} has been degraded for {now - since:.0f}s",
-                    status.degraded_reason,
-                )
+            for_seconds = f"{now - since:.0f}s"
+            if len(members) == 1 and members[0].name == cause:
+                title = f"{cause} has been degraded for {for_seconds}"
+            else:
+                title = f"{cause} is failing: {len(members)} actor(s) degraded for {for_seconds}"
+            self._alert(
+                Severity.WARNING, f"degraded:{cause}", cause, title, _degradation(cause, members)
+            )
 
     def observer_failed(self, error: BaseException) -> None:
         log_failure(self._log, error, operation="observer")
 
     def _alert(self, severity: Severity, key: str, component: str, title: str, text: str) -> None:
-        self._metrics.alerts_submitted.labels(key.split(":", 1)[0]).inc()
         self._alerts.submit(
             Alert(severity=severity, key=key, component=component, title=title, text=text)
         )
@@ -147,3 +187,14 @@ class RuntimeObserver(SupervisorObserver):
 
 def _describe(failure: Failure) -> str:
     return f"{failure.exception_type}: {failure.message}"
+
+
+def _degradation(cause: str, members: list[ActorStatus]) -> str:
+    """The reason of the actor that names the cause (its probe), else of the one degraded
+    longest, and which actors the cause affects."""
+    lead = min(members, key=lambda s: (s.name != cause, s.degraded_since or 0.0, s.name))
+    reason = lead.degraded_reason or ""
+    if len(members) == 1 and lead.name == cause:
+        return reason
+    names = ", ".join(sorted(s.name for s in members))
+    return f"{reason}\naffected: {names}"

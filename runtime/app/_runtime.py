@@ -36,7 +36,7 @@ from runtime.workers import worker_actors
 from ._database import DATABASE_ACTOR, StartupError, connect, database_probe, ensure_schema
 from ._identity import InstanceInUse, claim_instance, default_instance_id, keep_instance, take_back
 from ._listeners import PUBLIC_HTTP_ACTOR, listeners
-from ._observer import RuntimeObserver, describe_failure
+from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._preflight import Preflight
 from .exit_codes import EX_CONFIG, EX_TEMPFAIL
 
@@ -299,6 +299,7 @@ def _assemble(
             degraded_after=settings.alerts.degraded_after_seconds,
         ),
         describe_failure=describe_failure,
+        dependency_of=failure_dependency,
         notifier=SdNotifier(environ),
         boundary=actor_boundary,
     )

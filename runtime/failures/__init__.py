@@ -5,13 +5,23 @@
 - ``escalation_for(failure, operation=...)`` gives its cost: log level, retry, alert.
 - ``retry_transient(...)`` retries what is transient, with capped, jittered backoff.
 - Project code raises ``DomainError``, ``DependencyError`` or ``InfraError`` to classify a
-  failure on purpose.
+  failure on purpose, and names the failing dependency with ``dependency=`` (``DATABASE``,
+  ``TELEGRAM``, a peer's name): ``Failure.dependency`` is the cause actors report.
 
 This package imports neither aiogram nor asyncpg: their exceptions are recognised by name.
 """
 
 from ._classify import classify, is_control_flow
-from ._errors import DependencyError, DomainError, Failure, FailureType, InfraError, Outcome
+from ._errors import (
+    DATABASE,
+    TELEGRAM,
+    DependencyError,
+    DomainError,
+    Failure,
+    FailureType,
+    InfraError,
+    Outcome,
+)
 from ._policy import (
     ALERTING_OPERATIONS,
     ESCALATION_POLICY,
@@ -37,7 +47,9 @@ del _cls
 
 __all__ = [
     "ALERTING_OPERATIONS",
+    "DATABASE",
     "ESCALATION_POLICY",
+    "TELEGRAM",
     "DependencyError",
     "DomainError",
     "Escalation",

@@ -14,6 +14,11 @@ How an exception is classified:
    Exceptions that match no rule are transparent: a bare ``RuntimeError`` wrapping a
    ``ConnectionResetError`` is an infrastructure failure.
 4. Nothing matched: a bug, not transient.
+5. The winning match also names the failing dependency, if any: the ``dependency`` that a
+   project exception was raised with, or the rule's (asyncpg's connection errors name the
+   database, Telegram's network and server errors name Telegram). Errors that concern one
+   request only (a lock timeout, a user who blocked the bot) name none: the dependency is
+   working, the request is not.
 
 Tiers, highest first:
 
@@ -54,7 +59,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ._errors import DependencyError, DomainError, Failure, FailureType, InfraError
+from ._errors import (
+    DATABASE,
+    TELEGRAM,
+    DependencyError,
+    DomainError,
+    Failure,
+    FailureType,
+    InfraError,
+)
 
 MESSAGE_LIMIT = 1000
 """Longer exception messages (an HTML error page, say) are cut to this many characters."""
@@ -74,6 +87,7 @@ class Tier(enum.IntEnum):
 
 
 Transience = bool | Callable[[BaseException], bool]
+Naming = str | Callable[[BaseException], str | None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +98,8 @@ class Rule:
     type: FailureType
     transient: Transience
     tier: Tier
+    dependency: Naming = None
+    """The dependency that fails when this rule matches (or a function that reads it)."""
 
     def matches(self, exc: BaseException) -> bool:
         if isinstance(self.match, str):
@@ -95,10 +111,21 @@ class Rule:
             return self.transient
         return self.transient(exc)
 
+    def names(self, exc: BaseException) -> str | None:
+        if self.dependency is None or isinstance(self.dependency, str):
+            return self.dependency
+        return self.dependency(exc)
+
 
 def _declared(exc: BaseException) -> bool:
     """The ``transient`` flag given by whoever raised the project exception."""
     return bool(getattr(exc, "transient", True))
+
+
+def _declared_dependency(exc: BaseException) -> str | None:
+    """The ``dependency`` given by whoever raised the project exception."""
+    value = getattr(exc, "dependency", None)
+    return value if isinstance(value, str) and value else None
 
 
 def _http_status_transient(exc: BaseException) -> bool:
@@ -122,8 +149,8 @@ EXPLICIT, SPECIFIC, GENERIC, CATCHALL = Tier.EXPLICIT, Tier.SPECIFIC, Tier.GENER
 RULES: tuple[Rule, ...] = (
     # -- the project's own bases: the raiser decided -----------------------------------------
     Rule(DomainError, DOMAIN, False, EXPLICIT),
-    Rule(DependencyError, DEPENDENCY, _declared, EXPLICIT),
-    Rule(InfraError, INFRA, _declared, EXPLICIT),
+    Rule(DependencyError, DEPENDENCY, _declared, EXPLICIT, _declared_dependency),
+    Rule(InfraError, INFRA, _declared, EXPLICIT, _declared_dependency),
     # -- builtin programming errors: bugs, whatever they were raised while handling ----------
     Rule(NameError, BUG, False, EXPLICIT),
     Rule(AttributeError, BUG, False, EXPLICIT),
@@ -148,16 +175,17 @@ RULES: tuple[Rule, ...] = (
     Rule("httpx.DecodingError", DEPENDENCY, False, SPECIFIC),
     Rule("httpx.TooManyRedirects", DEPENDENCY, False, SPECIFIC),
     # -- aiogram: Telegram ------------------------------------------------------------------
-    Rule("aiogram.exceptions.TelegramRetryAfter", DEPENDENCY, True, SPECIFIC),
+    Rule("aiogram.exceptions.TelegramRetryAfter", DEPENDENCY, True, SPECIFIC, TELEGRAM),
     # A subclass of TelegramNetworkError, but a file too large stays too large.
     Rule("aiogram.exceptions.TelegramEntityTooLarge", DEPENDENCY, False, SPECIFIC),
-    Rule("aiogram.exceptions.TelegramNetworkError", DEPENDENCY, True, SPECIFIC),
-    Rule("aiogram.exceptions.TelegramServerError", DEPENDENCY, True, SPECIFIC),
+    Rule("aiogram.exceptions.TelegramNetworkError", DEPENDENCY, True, SPECIFIC, TELEGRAM),
+    Rule("aiogram.exceptions.TelegramServerError", DEPENDENCY, True, SPECIFIC, TELEGRAM),
     # Usually a proxy's error page instead of Telegram's JSON: it passes.
-    Rule("aiogram.exceptions.ClientDecodeError", DEPENDENCY, True, SPECIFIC),
+    Rule("aiogram.exceptions.ClientDecodeError", DEPENDENCY, True, SPECIFIC, TELEGRAM),
     Rule("aiogram.exceptions.TelegramForbiddenError", DEPENDENCY, False, SPECIFIC),
     Rule("aiogram.exceptions.TelegramBadRequest", DEPENDENCY, False, SPECIFIC),
-    Rule("aiogram.exceptions.TelegramUnauthorizedError", DEPENDENCY, False, SPECIFIC),
+    # The token is refused: every call to Telegram fails the same way.
+    Rule("aiogram.exceptions.TelegramUnauthorizedError", DEPENDENCY, False, SPECIFIC, TELEGRAM),
     Rule("aiogram.exceptions.TelegramNotFound", DEPENDENCY, False, SPECIFIC),
     # 409: another poller, or a webhook is set; it does not go away by retrying.
     Rule("aiogram.exceptions.TelegramConflictError", DEPENDENCY, False, SPECIFIC),
@@ -165,20 +193,28 @@ RULES: tuple[Rule, ...] = (
     # -- asyncpg: the database --------------------------------------------------------------
     # SQLSTATE 08: ConnectionDoesNotExistError, ConnectionFailureError,
     # ClientCannotConnectError, ConnectionRejectionError...
-    Rule("asyncpg.exceptions.PostgresConnectionError", INFRA, True, SPECIFIC),
+    Rule("asyncpg.exceptions.PostgresConnectionError", INFRA, True, SPECIFIC, DATABASE),
+    # SQLSTATE 57014, a statement timeout or cancel: this statement, not the server.
+    Rule("asyncpg.exceptions.QueryCanceledError", INFRA, True, SPECIFIC),
     # SQLSTATE 57: CannotConnectNowError (starting up), AdminShutdownError,
-    # CrashShutdownError, QueryCanceledError (statement timeout or cancel).
-    Rule("asyncpg.exceptions.OperatorInterventionError", INFRA, True, SPECIFIC),
+    # CrashShutdownError.
+    Rule("asyncpg.exceptions.OperatorInterventionError", INFRA, True, SPECIFIC, DATABASE),
     # SQLSTATE 53300 before its class 53: connections free up, a full disk does not.
-    Rule("asyncpg.exceptions.TooManyConnectionsError", INFRA, True, SPECIFIC),
-    Rule("asyncpg.exceptions.InsufficientResourcesError", INFRA, False, SPECIFIC),
+    Rule("asyncpg.exceptions.TooManyConnectionsError", INFRA, True, SPECIFIC, DATABASE),
+    Rule("asyncpg.exceptions.InsufficientResourcesError", INFRA, False, SPECIFIC, DATABASE),
     # SQLSTATE 40: serialization failure, deadlock; the transaction is retried whole.
     Rule("asyncpg.exceptions.TransactionRollbackError", INFRA, True, SPECIFIC),
     Rule("asyncpg.exceptions.LockNotAvailableError", INFRA, True, SPECIFIC),
     # A standby answering after a failover; the pool reconnects to the new primary.
-    Rule("asyncpg.exceptions.ReadOnlySQLTransactionError", INFRA, True, SPECIFIC),
+    Rule("asyncpg.exceptions.ReadOnlySQLTransactionError", INFRA, True, SPECIFIC, DATABASE),
     # SQLSTATE 28: wrong credentials.
-    Rule("asyncpg.exceptions.InvalidAuthorizationSpecificationError", INFRA, False, SPECIFIC),
+    Rule(
+        "asyncpg.exceptions.InvalidAuthorizationSpecificationError",
+        INFRA,
+        False,
+        SPECIFIC,
+        DATABASE,
+    ),
     # SQLSTATE 23: see "Decision on integrity violations" above.
     Rule("asyncpg.exceptions.IntegrityConstraintViolationError", BUG, False, SPECIFIC),
     # -- the stdlib: network and disk -------------------------------------------------------
@@ -270,7 +306,8 @@ def _match_node(node: BaseException) -> _Match | None:
         return None
     for rule in RULES:
         if rule.matches(node):
-            return _Match(_failure(node, rule.type, rule.is_transient(node)), rule.tier)
+            failure = _failure(node, rule.type, rule.is_transient(node), rule.names(node))
+            return _Match(failure, rule.tier)
     return None
 
 
@@ -283,12 +320,14 @@ def _match_group(group: BaseExceptionGroup[BaseException]) -> _Match | None:
     message = worst.failure.message
     if len(members) > 1:
         message = f"{message} (and {len(members) - 1} more failures in the group)"
+    named = {m.failure.dependency for m in members}
     failure = Failure(
         type=worst.failure.type,
         transient=transient,
         message=message,
         exception_type=worst.failure.exception_type,
         retry_after=worst.failure.retry_after if transient else None,
+        dependency=named.pop() if len(named) == 1 else None,
     )
     return _Match(failure, worst.tier)
 
@@ -301,13 +340,16 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def _failure(exc: BaseException, type_: FailureType, transient: bool) -> Failure:
+def _failure(
+    exc: BaseException, type_: FailureType, transient: bool, dependency: str | None = None
+) -> Failure:
     return Failure(
         type=type_,
         transient=transient,
         message=_message(exc),
         exception_type=qualified_name(type(exc)),
         retry_after=_retry_after(exc) if transient else None,
+        dependency=dependency if type_ in (INFRA, DEPENDENCY) else None,
     )
 
 

@@ -16,6 +16,14 @@ class AlertsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self._pipeline.stats
+        submitted = CounterMetricFamily(
+            "vpnbot_alerts_submitted",
+            "Alerts raised, before deduplication, by kind (the key up to its first colon).",
+            labels=["key_kind"],
+        )
+        for kind, count in sorted(stats.submitted_total.items()):
+            submitted.add_metric([kind], count)
+        yield submitted
         sent = CounterMetricFamily(
             "vpnbot_alerts_sent", "Alerts delivered, by sink.", labels=["sink"]
         )

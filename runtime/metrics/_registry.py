@@ -19,12 +19,6 @@ class Metrics:
             ["component", "failure_type"],
             registry=self.registry,
         )
-        self.alerts_submitted = Counter(
-            "vpnbot_alerts_submitted_total",
-            "Alerts raised by the runtime, before deduplication.",
-            ["key_kind"],
-            registry=self.registry,
-        )
 
     def register(self, collector: Collector) -> None:
         self.registry.register(collector)

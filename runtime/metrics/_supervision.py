@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -27,10 +28,13 @@ class SupervisionCollector(Collector):
         degraded = GaugeMetricFamily(
             "vpnbot_actor_degraded", "1 when the actor reports itself degraded.", labels=["actor"]
         )
+        blamed: Counter[str] = Counter()
         for status in self._supervisor.statuses:
             restarts.add_metric([status.name], status.restarts)
             failures.add_metric([status.name], status.failures)
             degraded.add_metric([status.name], int(status.degraded_reason is not None))
+            if status.degraded_reason is not None and status.degraded_cause is not None:
+                blamed[status.degraded_cause] += 1
             for state in ActorState:
                 states.add_metric([status.name, state.value], int(status.state is state))
         system = GaugeMetricFamily(
@@ -39,4 +43,11 @@ class SupervisionCollector(Collector):
         for system_state in SystemState:
             current = self._supervisor.system_state is system_state
             system.add_metric([system_state.value], int(current))
-        yield from (restarts, failures, states, degraded, system)
+        degraded_by = GaugeMetricFamily(
+            "vpnbot_degraded_by",
+            "Actors degraded that name this shared dependency as the cause.",
+            labels=["dependency"],
+        )
+        for dependency, count in sorted(blamed.items()):
+            degraded_by.add_metric([dependency], count)
+        yield from (restarts, failures, states, degraded, degraded_by, system)

@@ -2,7 +2,8 @@
 
 httpx used natively on trio, with explicit timeouts, and one mapping of failures:
 network errors, timeouts, 5xx (but 501) and 429 are transient ``DependencyError``s (429
-and 503 carry the peer's Retry-After); other 4xx are permanent. Secrets (tokens, secret
+and 503 carry the peer's Retry-After) that name the peer as the failing dependency; other
+4xx are permanent and name none (the peer works; it refused this request). Secrets (tokens, secret
 URL paths) never reach an exception message: they are scrubbed, and httpx's own errors,
 which quote the URL, are never chained.
 """
@@ -80,9 +81,13 @@ class PeerClient:
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
-            failure = DependencyError(f"{self.peer}: timed out ({type(exc).__name__})")
+            failure = DependencyError(
+                f"{self.peer}: timed out ({type(exc).__name__})", dependency=self.peer
+            )
         except httpx.TransportError as exc:
-            failure = DependencyError(f"{self.peer}: unreachable ({type(exc).__name__})")
+            failure = DependencyError(
+                f"{self.peer}: unreachable ({type(exc).__name__})", dependency=self.peer
+            )
         if failure is not None:
             raise failure  # outside the except block: httpx's message quotes the URL
         if response.is_success or response.status_code in accept:
@@ -98,6 +103,7 @@ class PeerClient:
             f"{self.scrub(response.request.url.path)}: {snippet}",
             transient=transient,
             retry_after=retry_after_seconds(response) if status in (429, 503) else None,
+            dependency=self.peer if transient else None,
         )
 
     async def aclose(self) -> None:

@@ -11,9 +11,12 @@ import trio
 from asyncpg.pool import PoolConnectionProxy
 
 from runtime.bridge import run_asyncio
-from runtime.failures import InfraError, retry_transient
+from runtime.failures import DATABASE, InfraError, retry_transient
+from runtime.logs import get_logger
 
 T = TypeVar("T")
+
+_log = get_logger("storage")
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 Isolation: TypeAlias = Literal["read_committed", "repeatable_read", "serializable"]
@@ -64,9 +67,13 @@ async def _on_connection(
             return await work(conn)
         async with conn.transaction(isolation=isolation, readonly=readonly):
             return await work(conn)
-    except asyncpg.InterfaceError as exc:
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        # A server's goodbye that arrives between two statements leaves the protocol busy
+        # reading it, and the next one fails as "cannot switch to state ...": no bug either.
         if _lost(conn):
-            raise InfraError("the database connection was lost during a unit of work") from exc
+            raise InfraError(
+                "the database connection was lost during a unit of work", dependency=DATABASE
+            ) from exc
         raise
     except asyncpg.ReadOnlySQLTransactionError as exc:
         if readonly:
@@ -78,11 +85,19 @@ async def _on_connection(
         raise
 
 
-def _unreachable(exc: FileNotFoundError) -> InfraError:
-    # A Unix socket that is not there is PostgreSQL's "connection refused": the server is
-    # stopped or restarting. The stdlib error alone reads as a missing file, which is not
-    # transient, and would stop retries while the server comes back.
-    return InfraError(f"the database is not accepting connections ({exc})")
+def _unreachable(exc: OSError) -> InfraError:
+    """Connecting failed: the server is away (refused, reset, timed out), which passes, or
+    its socket is not ours to use (``PermissionError``), which needs an operator.
+
+    A Unix socket that is not there is PostgreSQL's "connection refused": the server is
+    stopped or restarting. The stdlib error alone reads as a missing file, which is not
+    transient, and would stop retries while the server comes back.
+    """
+    return InfraError(
+        f"the database is not accepting connections ({exc})",
+        transient=not isinstance(exc, PermissionError),
+        dependency=DATABASE,
+    )
 
 
 async def _run_unit(
@@ -96,14 +111,37 @@ async def _run_unit(
     """One unit of work, on the asyncio side: take a connection, run, give it back."""
     try:
         conn = await pool.acquire()
-    except FileNotFoundError as exc:
+    except OSError as exc:
         raise _unreachable(exc) from exc
     try:
-        return await _on_connection(
+        result = await _on_connection(
             conn, work, transaction=transaction, isolation=isolation, readonly=readonly
         )
-    finally:
+    except BaseException:
+        await _give_back(pool, conn)
+        raise
+    await _give_back(pool, conn)
+    return result
+
+
+async def _give_back(pool: asyncpg.Pool, conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+    """Return ``conn`` to the pool, which resets it first.
+
+    When the server goes away, the reset can fail after the unit itself finished (its
+    commit answered; the server's goodbye arrived after it: asyncpg then reports "cannot
+    switch to state 15; another operation (2) is in progress"). The pool terminates such a
+    connection and opens a new one when needed; the unit's own outcome stands, and a unit
+    that succeeded is not turned into a failure (a bug, as that message would be read).
+    """
+    try:
         await pool.release(conn)
+    except Exception as exc:
+        _log.warning(
+            "connection dropped: it could not be reset after its unit of work",
+            operation="storage.release",
+            error=f"{type(exc).__name__}: {exc}",
+            outcome="degraded",
+        )
 
 
 class Database:
@@ -150,7 +188,7 @@ class Database:
                 command_timeout=command_timeout,
                 init=_init_connection,
             )
-        except FileNotFoundError as exc:
+        except OSError as exc:
             raise _unreachable(exc) from exc
         return cls(pool, dsn=dsn, connect_timeout=connect_timeout)
 

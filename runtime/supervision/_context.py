@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class _Reporter(Protocol):
     def iteration_failed(self, name: str, exc: BaseException) -> None: ...
     def iteration_succeeded(self, name: str) -> None: ...
-    def set_degraded(self, name: str, reason: str | None) -> None: ...
+    def set_degraded(self, name: str, reason: str | None, cause: str | None) -> None: ...
 
 
 class ActorContext:
@@ -52,6 +52,14 @@ class ActorContext:
         """A unit of work succeeded: the consecutive-failure count starts again."""
         self._reporter.iteration_succeeded(self.name)
 
-    def set_degraded(self, reason: str | None) -> None:
-        """Mark the actor degraded (running, but its dependency is failing), or clear it."""
-        self._reporter.set_degraded(self.name, reason)
+    def set_degraded(self, reason: str | None, *, cause: str | None = None) -> None:
+        """Mark the actor degraded (running, but its dependency is failing), or clear it.
+
+        ``cause`` names the shared dependency that is failing (the database, Telegram, a
+        panel), as ``Failure.dependency`` does: the actors that name one cause are alerted
+        on once, together, and when an actor probes that dependency (``ActorSpec.probes``),
+        this degradation clears as soon as a probe succeeds after it, whatever this actor
+        is doing meanwhile. Without a cause, the degradation is the actor's own: it stays
+        until the actor reports again.
+        """
+        self._reporter.set_degraded(self.name, reason, cause)

@@ -32,6 +32,9 @@ class SupervisorObserver:
 
     def system_state_changed(self, old: SystemState, new: SystemState) -> None: ...
 
+    def dependency_answered(self, dependency: str, cleared: list[ActorStatus]) -> None:
+        """A probe of ``dependency`` succeeded and cleared these actors' degradation."""
+
     def tick(self, statuses: list[ActorStatus], state: SystemState) -> None:
         """Called from the supervising loop about once per heartbeat interval."""
 

@@ -101,10 +101,16 @@ class ActorSpec:
     """For loop workers: the least pause after a failed iteration."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form settings an actor reads from its context (e.g. a worker's interval)."""
+    probes: str | None = None
+    """The shared dependency this actor watches, if it is one's probe. Its degradation is
+    that dependency's, and each of its units of work that succeeds clears what other
+    actors reported under that cause before the unit began."""
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("an actor needs a name")
+        if self.probes == "":
+            raise ValueError("a probe needs the name of the dependency it watches")
         if self.shutdown_timeout < 0 or self.min_sleep_on_failure < 0:
             raise ValueError("actor durations must not be negative")
 

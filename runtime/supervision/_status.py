@@ -54,6 +54,8 @@ class ActorStatus:
     """Wall-clock time of the next restart while backing off or parked with a cool-down."""
     started_at: float | None = None
     degraded_reason: str | None = None
+    degraded_cause: str | None = None
+    """The shared dependency the actor names as the reason it is degraded, if any."""
     degraded_since: float | None = None
     """Wall-clock time the current degradation began."""
     finished_normally: bool = False
@@ -73,6 +75,7 @@ class ActorStatus:
             "restarts": self.restarts,
             "failures": self.failures,
             "degraded": self.degraded_reason,
+            "degraded_cause": self.degraded_cause,
             "degraded_since": _iso(self.degraded_since),
             "last_failure": self.last_failure.to_json() if self.last_failure else None,
             "next_restart_at": _iso(self.next_restart_at),

@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -31,6 +32,19 @@ def _no_boundary(_name: str) -> AbstractContextManager[Any]:
 
 def _default_describe(error: BaseException) -> str:
     return type(error).__name__
+
+
+def _no_dependency(error: BaseException) -> str | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """One reason an actor is degraded, the dependency it blames, and when (trio time)."""
+
+    reason: str
+    cause: str | None
+    at: float
 
 
 def unwrap_group(error: BaseException) -> BaseException:
@@ -59,6 +73,11 @@ class _Child:
         self.exhausted_by: BaseException | None = None
         self._starter: trio.TaskStatus[None] | None = None
         self._returned = False
+        self._said: _Report | None = None
+        """What the actor reported itself (``set_degraded``)."""
+        self._failed: _Report | None = None
+        """Its last failed unit of work; shown over what it said until it passes."""
+        self._unit_started: float | None = None
 
     # -- the runner task -------------------------------------------------------------
 
@@ -107,7 +126,7 @@ class _Child:
 
     async def _attempt(self) -> tuple[BaseException | None, float]:
         """One start of the actor; returns its error (None for a normal exit) and run time."""
-        self.ctx = ActorContext(self.spec, self.sup, self.sup._boundary)
+        self.ctx = ActorContext(self.spec, self.sup, self._unit_boundary)
         self.exhausted_by = None
         self._returned = False
         self._set_state(ActorState.STARTING)
@@ -198,10 +217,19 @@ class _Child:
             self.status.state = state
             self.sup._state_changed()
 
+    def _unit_boundary(self, name: str) -> AbstractContextManager[Any]:
+        self._unit_started = trio.current_time()
+        return self.sup._boundary(name)
+
     def iteration_failed(self, error: BaseException) -> None:
         self._record_failure(error)
         last = self.status.last_failure
-        self.set_degraded(last.message if last else None)
+        message = last.message if last else type(error).__name__
+        named: str | None = None
+        with contextlib.suppress(Exception):  # reporting a failure must not fail
+            named = self.sup._dependency_of(error)
+        self._failed = _Report(message, self._cause(named), self._now())
+        self._show()
         self.sup._emit("iteration_failed", self.status, error)
         if self.budget.spend(trio.current_time()) and self.exhausted_by is None:
             self.exhausted_by = error
@@ -211,17 +239,56 @@ class _Child:
 
     def iteration_succeeded(self) -> None:
         self.budget.reset()
-        self.set_degraded(None)
+        self._said = self._failed = None
+        self._show()
+        self._probe_answered()
 
-    def set_degraded(self, reason: str | None) -> None:
+    def set_degraded(self, reason: str | None, cause: str | None) -> None:
+        """The actor's own word replaces whatever was shown, a failed unit's included."""
+        self._failed = None
+        self._said = None if reason is None else _Report(reason, self._cause(cause), self._now())
+        self._show()
+        if reason is None:
+            self._probe_answered()
+
+    def forget(self, dependency: str, *, before: float) -> bool:
+        """Drop what blames ``dependency`` and was reported before ``before``; True if any."""
+        forgotten = False
+        if self._failed and self._failed.cause == dependency and self._failed.at < before:
+            self._failed, forgotten = None, True
+        if self._said and self._said.cause == dependency and self._said.at < before:
+            self._said, forgotten = None, True
+        if forgotten:
+            self._show()
+        return forgotten
+
+    def _cause(self, named: str | None) -> str | None:
+        """A probe's degradation is its dependency's, whatever the error named."""
+        return self.spec.probes or named
+
+    def _probe_answered(self) -> None:
+        if self.spec.probes is None:
+            return
+        started = self._unit_started if self._unit_started is not None else self._now()
+        self.sup._dependency_answered(self, self.spec.probes, started)
+
+    @staticmethod
+    def _now() -> float:
+        return trio.current_time()
+
+    def _show(self) -> None:
+        shown = self._failed or self._said
+        reason = shown.reason if shown else None
+        cause = shown.cause if shown else None
         status = self.status
-        if status.degraded_reason == reason:
+        if (status.degraded_reason, status.degraded_cause) == (reason, cause):
             return
         if reason is None:
             status.degraded_since = None
         elif status.degraded_since is None:
             status.degraded_since = time.time()
         status.degraded_reason = reason
+        status.degraded_cause = cause
         self.sup._state_changed()
 
     # -- stopping --------------------------------------------------------------------
@@ -250,6 +317,14 @@ class Supervisor:
     Children start in list order, each waited for until it is ready (or its first attempt
     failed), and stop in reverse order. ``run`` returns the process exit code: 0 after a
     requested shutdown, 75 after an escalation.
+
+    Degradation: a failed unit of work marks its actor degraded with the error's message
+    and the dependency ``dependency_of(error)`` names (its cause), until a unit succeeds or
+    the actor says otherwise. A probe (``ActorSpec.probes``) is degraded under the
+    dependency it watches; each of its units that succeeds clears, on every other actor,
+    what blames that dependency and was reported before the unit began. So an actor that
+    sleeps long after a failure stops being reported degraded as soon as its dependency
+    is seen back, without waiting for its own next unit. Causes are opaque names here.
     """
 
     def __init__(
@@ -258,6 +333,7 @@ class Supervisor:
         *,
         observer: SupervisorObserver | None = None,
         describe_failure: Callable[[BaseException], str] = _default_describe,
+        dependency_of: Callable[[BaseException], str | None] = _no_dependency,
         notifier: SdNotifier | None = None,
         rng: random.Random | None = None,
         boundary: Boundary = _no_boundary,
@@ -272,6 +348,7 @@ class Supervisor:
         self._by_name = {child.spec.name: child for child in self._children}
         self._observer = observer or SupervisorObserver()
         self._describe = describe_failure
+        self._dependency_of = dependency_of
         self._notifier = notifier or SdNotifier({})
         self._boundary = boundary
         self._heartbeat_interval = heartbeat_interval
@@ -366,8 +443,17 @@ class Supervisor:
     def iteration_succeeded(self, name: str) -> None:
         self._by_name[name].iteration_succeeded()
 
-    def set_degraded(self, name: str, reason: str | None) -> None:
-        self._by_name[name].set_degraded(reason)
+    def set_degraded(self, name: str, reason: str | None, cause: str | None = None) -> None:
+        self._by_name[name].set_degraded(reason, cause)
+
+    def _dependency_answered(self, probe: _Child, dependency: str, started: float) -> None:
+        cleared = [
+            child.status
+            for child in self._children
+            if child is not probe and child.forget(dependency, before=started)
+        ]
+        if cleared:
+            self._emit("dependency_answered", dependency, cleared)
 
     # -- internals -------------------------------------------------------------------
 

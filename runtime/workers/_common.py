@@ -94,9 +94,9 @@ class StickyDegraded(ActorContext):
     ``loop_worker`` reports every iteration that returns as a success, and a success clears
     the degraded mark. A worker whose dependency is down (a VPN panel) still finishes its
     iterations (it holds the work back instead of failing), so it marks itself degraded
-    with ``set_degraded(reason)`` and stays so until it calls ``set_degraded(None)``.
-    Meanwhile its iterations do not reset the failure budget either. A failed iteration
-    is reported as usual.
+    with ``set_degraded(reason, cause=...)`` and stays so until it calls
+    ``set_degraded(None)``. Meanwhile its iterations do not reset the failure budget
+    either. A failed iteration is reported as usual.
     """
 
     def __init__(self, inner: ActorContext) -> None:  # shares the inner context's state
@@ -104,6 +104,7 @@ class StickyDegraded(ActorContext):
         self.spec = inner.spec
         self.stop_requested = inner.stop_requested
         self._reason: str | None = None
+        self._cause: str | None = None
 
     @property
     def degraded_reason(self) -> str | None:
@@ -119,11 +120,12 @@ class StickyDegraded(ActorContext):
         if self._reason is None:
             self._inner.record_success()
         else:  # a failed iteration may have put its own reason in place meanwhile
-            self._inner.set_degraded(self._reason)
+            self._inner.set_degraded(self._reason, cause=self._cause)
 
-    def set_degraded(self, reason: str | None) -> None:
+    def set_degraded(self, reason: str | None, *, cause: str | None = None) -> None:
         self._reason = reason
-        self._inner.set_degraded(reason)
+        self._cause = None if reason is None else cause
+        self._inner.set_degraded(reason, cause=self._cause)
 
 
 def owner_id(services: Services, worker: str) -> str:

@@ -181,7 +181,8 @@ class ActivationWorker:
         ctx.set_degraded(
             "; ".join(
                 f"VPN backend {name} is down: {why}" for name, why in sorted(self.down.items())
-            )
+            ),
+            cause=next(iter(self.down)) if len(self.down) == 1 else None,
         )
 
 

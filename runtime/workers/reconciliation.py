@@ -5,9 +5,12 @@ never credited (open, or expired here: a Telegram Stars invoice can be paid long
 our intent expired) are looked up at the provider in one ``fetch_status`` call (Telegram
 Stars: ``getStarTransactions``; Crypto Pay: ``getInvoices`` per 1000). A payment found
 paid there goes through ``Billing.confirm`` (the same idempotent path as a webhook or a
-``successful_payment``), and admins get an alert that it was recovered: its update was
-lost somewhere. Payments younger than ``grace`` are left for the next run (their update
-may simply be on its way), and payments the provider reports refunded are not credited.
+``successful_payment``), and admins get one alert per provider and run that payments were
+recovered (their updates were lost somewhere): it counts them, and each is logged with its
+ids under the alert's correlation id. The alert's key and text carry no charge or intent
+id: those come from the provider, and the alert text is shown on ``/status``. Payments
+younger than ``grace`` are left for the next run (their update may simply be on its
+way), and payments the provider reports refunded are not credited.
 
 Discrepancies are alerted by ``Billing.confirm`` itself: a charge for an intent we do not
 know, a different amount, a second charge for one intent. A provider's charge that
@@ -114,18 +117,18 @@ class Reconciliation:
                 payment_id=payment.intent_id,
                 outcome=Outcome.SUCCESS,
             )
+        if recovered:
             self.services.alerts.submit(
                 Alert(
                     severity=Severity.WARNING,
-                    key=f"payment_recovered:{provider.name}:{result.payment.id}"
-                    if result.payment
-                    else f"payment_recovered:{provider.name}",
+                    key=f"payment_recovered:{provider.name}",
                     component=NAME,
-                    title="missed payment recovered",
+                    title="missed payments recovered",
                     text=(
-                        f"{provider.name} charge {payment.external_id} for intent "
-                        f"{payment.intent_id} was paid but never credited (its update was "
-                        "lost); reconciliation credited it now."
+                        f"{recovered} {provider.name} payment(s) were paid but never "
+                        "credited (their updates were lost); reconciliation credited them "
+                        "now. Each is logged as 'missed payment recovered' under this "
+                        "alert's correlation id."
                     ),
                 )
             )

@@ -11,7 +11,7 @@ import stamina
 import trio
 
 from runtime.bridge import asyncio_loop, run_asyncio
-from runtime.failures import DomainError, FailureType, classify
+from runtime.failures import DATABASE, DomainError, FailureType, classify
 from runtime.storage import Connection, Database, Work
 
 PROMPTLY = 1.0
@@ -252,6 +252,50 @@ async def test_a_retried_transaction_survives_a_lost_connection(
     assert await db.transaction(unit, retry=True) == 1
     assert attempts == 2
     assert await _users(db) == 1
+
+
+async def test_a_connection_lost_between_statements_is_the_databases_failure(
+    db: Database, database_dsn: str
+) -> None:
+    """However asyncpg words it (the connection does not exist, is closed, or its protocol
+    is still reading the server's goodbye), it is the database away, never a bug."""
+
+    killer = await run_asyncio(asyncpg.connect, database_dsn)
+
+    async def unit(conn: Connection) -> None:
+        await killer.execute("select pg_terminate_backend($1)", conn.get_server_pid())
+        await conn.execute("select 1")
+
+    try:
+        for _ in range(40):  # the goodbye races the next statement
+            for run in (db.session, db.transaction):
+                with pytest.raises(Exception) as raised:
+                    await run(unit)
+                failure = classify(raised.value)
+                assert (failure.type, failure.transient, failure.dependency) == (
+                    FailureType.INFRA,
+                    True,
+                    DATABASE,
+                ), failure
+    finally:
+        await run_asyncio(killer.close)
+
+
+async def test_a_unit_that_finished_is_not_failed_by_its_connection_dying_after(
+    db: Database, database_dsn: str
+) -> None:
+    """The server goes away right after a unit's last statement: giving the connection back
+    then fails (asyncpg's reset meets the server's goodbye), but the unit is done, and its
+    result stands; it is not a failure, let alone a bug."""
+
+    async def unit(conn: Connection) -> str:
+        await conn.execute("insert into users (telegram_id) select count(*) + 1 from users")
+        await _terminate(database_dsn, conn.get_server_pid())
+        return "done"
+
+    for _ in range(10):  # the goodbye races the reset; either way the unit stands
+        assert await db.session(unit) == "done"
+    assert await _users(db) == 10
 
 
 async def test_a_lost_connection_is_not_retried_unless_asked(

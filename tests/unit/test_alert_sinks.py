@@ -256,7 +256,7 @@ class Reporter:
     def iteration_succeeded(self, name: str) -> None:
         pass
 
-    def set_degraded(self, name: str, reason: str | None) -> None:
+    def set_degraded(self, name: str, reason: str | None, cause: str | None) -> None:
         pass
 
 

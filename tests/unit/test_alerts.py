@@ -13,7 +13,9 @@ import trio
 import trio.testing
 
 from runtime.alerts import Alert, AlertPipeline, LogSink, Severity
+from runtime.alerts._pipeline import KINDS_COUNTED
 from runtime.config import Settings
+from runtime.metrics import AlertsCollector, Metrics
 from runtime.supervision import ActorContext
 from runtime.testing import RecordingSink, check_alert_sink, sample_alert
 
@@ -28,7 +30,7 @@ class FakeReporter:
     def iteration_succeeded(self, name: str) -> None:
         pass
 
-    def set_degraded(self, name: str, reason: str | None) -> None:
+    def set_degraded(self, name: str, reason: str | None, cause: str | None) -> None:
         self.degraded.append(reason)
 
 
@@ -110,6 +112,7 @@ def test_from_settings() -> None:
         {"throttle_seconds": -1},
         {"throttle_seconds": 1, "queue_size": 0},
         {"throttle_seconds": 1, "sink_timeout": 0},
+        {"throttle_seconds": 1, "kind_limit": 0},
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any]) -> None:
@@ -196,6 +199,45 @@ async def test_zero_throttle_sends_everything(autojump_clock: trio.testing.MockC
             pipeline.submit(alert("a"))
         await trio.sleep(1)
     assert sink.keys == ["a", "a", "a"]
+
+
+async def test_a_kind_flooding_under_distinct_keys_folds_into_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Keys that vary with outside data (a mistake) cost a handful of alerts, not one per
+    request: after ``kind_limit`` distinct keys of one kind in a throttle period, the rest
+    share ``<kind>:*``, throttled and counted like any repeat."""
+    sink = RecordingSink()
+    pipeline = AlertPipeline([sink], throttle_seconds=60, kind_limit=3)
+    async with running(pipeline):
+        with structlog.testing.capture_logs() as logs:
+            for n in range(300):
+                pipeline.submit(alert(f"forged:{n}", severity=Severity.CRITICAL))
+            pipeline.submit(alert("other:1"))
+            await trio.sleep(1)
+        assert sink.keys == ["forged:0", "forged:1", "forged:2", "forged:*", "other:1"]
+        folded = sink.alerts[3]
+        assert folded.severity is Severity.CRITICAL
+        assert "More than 3 forged alerts within 60s" in folded.text
+        assert pipeline.stats.suppressed_total == 296
+        assert sum(e["event"] == "alert folded into its kind" for e in logs) == 297
+
+        await trio.sleep(60)  # a new period: the kind has room again
+        pipeline.submit(alert("forged:300"))
+        pipeline.submit(alert("forged:*", text="more"))
+        await trio.sleep(1)
+    assert sink.keys[5:] == ["forged:300", "forged:*"]
+    assert sink.alerts[6].suppressed_count == 296
+
+
+async def test_folding_needs_a_throttle_period(autojump_clock: trio.testing.MockClock) -> None:
+    sink = RecordingSink()
+    pipeline = AlertPipeline([sink], throttle_seconds=0, kind_limit=1)
+    async with running(pipeline):
+        for n in range(3):
+            pipeline.submit(alert(f"k:{n}"))
+        await trio.sleep(1)
+    assert sink.keys == ["k:0", "k:1", "k:2"]
 
 
 def test_submit_outside_trio_uses_the_monotonic_clock() -> None:
@@ -409,12 +451,32 @@ async def test_check_alert_sink_rejects_bad_sinks(autojump_clock: trio.testing.M
         await check_alert_sink(RecordingSink(fail=True))
 
 
+def test_every_alert_raised_is_counted_by_kind_before_deduplication() -> None:
+    """Whoever raises it (billing, the bot, the supervisor's observer), so the count shows
+    an alert a forged request made even when throttling held it back."""
+    pipeline = AlertPipeline([], throttle_seconds=60, queue_size=1000)
+    for n in range(3):
+        pipeline.submit(alert(f"payment_mismatch:stars:{n}"))
+    pipeline.submit(alert("asyncio_leak"))
+    pipeline.submit(alert("asyncio_leak"))
+    for n in range(KINDS_COUNTED + 5):  # kinds are our words; a flood of them is bounded
+        pipeline.submit(alert(f"kind{n}:x"))
+    submitted = pipeline.stats.submitted_total
+    assert submitted["payment_mismatch"] == 3 and submitted["asyncio_leak"] == 2
+    assert len(submitted) == KINDS_COUNTED + 1 and submitted["other"] == 7
+    metrics = Metrics()
+    metrics.register(AlertsCollector(pipeline))
+    text = metrics.render().decode()
+    assert 'vpnbot_alerts_submitted_total{key_kind="payment_mismatch"} 3.0' in text
+
+
 def test_stats_to_json() -> None:
     pipeline = AlertPipeline([], throttle_seconds=60, queue_size=1)
     pipeline.submit(alert("a"))
     pipeline.submit(alert("a"))
     pipeline.submit(alert("b"))
     assert pipeline.stats.to_json() == {
+        "submitted_total": {"a": 2, "b": 1},
         "sent_total": {},
         "failed_total": {},
         "suppressed_total": 1,

@@ -12,11 +12,14 @@ import trio
 import trio.testing
 
 import supervisor as cli
-from runtime.alerts import Alert
-from runtime.app import RuntimeObserver, apply_policy
+from runtime.alerts import Alert, AlertPipeline
+from runtime.app import RuntimeObserver, apply_policy, describe_failure, failure_dependency
+from runtime.app._database import database_probe
 from runtime.app.tables import render_status
-from runtime.config import ActorPolicyOverride, ConfigError, ConfigProblem
+from runtime.config import ActorPolicyOverride, ConfigError, ConfigProblem, Settings
+from runtime.failures import DATABASE, InfraError
 from runtime.metrics import Metrics, SupervisionCollector
+from runtime.plugin_api import Services
 from runtime.supervision import (
     ActorContext,
     ActorSpec,
@@ -27,8 +30,11 @@ from runtime.supervision import (
     Restart,
     Supervisor,
     SystemState,
+    loop_worker,
 )
+from runtime.testing import RecordingSink
 from runtime.web import operator_app
+from runtime.workers import NAMES as WORKER_NAMES
 
 
 async def idle(ctx: ActorContext, *, task_status: trio.TaskStatus[None]) -> None:
@@ -146,6 +152,111 @@ def test_failures_are_counted_and_bugs_alert() -> None:
     assert 'vpnbot_failures_total{component="w",failure_type="bug"} 1.0' in text
     assert 'vpnbot_failures_total{component="w",failure_type="infra_error"} 1.0' in text
     assert alerts.keys() == ["actor_failed:w:bug"]
+
+
+# -- one root cause, one alert ---------------------------------------------------------------
+
+DEPENDENTS = list(WORKER_NAMES)
+
+
+class Outage:
+    """The database as storage reports it: away, every unit fails naming it."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def check(self) -> None:
+        if self.down:
+            raise InfraError("the database is not accepting connections", dependency=DATABASE)
+
+
+def outage_tree(outage: Outage, pipeline: AlertPipeline) -> list[ActorSpec]:
+    async def ping(ctx: ActorContext) -> None:
+        outage.check()
+
+    async def work(ctx: ActorContext) -> None:
+        outage.check()
+
+    services = Services(Settings(), Metrics(), instance_id="test")
+    probe = database_probe(services).evolve(run=loop_worker(ping, interval=5))  # its policy
+    workers = [
+        ActorSpec(name, loop_worker(work, interval=1), min_sleep_on_failure=600, critical=False)
+        for name in DEPENDENTS
+    ]
+    return [pipeline.actor_spec(), probe, *workers]
+
+
+async def test_a_database_outage_is_one_alert_and_degraded_follows_the_database(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outage = Outage()
+    sink = RecordingSink()
+    pipeline = AlertPipeline([sink], throttle_seconds=300)
+    metrics = Metrics()
+    observer = RuntimeObserver(metrics, pipeline, degraded_after=60)
+    supervisor = Supervisor(
+        outage_tree(outage, pipeline),
+        observer=observer,
+        describe_failure=describe_failure,
+        dependency_of=failure_dependency,
+    )
+    metrics.register(SupervisionCollector(supervisor))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(supervisor.run)
+        await trio.sleep(10)
+        outage.down = True
+        await trio.sleep(200)  # past degraded_after, within one throttle period
+        assert sink.keys == ["degraded:database"]
+        alert = sink.alerts[0]
+        assert alert.title.startswith("database is failing: 9 actor(s) degraded")
+        assert alert.text.startswith("the database is not accepting connections")
+        assert alert.text.endswith(", ".join(sorted(["database", *DEPENDENTS])))
+        assert 'vpnbot_degraded_by{dependency="database"} 9.0' in metrics.render().decode()
+
+        outage.down = False
+        await trio.sleep(6)  # one probe interval; the workers sleep ten minutes
+        assert [s.name for s in supervisor.statuses if s.degraded_reason] == []
+        assert supervisor.system_state is SystemState.HEALTHY
+        assert "vpnbot_degraded_by{" not in metrics.render().decode()
+        await trio.sleep(1200)
+        supervisor.request_shutdown()
+    assert sink.keys == ["degraded:database"]
+
+
+async def test_a_dependency_failure_that_alerts_is_one_alert_whoever_meets_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    alerts = Alerts()
+    observer = RuntimeObserver(Metrics(), alerts)  # type: ignore[arg-type]
+    refused = InfraError("password authentication failed", transient=False, dependency=DATABASE)
+    for name in DEPENDENTS:
+        observer.iteration_failed(_status(name, ActorState.RUNNING), refused)
+    assert set(alerts.keys()) == {"dependency_failed:database:infra_error"}
+    assert alerts.alerts[0].component == "database"
+    assert "first met by activation_worker" in alerts.alerts[0].text
+
+
+async def test_actors_that_name_no_cause_are_alerted_on_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    alerts = Alerts()
+    observer = RuntimeObserver(Metrics(), alerts, degraded_after=300)  # type: ignore[arg-type]
+    panel = _status("activation", ActorState.RUNNING)
+    panel.degraded_reason, panel.degraded_cause = "marzban is down", "marzban"
+    sinks = _status("alerts", ActorState.RUNNING)
+    sinks.degraded_reason = "alert sinks failing: webhook"
+    observer.tick([panel, sinks], SystemState.DEGRADED)
+    await trio.sleep(300)
+    observer.tick([panel, sinks], SystemState.DEGRADED)
+    assert sorted(alerts.keys()) == ["degraded:alerts", "degraded:marzban"]
+    by_key = {a.key: a for a in alerts.alerts}
+    assert by_key["degraded:alerts"].text == "alert sinks failing: webhook"
+    assert by_key["degraded:marzban"].text == "marzban is down\naffected: activation"
+
+
+def test_the_database_probe_probes_the_database() -> None:
+    services = Services(Settings(), Metrics(), instance_id="test")
+    assert database_probe(services).probes == DATABASE
 
 
 # -- HTTP endpoint -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import itertools
+import socket
 import ssl
 import subprocess
 import sys
@@ -20,7 +21,9 @@ from aiogram.methods import SendMessage
 
 from runtime.failures import (
     ALERTING_OPERATIONS,
+    DATABASE,
     ESCALATION_POLICY,
+    TELEGRAM,
     DependencyError,
     DomainError,
     Escalation,
@@ -32,7 +35,9 @@ from runtime.failures import (
     is_control_flow,
 )
 from runtime.failures._classify import MESSAGE_LIMIT, RULES, Rule, Tier
+from runtime.plugin_api.peer import PeerClient
 
+TG = TELEGRAM
 DOMAIN, DEPENDENCY, INFRA, BUG = (
     FailureType.DOMAIN,
     FailureType.DEPENDENCY,
@@ -53,6 +58,8 @@ class Case:
     make: Callable[[], BaseException]
     type: FailureType
     transient: bool
+    dependency: str | None = None
+    """The failing dependency the failure names: only when the dependency itself fails."""
 
     def __repr__(self) -> str:
         return type(self.make()).__name__
@@ -63,8 +70,10 @@ SINGLE = [
     # project bases
     Case(lambda: DomainError("plan not found"), DOMAIN, False),
     Case(lambda: DependencyError("panel down"), DEPENDENCY, True),
+    Case(lambda: DependencyError("x", dependency="marzban"), DEPENDENCY, True, "marzban"),
     Case(lambda: DependencyError("bad api key", transient=False), DEPENDENCY, False),
     Case(lambda: InfraError("disk slow"), INFRA, True),
+    Case(lambda: InfraError("gone", dependency=DATABASE), INFRA, True, DATABASE),
     Case(lambda: InfraError("schema missing", transient=False), INFRA, False),
     # builtin programming errors
     Case(lambda: NameError("x"), BUG, False),
@@ -90,33 +99,33 @@ SINGLE = [
     Case(lambda: httpx.DecodingError("gzip"), DEPENDENCY, False),
     Case(lambda: httpx.TooManyRedirects("loop"), DEPENDENCY, False),
     # aiogram
-    Case(lambda: tg.TelegramRetryAfter(METHOD, "flood", retry_after=3), DEPENDENCY, True),
+    Case(lambda: tg.TelegramRetryAfter(METHOD, "flood", retry_after=3), DEPENDENCY, True, TG),
     Case(lambda: tg.TelegramEntityTooLarge(METHOD, "too big"), DEPENDENCY, False),
-    Case(lambda: tg.TelegramNetworkError(METHOD, "reset"), DEPENDENCY, True),
-    Case(lambda: tg.TelegramServerError(METHOD, "502"), DEPENDENCY, True),
-    Case(lambda: tg.RestartingTelegram(METHOD, "restarting"), DEPENDENCY, True),
-    Case(lambda: tg.ClientDecodeError("bad json", ValueError(), "<html>"), DEPENDENCY, True),
+    Case(lambda: tg.TelegramNetworkError(METHOD, "reset"), DEPENDENCY, True, TG),
+    Case(lambda: tg.TelegramServerError(METHOD, "502"), DEPENDENCY, True, TG),
+    Case(lambda: tg.RestartingTelegram(METHOD, "restarting"), DEPENDENCY, True, TG),
+    Case(lambda: tg.ClientDecodeError("bad json", ValueError(), "<html>"), DEPENDENCY, True, TG),
     Case(lambda: tg.TelegramForbiddenError(METHOD, "bot was blocked"), DEPENDENCY, False),
     Case(lambda: tg.TelegramBadRequest(METHOD, "chat not found"), DEPENDENCY, False),
-    Case(lambda: tg.TelegramUnauthorizedError(METHOD, "unauthorized"), DEPENDENCY, False),
+    Case(lambda: tg.TelegramUnauthorizedError(METHOD, "unauthorized"), DEPENDENCY, False, TG),
     Case(lambda: tg.TelegramNotFound(METHOD, "not found"), DEPENDENCY, False),
     Case(lambda: tg.TelegramConflictError(METHOD, "other getUpdates"), DEPENDENCY, False),
     Case(lambda: tg.TelegramMigrateToChat(METHOD, "migrated", 42), DEPENDENCY, False),
     Case(lambda: tg.TelegramAPIError(METHOD, "something"), DEPENDENCY, False),
     # asyncpg
-    Case(lambda: pg.ConnectionDoesNotExistError("closed"), INFRA, True),
-    Case(lambda: pg.ConnectionFailureError("failed"), INFRA, True),
-    Case(lambda: pg.PostgresConnectionError("08000"), INFRA, True),
-    Case(lambda: pg.CannotConnectNowError("starting up"), INFRA, True),
-    Case(lambda: pg.AdminShutdownError("terminating"), INFRA, True),
+    Case(lambda: pg.ConnectionDoesNotExistError("closed"), INFRA, True, DATABASE),
+    Case(lambda: pg.ConnectionFailureError("failed"), INFRA, True, DATABASE),
+    Case(lambda: pg.PostgresConnectionError("08000"), INFRA, True, DATABASE),
+    Case(lambda: pg.CannotConnectNowError("starting up"), INFRA, True, DATABASE),
+    Case(lambda: pg.AdminShutdownError("terminating"), INFRA, True, DATABASE),
     Case(lambda: pg.QueryCanceledError("statement timeout"), INFRA, True),
-    Case(lambda: pg.TooManyConnectionsError("too many"), INFRA, True),
-    Case(lambda: pg.DiskFullError("disk full"), INFRA, False),
+    Case(lambda: pg.TooManyConnectionsError("too many"), INFRA, True, DATABASE),
+    Case(lambda: pg.DiskFullError("disk full"), INFRA, False, DATABASE),
     Case(lambda: pg.SerializationError("could not serialize"), INFRA, True),
     Case(lambda: pg.DeadlockDetectedError("deadlock"), INFRA, True),
     Case(lambda: pg.LockNotAvailableError("nowait"), INFRA, True),
-    Case(lambda: pg.ReadOnlySQLTransactionError("read-only"), INFRA, True),
-    Case(lambda: pg.InvalidPasswordError("password"), INFRA, False),
+    Case(lambda: pg.ReadOnlySQLTransactionError("read-only"), INFRA, True, DATABASE),
+    Case(lambda: pg.InvalidPasswordError("password"), INFRA, False, DATABASE),
     Case(lambda: pg.UniqueViolationError("duplicate key"), BUG, False),
     Case(lambda: pg.CheckViolationError("check"), BUG, False),
     Case(lambda: pg.InterfaceError("another operation is in progress"), BUG, False),
@@ -145,6 +154,7 @@ def test_classify_table(case: Case) -> None:
     failure = classify(exc)
     assert (failure.type, failure.transient) == (case.type, case.transient)
     assert failure.exception_type.endswith(type(exc).__qualname__)
+    assert failure.dependency == case.dependency
 
 
 def test_every_rule_has_a_case() -> None:
@@ -191,6 +201,7 @@ def test_identifies_the_exception_that_decided() -> None:
         transient=True,
         message="connection was closed",
         exception_type="asyncpg.exceptions.ConnectionDoesNotExistError",
+        dependency=DATABASE,
     )
     assert classify(KeyError("k")).exception_type == "KeyError"
 
@@ -323,6 +334,30 @@ def test_multi_member_group_takes_its_most_severe_member(
     failure = classify(ExceptionGroup("several", members))
     assert (failure.type, failure.transient) == expected
     assert "1 more" in failure.message
+
+
+def test_the_dependency_is_the_deciding_exceptions() -> None:
+    """A bug met while handling a lost connection is ours, not the database's; a lost
+    connection under a bare wrapper is still the database's."""
+    bug = chained(lambda: KeyError("row"), pg.ConnectionDoesNotExistError("x"), cause=False)
+    assert (classify(bug).type, classify(bug).dependency) == (BUG, None)
+    lost = chained(lambda: RuntimeError("wrapper"), pg.ConnectionDoesNotExistError("x"), cause=True)
+    assert (classify(lost).type, classify(lost).dependency) == (INFRA, DATABASE)
+    assert classify(DomainError("no such plan")).dependency is None
+
+
+@pytest.mark.parametrize(
+    ("members", "dependency"),
+    [
+        ([InfraError("a", dependency=DATABASE), pg.AdminShutdownError("b")], DATABASE),
+        ([InfraError("a", dependency=DATABASE), DependencyError("b", dependency=TG)], None),
+        ([InfraError("a", dependency=DATABASE), ConnectionResetError()], None),
+    ],
+)
+def test_a_group_names_a_dependency_only_when_every_member_names_it(
+    members: list[Exception], dependency: str | None
+) -> None:
+    assert classify(ExceptionGroup("several", members)).dependency == dependency
 
 
 def test_control_flow_members_of_a_group_are_ignored() -> None:
@@ -479,3 +514,32 @@ def test_policy_invariants(type_: FailureType, transient: bool, expected: Escala
 def test_classified_exceptions_get_an_escalation(case: Case) -> None:
     escalation = escalation_for(classify(case.make()))
     assert escalation.retry == (case.transient and case.type in (DEPENDENCY, INFRA))
+
+
+# -- the failing dependency, named where the error is made --------------------------------------
+
+
+class Panel(PeerClient):
+    peer = "panel"
+
+
+async def test_a_peer_that_cannot_be_reached_is_named_as_the_failing_dependency() -> None:
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = Panel(f"http://127.0.0.1:{port}", timeout=2)
+    try:
+        with pytest.raises(DependencyError) as caught:
+            await client.request("GET", "/api/health")
+    finally:
+        await client.aclose()
+    assert classify(caught.value).dependency == "panel"
+
+
+@pytest.mark.parametrize(("status", "named"), [(503, "panel"), (429, "panel"), (400, None)])
+def test_a_peer_is_named_only_when_it_fails_not_when_it_refuses_a_request(
+    status: int, named: str | None
+) -> None:
+    response = httpx.Response(status, request=REQUEST, text="no")
+    error = Panel("http://127.0.0.1:9").status_error(response)
+    assert classify(error).dependency == named

@@ -527,6 +527,205 @@ async def test_failing_iterations_mark_the_actor_degraded_until_a_success(
         supervisor.request_shutdown()
 
 
+# -- degradation that names a cause ------------------------------------------------------
+
+
+class Blamed(Exception):
+    """A failure that names the shared dependency it comes from."""
+
+    def __init__(self, message: str, dependency: str) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+
+
+def blamed(error: BaseException) -> str | None:
+    return getattr(error, "dependency", None)
+
+
+class Dependency:
+    """A shared dependency that tests take away and bring back."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.up = True
+
+    def check(self) -> None:
+        if not self.up:
+            raise Blamed(f"{self.name} is away", self.name)
+
+
+def probe_of(dependency: Dependency, *, interval: float = 5, took: float = 0) -> ActorSpec:
+    async def ping(ctx: ActorContext) -> None:
+        await trio.sleep(took)
+        if not dependency.up:
+            raise ConnectionError("no answer")  # names nothing: the probe's cause is its own
+
+    return ActorSpec(
+        f"{dependency.name}_probe",
+        loop_worker(ping, interval=interval),
+        min_sleep_on_failure=interval,
+        probes=dependency.name,
+    )
+
+
+def user_of(name: str, *dependencies: Dependency, runs: list[float] | None = None) -> ActorSpec:
+    """A worker that sleeps ten minutes after a failure."""
+
+    async def iteration(ctx: ActorContext) -> None:
+        if runs is not None:
+            runs.append(trio.current_time())
+        for dependency in dependencies:
+            dependency.check()
+
+    return ActorSpec(
+        name,
+        loop_worker(iteration, interval=1),
+        min_sleep_on_failure=600,
+        budget=Budget(max_failures=100, window=60),
+        critical=False,
+    )
+
+
+class Answered(SupervisorObserver):
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, list[str]]] = []
+
+    def dependency_answered(self, dependency: str, cleared: list[ActorStatus]) -> None:
+        self.answers.append((dependency, [status.name for status in cleared]))
+
+
+async def test_degradation_clears_when_its_cause_answers_not_when_the_actor_wakes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    db, panel = Dependency("db"), Dependency("panel")
+    runs: list[float] = []
+    observer = Answered()
+    supervisor = Supervisor(
+        [
+            probe_of(db),
+            user_of("renewal", db, runs=runs),
+            user_of("reminders", db),
+            user_of("activation", panel),
+        ],
+        observer=observer,
+        dependency_of=blamed,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(supervisor.run)
+        await trio.sleep(10)
+        db.up = panel.up = False
+        await trio.sleep(10)
+        for name in ("db_probe", "renewal", "reminders"):
+            assert supervisor.status_of(name).degraded_cause == "db", name
+        assert supervisor.status_of("renewal").degraded_reason == "db is away"
+        assert supervisor.status_of("db_probe").degraded_reason == "no answer"
+        assert supervisor.status_of("activation").degraded_cause == "panel"
+        failed_at = runs[-1]
+
+        db.up = panel.up = True
+        await trio.sleep(5.5)  # one probe interval
+        for name in ("db_probe", "renewal", "reminders"):
+            assert supervisor.status_of(name).degraded_reason is None, name
+            assert supervisor.status_of(name).degraded_since is None, name
+        assert observer.answers == [("db", ["renewal", "reminders"])]
+        # the panel has no probe: its user stays degraded until its own next try
+        assert supervisor.status_of("activation").degraded_reason == "panel is away"
+        assert supervisor.system_state is SystemState.DEGRADED
+        # and the ten-minute sleep after a failure is kept
+        assert runs[-1] == failed_at
+        await trio.sleep(600)
+        assert supervisor.status_of("activation").degraded_reason is None
+        assert supervisor.system_state is SystemState.HEALTHY
+        supervisor.request_shutdown()
+
+
+async def test_a_probe_clears_only_what_was_reported_before_it_began(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A failure met while a probe's check is under way may be newer news than its answer."""
+    db = Dependency("db")
+
+    async def fails_at_one_second(ctx: ActorContext) -> None:
+        if trio.current_time() >= 1:
+            raise Blamed("lost", "db")
+
+    late = ActorSpec("late", loop_worker(fails_at_one_second, interval=1), min_sleep_on_failure=600)
+    supervisor = Supervisor([probe_of(db, interval=10, took=3), late], dependency_of=blamed)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(supervisor.run)
+        await trio.sleep(5)  # the probe's check ran from 0 s to 3 s: older than the failure
+        assert supervisor.status_of("late").degraded_reason == "lost"
+        await trio.sleep(12)  # its next check began at 13 s
+        assert supervisor.status_of("late").degraded_reason is None
+        supervisor.request_shutdown()
+
+
+async def test_what_an_actor_says_without_a_cause_is_its_own_to_clear(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    db = Dependency("db")
+
+    def says(reason: str, cause: str | None) -> Any:
+        async def run(ctx: ActorContext, *, task_status: trio.TaskStatus[None]) -> None:
+            if cause is None:
+                ctx.set_degraded(reason)  # the call every existing actor makes
+            else:
+                ctx.set_degraded(reason, cause=cause)
+            task_status.started()
+            await ctx.stop_requested.wait()
+
+        return run
+
+    supervisor = Supervisor(
+        [
+            ActorSpec("own", says("holding work back", None)),
+            ActorSpec("waits", says("waiting for the database", "db")),
+            probe_of(db),
+        ]
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(supervisor.run)
+        await trio.sleep(1)
+        assert supervisor.status_of("own").degraded_cause is None
+        assert supervisor.status_of("own").degraded_reason == "holding work back"
+        await trio.sleep(10)
+        assert supervisor.status_of("own").degraded_reason == "holding work back"
+        assert supervisor.status_of("waits").degraded_reason is None
+        supervisor.request_shutdown()
+
+
+async def test_a_failed_unit_shows_over_what_the_actor_said_and_gives_it_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A worker holding work back for a panel meets the database away: once the database
+    answers, its own word about the panel is shown again, not a healthy actor."""
+    db = Dependency("db")
+
+    async def iteration(ctx: ActorContext) -> None:
+        ctx.set_degraded("panel down", cause="panel")
+        db.check()
+
+    worker = ActorSpec("worker", loop_worker(iteration, interval=1), min_sleep_on_failure=600)
+    supervisor = Supervisor([probe_of(db), worker], dependency_of=blamed)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(supervisor.run)
+        db.up = False
+        await trio.sleep(2)
+        status = supervisor.status_of("worker")
+        assert (status.degraded_reason, status.degraded_cause) == ("db is away", "db")
+        since = status.degraded_since
+        db.up = True
+        await trio.sleep(6)
+        assert (status.degraded_reason, status.degraded_cause) == ("panel down", "panel")
+        assert status.degraded_since == since  # still degraded all along
+        supervisor.request_shutdown()
+
+
+def test_a_probe_needs_a_dependency_name() -> None:
+    with pytest.raises(ValueError, match="dependency"):
+        ActorSpec("probe", steady(), probes="")
+
+
 # -- state, readiness, observers -----------------------------------------------------------
 
 
