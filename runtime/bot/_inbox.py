@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import trio
 
 from runtime.alerts import Alert, Severity
-from runtime.failures import Failure, FailureType, Outcome
+from runtime.failures import TELEGRAM, Failure, FailureType, Outcome
 from runtime.logs import correlation, get_logger, log_failure
 from runtime.storage import Database, inbox
 from runtime.storage.inbox import InboxUpdate
@@ -59,7 +59,7 @@ def report_failure(ctx: ActorContext, exc: BaseException, failure: Failure) -> N
     """A transient failure (Telegram or the database away) degrades the actor while it
     lasts; anything else counts against its failure budget."""
     if failure.transient:
-        ctx.set_degraded(f"{failure.type.value}: {failure.message[:200]}")
+        ctx.set_degraded(f"{failure.type.value}: {failure.message[:200]}", cause=failure.dependency)
     else:
         ctx.record_failure(exc)
 
@@ -120,6 +120,8 @@ class InboxProcessor:
         self.woken = 0
         """Updates made due at once because Telegram answered again (for tests and status)."""
         self._claim_trouble: str | None = None
+        self._claim_cause: str | None = None
+        """The dependency the last failed claim named (the database, usually)."""
 
     async def run(self, ctx: ActorContext, feed: Feed) -> None:
         """Claim and process until ``ctx.stop_requested``; updates in flight finish."""
@@ -142,6 +144,7 @@ class InboxProcessor:
                 failures += 1
                 failure = log_failure(_log, exc, operation="bot.inbox.claim", attempt=failures)
                 self._claim_trouble = f"{failure.type.value}: {failure.message[:200]}"
+                self._claim_cause = failure.dependency
                 report_failure(ctx, exc, failure)
                 pause = backoff_delay(self.retry_backoff, min(failures - 1, 16), random.random())
                 await self.wakeup.wait(pause)
@@ -172,9 +175,9 @@ class InboxProcessor:
 
     def _show_health(self, ctx: ActorContext) -> None:
         if self._claim_trouble is not None:
-            ctx.set_degraded(self._claim_trouble)
+            ctx.set_degraded(self._claim_trouble, cause=self._claim_cause)
         elif self.link.down:
-            ctx.set_degraded(f"Telegram unreachable: {self.link.reason}")
+            ctx.set_degraded(f"Telegram unreachable: {self.link.reason}", cause=TELEGRAM)
         else:
             ctx.set_degraded(None)
 

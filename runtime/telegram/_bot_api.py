@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from runtime.failures import DependencyError
+from runtime.failures import TELEGRAM, DependencyError
 from runtime.plugin_api.peer import PeerClient, retry_after_seconds
 
 _EVERY_STATUS = range(100, 600)
@@ -18,7 +18,7 @@ class TooManyRequests(DependencyError):
     """429: Telegram's flood control. Nothing may be sent for ``retry_after`` seconds."""
 
     def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message, transient=True, retry_after=retry_after)
+        super().__init__(message, transient=True, retry_after=retry_after, dependency=TELEGRAM)
 
 
 class ChatBlocked(DependencyError):
@@ -35,7 +35,7 @@ class BotTokenRejected(DependencyError):
     sent by this bot until an operator fixes the configuration; no message is to blame."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, transient=False)
+        super().__init__(message, transient=False, dependency=TELEGRAM)
 
 
 class BotApi(PeerClient):
@@ -116,6 +116,7 @@ class BotApi(PeerClient):
             return DependencyError(
                 f"{self.peer}: {method} answered HTTP {status} with something not JSON",
                 transient=status >= 500 or status < 400,
+                dependency=TELEGRAM if status >= 500 else None,
             )
         code = envelope.get("error_code")
         if not isinstance(code, int) or isinstance(code, bool):
@@ -133,7 +134,7 @@ class BotApi(PeerClient):
         if code in (401, 404):
             return BotTokenRejected(message)
         if code >= 500 or code < 400:
-            return DependencyError(message, transient=True, retry_after=hint)
+            return DependencyError(message, transient=True, retry_after=hint, dependency=TELEGRAM)
         return DependencyError(message, transient=False)
 
     # -- methods ----------------------------------------------------------------------

@@ -49,7 +49,7 @@ from typing import Any
 import trio
 
 from runtime.alerts import Alert, Severity
-from runtime.failures import DependencyError, Outcome, classify
+from runtime.failures import TELEGRAM, DependencyError, Outcome, classify
 from runtime.i18n import Translator, load_translator
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services
@@ -126,7 +126,7 @@ class Notifier:
     def sending_fails(self, ctx: ActorContext, reason: str) -> None:
         if reason != self.degraded:
             self.degraded = reason
-            ctx.set_degraded(reason)
+            ctx.set_degraded(reason, cause=TELEGRAM)
 
     def sending_works(self, ctx: ActorContext) -> None:
         if self.degraded is not None:

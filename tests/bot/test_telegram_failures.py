@@ -21,6 +21,7 @@ import trio
 from runtime.alerts import Severity
 from runtime.bot import TelegramBot
 from runtime.bot.handlers import user as user_handlers
+from runtime.failures import TELEGRAM
 from runtime.i18n import load_translator
 from runtime.storage import Database, inbox
 from runtime.supervision import ActorStatus, Backoff, Supervisor
@@ -167,9 +168,11 @@ async def test_an_outage_degrades_the_bot_and_replies_resume_when_telegram_answe
         assert row["attempts"] == 0 and row["processed_at"] is None
         await until(actor_degraded(supervisor, "bot", True))
         assert "Telegram unreachable" in (actor(supervisor, "bot").degraded_reason or "")
+        assert actor(supervisor, "bot").degraded_cause == TELEGRAM  # one alert for the cause
         # Then all of Telegram: the poller backs off, /help waits at Telegram
         emulator.start_outage(**outage)
         await until(actor_degraded(supervisor, "bot-poller", True))
+        assert actor(supervisor, "bot-poller").degraded_cause == TELEGRAM
         user.send_command("help")
         assert bot.link.down and bot.processor.woken == 0
         assert bot_texts(emulator, user) == []

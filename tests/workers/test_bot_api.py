@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from structlog.testing import capture_logs
 
-from runtime.failures import DependencyError, FailureType, classify
+from runtime.failures import TELEGRAM, DependencyError, FailureType, classify
 from runtime.telegram import BotApi, BotTokenRejected, ChatBlocked, TooManyRequests
 
 from .fake_bot_api import TOKEN, FakeBotApi
@@ -48,10 +48,11 @@ async def test_429_is_transient_with_the_retry_after_of_its_parameters(
         await api.send_message(1, "x")
     assert caught.value.retry_after == 7.0
     failure = classify(caught.value)
-    assert (failure.type, failure.transient, failure.retry_after) == (
+    assert (failure.type, failure.transient, failure.retry_after, failure.dependency) == (
         FailureType.DEPENDENCY,
         True,
         7.0,
+        TELEGRAM,
     )
 
 
@@ -65,12 +66,12 @@ async def test_403_is_a_blocked_chat(fake: FakeBotApi, api: BotApi) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "description", "error", "transient"),
+    ("status", "description", "error", "transient", "dependency"),
     [
-        (400, "Bad Request: message is too long", DependencyError, False),
-        (500, "Internal Server Error", DependencyError, True),
-        (502, "Bad Gateway", DependencyError, True),
-        (401, "Unauthorized", BotTokenRejected, False),
+        (400, "Bad Request: message is too long", DependencyError, False, None),
+        (500, "Internal Server Error", DependencyError, True, TELEGRAM),
+        (502, "Bad Gateway", DependencyError, True, TELEGRAM),
+        (401, "Unauthorized", BotTokenRejected, False, TELEGRAM),
     ],
 )
 async def test_other_answers(
@@ -80,11 +81,15 @@ async def test_other_answers(
     description: str,
     error: type[Exception],
     transient: bool,
+    dependency: str | None,
 ) -> None:
+    """Telegram itself failing names Telegram as the cause (one alert for every actor it
+    fails); an answer about this one message names nothing."""
     fake.fail(status, description)
     with pytest.raises(error) as caught:
         await api.send_message(1, "x")
     assert classify(caught.value).transient is transient
+    assert classify(caught.value).dependency == dependency
     assert not isinstance(caught.value, ChatBlocked | TooManyRequests)
 
 
@@ -94,6 +99,7 @@ async def test_an_unreachable_api_is_transient() -> None:
         await client.send_message(1, "x")
     await client.aclose()
     assert classify(caught.value).transient
+    assert classify(caught.value).dependency == TELEGRAM
 
 
 async def test_the_token_never_reaches_errors_or_logs(fake: FakeBotApi) -> None:
