@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from runtime.alerts._model import Alert, Severity
-from runtime.config import ConfigError
+from runtime.config import ConfigError, ConfigProblem
 from runtime.logs import get_logger
 from runtime.supervision import ActorSpec
 
@@ -323,6 +323,7 @@ class LoadedPlugins:
         # kind key -> [(plugin name, items)] in call order
         collected: dict[str, list[tuple[str, list[Any]]]] = {kind.key: [] for kind in _KINDS}
         call_args = {"settings": self._settings, "services": self._services}
+        config_problems: list[ConfigProblem] = []
 
         for kind in _KINDS:
             caller: pluggy.HookCaller = getattr(self._pm.hook, kind.hook)
@@ -333,8 +334,12 @@ class LoadedPlugins:
                 try:
                     result = impl.function(*(call_args[arg] for arg in impl.argnames))
                     items = _check_result(kind, result)
-                except ConfigError:
-                    raise  # a plugin's settings are wrong: the operator must fix the config
+                except ConfigError as exc:
+                    # A plugin's settings are wrong: the operator must fix the config. Every
+                    # plugin is still asked, so one run reports every plugin's problems.
+                    failed.add(plugin_name)
+                    config_problems.extend(exc.problems)
+                    continue
                 except Exception as exc:
                     failed.add(plugin_name)
                     info = info_by_name[plugin_name]
@@ -348,6 +353,8 @@ class LoadedPlugins:
                     )
                     continue
                 collected[kind.key].append((plugin_name, items))
+        if config_problems:
+            raise ConfigError(config_problems)
 
         # Names are unique per kind; on a clash the plugin loaded later is left out.
         seen: dict[str, set[str]] = {kind.key: set() for kind in _KINDS}

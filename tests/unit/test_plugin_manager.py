@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from runtime.alerts import Severity
-from runtime.config import Settings
+from runtime.config import ConfigError, Settings
 from runtime.plugin_api import (
     BUILTIN_PLUGINS,
     DISABLE_ENV_VAR,
@@ -281,3 +281,17 @@ def test_describe_lists_loaded_disabled_and_failed_plugins() -> None:
     assert rows[OTHER]["status"] == "disabled"
     assert rows[BROKEN]["status"] == "failed"
     assert rows[BROKEN]["error"].startswith("import: ModuleNotFoundError")
+
+
+def test_every_plugins_bad_settings_are_reported_in_one_run() -> None:
+    """One run names every plugin whose settings are wrong, not only the first."""
+    with pytest.raises(ConfigError) as caught:
+        load(
+            entry_points=[
+                ep("marzban", BUILTIN_PLUGINS["marzban"]),
+                ep("outline", BUILTIN_PLUGINS["outline"]),
+            ],
+            plugin_settings={"marzban": {"base_url": 1}, "outline": {"api_url": 2}},
+        )
+    paths = {problem.path.split(".")[2] for problem in caught.value.problems}
+    assert paths == {"marzban", "outline"}
