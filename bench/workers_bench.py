@@ -269,7 +269,7 @@ class _Alerts:
 class _Ctx:
     stop_requested = trio.Event()
 
-    def set_degraded(self, reason: str | None) -> None:
+    def set_degraded(self, reason: str | None, *, cause: str | None = None) -> None:
         pass
 
 

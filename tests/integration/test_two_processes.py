@@ -21,17 +21,12 @@ so the suite stays fast), the whole test for about 35.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from runtime.storage import Connection, Database, job_kinds, outbox, users
@@ -40,6 +35,7 @@ from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import Limits, TelegramEmulator
 
+from .processes import Vpnbot, until
 from .test_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,54 +202,6 @@ async def paid(
     return await db.transaction(unit)
 
 
-class Process:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log = log
-        self.out = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
-            cwd=config.parent,
-            env={
-                **{k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET",)},
-                "PYTHONPATH": str(ROOT),
-            },
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-        )
-
-    async def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            with trio.fail_after(30):
-                return await trio.to_thread.run_sync(self.process.wait)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self.out.close()
-
-    def tail(self) -> str:
-        return self.log.read_text()[-4000:]
-
-
-async def ready(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200
-
-
-async def until(condition: Any, *, seconds: float, what: str) -> None:
-    with trio.move_on_after(seconds):
-        while not await condition():  # noqa: ASYNC110
-            await trio.sleep(0.25)
-        return
-    raise AssertionError(f"not within {seconds}s: {what}")
-
-
 def chat_ids(payloads: Sequence[Any]) -> Counter[int]:
     return Counter(int(json.loads(p)["chat_id"]) for p in payloads)
 
@@ -267,7 +215,7 @@ async def test_two_processes_do_every_piece_of_work_exactly_once(
     async with emulator.running(), panel.running(), crypto.running():
         ports = [free_port(), free_port()]
         processes = [
-            Process(
+            Vpnbot(
                 write_config(
                     tmp_path / f"p{i}.toml",
                     instance=f"proc-{i}",
@@ -278,6 +226,7 @@ async def test_two_processes_do_every_piece_of_work_exactly_once(
                     crypto=crypto.url,
                 ),
                 tmp_path / f"p{i}.log",
+                port,
             )
             for i, port in enumerate(ports)
         ]
@@ -285,7 +234,7 @@ async def test_two_processes_do_every_piece_of_work_exactly_once(
         try:
 
             async def both_ready() -> bool:
-                return all([await ready(p) for p in ports])
+                return all([await p.ready() for p in processes])
 
             try:
                 await until(both_ready, seconds=60, what="both processes ready")

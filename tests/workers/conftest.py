@@ -62,10 +62,12 @@ class IterationContext:
     def __init__(self) -> None:
         self.stop_requested = trio.Event()
         self.degraded: str | None = None
+        self.cause: str | None = None
         self.marks: list[str | None] = []
 
-    def set_degraded(self, reason: str | None) -> None:
+    def set_degraded(self, reason: str | None, *, cause: str | None = None) -> None:
         self.degraded = reason
+        self.cause = cause
         self.marks.append(reason)
 
 

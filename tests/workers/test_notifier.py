@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from runtime.failures import DependencyError
+from runtime.failures import TELEGRAM, DependencyError
 from runtime.plugin_api import Services
 from runtime.storage import Database, job_kinds, outbox
 from runtime.telegram import BotApi, BotTokenRejected
@@ -312,6 +312,7 @@ async def test_failing_sends_mark_the_notifier_degraded_until_one_goes_through(
     await sender.iteration(ctx)  # returns: one failure is no reason to fail the iteration
     assert ctx.degraded is not None and ctx.degraded.startswith("sends to Telegram fail")
     assert "Bad Gateway" in ctx.degraded
+    assert ctx.cause == TELEGRAM  # one alert for Telegram, not one per actor
     await sender.iteration(ctx)  # nothing else to do: still degraded, nothing went through
     assert ctx.degraded is not None
     await fetch(db, "update outbox set next_attempt_at = now()")
