@@ -28,8 +28,8 @@ from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.telegram import TelegramEmulator
 from tests.web.raw_client import chunked, head, until_hung_up
 
+from .processes import Vpnbot
 from .test_process import ROOT, Receiver, free_port
-from .test_two_processes import Process, ready, until
 
 TOKEN = "123456789:AAHhttpDoorsBotToken0123456789abcde"
 CRYPTO_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
@@ -94,7 +94,7 @@ card_provider_token = "381764678:TEST:card-provider"
 
 @dataclass
 class Service:
-    process: Process
+    process: Vpnbot
     operator: int
     public: int
     alerts: Receiver
@@ -141,12 +141,9 @@ async def running(
             alerts=alerts.url,
             extra=extra,
         )
-        process = Process(config, tmp_path / "vpnbot.log")
+        process = Vpnbot(config, tmp_path / "vpnbot.log", operator)
         try:
-            try:
-                await until(lambda: ready(operator), seconds=60, what="the service ready")
-            except AssertionError:
-                raise AssertionError(process.tail()) from None
+            await process.wait_ready()
             yield Service(process, operator, public, alerts, config)
         finally:
             code = await process.stop()
@@ -204,7 +201,7 @@ async def test_300_mb_chunked_bodies_are_cut_off_at_the_limit_with_bounded_memor
     grew = after["VmHWM"] - before["VmHWM"]
     assert grew < 32 * MB, f"peak RSS grew by {grew / MB:.1f} MB: {before} -> {after}"
     assert await digest(db) == before_state
-    assert await ready(service.operator)
+    assert await service.process.ready()
 
 
 async def test_slow_heads_and_bodies_are_cut_off(
