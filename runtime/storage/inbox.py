@@ -105,6 +105,17 @@ class InvalidUpdate(ValueError):
     """Not a Telegram update the inbox can keep: no integer ``update_id``, or one beyond bigint."""
 
 
+def _dead_update(row: asyncpg.Record) -> DeadUpdate:
+    return DeadUpdate(
+        update_id=row["update_id"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        received_at=row["received_at"],
+        given_up_at=row["processed_at"],
+    )
+
+
 def _valid(update: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     update_id = update.get("update_id")
     if not isinstance(update_id, int) or isinstance(update_id, bool):
@@ -238,14 +249,7 @@ async def claim(
         if not row["given_up"]
     ]
     given_up = [
-        DeadUpdate(
-            update_id=row["update_id"],
-            payload=row["payload"],
-            attempts=row["attempts"],
-            last_error=row["last_error"],
-            received_at=row["received_at"],
-            given_up_at=row["processed_at"],
-        )
+        _dead_update(row)
         for row in rows
         if row["given_up"]
     ]
@@ -454,14 +458,7 @@ async def dead_updates(db: Database, limit: int = 100) -> list[DeadUpdate]:
         )
 
     return [
-        DeadUpdate(
-            update_id=row["update_id"],
-            payload=row["payload"],
-            attempts=row["attempts"],
-            last_error=row["last_error"],
-            received_at=row["received_at"],
-            given_up_at=row["processed_at"],
-        )
+        _dead_update(row)
         for row in await db.read(unit)
     ]
 
