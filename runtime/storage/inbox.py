@@ -248,11 +248,7 @@ async def claim(
         for row in rows
         if not row["given_up"]
     ]
-    given_up = [
-        _dead_update(row)
-        for row in rows
-        if row["given_up"]
-    ]
+    given_up = [_dead_update(row) for row in rows if row["given_up"]]
     for dead in given_up:
         _log.error(
             "update given up: the process died running its handler, every time",
@@ -457,10 +453,7 @@ async def dead_updates(db: Database, limit: int = 100) -> list[DeadUpdate]:
             GAVE_UP,
         )
 
-    return [
-        _dead_update(row)
-        for row in await db.read(unit)
-    ]
+    return [_dead_update(row) for row in await db.read(unit)]
 
 
 async def replay(db: Database, update_ids: Sequence[int] | None = None) -> list[int]:
