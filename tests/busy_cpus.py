@@ -40,7 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str | None:
     if not _spinners:
         return None
-    return f"busy CPUs: {len(_spinners)} spinning processes beside the tests ({os.cpu_count()} CPUs)"
+    return (
+        f"busy CPUs: {len(_spinners)} spinning processes beside the tests ({os.cpu_count()} CPUs)"
+    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
