@@ -38,7 +38,7 @@ PATIENCE = 60.0
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator(TOKEN, pre_checkout_timeout=5.0)
+    emulator = TelegramEmulator(TOKEN, pre_checkout_timeout=10.0)
     async with emulator.running():
         yield emulator
     assert emulator.internal_errors == []
