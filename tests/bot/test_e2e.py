@@ -62,7 +62,7 @@ def bot_settings(mode: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator(TOKEN, pre_checkout_timeout=5.0, webhook_retry_delays=(0.1, 0.3))
+    emulator = TelegramEmulator(TOKEN, pre_checkout_timeout=10.0, webhook_retry_delays=(0.1, 0.3))
     async with emulator.running():
         yield emulator
     assert emulator.internal_errors == []
