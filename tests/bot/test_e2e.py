@@ -62,7 +62,7 @@ def bot_settings(mode: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator(TOKEN, pre_checkout_timeout=5.0, webhook_retry_delays=(0.1, 0.3))
+    emulator = TelegramEmulator(TOKEN, pre_checkout_timeout=10.0, webhook_retry_delays=(0.1, 0.3))
     async with emulator.running():
         yield emulator
     assert emulator.internal_errors == []
@@ -106,7 +106,7 @@ async def running(
     supervisor = Supervisor(specs)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(supervisor.run)
-        with trio.fail_after(10):
+        with trio.fail_after(60):
             await supervisor.ready.wait()
         try:
             yield bot, supervisor
@@ -152,7 +152,7 @@ async def press(
 
 
 async def eventually(shop: Shop, sql: str, expected: Any, *args: Any) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(60):
         while await shop.value(sql, *args) != expected:  # noqa: ASYNC110
             await trio.sleep(0.05)
 
@@ -321,7 +321,7 @@ async def test_one_poller_at_a_time_and_a_takeover(emulator: TelegramEmulator, s
             assert polled == {True, False}  # one of them polls
         # the second stopped: if it was the poller, the first takes over
         hello = user.send_command("start")
-        await user.wait_for_message(after=hello, timeout=5.0)
+        await user.wait_for_message(after=hello, timeout=30)
     assert emulator.counters["conflicts"] == 0
     assert await shop.value("select count(*) from telegram_updates") == 4
 

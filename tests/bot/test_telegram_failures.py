@@ -38,7 +38,7 @@ PATIENCE = 60.0
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[TelegramEmulator]:
-    emulator = TelegramEmulator(TOKEN, pre_checkout_timeout=5.0)
+    emulator = TelegramEmulator(TOKEN, pre_checkout_timeout=10.0)
     async with emulator.running():
         yield emulator
     assert emulator.internal_errors == []
@@ -124,7 +124,7 @@ async def test_a_burst_of_429s_costs_the_start_no_attempt(
     user = emulator.create_user(first_name="Ann", language_code="en")
     async with running(shop) as (bot, supervisor):
         assert bot.processor.max_attempts < 10  # ten counted attempts would give it up
-        emulator.rate_limit_next(2, method="sendMessage", times=10)
+        emulator.rate_limit_next(1, method="sendMessage", times=10)
         hello = user.send_command("start")
         menu = await user.wait_for_message(after=hello, timeout=PATIENCE)
         assert menu.content.startswith("Hi, Ann!")

@@ -81,7 +81,7 @@ class Worker:
     async def line(self) -> str:
         assert self.process.stdout is not None
         while b"\n" not in self._buffer:
-            with trio.fail_after(20):
+            with trio.fail_after(60):
                 chunk = await self.process.stdout.receive_some()
             if not chunk:
                 raise EOFError("the worker process ended")
@@ -98,7 +98,7 @@ class Worker:
     async def stop(self) -> None:
         if self.process.returncode is None:
             self.process.kill()
-        with trio.fail_after(10):
+        with trio.fail_after(60):
             await self.process.wait()
         if self.process.stdout is not None:
             await self.process.stdout.aclose()
@@ -140,10 +140,10 @@ async def test_a_worker_killed_after_the_panel_created_the_account_is_adopted_on
     first = await Worker.start(database_dsn, panel.url, "doomed", "--claim-seconds", "1")
     try:
         assert await first.line() == "ready"
-        with trio.fail_after(20):
+        with trio.fail_after(60):
             await panel.created.wait()
         first.process.send_signal(signal.SIGKILL)
-        with trio.fail_after(10):
+        with trio.fail_after(60):
             await first.process.wait()
         assert first.process.returncode == -signal.SIGKILL
     finally:

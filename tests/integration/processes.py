@@ -108,7 +108,7 @@ class Vpnbot:
             return False
         return response.status_code == 200
 
-    async def wait_ready(self, seconds: float = 60.0) -> float:
+    async def wait_ready(self, seconds: float = 180.0) -> float:
         """Wait until ``/readyz`` says ready; returns the trio time it was first seen."""
         try:
             await until(self.ready, seconds=seconds, what="the process ready", every=0.05)

@@ -124,7 +124,7 @@ def test_a_database_outage_is_one_alert_and_degraded_clears_when_it_is_back(
             assert state["degraded"] is None and state["degraded_cause"] is None, name
             assert state["restarts"] == 0, name
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=30)
+        stdout, stderr = process.communicate(timeout=120)
         assert process.returncode == 0, stderr
     finally:
         if process.poll() is None:

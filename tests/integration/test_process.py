@@ -159,7 +159,7 @@ def start(
     )
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 120.0, every: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
@@ -229,7 +229,7 @@ def test_crashing_actor_is_restarted_with_backoff_then_parked_and_alerted_once(
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
 
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=20)
+        stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
@@ -253,7 +253,7 @@ def test_escalation_exits_75(tmp_path: Path, receiver: Receiver, database_dsn: s
     config = write_config(tmp_path, free_port(), receiver.url, "escalate", database_dsn)
     process = start(config, tmp_path)
     try:
-        stdout, stderr = process.communicate(timeout=30)
+        stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
@@ -280,7 +280,7 @@ budget_max_failures = "many"
         [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 78
@@ -292,7 +292,7 @@ budget_max_failures = "many"
         [sys.executable, str(ROOT / "supervisor.py"), "check-config", str(config)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert check.returncode == 78

@@ -395,7 +395,7 @@ async def test_the_fingerprint_may_be_written_with_colons(
 async def test_a_hanging_api_is_a_transient_timeout(fake: FakeOutline, backends: Backends) -> None:
     backend = backends(fake.api_url, fake.cert_sha256, timeout=0.3)
     fake.delay_next(3.0, times=5)
-    with trio.fail_after(2):
+    with trio.fail_after(30):
         with pytest.raises(DependencyError) as caught:
             await backend.ensure_account(spec("u8_s1"))
     failure = classify(caught.value)
@@ -411,7 +411,7 @@ async def test_a_server_that_never_completes_the_handshake_is_a_transient_timeou
     try:
         port = listeners[0].socket.getsockname()[1]
         backend = backends(f"https://127.0.0.1:{port}/{SECRET}", certs.server.sha256, timeout=0.3)
-        with trio.fail_after(2):
+        with trio.fail_after(30):
             with pytest.raises(DependencyError) as caught:
                 await backend.health()
         assert classify(caught.value).transient

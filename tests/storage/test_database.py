@@ -66,7 +66,7 @@ async def _open_transactions(db: Database) -> int:
 
 async def _sleeping_backend(db: Database) -> int:
     """The pid of the backend running ``pg_sleep`` in this database, once there is one."""
-    with trio.fail_after(5):
+    with trio.fail_after(60):
         while True:
             pid = await _count(
                 db,

@@ -174,7 +174,7 @@ async def test_the_fence_keeps_the_lease_from_changing_hands_until_the_write_com
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow_writer)
         # wait until a's unit is past the fence and sleeping, then until the lease expired
-        with trio.fail_after(5):
+        with trio.fail_after(60):
             while True:
                 sleeping = await fetch(
                     db,
@@ -314,7 +314,7 @@ class Racer:
     async def line(self) -> str:
         assert self.process.stdout is not None
         while b"\n" not in self._buffer:
-            with trio.fail_after(20):
+            with trio.fail_after(60):
                 chunk = await self.process.stdout.receive_some()
             if not chunk:
                 raise EOFError("the racer process ended")
@@ -337,7 +337,7 @@ async def test_racing_processes_never_hold_the_lease_together(
             await r.process.stdin.send_all(b"go\n")
         summaries = [json.loads(await r.line()) for r in racers]
         for r in racers:
-            with trio.fail_after(10):
+            with trio.fail_after(60):
                 assert await r.process.wait() == 0
     finally:
         for r in racers:

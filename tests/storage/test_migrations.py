@@ -190,7 +190,7 @@ async def test_two_concurrent_migrators_apply_each_migration_once(
         async def migrate(db: Database) -> None:
             results.append([m.version for m in await apply_migrations(db)])
 
-        with trio.fail_after(10):
+        with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 lock = _LockHolder(blank_db)
                 await lock.hold(nursery)
@@ -221,7 +221,7 @@ async def test_two_migrating_processes_apply_each_migration_once(
         assert done.returncode == 0, done.stderr.decode()
         outputs.append(done.stdout.decode().strip().splitlines()[-1])
 
-    with trio.fail_after(20):
+    with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             lock = _LockHolder(blank_db)
             await lock.hold(nursery)

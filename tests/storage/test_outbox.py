@@ -208,7 +208,7 @@ class Claimer:
     async def line(self) -> str:
         assert self.process.stdout is not None
         while b"\n" not in self._buffer:
-            with trio.fail_after(20):
+            with trio.fail_after(60):
                 chunk = await self.process.stdout.receive_some()
             if not chunk:
                 raise EOFError("the claimer process ended")
@@ -225,7 +225,7 @@ class Claimer:
         found = []
         while (line := await self.line()) != "done":
             found.append(json.loads(line))
-        with trio.fail_after(10):
+        with trio.fail_after(60):
             assert await self.process.wait() == 0
         return found
 
@@ -279,7 +279,7 @@ async def test_a_killed_claimers_jobs_are_done_by_another_after_the_claim_expire
     try:
         hung = json.loads(await victim.line())["hung"]
         victim.kill()
-        with trio.fail_after(10):
+        with trio.fail_after(60):
             await victim.process.wait()
     finally:
         victim.kill()

@@ -102,7 +102,7 @@ async def test_start_keyboard_press_and_edit() -> None:
         user = emulator.create_user(first_name="Ann", username="ann", language_code="de")
         async with polling(dispatcher, bot):
             hello = user.send_command("start")
-            welcome = await user.wait_for_message(after=hello, timeout=5)
+            welcome = await user.wait_for_message(after=hello, timeout=30)
             assert welcome.text == "Welcome, friend!"
             assert welcome.source == "Welcome, <b>friend</b>!"
             assert welcome.entities == [{"type": "bold", "offset": 9, "length": 6}]
@@ -111,7 +111,7 @@ async def test_start_keyboard_press_and_edit() -> None:
             assert welcome.chat_id == user.id
 
             press = user.press(welcome, text="Try it")
-            await emulator.wait_for_answer(press, timeout=5)
+            await emulator.wait_for_answer(press, timeout=30)
             assert press.answer_text == "Starting…"
             edited = await user.wait_for_message(
                 lambda m: m.text == "Your trial is on", after=hello, timeout=5

@@ -249,7 +249,7 @@ async def test_http_control_api() -> None:
         )
 
         async def answer_press() -> None:
-            await emulator.wait_until(lambda: emulator.presses(unanswered=True), timeout=3)
+            await emulator.wait_until(lambda: emulator.presses(unanswered=True), timeout=30)
             [press] = emulator.presses(unanswered=True)
             await run_asyncio(bot.answer_callback_query, press.id, text="OK")
 

@@ -67,7 +67,7 @@ async def test_stars_invoice_paid_then_refunded() -> None:
             result = await user.pay(sent.message_id)
             assert result.ok, result
             assert result.payment is not None
-            thanks = await user.wait_for_message(lambda m: m.text == "Thank you!", timeout=5)
+            thanks = await user.wait_for_message(lambda m: m.text == "Thank you!", timeout=30)
             assert thanks.message_id > result.payment.message_id
         charge = result.payment.telegram_payment_charge_id
         assert paid == [
@@ -175,12 +175,12 @@ async def test_duplicate_delivery_of_a_payment() -> None:
                 bot.send_invoice, user.id, title="A", description="A", payload="p1", **STARS
             )
             first = await user.pay(duplicate="same_update")
-            await emulator.wait_until(lambda: len(paid) == 2, timeout=5)
+            await emulator.wait_until(lambda: len(paid) == 2, timeout=30)
             await run_asyncio(
                 bot.send_invoice, user.id, title="B", description="B", payload="p2", **STARS
             )
             second = await user.pay(duplicate="new_update")
-            await emulator.wait_until(lambda: len(paid) == 4, timeout=5)
+            await emulator.wait_until(lambda: len(paid) == 4, timeout=30)
     assert first.payment and second.payment
     same, again = paid[0], paid[1]
     assert same == again  # the very same update, update_id included
@@ -236,7 +236,7 @@ async def test_invoice_rules_card_payments_and_links() -> None:
                 prices=[LabeledPrice(label="x", amount=5)],
             )
             via_link = await user.pay(link=link)
-            await emulator.wait_until(lambda: len(paid) == 2, timeout=5)
+            await emulator.wait_until(lambda: len(paid) == 2, timeout=30)
     assert card.payment is not None and card.payment.provider_payment_charge_id
     assert card.payment.currency == "RUB" and card.payment.total_amount == 29900
     assert via_link.payment is not None and via_link.payment.invoice_payload == "link-1"
@@ -283,7 +283,7 @@ async def test_a_forwarded_invoice_is_payable_by_its_holder_only_without_a_start
             result = await bob.pay(forwarded=loose)
             assert result.ok and result.payment is not None
             assert (result.payment.user_id, result.payment.chat_id) == (bob.id, bob.id)
-            await bob.wait_for_message(lambda m: m.text == "Thank you!", timeout=5)
+            await bob.wait_for_message(lambda m: m.text == "Thank you!", timeout=30)
         assert [p["invoice_payload"] for p in paid] == ["intent-2"]
         assert emulator.counters["forwards"] == 2
         # the bot saw Bob's /start and Bob's payment, nothing of the forwarding itself

@@ -53,7 +53,7 @@ async def test_webhook_delivery_with_secret_and_retries() -> None:
         assert info.url == f"{hook_base}/hook" and info.pending_update_count == 0
 
         user.send_text("hello")
-        await emulator.wait_drained(timeout=5)
+        await emulator.wait_drained(timeout=30)
         [call] = receiver.calls("POST", "/hook")
         assert call.headers[SECRET_HEADER.lower()] == "s3cret-Token_1"
         assert call.json()["message"]["text"] == "hello"
@@ -61,7 +61,7 @@ async def test_webhook_delivery_with_secret_and_retries() -> None:
         # two 500s, then success: the same update three times, in order
         receiver.fail_next(500, times=2)
         user.send_text("retried")
-        await emulator.wait_drained(timeout=5)
+        await emulator.wait_drained(timeout=30)
         texts = [u["message"]["text"] for u in receiver.updates()]
         assert texts == ["hello", "retried", "retried", "retried"]
         assert len({u["update_id"] for u in receiver.updates()[1:]}) == 1
@@ -73,7 +73,7 @@ async def test_webhook_delivery_with_secret_and_retries() -> None:
         # failing for good: the update is kept, and polling gets it after deleteWebhook
         receiver.fail_next(503, times=100)
         user.send_text("kept")
-        await emulator.wait_until(lambda: emulator.counters["webhook.failed"] >= 5, timeout=5)
+        await emulator.wait_until(lambda: emulator.counters["webhook.failed"] >= 5, timeout=30)
         await trio.sleep(0.2)
         assert emulator.webhook_info()["pending_update_count"] == 1
         attempts = emulator.counters["webhook.attempts"]
@@ -98,5 +98,5 @@ async def test_webhook_answer_with_a_method_is_executed() -> None:
         receiver.reply = {"method": "sendMessage", "chat_id": user.id, "text": "pong"}
         await run_asyncio(bot.set_webhook, f"{hook_base}/hook")
         user.send_text("ping")
-        reply = await user.wait_for_message(timeout=5)
+        reply = await user.wait_for_message(timeout=30)
         assert reply.text == "pong"

@@ -165,7 +165,9 @@ def test_every_rule_has_a_case() -> None:
     assert [rule.match for i, rule in enumerate(RULES) if i not in hit] == []
 
 
-@pytest.mark.parametrize("rule", [r for r in RULES if isinstance(r.match, str)], ids=repr)
+@pytest.mark.parametrize(
+    "rule", [r for r in RULES if isinstance(r.match, str)], ids=lambda rule: str(rule.match)
+)
 def test_every_named_rule_names_a_real_exception(rule: Rule) -> None:
     name = str(rule.match)
     module_name, _, attribute = name.rpartition(".")

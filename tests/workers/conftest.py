@@ -211,7 +211,7 @@ async def supervised(
             yield supervisor
         finally:
             supervisor.request_shutdown()
-            with trio.fail_after(20):
+            with trio.fail_after(60):
                 await supervisor.stopped.wait()
 
 

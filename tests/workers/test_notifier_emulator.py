@@ -47,7 +47,7 @@ async def queue_one_each(db: Database, emulator: TelegramEmulator, count: int) -
 async def drain(sender: Notifier, db: Database) -> float:
     """Send until nothing is pending; returns how long it took."""
     started = trio.current_time()
-    with trio.fail_after(20):
+    with trio.fail_after(60):
         while True:
             pause = await sender.iteration(CTX)
             rows = await fetch(db, "select count(*) as n from outbox where status = 'pending'")

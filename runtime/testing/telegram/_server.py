@@ -138,6 +138,9 @@ async def _file(emu: TelegramEmulator, path: str, send: Send) -> None:
     await _respond(send, 404, ApiError(404, "Not Found").payload())
 
 
+KEEP_ALIVE_SECONDS = 75.0
+
+
 async def serve(
     emu: TelegramEmulator,
     *,
@@ -149,6 +152,10 @@ async def serve(
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
+    # Idle connections outlive the client's own keep-alive (aiohttp: 15 s), as behind
+    # Telegram's nginx (75 s): a server closing first races the client reusing the
+    # connection, and a loaded machine loses that race as "Server disconnected".
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     try:
         async with (
             httpx.AsyncClient(timeout=emu.webhook_timeout) as client,
