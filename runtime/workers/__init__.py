@@ -41,6 +41,7 @@ from runtime.plugin_api import Services
 from runtime.supervision import ActorSpec
 
 from . import (
+    _wakeups,
     activation,
     auto_renewal,
     expiry_cleanup,
@@ -49,8 +50,10 @@ from . import (
     reconciliation,
     reminders,
 )
+from ._wakeups import Wakeups, wakeups_of
 
 NAMES = (
+    _wakeups.LISTENER,
     activation.NAME,
     expiry_cleanup.NAME,
     payment_watcher.NAME,
@@ -63,8 +66,12 @@ NAMES = (
 
 
 def worker_actors(services: Services) -> list[ActorSpec]:
-    """The workers' actor specs, in start order (the notifier last: it stops first)."""
-    specs = [
+    """The workers' actor specs, in start order (the wake-up listener first, the notifier
+    last: it stops first)."""
+    specs = []
+    if services.settings.wakeups.enabled:
+        specs.append(_wakeups.listener_spec(services))
+    specs += [
         activation.spec(services),
         expiry_cleanup.spec(services),
         payment_watcher.spec(services),
@@ -84,4 +91,4 @@ def worker_actors(services: Services) -> list[ActorSpec]:
     return specs
 
 
-__all__ = ["NAMES", "worker_actors"]
+__all__ = ["NAMES", "Wakeups", "wakeups_of", "worker_actors"]

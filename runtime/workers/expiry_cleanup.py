@@ -1,5 +1,9 @@
-"""``fast_expiry_cleanup``: every few seconds, subscriptions past their expiry end, and the
-accounts of long-ended ones are let go.
+"""``fast_expiry_cleanup``: subscriptions end when their expiry comes, and the accounts of
+long-ended ones are let go.
+
+It sleeps until the next expiry (or the end of the next revoked account's retention: both
+read from the first entry of a partial index), at most ``interval`` (60 s; a subscription
+runs at least an hour from when it starts or is extended, so none comes due unseen).
 
 Each iteration is two transactions:
 
@@ -21,20 +25,26 @@ from datetime import timedelta
 from typing import Any
 
 from runtime.plugin_api import Services
+from runtime.storage import job_kinds, scans
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 
-from ._common import items, worker_spec
+from ._common import effective_interval, items, worker_spec
+from ._wakeups import wakeups_of
 
 NAME = "fast_expiry_cleanup"
-INTERVAL = 5.0
+INTERVAL = 60.0
+SHORTEST_PAUSE = 1.0
+"""After finding nothing, even when the index says something is due (a row another
+process holds locked): no tight loop."""
 MIN_SLEEP_ON_FAILURE = 10.0
 BUDGET = Budget(max_failures=30, window=600.0, on_exhausted=OnExhausted.PARK, park_cooldown=300.0)
 
 
 class ExpiryCleanup:
-    def __init__(self, services: Services, *, batch: int = 500) -> None:
+    def __init__(self, services: Services, *, batch: int = 500, interval: float = INTERVAL) -> None:
         self.services = services
         self.batch = batch
+        self.interval = interval
         self.retention = timedelta(days=services.settings.access.revoked_retention_days)
 
     async def iteration(self, ctx: ActorContext) -> float | None:
@@ -46,7 +56,14 @@ class ExpiryCleanup:
             counter.labels(NAME, "expired").inc(expired)
         if deleting:
             counter.labels(NAME, "deletion_queued").inc(deleting)
-        return 0.0 if expired >= self.batch or deleting >= self.batch else None
+        if expired or deleting:
+            wakeups_of(self.services).poke(job_kinds.REVOKE)
+        if expired >= self.batch or deleting >= self.batch:
+            return 0.0
+        due_in = await scans.next_expiry_work(self.services.db, retention=self.retention)
+        if due_in is None:
+            return self.interval
+        return min(self.interval, max(SHORTEST_PAUSE, due_in))
 
     async def close(self) -> None:
         return None
@@ -54,7 +71,7 @@ class ExpiryCleanup:
 
 def spec(services: Services, **options: Any) -> ActorSpec:
     def make(ctx: ActorContext) -> ExpiryCleanup:
-        return ExpiryCleanup(services, **options)
+        return ExpiryCleanup(services, **{"interval": effective_interval(ctx, INTERVAL), **options})
 
     return worker_spec(
         NAME, make, interval=INTERVAL, min_sleep_on_failure=MIN_SLEEP_ON_FAILURE, budget=BUDGET

@@ -59,10 +59,11 @@ from runtime.storage.scans import Recipient
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 from runtime.telegram import BotApi, BotTokenRejected, ChatBlocked, TooManyRequests
 
-from ._common import SoleRunner, holder_id, items, owner_id, worker_spec
+from ._common import SoleRunner, effective_interval, holder_id, items, owner_id, worker_spec
 from ._ledger import Ledger
 from ._pacing import ChatSpacing, Pacer
 from ._render import BROADCAST, BadNotification, Part, Photo, Text, render
+from ._wakeups import wakeups_of
 
 NAME = "notifier"
 INTERVAL = 1.0
@@ -76,6 +77,9 @@ MAX_RATE_LIMITED = 10
 """429 answers one message may get before it is failed (and retried later)."""
 CLAIM_MARGIN = 10.0
 BLOCKED = "skipped: the user blocked the bot"
+STANDBY_TRIES = 4
+"""A standby instance tries to take the lease this many times per ttl: a dead sender is
+replaced within 1.25 ttl (75 s with the default claim time)."""
 
 
 class Notifier:
@@ -95,6 +99,7 @@ class Notifier:
         claim_seconds: float | None = None,
         max_per_chat: int = 3,
         translator: Translator | None = None,
+        interval: float = INTERVAL,
     ) -> None:
         config = services.settings.notifier
         self.services = services
@@ -118,6 +123,9 @@ class Notifier:
         self.runner = SoleRunner(
             f"worker:{NAME}", holder or owner, ttl_seconds=max(30.0, self.claim_seconds)
         )
+        self.interval = interval
+        self.wakeups = wakeups_of(services)
+        self.wakeup = self.wakeups.subscribe([job_kinds.NOTIFY])
         self.log = get_logger(NAME)
         self.items = items(services.metrics)
         self.degraded: str | None = None
@@ -138,8 +146,12 @@ class Notifier:
 
     async def iteration(self, ctx: ActorContext) -> float | None:
         db = self.services.db
-        if not await self.runner.acquire(db):
-            return None  # another instance is the sender
+        holder = await self.runner.acquire(db)
+        self.wakeup.muted = not holder
+        if not holder:  # another instance is the sender: try now and then, unwoken
+            return self.wakeups.idle_pause(
+                self.interval, at_most=self.runner.ttl_seconds / STANDBY_TRIES
+            )
         if self.pacer.paused:  # a 429: nothing is claimed until it is over
             return self.pacer.paused_until - trio.current_time()
         self.spacing.forget_old()
@@ -162,7 +174,7 @@ class Notifier:
                 )
             )
         if not jobs:
-            return None
+            return await self._pause()
         deadline = trio.current_time() + self.claim_seconds - CLAIM_MARGIN
         run = _Batch(self, jobs, deadline, ctx)
         try:
@@ -172,7 +184,17 @@ class Notifier:
                 await run.settle()
         if run.outage is not None:
             raise run.outage
-        return 0.0 if len(jobs) >= self.batch else None
+        return 0.0 if len(jobs) >= self.batch else await self._pause()
+
+    async def _pause(self) -> float:
+        """Until woken, or the next message is due (a retry, a chat's spacing), within a
+        third of the lease's ttl (each iteration renews it)."""
+        due_in = None
+        if self.wakeups.listening:  # else the pause is short: no need to ask
+            due_in = await scans.next_job_due(self.services.db, [job_kinds.NOTIFY])
+        return self.wakeups.idle_pause(
+            self.interval, due_in=due_in, at_most=self.runner.ttl_seconds / 3
+        )
 
     async def close(self) -> None:
         try:
@@ -466,7 +488,11 @@ def spec(services: Services, **options: Any) -> ActorSpec:
     def make(ctx: ActorContext) -> Notifier:
         api = BotApi(token, api_base=telegram.api_base)
         return Notifier(
-            services, api, owner_id(services, NAME), holder=holder_id(services, NAME), **options
+            services,
+            api,
+            owner_id(services, NAME),
+            holder=holder_id(services, NAME),
+            **{"interval": effective_interval(ctx, INTERVAL), **options},
         )
 
     return worker_spec(
