@@ -77,7 +77,7 @@ class TelegramBot:
         claim_seconds: float = 120.0,
         handler_timeout: float = 60.0,
         broadcast_every: float = 3.0,
-        lease_ttl: float = 30.0,
+        lease_ttl: float = 60.0,
     ) -> None:
         """The keyword arguments tune timings (tests shorten them): how long an idle inbox
         processor waits before looking again, how long an update's claim lasts (a killed

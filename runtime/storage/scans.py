@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from . import job_kinds
-from ._database import Connection, Database
+from ._database import Connection, Database, fetch_one
 from .outbox import Job
 
 # -- payments ------------------------------------------------------------------------------
@@ -361,5 +361,23 @@ async def next_expiry_work(db: Database, *, retention: timedelta) -> float | Non
             retention,
         )
         return None if value is None else float(value)
+
+    return await db.read(unit)
+
+
+async def payment_watch_due(db: Database) -> tuple[bool, float | None]:
+    """Whether any open intent has an invoice id (the payment watcher polls its provider),
+    and seconds until the first open intent expires (None: none is open)."""
+
+    async def unit(conn: Connection) -> tuple[bool, float | None]:
+        row = await fetch_one(
+            conn,
+            "select exists (select 1 from payments where status in ('created', 'invoiced')"
+            "  and external_id is not null) as polling,"
+            " extract(epoch from (select min(expires_at) from payments"
+            "  where status in ('created', 'invoiced')) - now())::float8 as expiry_in",
+        )
+        expiry_in = row["expiry_in"]
+        return bool(row["polling"]), None if expiry_in is None else float(expiry_in)
 
     return await db.read(unit)

@@ -19,6 +19,7 @@ class Wakeup:
         self.calls = 0
         """Wake-up calls so far (for tests and figures)."""
         self.muted = False
+        self._seen = -1
 
     def set(self) -> None:
         if self.muted:
@@ -29,6 +30,12 @@ class Wakeup:
     def clear(self) -> None:
         if self._event.is_set():
             self._event = trio.Event()
+
+    def called(self) -> bool:
+        """Whether it was called since this was last asked (True the first time): a worker
+        tells a wake-up call from the end of its fallback pause."""
+        seen, self._seen = self._seen, self.calls
+        return self.calls != seen
 
     def is_set(self) -> bool:
         return self._event.is_set()

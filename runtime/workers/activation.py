@@ -81,6 +81,11 @@ class ActivationWorker:
 
     async def iteration(self, ctx: ActorContext) -> float | None:
         started = trio.current_time()
+        if self.wakeups.listening and not self.wakeup.called() and not self.down:
+            # the fallback pause ended, no wake-up: look whether anything is due first
+            due_in = await scans.next_job_due(self.services.db, scans.VPN_JOB_KINDS)
+            if due_in is None or due_in > 0:
+                return self.wakeups.idle_pause(self.interval, due_in=due_in)
         access = self.services.access
         backends = access.backends
         if self.down and started >= self._next_probe:

@@ -5,7 +5,7 @@ It sleeps until the next expiry (or the end of the next revoked account's retent
 read from the first entry of a partial index), at most ``interval`` (60 s; a subscription
 runs at least an hour from when it starts or is extended, so none comes due unseen).
 
-Each iteration is two transactions:
+Each iteration reads when work is next due, and when it is due now, runs two transactions:
 
 - ``Access.expire_due`` marks a batch of lapsed subscriptions expired and queues the
   revocation of their VPN accounts, reading the partial index of active subscriptions by
@@ -21,6 +21,7 @@ database and keeps its pace while a panel is down.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -34,8 +35,8 @@ from ._wakeups import wakeups_of
 NAME = "fast_expiry_cleanup"
 INTERVAL = 60.0
 SHORTEST_PAUSE = 1.0
-"""After finding nothing, even when the index says something is due (a row another
-process holds locked): no tight loop."""
+"""After a partial batch: what the index still says is due may be rows another process
+holds locked, so look again after this, not at once."""
 MIN_SLEEP_ON_FAILURE = 10.0
 BUDGET = Budget(max_failures=30, window=600.0, on_exhausted=OnExhausted.PARK, park_cooldown=300.0)
 
@@ -48,6 +49,9 @@ class ExpiryCleanup:
         self.retention = timedelta(days=services.settings.access.revoked_retention_days)
 
     async def iteration(self, ctx: ActorContext) -> float | None:
+        due_in = await scans.next_expiry_work(self.services.db, retention=self.retention)
+        if due_in is None or due_in > 0:
+            return min(self.interval, math.inf if due_in is None else due_in)
         access = self.services.access
         expired = await access.expire_due(limit=self.batch)
         deleting = await access.queue_deletions(retention=self.retention, limit=self.batch)
@@ -60,10 +64,7 @@ class ExpiryCleanup:
             wakeups_of(self.services).poke(job_kinds.REVOKE)
         if expired >= self.batch or deleting >= self.batch:
             return 0.0
-        due_in = await scans.next_expiry_work(self.services.db, retention=self.retention)
-        if due_in is None:
-            return self.interval
-        return min(self.interval, max(SHORTEST_PAUSE, due_in))
+        return SHORTEST_PAUSE
 
     async def close(self) -> None:
         return None

@@ -146,12 +146,17 @@ class Notifier:
 
     async def iteration(self, ctx: ActorContext) -> float | None:
         db = self.services.db
+        if self.wakeups.listening and not self.wakeup.called() and not self.pacer.paused:
+            # the fallback pause ended, no wake-up: an idle sender holds no lease
+            due_in = await scans.next_job_due(db, [job_kinds.NOTIFY])
+            if due_in is None or due_in > 0:
+                return self.wakeups.idle_pause(
+                    self.interval, due_in=due_in, at_most=self._standby_pause()
+                )
         holder = await self.runner.acquire(db)
         self.wakeup.muted = not holder
         if not holder:  # another instance is the sender: try now and then, unwoken
-            return self.wakeups.idle_pause(
-                self.interval, at_most=self.runner.ttl_seconds / STANDBY_TRIES
-            )
+            return self.wakeups.idle_pause(self.interval, at_most=self._standby_pause())
         if self.pacer.paused:  # a 429: nothing is claimed until it is over
             return self.pacer.paused_until - trio.current_time()
         self.spacing.forget_old()
@@ -185,6 +190,9 @@ class Notifier:
         if run.outage is not None:
             raise run.outage
         return 0.0 if len(jobs) >= self.batch else await self._pause()
+
+    def _standby_pause(self) -> float:
+        return self.runner.ttl_seconds / STANDBY_TRIES
 
     async def _pause(self) -> float:
         """Until woken, or the next message is due (a retry, a chat's spacing), within a

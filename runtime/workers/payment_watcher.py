@@ -73,6 +73,13 @@ class PaymentWatcher:
 
     async def iteration(self, ctx: ActorContext) -> float | None:
         db = self.services.db
+        if self.wakeups.listening and not self.wakeup.called() and not self.open_invoices:
+            # the fallback pause ended, nothing was open: an idle watcher holds no lease
+            polling, expiry_in = await scans.payment_watch_due(db)
+            if not polling and (expiry_in is None or expiry_in > 0):
+                return self.wakeups.idle_pause(
+                    self.interval, due_in=expiry_in, at_most=self.runner.ttl_seconds / 3
+                )
         holder = await self.runner.acquire(db)
         self.wakeup.muted = not holder
         if not holder:  # another instance polls
