@@ -1,4 +1,4 @@
-"""Pacing for the notifier: a global rate with pauses, and spacing per chat (pure trio)."""
+"""Pacing for the notifier: a global rate with pauses, and a rate per chat (pure trio)."""
 
 from __future__ import annotations
 
@@ -88,21 +88,43 @@ class Pacer:
             self._waiting -= 1
 
 
-class ChatSpacing:
-    """At most one message per ``interval`` seconds per chat, as seen by this process."""
+CHAT_BURST = 3
+"""Messages a chat may get at once (Telegram tolerates short bursts above its rate of about
+one a second per chat): a payment's confirmation and its access link go out together."""
 
-    def __init__(self, interval: float) -> None:
+
+class ChatSpacing:
+    """At most ``burst`` messages at once per chat, then one per ``interval`` seconds: a
+    token bucket per chat, as seen by this process. A send counts when it has finished,
+    which is later than Telegram counts it, never earlier."""
+
+    def __init__(self, interval: float, burst: int = CHAT_BURST) -> None:
         self.interval = max(0.0, interval)
-        self._ready: dict[int | str, float] = {}
+        self.burst = max(1, burst)
+        self._buckets: dict[int | str, tuple[float, float]] = {}
+
+    def _tokens(self, chat_id: int | str, now: float) -> float:
+        bucket = self._buckets.get(chat_id)
+        if bucket is None:
+            return float(self.burst)
+        tokens, stamp = bucket
+        if self.interval == 0:
+            return float(self.burst)
+        return min(float(self.burst), tokens + (now - stamp) / self.interval)
 
     def ready_at(self, chat_id: int | str) -> float:
-        return self._ready.get(chat_id, -math.inf)
+        now = trio.current_time()
+        tokens = self._tokens(chat_id, now)
+        if tokens >= 1.0:
+            return -math.inf
+        return now + (1.0 - tokens) * self.interval
 
     def sent(self, chat_id: int | str) -> None:
-        self._ready[chat_id] = trio.current_time() + self.interval
+        now = trio.current_time()
+        self._buckets[chat_id] = (self._tokens(chat_id, now) - 1.0, now)
 
     def forget_old(self) -> None:
-        """Drop chats whose spacing is over (keeps the map small between batches)."""
+        """Drop chats whose bucket is full again (keeps the map small between batches)."""
         now = trio.current_time()
-        for chat_id in [c for c, ready in self._ready.items() if ready <= now]:
-            del self._ready[chat_id]
+        for chat_id in [c for c in self._buckets if self._tokens(c, now) >= self.burst]:
+            del self._buckets[chat_id]

@@ -44,6 +44,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -53,7 +54,7 @@ from runtime.failures import TELEGRAM, DependencyError, Outcome, classify
 from runtime.i18n import Translator, load_translator
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services
-from runtime.storage import job_kinds, outbox, scans, users
+from runtime.storage import Database, job_kinds, outbox, scans, users
 from runtime.storage.outbox import FailOutcome, Job, Mark
 from runtime.storage.scans import Recipient
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
@@ -126,6 +127,7 @@ class Notifier:
         self.interval = interval
         self.wakeups = wakeups_of(services)
         self.wakeup = self.wakeups.subscribe([job_kinds.NOTIFY])
+        self._prefetched: _Claimed | None = None
         self.log = get_logger(NAME)
         self.items = items(services.metrics)
         self.degraded: str | None = None
@@ -146,20 +148,44 @@ class Notifier:
 
     async def iteration(self, ctx: ActorContext) -> float | None:
         db = self.services.db
-        if self.wakeups.listening and not self.wakeup.called() and not self.pacer.paused:
-            # the fallback pause ended, no wake-up: an idle sender holds no lease
-            due_in = await scans.next_job_due(db, [job_kinds.NOTIFY])
-            if due_in is None or due_in > 0:
-                return self.wakeups.idle_pause(
-                    self.interval, due_in=due_in, at_most=self._standby_pause()
-                )
-        holder = await self.runner.acquire(db)
-        self.wakeup.muted = not holder
-        if not holder:  # another instance is the sender: try now and then, unwoken
-            return self.wakeups.idle_pause(self.interval, at_most=self._standby_pause())
-        if self.pacer.paused:  # a 429: nothing is claimed until it is over
-            return self.pacer.paused_until - trio.current_time()
+        claimed, self._prefetched = self._prefetched, None
+        if claimed is None:
+            if self.wakeups.listening and not self.wakeup.called() and not self.pacer.paused:
+                # the fallback pause ended, no wake-up: an idle sender holds no lease
+                due_in = await scans.next_job_due(db, [job_kinds.NOTIFY])
+                if due_in is None or due_in > 0:
+                    return self.wakeups.idle_pause(
+                        self.interval, due_in=due_in, at_most=self._standby_pause()
+                    )
+            holder = await self.runner.acquire(db)
+            self.wakeup.muted = not holder
+            if not holder:  # another instance is the sender: try now and then, unwoken
+                return self.wakeups.idle_pause(self.interval, at_most=self._standby_pause())
+            if self.pacer.paused:  # a 429: nothing is claimed until it is over
+                return self.pacer.paused_until - trio.current_time()
+            claimed = await self._claim(db)
+            if not claimed.jobs:
+                return await self._pause()
+        jobs = claimed.jobs
+        run = _Batch(self, jobs, claimed.deadline, ctx)
+        try:
+            async with trio.open_nursery() as nursery:
+                if len(jobs) >= self.batch:  # more is due: claim it while this batch goes out
+                    nursery.start_soon(self._prefetch, db)
+                await run.send()
+        finally:
+            with trio.move_on_after(10.0, shield=True):
+                await run.settle()
+                if run.outage is not None or ctx.stop_requested.is_set():
+                    await self._give_back_prefetched()
+        if run.outage is not None:
+            raise run.outage
+        return 0.0 if len(jobs) >= self.batch else await self._pause()
+
+    async def _claim(self, db: Database) -> _Claimed:
+        """A batch: users' own messages first, then a broadcast's."""
         self.spacing.forget_old()
+        deadline = trio.current_time() + self.claim_seconds - CLAIM_MARGIN
         jobs: list[Job] = await scans.claim_direct_notifications(
             db,
             owner=self.owner,
@@ -178,18 +204,22 @@ class Notifier:
                     started=False,
                 )
             )
-        if not jobs:
-            return await self._pause()
-        deadline = trio.current_time() + self.claim_seconds - CLAIM_MARGIN
-        run = _Batch(self, jobs, deadline, ctx)
-        try:
-            await run.send()
-        finally:
-            with trio.move_on_after(10.0, shield=True):
-                await run.settle()
-        if run.outage is not None:
-            raise run.outage
-        return 0.0 if len(jobs) >= self.batch else await self._pause()
+        return _Claimed(jobs, deadline)
+
+    async def _prefetch(self, db: Database) -> None:
+        """Renew the lease and claim the next batch while the current one is sent, so no
+        sending slot waits for the round trips between batches. The next iteration sends
+        it after this batch (a chat's messages stay in order)."""
+        if not await self.runner.acquire(db) or self.pacer.paused:
+            return
+        claimed = await self._claim(db)
+        if claimed.jobs:
+            self._prefetched = claimed
+
+    async def _give_back_prefetched(self) -> None:
+        claimed, self._prefetched = self._prefetched, None
+        if claimed is not None:
+            await outbox.release(self.services.db, claimed.jobs, owner=self.owner)
 
     def _standby_pause(self) -> float:
         return self.runner.ttl_seconds / STANDBY_TRIES
@@ -206,9 +236,17 @@ class Notifier:
 
     async def close(self) -> None:
         try:
+            await self._give_back_prefetched()
             await self.runner.release(self.services.db)
         finally:
             await self.api.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    jobs: list[Job]
+    deadline: float
+    """When the batch stops starting sends: its claims' expiry less a margin."""
 
 
 class _Result(enum.Enum):

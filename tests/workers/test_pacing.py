@@ -8,7 +8,7 @@ import math
 import trio
 import trio.testing
 
-from runtime.workers._pacing import Pacer
+from runtime.workers._pacing import ChatSpacing, Pacer
 
 
 def never_faster(starts: list[float], pacer: Pacer) -> None:
@@ -104,3 +104,20 @@ async def test_a_slot_past_the_deadline_is_refused_at_once(
     assert trio.current_time() == now  # refused without waiting
     assert await pacer.slot(deadline=math.inf)
     assert trio.current_time() >= now + 5.0
+
+
+async def test_a_chat_gets_a_short_burst_then_one_message_per_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spacing = ChatSpacing(1.0, burst=3)
+    starts: list[float] = []
+    for _ in range(7):
+        await trio.sleep_until(spacing.ready_at(42))
+        starts.append(trio.current_time())
+        spacing.sent(42)
+    began = starts[0]
+    assert [round(t - began, 6) for t in starts] == [0, 0, 0, 1, 2, 3, 4]
+    assert spacing.ready_at(7) == -math.inf  # another chat is not held up
+    await trio.sleep(10)
+    spacing.forget_old()
+    assert spacing.ready_at(42) == -math.inf
