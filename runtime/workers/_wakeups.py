@@ -49,8 +49,7 @@ RECONNECT = Backoff(min=1.0, max=30.0, multiplier=2.0, jitter=0.2)
 class Wakeups:
     """One process's wake-up calls, by topic."""
 
-    def __init__(self, *, enabled: bool, fallback_interval: float) -> None:
-        self.enabled = enabled
+    def __init__(self, *, fallback_interval: float) -> None:
         self.fallback_interval = fallback_interval
         self.listening = False
         """The listener is connected: notifications arrive, pauses may be long."""
@@ -100,11 +99,12 @@ _HUBS: weakref.WeakKeyDictionary[Services, Wakeups] = weakref.WeakKeyDictionary(
 
 
 def wakeups_of(services: Services) -> Wakeups:
-    """The process's hub (one per ``Services``), from ``[wakeups]``."""
+    """The process's hub (one per ``Services``). It listens only when ``[wakeups] enabled``
+    starts ``wakeup_listener`` (``worker_actors``)."""
     hub = _HUBS.get(services)
     if hub is None:
         config = services.settings.wakeups
-        hub = Wakeups(enabled=config.enabled, fallback_interval=config.fallback_interval_seconds)
+        hub = Wakeups(fallback_interval=config.fallback_interval_seconds)
         _HUBS[services] = hub
     return hub
 

@@ -214,7 +214,7 @@ async def test_one_statement_of_many_jobs_sends_one_notification_per_kind(db: Da
 
 
 def test_pauses_are_long_while_listening_and_never_past_due_work() -> None:
-    hub = Wakeups(enabled=True, fallback_interval=30.0)
+    hub = Wakeups(fallback_interval=30.0)
     wakeup = hub.subscribe([job_kinds.NOTIFY])
     assert hub.idle_pause(1.0) == 1.0  # not listening: the worker's own interval
     hub.set_listening(True)
