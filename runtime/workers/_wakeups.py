@@ -23,9 +23,10 @@ import weakref
 from collections.abc import Iterable
 
 import trio
+from structlog.typing import FilteringBoundLogger
 
-from runtime.failures import Outcome
-from runtime.logs import get_logger, log_failure
+from runtime.failures import Outcome, classify
+from runtime.logs import get_logger
 from runtime.plugin_api import Services
 from runtime.storage.wakeups import Listener
 from runtime.supervision import (
@@ -43,7 +44,9 @@ LISTENER = "wakeup_listener"
 PING_SECONDS = 60.0
 """How often the listening session is checked (a cut network shows only to a query)."""
 PING_TIMEOUT = 10.0
-RECONNECT = Backoff(min=1.0, max=30.0, multiplier=2.0, jitter=0.2)
+LOST = "wake-up listener lost: workers poll at their own intervals until it is back"
+RECONNECT = Backoff(min=1.0, max=10.0, multiplier=2.0, jitter=0.2)
+"""Between attempts to listen again: polling covers the gap, so keep it short."""
 
 
 class Wakeups:
@@ -122,7 +125,7 @@ async def _listen(ctx: ActorContext, services: Services, hub: Wakeups) -> None:
         else:
             try:
                 hub.set_listening(True)
-                ctx.set_degraded(None)
+                ctx.record_success()
                 log.info(
                     "listening for wake-ups: workers look on their own every"
                     f" {hub.fallback_interval:g} s at most",
@@ -146,18 +149,24 @@ async def _listen(ctx: ActorContext, services: Services, hub: Wakeups) -> None:
                 await ctx.stop_requested.wait()
 
 
-def _lost(ctx: ActorContext, log: object, exc: Exception, failures: int, hub: Wakeups) -> None:
+def _lost(
+    ctx: ActorContext, log: FilteringBoundLogger, exc: Exception, failures: int, hub: Wakeups
+) -> None:
+    """Polling takes over at once. The failure is reported like a failed iteration (the
+    supervisor logs it with its type); the mark names the database when it is the cause,
+    so a database outage stays one alert and clears with the database's probe."""
     hub.set_listening(False)
-    reason = "wake-up listener lost: workers poll at their own intervals until it is back"
-    ctx.set_degraded(reason)
-    log_failure(
-        log,
-        exc,
-        operation="wakeups.listen",
-        outcome=Outcome.DEGRADED,
-        event=reason,
-        attempt=failures,
-    )
+    failure = classify(exc)
+    ctx.record_failure(exc)
+    ctx.set_degraded(LOST, cause=failure.dependency)
+    if failures == 1:
+        log.warning(
+            LOST,
+            operation="wakeups.listen",
+            failure_type=failure.type.value,
+            error=failure.message[:300],
+            outcome=Outcome.DEGRADED,
+        )
 
 
 def listener_spec(services: Services) -> ActorSpec:
@@ -179,7 +188,7 @@ def listener_spec(services: Services) -> ActorSpec:
         restart=Restart.PERMANENT,
         backoff=RECONNECT,
         budget=Budget(
-            max_failures=10, window=600.0, on_exhausted=OnExhausted.PARK, park_cooldown=60.0
+            max_failures=1000, window=600.0, on_exhausted=OnExhausted.PARK, park_cooldown=60.0
         ),
         shutdown_timeout=5.0,
         critical=False,
