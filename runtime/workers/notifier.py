@@ -168,16 +168,23 @@ class Notifier:
                 return await self._pause()
         jobs = claimed.jobs
         run = _Batch(self, jobs, claimed.deadline, ctx)
+        failure: Exception | None = None
         try:
             async with trio.open_nursery() as nursery:
                 if len(jobs) >= self.batch:  # more is due: claim it while this batch goes out
                     nursery.start_soon(self._prefetch, db)
-                await run.send()
+                try:
+                    await run.send()
+                except Exception as exc:  # raised as it is, not wrapped in a group
+                    failure = exc
+                    nursery.cancel_scope.cancel()
         finally:
             with trio.move_on_after(10.0, shield=True):
                 await run.settle()
                 if run.outage is not None or ctx.stop_requested.is_set():
                     await self._give_back_prefetched()
+        if failure is not None:
+            raise failure
         if run.outage is not None:
             raise run.outage
         return 0.0 if len(jobs) >= self.batch else await self._pause()
@@ -210,9 +217,13 @@ class Notifier:
         """Renew the lease and claim the next batch while the current one is sent, so no
         sending slot waits for the round trips between batches. The next iteration sends
         it after this batch (a chat's messages stay in order)."""
-        if not await self.runner.acquire(db) or self.pacer.paused:
+        try:
+            if not await self.runner.acquire(db) or self.pacer.paused:
+                return
+            claimed = await self._claim(db)
+        except Exception as exc:  # the next iteration claims as usual
+            log_failure(self.log, exc, operation="notify.prefetch", outcome=Outcome.DEGRADED)
             return
-        claimed = await self._claim(db)
         if claimed.jobs:
             self._prefetched = claimed
 
