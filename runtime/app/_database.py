@@ -113,7 +113,7 @@ def database_probe(services: Services, *, timeout: float = 5.0) -> ActorSpec:
 
     return ActorSpec(
         DATABASE_ACTOR,
-        loop_worker(ping, interval=5.0),
+        loop_worker(ping, interval=15.0),
         min_sleep_on_failure=2.0,
         backoff=Backoff(min=1, max=30),
         budget=Budget(max_failures=1_000_000, window=60),

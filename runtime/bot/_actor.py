@@ -30,9 +30,10 @@ from runtime.failures import Outcome
 from runtime.i18n import Translator, load_translator
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services
-from runtime.storage import Database, admin, inbox, users
+from runtime.storage import Database, admin, inbox, job_kinds, users
 from runtime.storage.inbox import InboxUpdate
 from runtime.supervision import ActorContext, ActorSpec
+from runtime.workers import wakeups_of
 
 from ._context import BotContext
 from ._inbox import InboxProcessor
@@ -72,11 +73,11 @@ class TelegramBot:
         *,
         actor_table: ActorTable | None = None,
         translator: Translator | None = None,
-        idle_seconds: float = 2.0,
+        idle_seconds: float = 10.0,
         claim_seconds: float = 120.0,
         handler_timeout: float = 60.0,
         broadcast_every: float = 3.0,
-        lease_ttl: float = 30.0,
+        lease_ttl: float = 60.0,
     ) -> None:
         """The keyword arguments tune timings (tests shorten them): how long an idle inbox
         processor waits before looking again, how long an update's claim lasts (a killed
@@ -248,18 +249,31 @@ class TelegramBot:
     # -- broadcasts and housekeeping ----------------------------------------------------
 
     async def _watch_broadcasts(self, bot: Bot) -> None:
+        """Every ``broadcast_every`` seconds while a broadcast runs; otherwise when one
+        starts (its messages are queued: a notification) or at the wake-ups' fallback."""
+        wakeups = wakeups_of(self.services)
+        queued = wakeups.subscribe([job_kinds.NOTIFY])
+        running = 0
         while True:
             await trio.sleep(self.broadcast_every)
+            if not running:
+                idle = wakeups.idle_pause(self.broadcast_every) - self.broadcast_every
+                with trio.move_on_after(max(0.0, idle)):
+                    await queued.wait()
+            queued.clear()
             try:
-                await self.report_broadcasts(bot)
+                running = await self.report_broadcasts(bot)
             except Exception as exc:
+                running = 1  # look again soon
                 log_failure(_log, exc, operation="bot.broadcast_report", outcome=Outcome.DEGRADED)
 
-    async def report_broadcasts(self, bot: Bot) -> None:
+    async def report_broadcasts(self, bot: Bot) -> int:
         """Edit each running broadcast's progress message; finish those with nothing left
-        to send (one process wins) and tell their admin the final count."""
+        to send (one process wins) and tell their admin the final count. Returns how many
+        were running."""
         db = self._db()
-        for broadcast in await admin.sending_broadcasts(db):
+        sending = await admin.sending_broadcasts(db)
+        for broadcast in sending:
             progress = await admin.broadcast_progress(db, broadcast.id)
             seen = (progress.delivered, progress.blocked, progress.failed, progress.pending)
             if not progress.done and self._reported.get(broadcast.id) == seen:
@@ -294,6 +308,7 @@ class TelegramBot:
                         edit_quietly, bot, chat_id, broadcast.report_message_id, text, None
                     )
                 await run_asyncio(bot.send_message, chat_id, text)
+        return len(sending)
 
     async def _prune(self) -> None:
         while True:

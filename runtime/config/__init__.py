@@ -29,6 +29,7 @@ from ._model import (
     TelegramAlertSettings,
     TelegramSettings,
     TrialSettings,
+    WakeupsSettings,
     WebhookAlertSettings,
     production_problems,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "TelegramAlertSettings",
     "TelegramSettings",
     "TrialSettings",
+    "WakeupsSettings",
     "WebhookAlertSettings",
     "load_settings",
     "production_problems",

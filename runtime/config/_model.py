@@ -350,6 +350,13 @@ class NotifierSettings(_Section):
     max_attempts: Annotated[int, Field(ge=1)] = 8
 
 
+class WakeupsSettings(_Section):
+    """``[wakeups]``: workers woken by PostgreSQL notifications instead of polling."""
+
+    enabled: bool = True
+    fallback_interval_seconds: PositiveSeconds = 30.0
+
+
 class RemindersSettings(_Section):
     """``[reminders]``: when users hear that access is about to end (hours before)."""
 
@@ -455,6 +462,7 @@ class Settings(_Section):
     access: AccessSettings = Field(default_factory=AccessSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
+    wakeups: WakeupsSettings = Field(default_factory=WakeupsSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     actors: dict[str, ActorPolicyOverride] = Field(default_factory=dict)

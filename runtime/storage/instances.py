@@ -31,8 +31,9 @@ from runtime.failures import InfraError
 
 from ._database import Connection, Database
 
-PING_SECONDS = 2.0
-"""How often the holder's session shows that it is alive."""
+PING_SECONDS = 10.0
+"""How often the holder's session shows that it is alive: a few times within a contender's
+patience (``runtime.app``: 40 s), and a small part of an idle service's transactions."""
 KEEPALIVE = {
     "tcp_keepalives_idle": "10",
     "tcp_keepalives_interval": "5",

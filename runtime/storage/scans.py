@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from . import job_kinds
-from ._database import Connection, Database
+from ._database import Connection, Database, fetch_one
 from .outbox import Job
 
 # -- payments ------------------------------------------------------------------------------
@@ -323,3 +323,61 @@ async def complete_skipped(
         )
 
     return frozenset(r["id"] for r in await db.transaction(unit))
+
+
+# -- when work is next due ------------------------------------------------------------------
+# A worker woken by notifications still has to look when work becomes due with the clock
+# alone (a retry's backoff, a claim that expires, a subscription that ends): these say when.
+
+
+async def next_job_due(db: Database, kinds: Sequence[str]) -> float | None:
+    """Seconds until the earliest pending job of ``kinds`` is due (0 or less: due now; a
+    claimed job counts from its claim's expiry); None when none is pending. One index
+    probe per kind (``outbox_due``)."""
+
+    async def unit(conn: Connection) -> float | None:
+        value = await conn.fetchval(
+            "select extract(epoch from min(due) - now())::float8 from unnest($1::text[]) as k,"
+            " lateral (select next_attempt_at as due from outbox"
+            "  where status = 'pending' and kind = k order by next_attempt_at limit 1) as d",
+            list(kinds),
+        )
+        return None if value is None else float(value)
+
+    return await db.read(unit)
+
+
+async def next_expiry_work(db: Database, *, retention: timedelta) -> float | None:
+    """Seconds until the expiry cleanup has work: the earliest expiry of an active
+    subscription, or the end of a revoked account's ``retention``; None when neither
+    exists. Reads the first row of two partial indexes."""
+
+    async def unit(conn: Connection) -> float | None:
+        value = await conn.fetchval(
+            "select extract(epoch from least("
+            " (select min(expires_at) from subscriptions where status = 'active'),"
+            " (select min(revoked_at) + $1::interval from subscriptions"
+            "  where activation_status = 'revoked')) - now())::float8",
+            retention,
+        )
+        return None if value is None else float(value)
+
+    return await db.read(unit)
+
+
+async def payment_watch_due(db: Database) -> tuple[bool, float | None]:
+    """Whether any open intent has an invoice id (the payment watcher polls its provider),
+    and seconds until the first open intent expires (None: none is open)."""
+
+    async def unit(conn: Connection) -> tuple[bool, float | None]:
+        row = await fetch_one(
+            conn,
+            "select exists (select 1 from payments where status in ('created', 'invoiced')"
+            "  and external_id is not null) as polling,"
+            " extract(epoch from (select min(expires_at) from payments"
+            "  where status in ('created', 'invoiced')) - now())::float8 as expiry_in",
+        )
+        expiry_in = row["expiry_in"]
+        return bool(row["polling"]), None if expiry_in is None else float(expiry_in)
+
+    return await db.read(unit)

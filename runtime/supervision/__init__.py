@@ -11,6 +11,7 @@ from ._sdnotify import SdNotifier
 from ._spec import ActorSpec, Backoff, Budget, OnExhausted, Restart, RunFunction
 from ._status import ActorState, ActorStatus, FailureRecord, SystemState, system_state
 from ._supervisor import EX_OK, EX_TEMPFAIL, Supervisor, unwrap_group
+from ._wakeup import Wakeup, wait_any
 
 __all__ = [
     "EX_OK",
@@ -32,8 +33,10 @@ __all__ = [
     "Supervisor",
     "SupervisorObserver",
     "SystemState",
+    "Wakeup",
     "backoff_delay",
     "loop_worker",
     "system_state",
     "unwrap_group",
+    "wait_any",
 ]

@@ -5,21 +5,31 @@
 ==========================  ========  =====================  ==================================
 actor                       interval  min. sleep on failure  what
 ==========================  ========  =====================  ==================================
-``activation_worker``       1 s       10 s                   VPN panel calls: activations, then
+``wakeup_listener``         -         -                      one PostgreSQL session listening
+                                                             for committed work; wakes the
+                                                             workers below (``[wakeups]``)
+``activation_worker``       1 s (w)   10 s                   VPN panel calls: activations, then
                                                              revocations and deletions
                                                              (outbox jobs)
-``fast_expiry_cleanup``     5 s       10 s                   lapsed subscriptions expire; their
+``fast_expiry_cleanup``     60 s (e)  10 s                   lapsed subscriptions expire; their
                                                              revocation is queued, and the
                                                              deletion of accounts revoked
                                                              past their retention
-``crypto_payment_watcher``  10 s      15 s                   open invoices polled, paid ones
+``crypto_payment_watcher``  10 s (w)  15 s                   open invoices polled, paid ones
                                                              credited; stale intents expired
 ``auto_renewal``            300 s     300 s                  renewals from the balance
-``trial_notifications``     60 s      60 s                   trial reminders
-``expiry_notifications``    60 s      60 s                   paid-subscription reminders
-``notifier``                1 s       5 s                    every message to users
+``trial_notifications``     120 s     60 s                   trial reminders
+``expiry_notifications``    120 s     60 s                   paid-subscription reminders
+``notifier``                1 s (w)   5 s                    every message to users
 ``reconciliation``          600 s     300 s                  missed payments found and credited
 ==========================  ========  =====================  ==================================
+
+(w) Woken by committed work (``_wakeups``): a payment's activation and messages start at
+once. While the listener is connected they look on their own only at
+``[wakeups] fallback_interval_seconds`` (30 s), or when work is due by the clock (a retry
+after its backoff); the interval shown is their polling while it is not (and with
+``[wakeups] enabled = false``). The payment watcher polls every 10 s while invoices are
+open. (e) Sleeps until the next subscription ends, at most this long.
 
 Every iteration is one boundary (its own correlation id); a failed one is logged with
 its failure type and followed by at least the minimum sleep. Workers are not critical
@@ -29,7 +39,8 @@ that parks it and tries again after a cool-down. ``[actors.<name>]`` overrides a
 
 Work is claimed from PostgreSQL (outbox claims, SKIP LOCKED scans, scan cursors), so any
 number of processes run the same workers on one database; work that talks to a peer once
-for everyone (polling a provider, sending at a global rate) holds a lease instead.
+for everyone (polling a provider, sending at a global rate) holds a lease instead. An
+idle worker holds no lease: it takes it again when work is due.
 
 The notifier needs ``[telegram] token``; without one it is left out (and logged).
 """
@@ -41,6 +52,7 @@ from runtime.plugin_api import Services
 from runtime.supervision import ActorSpec
 
 from . import (
+    _wakeups,
     activation,
     auto_renewal,
     expiry_cleanup,
@@ -49,8 +61,10 @@ from . import (
     reconciliation,
     reminders,
 )
+from ._wakeups import Wakeups, wakeups_of
 
 NAMES = (
+    _wakeups.LISTENER,
     activation.NAME,
     expiry_cleanup.NAME,
     payment_watcher.NAME,
@@ -63,8 +77,12 @@ NAMES = (
 
 
 def worker_actors(services: Services) -> list[ActorSpec]:
-    """The workers' actor specs, in start order (the notifier last: it stops first)."""
-    specs = [
+    """The workers' actor specs, in start order (the wake-up listener first, the notifier
+    last: it stops first)."""
+    specs = []
+    if services.settings.wakeups.enabled:
+        specs.append(_wakeups.listener_spec(services))
+    specs += [
         activation.spec(services),
         expiry_cleanup.spec(services),
         payment_watcher.spec(services),
@@ -84,4 +102,4 @@ def worker_actors(services: Services) -> list[ActorSpec]:
     return specs
 
 
-__all__ = ["NAMES", "worker_actors"]
+__all__ = ["NAMES", "Wakeups", "wakeups_of", "worker_actors"]

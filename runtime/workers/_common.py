@@ -47,6 +47,9 @@ def worker_spec(
 ) -> ActorSpec:
     """A worker as an actor: ``loop_worker`` over a fresh ``make(ctx)`` per start.
 
+    A worker with a ``wakeup`` attribute (a ``Wakeup``, usually from
+    ``wakeups_of(services).subscribe``) has its pauses ended by it.
+
     Workers are not critical (readiness does not wait for them; one parked makes the
     service degraded) and restart permanently. Everything here is a default that
     ``[actors.<name>]`` overrides.
@@ -56,7 +59,9 @@ def worker_spec(
         ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         worker = make(ctx)
-        body = loop_worker(worker.iteration, interval=interval)
+        body = loop_worker(
+            worker.iteration, interval=interval, wakeup=getattr(worker, "wakeup", None)
+        )
         try:
             await body(StickyDegraded(ctx), task_status=task_status)
         finally:

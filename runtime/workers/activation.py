@@ -35,11 +35,12 @@ import trio
 from runtime.failures import Outcome
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services, VpnBackend
-from runtime.storage import scans
+from runtime.storage import job_kinds, scans
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 
+from ._common import effective_interval, owner_id, worker_spec
 from ._common import items as items_counter
-from ._common import owner_id, worker_spec
+from ._wakeups import wakeups_of
 
 NAME = "activation_worker"
 INTERVAL = 1.0
@@ -59,6 +60,7 @@ class ActivationWorker:
         probe_every: float = 10.0,
         probe_timeout: float = 15.0,
         hold_seconds: float = 30.0,
+        interval: float = INTERVAL,
     ) -> None:
         self.services = services
         self.owner = owner
@@ -68,6 +70,9 @@ class ActivationWorker:
         self.probe_every = probe_every
         self.probe_timeout = probe_timeout
         self.hold_seconds = hold_seconds
+        self.interval = interval
+        self.wakeups = wakeups_of(services)
+        self.wakeup = self.wakeups.subscribe(scans.VPN_JOB_KINDS)
         self.down: dict[str, str] = {}
         """Backends whose panel failed its health check, with the reason."""
         self._next_probe = -math.inf
@@ -76,13 +81,18 @@ class ActivationWorker:
 
     async def iteration(self, ctx: ActorContext) -> float | None:
         started = trio.current_time()
+        if self.wakeups.listening and not self.wakeup.called() and not self.down:
+            # the fallback pause ended, no wake-up: look whether anything is due first
+            due_in = await scans.next_job_due(self.services.db, scans.VPN_JOB_KINDS)
+            if due_in is None or due_in > 0:
+                return self.wakeups.idle_pause(self.interval, due_in=due_in)
         access = self.services.access
         backends = access.backends
         if self.down and started >= self._next_probe:
             await self._recheck(backends)
         if self.down and backends and set(backends) <= set(self.down):
             self._mark(ctx)  # every panel is down: claim nothing, spend no attempt
-            return None
+            return self._until_probe()
         activated = await access.activate_batch(
             self.owner, limit=self.batch, claim_seconds=self.claim_seconds
         )
@@ -90,6 +100,7 @@ class ActivationWorker:
             self.owner, limit=self.revoke_batch, claim_seconds=self.claim_seconds
         )
         if activated:
+            self.wakeups.poke(job_kinds.NOTIFY)  # "access ready" messages were queued
             self._items.labels(NAME, "activation_claimed").inc(activated)
         if revoked:
             self._items.labels(NAME, "revocation_claimed").inc(revoked)
@@ -98,7 +109,20 @@ class ActivationWorker:
         self._mark(ctx)
         if activated >= self.batch or revoked >= self.revoke_batch:
             return 0.0
-        return None
+        return await self._pause()
+
+    async def _pause(self) -> float:
+        """Until woken, or the next job is due (a retry's backoff, a held backend's jobs),
+        or the next probe of a down panel, or the fallback."""
+        due_in = None
+        if self.wakeups.listening:  # else the pause is short: no need to ask
+            due_in = await scans.next_job_due(self.services.db, scans.VPN_JOB_KINDS)
+        return self.wakeups.idle_pause(self.interval, due_in=due_in, at_most=self._until_probe())
+
+    def _until_probe(self) -> float:
+        if not self.down:
+            return math.inf
+        return max(0.0, self._next_probe - trio.current_time())
 
     async def close(self) -> None:
         return None
@@ -190,7 +214,10 @@ def spec(services: Services, **options: Any) -> ActorSpec:
     """The ``activation_worker`` actor; ``options`` go to ``ActivationWorker``."""
 
     def make(ctx: ActorContext) -> ActivationWorker:
-        return ActivationWorker(services, owner_id(services, NAME), **options)
+        interval = effective_interval(ctx, INTERVAL)
+        return ActivationWorker(
+            services, owner_id(services, NAME), **{"interval": interval, **options}
+        )
 
     return worker_spec(
         NAME, make, interval=INTERVAL, min_sleep_on_failure=MIN_SLEEP_ON_FAILURE, budget=BUDGET

@@ -44,6 +44,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -53,16 +54,17 @@ from runtime.failures import TELEGRAM, DependencyError, Outcome, classify
 from runtime.i18n import Translator, load_translator
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services
-from runtime.storage import job_kinds, outbox, scans, users
+from runtime.storage import Database, job_kinds, outbox, scans, users
 from runtime.storage.outbox import FailOutcome, Job, Mark
 from runtime.storage.scans import Recipient
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 from runtime.telegram import BotApi, BotTokenRejected, ChatBlocked, TooManyRequests
 
-from ._common import SoleRunner, holder_id, items, owner_id, worker_spec
+from ._common import SoleRunner, effective_interval, holder_id, items, owner_id, worker_spec
 from ._ledger import Ledger
 from ._pacing import ChatSpacing, Pacer
 from ._render import BROADCAST, BadNotification, Part, Photo, Text, render
+from ._wakeups import wakeups_of
 
 NAME = "notifier"
 INTERVAL = 1.0
@@ -76,6 +78,9 @@ MAX_RATE_LIMITED = 10
 """429 answers one message may get before it is failed (and retried later)."""
 CLAIM_MARGIN = 10.0
 BLOCKED = "skipped: the user blocked the bot"
+STANDBY_TRIES = 4
+"""A standby instance tries to take the lease this many times per ttl: a dead sender is
+replaced within 1.25 ttl (75 s with the default claim time)."""
 
 
 class Notifier:
@@ -95,6 +100,7 @@ class Notifier:
         claim_seconds: float | None = None,
         max_per_chat: int = 3,
         translator: Translator | None = None,
+        interval: float = INTERVAL,
     ) -> None:
         config = services.settings.notifier
         self.services = services
@@ -118,6 +124,10 @@ class Notifier:
         self.runner = SoleRunner(
             f"worker:{NAME}", holder or owner, ttl_seconds=max(30.0, self.claim_seconds)
         )
+        self.interval = interval
+        self.wakeups = wakeups_of(services)
+        self.wakeup = self.wakeups.subscribe([job_kinds.NOTIFY])
+        self._prefetched: _Claimed | None = None
         self.log = get_logger(NAME)
         self.items = items(services.metrics)
         self.degraded: str | None = None
@@ -138,11 +148,51 @@ class Notifier:
 
     async def iteration(self, ctx: ActorContext) -> float | None:
         db = self.services.db
-        if not await self.runner.acquire(db):
-            return None  # another instance is the sender
-        if self.pacer.paused:  # a 429: nothing is claimed until it is over
-            return self.pacer.paused_until - trio.current_time()
+        claimed, self._prefetched = self._prefetched, None
+        if claimed is None:
+            if self.wakeups.listening and not self.wakeup.called() and not self.pacer.paused:
+                # the fallback pause ended, no wake-up: an idle sender holds no lease
+                due_in = await scans.next_job_due(db, [job_kinds.NOTIFY])
+                if due_in is None or due_in > 0:
+                    return self.wakeups.idle_pause(
+                        self.interval, due_in=due_in, at_most=self._standby_pause()
+                    )
+            holder = await self.runner.acquire(db)
+            self.wakeup.muted = not holder
+            if not holder:  # another instance is the sender: try now and then, unwoken
+                return self.wakeups.idle_pause(self.interval, at_most=self._standby_pause())
+            if self.pacer.paused:  # a 429: nothing is claimed until it is over
+                return self.pacer.paused_until - trio.current_time()
+            claimed = await self._claim(db)
+            if not claimed.jobs:
+                return await self._pause()
+        jobs = claimed.jobs
+        run = _Batch(self, jobs, claimed.deadline, ctx)
+        failure: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                if len(jobs) >= self.batch:  # more is due: claim it while this batch goes out
+                    nursery.start_soon(self._prefetch, db)
+                try:
+                    await run.send()
+                except Exception as exc:  # raised as it is, not wrapped in a group
+                    failure = exc
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.move_on_after(10.0, shield=True):
+                await run.settle()
+                if run.outage is not None or ctx.stop_requested.is_set():
+                    await self._give_back_prefetched()
+        if failure is not None:
+            raise failure
+        if run.outage is not None:
+            raise run.outage
+        return 0.0 if len(jobs) >= self.batch else await self._pause()
+
+    async def _claim(self, db: Database) -> _Claimed:
+        """A batch: users' own messages first, then a broadcast's."""
         self.spacing.forget_old()
+        deadline = trio.current_time() + self.claim_seconds - CLAIM_MARGIN
         jobs: list[Job] = await scans.claim_direct_notifications(
             db,
             owner=self.owner,
@@ -161,24 +211,53 @@ class Notifier:
                     started=False,
                 )
             )
-        if not jobs:
-            return None
-        deadline = trio.current_time() + self.claim_seconds - CLAIM_MARGIN
-        run = _Batch(self, jobs, deadline, ctx)
+        return _Claimed(jobs, deadline)
+
+    async def _prefetch(self, db: Database) -> None:
+        """Renew the lease and claim the next batch while the current one is sent, so no
+        sending slot waits for the round trips between batches. The next iteration sends
+        it after this batch (a chat's messages stay in order)."""
         try:
-            await run.send()
-        finally:
-            with trio.move_on_after(10.0, shield=True):
-                await run.settle()
-        if run.outage is not None:
-            raise run.outage
-        return 0.0 if len(jobs) >= self.batch else None
+            if not await self.runner.acquire(db) or self.pacer.paused:
+                return
+            claimed = await self._claim(db)
+        except Exception as exc:  # the next iteration claims as usual
+            log_failure(self.log, exc, operation="notify.prefetch", outcome=Outcome.DEGRADED)
+            return
+        if claimed.jobs:
+            self._prefetched = claimed
+
+    async def _give_back_prefetched(self) -> None:
+        claimed, self._prefetched = self._prefetched, None
+        if claimed is not None:
+            await outbox.release(self.services.db, claimed.jobs, owner=self.owner)
+
+    def _standby_pause(self) -> float:
+        return self.runner.ttl_seconds / STANDBY_TRIES
+
+    async def _pause(self) -> float:
+        """Until woken, or the next message is due (a retry, a chat's spacing), within a
+        third of the lease's ttl (each iteration renews it)."""
+        due_in = None
+        if self.wakeups.listening:  # else the pause is short: no need to ask
+            due_in = await scans.next_job_due(self.services.db, [job_kinds.NOTIFY])
+        return self.wakeups.idle_pause(
+            self.interval, due_in=due_in, at_most=self.runner.ttl_seconds / 3
+        )
 
     async def close(self) -> None:
         try:
+            await self._give_back_prefetched()
             await self.runner.release(self.services.db)
         finally:
             await self.api.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    jobs: list[Job]
+    deadline: float
+    """When the batch stops starting sends: its claims' expiry less a margin."""
 
 
 class _Result(enum.Enum):
@@ -466,7 +545,11 @@ def spec(services: Services, **options: Any) -> ActorSpec:
     def make(ctx: ActorContext) -> Notifier:
         api = BotApi(token, api_base=telegram.api_base)
         return Notifier(
-            services, api, owner_id(services, NAME), holder=holder_id(services, NAME), **options
+            services,
+            api,
+            owner_id(services, NAME),
+            holder=holder_id(services, NAME),
+            **{"interval": effective_interval(ctx, INTERVAL), **options},
         )
 
     return worker_spec(

@@ -8,6 +8,10 @@ invoices). Paid ones go through ``Billing.confirm``, the same idempotent path as
 webhook: a webhook and the watcher racing on one invoice credit it once. Then unpaid
 intents past their expiry are marked expired.
 
+It polls every ``interval`` (10 s) while invoices are open. With none open it waits for
+one to be issued (a notification: ``payment.invoiced``), looking on its own at the
+fallback interval, within a third of its lease's ttl (it renews the lease as it looks).
+
 The watcher runs in one process at a time (a lease): polling a provider once is enough,
 however many instances share the database. A provider that fails does not keep the
 others from being polled; the iteration then fails with its error (logged with its
@@ -30,11 +34,14 @@ from runtime.storage.payments import Verdict
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 
 from ._common import SoleRunner, effective_interval, holder_id, items, worker_spec
+from ._wakeups import wakeups_of
 
 NAME = "crypto_payment_watcher"
 INTERVAL = 10.0
 MIN_SLEEP_ON_FAILURE = 15.0
 BUDGET = Budget(max_failures=30, window=900.0, on_exhausted=OnExhausted.PARK, park_cooldown=300.0)
+INVOICED = "payment.invoiced"
+"""The notification of an invoice issued (``migrations/0007_wakeups.sql``)."""
 PAGE = 1000
 """Invoices per ``fetch_status`` call (Crypto Pay's ``getInvoices`` takes up to 1000)."""
 
@@ -48,20 +55,36 @@ class PaymentWatcher:
         page: int = PAGE,
         max_pages: int = 50,
         expire_batch: int = 1000,
-        lease_ttl: float = 60.0,
+        lease_ttl: float = 90.0,
+        interval: float = INTERVAL,
     ) -> None:
         self.services = services
         self.page = page
         self.max_pages = max_pages
         self.expire_batch = expire_batch
         self.runner = SoleRunner(f"worker:{NAME}", holder, ttl_seconds=lease_ttl)
+        self.interval = interval
+        self.wakeups = wakeups_of(services)
+        self.wakeup = self.wakeups.subscribe([INVOICED])
+        self.open_invoices = 0
+        """Open invoices the last poll read (all providers)."""
         self._log = get_logger(NAME)
         self._items = items(services.metrics)
 
     async def iteration(self, ctx: ActorContext) -> float | None:
         db = self.services.db
-        if not await self.runner.acquire(db):
-            return None  # another instance polls
+        if self.wakeups.listening and not self.wakeup.called() and not self.open_invoices:
+            # the fallback pause ended, nothing was open: an idle watcher holds no lease
+            polling, expiry_in = await scans.payment_watch_due(db)
+            if not polling and (expiry_in is None or expiry_in > 0):
+                return self.wakeups.idle_pause(
+                    self.interval, due_in=expiry_in, at_most=self.runner.ttl_seconds / 3
+                )
+        holder = await self.runner.acquire(db)
+        self.wakeup.muted = not holder
+        if not holder:  # another instance polls
+            return self._idle_pause()
+        self.open_invoices = 0
         failed: list[BaseException] = []
         for name, provider in sorted(self.services.billing.providers.items()):
             try:
@@ -75,7 +98,12 @@ class PaymentWatcher:
             self._items.labels(NAME, "intent_expired").inc(expired)
         if failed:
             raise failed[0]
-        return 0.0 if expired >= self.expire_batch else None
+        if expired >= self.expire_batch:
+            return 0.0
+        return None if self.open_invoices else self._idle_pause()
+
+    def _idle_pause(self) -> float:
+        return self.wakeups.idle_pause(self.interval, at_most=self.runner.ttl_seconds / 3)
 
     async def watch(self, provider: PaymentProvider) -> int:
         """Poll ``provider``'s open invoices; returns how many were credited now."""
@@ -87,6 +115,7 @@ class PaymentWatcher:
             page = await scans.open_invoice_page(db, provider.name, after=after, limit=self.page)
             if not page:
                 break
+            self.open_invoices += len(page)
             statuses = await provider.fetch_status([invoice.external_id for invoice in page])
             for status in statuses:
                 if status.state is not InvoiceState.PAID or status.payment is None:
@@ -139,8 +168,13 @@ class PaymentWatcher:
 
 def spec(services: Services, **options: Any) -> ActorSpec:
     def make(ctx: ActorContext) -> PaymentWatcher:
-        ttl = max(60.0, 4 * effective_interval(ctx, INTERVAL))
-        return PaymentWatcher(services, holder_id(services, NAME), **{"lease_ttl": ttl, **options})
+        interval = effective_interval(ctx, INTERVAL)
+        ttl = max(90.0, 4 * interval)
+        return PaymentWatcher(
+            services,
+            holder_id(services, NAME),
+            **{"lease_ttl": ttl, "interval": interval, **options},
+        )
 
     return worker_spec(
         NAME, make, interval=INTERVAL, min_sleep_on_failure=MIN_SLEEP_ON_FAILURE, budget=BUDGET

@@ -24,7 +24,7 @@ from ._common import items, worker_spec
 
 TRIAL = "trial_notifications"
 EXPIRY = "expiry_notifications"
-INTERVAL = 60.0
+INTERVAL = 120.0
 MIN_SLEEP_ON_FAILURE = 60.0
 BUDGET = Budget(max_failures=10, window=1800.0, on_exhausted=OnExhausted.PARK, park_cooldown=600.0)
 

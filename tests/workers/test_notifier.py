@@ -125,22 +125,25 @@ async def test_the_global_rate_holds_with_no_429(
     assert not [a for a in fake.attempts if a[3] == 429]
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
     assert busiest <= rate + 1
-    minimum = (count - 1) / rate
-    assert minimum * 0.98 <= times[-1] - times[0] <= minimum * 1.10
+    # never faster than the pacer allows (how close it comes is the workers bench's figure)
+    assert times[-1] - times[0] >= (count - sender.pacer.capacity) / sender.pacer.refill
 
 
-async def test_one_chat_gets_a_message_per_interval_in_order(
+async def test_one_chat_gets_a_short_burst_then_a_message_per_interval_in_order(
     db: Database, services: Services, fake: FakeBotApi
 ) -> None:
-    for index in range(3):
+    for index in range(5):
         await notify(db, 5, "broadcast", f"k{index}", text=f"message {index}")
     await notify(db, 6, "broadcast", "other", text="another chat is not held up")
     sender = make(services, fake, per_chat_interval=0.4)
     await drain(sender, db)
     await sender.close()
-    assert fake.texts(5) == ["message 0", "message 1", "message 2"]
-    gaps = [b - a for a, b in zip(fake.times(5), fake.times(5)[1:], strict=False)]
-    assert min(gaps) >= 0.39
+    assert fake.texts(5) == [f"message {i}" for i in range(5)]
+    times = fake.times(5)
+    assert len(times) == 5
+    for first in range(len(times)):  # at most a burst of 3, then one per 0.4 s
+        for last in range(first + 3, len(times)):
+            assert times[last] - times[first] >= (last - first - 2) * 0.4 * 0.99
     assert fake.times(6)[0] - fake.times(5)[0] < 0.2
 
 
@@ -150,7 +153,8 @@ async def test_a_429_pauses_all_sending_and_every_message_still_goes_once(
     for chat in range(20):
         await notify(db, 100 + chat, "broadcast", f"k{chat}", text=f"to {chat}")
     fake.rate_limit(1)
-    sender = make(services, fake, rate_per_second=50)
+    # slow enough that the 429 is answered before the next send starts, on any machine
+    sender = make(services, fake, rate_per_second=5)
     await drain(sender, db)
     await sender.close()
     limited = [a for a in fake.attempts if a[3] == 429]

@@ -1,5 +1,5 @@
 """The notifier against the Telegram emulator's flood limits: no 429 at the configured
-rate, the minimum time for it, and every message delivered once when 429s are injected."""
+rate, never faster than it, and every message delivered once when 429s are injected."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ async def drain(sender: Notifier, db: Database) -> float:
             await trio.sleep(pause or 0.01)
 
 
-async def test_the_configured_rate_meets_no_429_and_takes_its_minimum_time(
+async def test_the_configured_rate_meets_no_429_and_is_never_exceeded(
     db: Database, services: Services, emulator: TelegramEmulator
 ) -> None:
     count, rate = 201, 100.0
@@ -68,8 +68,8 @@ async def test_the_configured_rate_meets_no_429_and_takes_its_minimum_time(
     await sender.close()
     assert emulator.counters["answered.429"] == 0
     assert [len(emulator.messages(chat, from_bot=True)) for chat in chats] == [1] * count
-    minimum = (count - 1) / rate
-    assert minimum <= took <= minimum * 1.10
+    # never faster than the pacer allows (how close it comes is the workers bench's figure)
+    assert took >= (count - sender.pacer.capacity) / sender.pacer.refill
 
 
 async def test_injected_429s_pause_and_every_message_is_delivered_once(
