@@ -156,6 +156,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
 def children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as found:
@@ -193,8 +198,7 @@ async def _postmaster(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
         backend: int = await conn.fetchval("select pg_backend_pid()")
-        with open(f"/proc/{backend}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
+        return parent_pid(backend)
     finally:
         await conn.close()
 
@@ -286,7 +290,7 @@ async def one_run(
 
 
 def span(values: list[float], fmt: Callable[[float], str]) -> str:
-    return f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}-{fmt(max(values))})"
 
 
 async def measure(dsn: str, rounds: int, updates: int) -> dict[str, list[Round]]:
