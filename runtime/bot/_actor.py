@@ -37,7 +37,6 @@ from runtime.supervision import ActorContext, ActorSpec
 from ._context import BotContext
 from ._inbox import InboxProcessor
 from ._middleware import HandlerBoundary
-from ._parsed import ParsedUpdates
 from ._polling import ALLOWED_UPDATES, Poller
 from ._services import ActorTable, BotServices
 from ._specs import BOT_ACTOR, POLLER_ACTOR, bot_specs
@@ -110,7 +109,6 @@ class TelegramBot:
             claim_seconds=claim_seconds,
             handler_timeout=handler_timeout,
         )
-        self.parsed = ParsedUpdates()
         self.poller = Poller(
             self._db,
             holder=services.lease_holder(POLLER_ACTOR),
@@ -118,10 +116,7 @@ class TelegramBot:
             link=self.link,
             timeout=settings.bot.polling_timeout_seconds,
             lease_ttl=lease_ttl,
-            parsed=self.parsed,
         )
-        self._bot: Bot | None = None
-        self._bot_users = 0
         self.broadcast_every = broadcast_every
         self._reported: dict[int, tuple[int, ...]] = {}
 
@@ -158,28 +153,16 @@ class TelegramBot:
 
     @contextlib.asynccontextmanager
     async def open_bot(self) -> AsyncIterator[Bot]:
-        """The Bot the actors share (the poller's parsed updates are bound to it); its
-        session closes when the last actor using it stops."""
-        if self._bot is None:
-            self._bot = self.new_bot()
-        bot = self._bot
-        self._bot_users += 1
+        bot = self.new_bot()
         try:
             yield bot
         finally:
-            self._bot_users -= 1
-            if self._bot_users == 0:
-                self._bot = None
-                await self._close(bot)
-
-    @staticmethod
-    async def _close(bot: Bot) -> None:
-        with trio.move_on_after(5) as scope:
-            scope.shield = True
-            try:
-                await run_asyncio(bot.session.close)
-            except Exception as exc:
-                _log.warning("closing the bot session failed", error=repr(exc))
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                try:
+                    await run_asyncio(bot.session.close)
+                except Exception as exc:
+                    _log.warning("closing the bot session failed", error=repr(exc))
 
     # -- actors --------------------------------------------------------------------------
 
@@ -218,18 +201,11 @@ class TelegramBot:
         """Run one stored update through the dispatcher: one crossing into asyncio.
         Handlers get ``inbox_attempt`` and ``received_at`` (when the update was stored:
         a pre-checkout query carries no date of its own); the handler boundary gets
-        ``inbox_sender``. An update this process's poller parsed is not parsed again."""
-        parsed = self.parsed.take(update.update_id, bot)
-        return await run_asyncio(self._feed_aio, bot, update, parsed, correlation_id)
+        ``inbox_sender``."""
+        return await run_asyncio(self._feed_aio, bot, update, correlation_id)
 
-    async def _feed_aio(
-        self, bot: Bot, stored: InboxUpdate, parsed: Update | None, correlation_id: str
-    ) -> Any:
-        update = (
-            parsed
-            if parsed is not None
-            else Update.model_validate(stored.payload, context={"bot": bot})
-        )
+    async def _feed_aio(self, bot: Bot, stored: InboxUpdate, correlation_id: str) -> Any:
+        update = Update.model_validate(stored.payload, context={"bot": bot})
         return await self.dispatcher.feed_update(
             bot,
             update,

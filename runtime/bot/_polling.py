@@ -18,7 +18,6 @@ from typing import Any
 
 import trio
 from aiogram import Bot
-from aiogram.types import Update
 
 from runtime.bridge import run_asyncio
 from runtime.logs import get_logger, log_failure
@@ -27,7 +26,6 @@ from runtime.storage.leases import LeaseKeeper, LeaseLost
 from runtime.supervision import ActorContext, Backoff, backoff_delay
 
 from ._inbox import report_failure
-from ._parsed import ParsedUpdates
 from ._telegram_link import TelegramLink
 
 LEASE = "telegram-polling"
@@ -39,18 +37,15 @@ SHORT_POLL_PAUSE = 1.0
 _log = get_logger("bot.polling")
 
 
-async def _get_updates(
-    bot: Bot, offset: int | None, poll_seconds: int
-) -> tuple[list[dict[str, Any]], list[Update]]:
-    """asyncio side: one getUpdates, as the JSON objects Telegram sent and as parsed."""
+async def _get_updates(bot: Bot, offset: int | None, poll_seconds: int) -> list[dict[str, Any]]:
+    """asyncio side: one getUpdates, as the JSON objects Telegram sent."""
     updates = await bot.get_updates(
         offset=offset,
         timeout=poll_seconds,
         allowed_updates=ALLOWED_UPDATES,
         request_timeout=poll_seconds + 15,
     )
-    dumped = [u.model_dump(mode="json", exclude_unset=True, by_alias=True) for u in updates]
-    return dumped, updates
+    return [u.model_dump(mode="json", exclude_unset=True, by_alias=True) for u in updates]
 
 
 class Poller:
@@ -64,11 +59,8 @@ class Poller:
         lease_ttl: float = 30.0,
         backoff: Backoff = POLL_BACKOFF,
         link: TelegramLink | None = None,
-        parsed: ParsedUpdates | None = None,
     ) -> None:
         self._db = db
-        self.parsed = parsed if parsed is not None else ParsedUpdates()
-        """Where the updates stored are kept as parsed, for this process's processor."""
         self.link = link if link is not None else TelegramLink()
         self.holder = holder
         self._on_stored = on_stored
@@ -109,9 +101,9 @@ class Poller:
                 if not webhook_deleted:  # getUpdates is refused while a webhook is set
                     await run_asyncio(bot.delete_webhook, drop_pending_updates=False)
                     webhook_deleted = True
-                updates, parsed = await run_asyncio(_get_updates, bot, offset, self.timeout)
+                updates = await run_asyncio(_get_updates, bot, offset, self.timeout)
                 if updates:
-                    await self._store(updates, parsed, keeper)
+                    await self._store(updates, keeper)
                     offset = max(int(u["update_id"]) for u in updates) + 1
                 elif self.timeout == 0:
                     await trio.sleep(SHORT_POLL_PAUSE)  # short polling: do not spin
@@ -131,16 +123,13 @@ class Poller:
                 failures = 0
                 ctx.record_success()
 
-    async def _store(
-        self, updates: Sequence[dict[str, Any]], parsed: Sequence[Update], keeper: LeaseKeeper
-    ) -> None:
+    async def _store(self, updates: Sequence[dict[str, Any]], keeper: LeaseKeeper) -> None:
         """The whole page in one statement; the caller acknowledges it (the next offset)
         only once this returned."""
         lease = keeper.lease
         if lease is None:
             raise LeaseLost("the polling lease is not held")
         self.stored += await inbox.store(self._db(), _storable(updates), lease=lease)
-        self.parsed.keep(parsed)
         self._on_stored()
 
 
