@@ -32,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -202,6 +203,7 @@ class Round:
     cpu_ms: float
     db_ms: float
     emulator_share: float
+    errors: int = 0
 
 
 async def _postmaster(dsn: str) -> int:
@@ -244,10 +246,14 @@ async def _reset(dsn: str, kind: str) -> None:
 
 
 @contextmanager
-def bot_process(kind: str, api: str, dsn: str, token: str) -> Iterator[subprocess.Popen[bytes]]:
+def bot_process(
+    kind: str, api: str, dsn: str, token: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The bot in a process of its own, its errors written to ``log``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, __file__, "--serve", kind, "--api", api, "--dsn", dsn]
-    proc = subprocess.Popen([*command, "--token", token], env=env)
+    with log.open("wb") as errors:
+        proc = subprocess.Popen([*command, "--token", token], env=env, stderr=errors)
     try:
         yield proc
     finally:
@@ -278,7 +284,8 @@ async def one_run(
         emulator.create_user(first_name=f"Warm{i}", language_code="en", bot=bot_id)
         for i in range(WARM_UP)
     ]
-    with bot_process(kind, emulator.url, dsn, token) as proc:
+    log = Path(tempfile.gettempdir()) / f"intake-bench-{os.getpid()}-{number}.log"
+    with bot_process(kind, emulator.url, dsn, token, log) as proc:
         polls = emulator.counters["calls.getUpdates"]
         await emulator.wait_until(
             lambda: emulator.counters["calls.getUpdates"] > polls or proc.poll() is not None,
@@ -296,6 +303,7 @@ async def one_run(
             what=f"{kind}'s replies to the warm-up",
         )
         sent = emulator.counters["calls.sendMessage"]
+        errors_before = failures(log)
         bot_before, db_before = cpu_seconds(proc.pid), server_cpu(postmaster)
         own_before, started = time.process_time(), time.perf_counter()
         for i in range(updates):
@@ -309,7 +317,17 @@ async def one_run(
         bot_cpu = cpu_seconds(proc.pid) - bot_before
         db_cpu = spent(db_before, server_cpu(postmaster))
         own_cpu = time.process_time() - own_before
-    return Round(updates / wall, 1000 * bot_cpu / updates, 1000 * db_cpu / updates, own_cpu / wall)
+        errors = failures(log) - errors_before
+    log.unlink()
+    return Round(
+        updates / wall, 1000 * bot_cpu / updates, 1000 * db_cpu / updates, own_cpu / wall, errors
+    )
+
+
+def failures(log: Path) -> int:
+    """Tracebacks and error lines the bot wrote so far."""
+    text = log.read_text(errors="replace")
+    return text.count("Traceback (most recent call last)") + text.count('"level": "error"')
 
 
 def span(values: list[float], fmt: Callable[[float], str]) -> str:
@@ -333,6 +351,7 @@ async def measure(dsn: str, rounds: int, updates: int) -> dict[str, list[Round]]
                     f"  round {round_number + 1} {kind:<15} {result.rate:7.1f} updates/s"
                     f"  {result.cpu_ms:5.2f} ms CPU/update (+{result.db_ms:.2f} in PostgreSQL)"
                     f"  emulator {100 * result.emulator_share:.0f}% of a core"
+                    f"  errors {result.errors}"
                     f"  load {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
