@@ -138,6 +138,12 @@ async def _file(emu: TelegramEmulator, path: str, send: Send) -> None:
     await _respond(send, 404, ApiError(404, "Not Found").payload())
 
 
+KEEP_ALIVE_SECONDS = 75.0
+"""How long an idle connection stays open, longer than aiohttp keeps one in its pool (15 s),
+as Telegram's do: with hypercorn's 5 s an idle connection could be closed just as a bot
+reused it, and that call failed with "Can not write request body"."""
+
+
 async def serve(
     emu: TelegramEmulator,
     *,
@@ -149,6 +155,7 @@ async def serve(
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     try:
         async with (
             httpx.AsyncClient(timeout=emu.webhook_timeout) as client,
