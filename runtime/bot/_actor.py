@@ -39,6 +39,7 @@ from ._context import BotContext
 from ._inbox import InboxProcessor
 from ._middleware import HandlerBoundary
 from ._polling import ALLOWED_UPDATES, Poller
+from ._responses import KEPT as _KEPT_RESPONSES  # noqa: F401 - held for the process's life
 from ._services import ActorTable, BotServices
 from ._specs import BOT_ACTOR, POLLER_ACTOR, bot_specs
 from ._telegram_link import TelegramLink
@@ -201,7 +202,8 @@ class TelegramBot:
     async def feed(self, bot: Bot, update: InboxUpdate, correlation_id: str) -> Any:
         """Run one stored update through the dispatcher: one crossing into asyncio.
         Handlers get ``inbox_attempt`` and ``received_at`` (when the update was stored:
-        a pre-checkout query carries no date of its own)."""
+        a pre-checkout query carries no date of its own); the handler boundary gets
+        ``inbox_sender``."""
         return await run_asyncio(self._feed_aio, bot, update, correlation_id)
 
     async def _feed_aio(self, bot: Bot, stored: InboxUpdate, correlation_id: str) -> Any:
@@ -212,6 +214,7 @@ class TelegramBot:
             inbox_attempt=stored.attempts,
             received_at=stored.received_at,
             correlation_id=correlation_id,
+            inbox_sender=stored.sender,
         )
 
     async def _set_webhook(self, bot: Bot) -> None:

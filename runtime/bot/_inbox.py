@@ -1,9 +1,19 @@
 """Processing the update inbox: claim stored updates, run their handlers, settle them.
 
 Any number of processes run this side by side: claims use ``FOR UPDATE SKIP LOCKED`` and
-expire, so a process killed mid-handler leaves its updates to be claimed again. Within a
-claimed batch, updates of different chats run concurrently and updates of one chat run
-in order.
+expire, so a process killed mid-handler leaves its updates to be claimed again. Updates
+of different chats run concurrently and updates of one chat run in order.
+
+There is no barrier between batches: up to ``max_in_flight`` updates are handled at a
+time, and a new batch is claimed as soon as a batch's worth of them has finished. An
+update whose handler finished is settled with the others that finished meanwhile, in one
+statement (``inbox.mark_many_processed``): its handler's effects are committed by then,
+and until the settle commits a crash only makes it run again, as a crash mid-handler
+would. ``processed`` counts an update once its settle committed.
+
+A claimed update carries its sender's user record as the claim read it, so the handler
+boundary need not record a contact that changes nothing. It is dropped when an update of
+the same chat finished in this process after that claim was made (it may be stale).
 
 How an update is settled follows the handler boundary's ``Next``:
 
@@ -20,9 +30,12 @@ How an update is settled follows the handler boundary's ``Next``:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -91,11 +104,11 @@ class InboxProcessor:
         owner: str,
         alerts: Callable[[], AlertSubmitter],
         link: TelegramLink | None = None,
-        batch_size: int = 20,
+        batch_size: int = 32,
         claim_seconds: float = 120.0,
         handler_timeout: float = 60.0,
         max_attempts: int = 8,
-        concurrency: int = 8,
+        max_in_flight: int = 64,
         idle_seconds: float = 2.0,
         retry_backoff: Backoff = RETRY_BACKOFF,
         telegram_backoff: Backoff = TELEGRAM_BACKOFF,
@@ -113,8 +126,18 @@ class InboxProcessor:
         self.idle_seconds = idle_seconds
         self.retry_backoff = retry_backoff
         self.telegram_backoff = telegram_backoff
-        self._limiter = trio.CapacityLimiter(concurrency)
+        if max_in_flight < batch_size:
+            raise ValueError("max_in_flight must hold at least one batch")
+        self.max_in_flight = max_in_flight
         self.wakeup = Wakeup()
+        """Set when something was stored, or when room for a batch freed up."""
+        self._in_flight = 0
+        self._chats: dict[object, deque[tuple[InboxUpdate, int]]] = {}
+        """Per chat, its updates not finished yet (with the number of their claim)."""
+        self._claims = 0
+        self._finished_while_claiming: set[object] = set()
+        self._done: list[InboxUpdate] = []
+        self._done_added = trio.Event()
         self.processed = 0
         """Updates settled by this processor (for tests and status)."""
         self.woken = 0
@@ -127,13 +150,20 @@ class InboxProcessor:
         """Claim and process until ``ctx.stop_requested``; updates in flight finish."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow_telegram, ctx)
-            await self._claim_loop(ctx, feed)
+            async with self._pipeline(feed, ctx.stop_requested) as add:
+                await self._claim_loop(ctx, add)
             nursery.cancel_scope.cancel()
 
-    async def _claim_loop(self, ctx: ActorContext, feed: Feed) -> None:
+    async def _claim_loop(
+        self, ctx: ActorContext, add: Callable[[Sequence[InboxUpdate], int], None]
+    ) -> None:
         failures = 0
         while not ctx.stop_requested.is_set():
+            if self.max_in_flight - self._in_flight < self.batch_size:
+                await self.wakeup.wait(self.idle_seconds)
+                continue
             try:
+                number = self._start_claim()
                 claimed = await inbox.claim(
                     self._db(),
                     owner=self.owner,
@@ -156,8 +186,7 @@ class InboxProcessor:
                 self._show_health(ctx)
             for dead in claimed.given_up:
                 self._died_running(dead)
-            if claimed:
-                await self.process(claimed, feed, ctx.stop_requested)
+            add(claimed, number)
             if len(claimed) < self.batch_size and not ctx.stop_requested.is_set():
                 await self.wakeup.wait(self.idle_seconds)
 
@@ -204,26 +233,75 @@ class InboxProcessor:
     async def process(
         self, claimed: Sequence[InboxUpdate], feed: Feed, stop: trio.Event | None = None
     ) -> None:
-        """Process a claimed batch: chats concurrently, each chat's updates in order."""
-        chats: dict[object, list[InboxUpdate]] = {}
-        for update in claimed:
-            key = update.chat_key
-            chats.setdefault(key if key is not None else ("update", update.update_id), []).append(
-                update
-            )
-        async with trio.open_nursery() as nursery:
-            for updates in chats.values():
-                nursery.start_soon(self._run_chat, updates, feed, stop)
+        """Process a claimed batch to the end: every update handled and settled."""
+        async with self._pipeline(feed, stop) as add:
+            add(claimed, self._start_claim())
 
-    async def _run_chat(
-        self, updates: list[InboxUpdate], feed: Feed, stop: trio.Event | None
-    ) -> None:
-        async with self._limiter:
-            for index, update in enumerate(updates):
+    def _start_claim(self) -> int:
+        self._claims += 1
+        self._finished_while_claiming.clear()
+        return self._claims
+
+    @contextlib.asynccontextmanager
+    async def _pipeline(
+        self, feed: Feed, stop: trio.Event | None
+    ) -> AsyncIterator[Callable[[Sequence[InboxUpdate], int], None]]:
+        """Yields ``add(claimed, claim_number)``, which starts handling a claimed batch;
+        on exit, waits until every update added is handled and settled."""
+        closed = trio.Event()
+        async with trio.open_nursery() as settling:
+            settling.start_soon(self._settle_finished, closed)
+            async with trio.open_nursery() as handling:
+
+                def add(claimed: Sequence[InboxUpdate], number: int) -> None:
+                    for update in claimed:
+                        key = _chat_key(update)
+                        if key in self._finished_while_claiming:
+                            update = dataclasses.replace(update, sender=None)
+                        self._in_flight += 1
+                        queue = self._chats.get(key)
+                        if queue is not None:
+                            queue.append((update, number))
+                            continue
+                        self._chats[key] = deque([(update, number)])
+                        handling.start_soon(self._run_chat, key, feed, stop)
+
+                yield add
+            closed.set()
+            self._done_added.set()
+            settling.cancel_scope.deadline = trio.current_time() + 30
+        # Whatever is still unsettled after that runs again once its claim expires.
+
+    async def _run_chat(self, key: object, feed: Feed, stop: trio.Event | None) -> None:
+        """One chat's updates, in order, including those added while they run."""
+        queue = self._chats[key]
+        last_finished: int | None = None
+        try:
+            while queue:
                 if stop is not None and stop.is_set():
-                    await self._release(updates[index:])
+                    left = [update for update, _ in queue]
+                    await self._release(left)
+                    self._finish(len(left))
+                    queue.clear()
                     return
+                update, number = queue[0]
+                if last_finished is not None and last_finished >= number:
+                    update = dataclasses.replace(update, sender=None)
                 await self._run_one(update, feed)
+                queue.popleft()
+                last_finished = self._claims
+                self._finished_while_claiming.add(key)
+                self._finish(1)
+        finally:
+            del self._chats[key]
+            if queue:
+                self._finish(len(queue))
+
+    def _finish(self, count: int) -> None:
+        before = self.max_in_flight - self._in_flight
+        self._in_flight -= count
+        if before < self.batch_size <= before + count:
+            self.wakeup.set()  # room for another batch
 
     async def _run_one(self, update: InboxUpdate, feed: Feed) -> None:
         with correlation(None, update_id=update.update_id) as correlation_id:
@@ -234,11 +312,34 @@ class InboxProcessor:
                 # runs again at once after the restart rather than after the claim expires.
                 await self._release([update])
                 raise
+            if not isinstance(result, HandlerFailed) or result.next is Next.DONE:
+                self._done.append(update)
+                self._done_added.set()
+                return
             try:
-                await self._settle(update, result)
+                await self._settle_failed(update, result)
             except Exception as exc:
                 # The claim expires and the update runs again: handlers are safe to repeat.
                 log_failure(_log, exc, operation="bot.inbox.settle", outcome=Outcome.DEGRADED)
+
+    async def _settle_finished(self, closed: trio.Event) -> None:
+        """Mark finished updates processed, all that finished since the last time in one
+        statement, until ``closed`` and none are left."""
+        while True:
+            if not self._done:
+                if closed.is_set():
+                    return
+                await self._done_added.wait()
+                self._done_added = trio.Event()
+                continue
+            finished, self._done = self._done, []
+            try:
+                settled = await inbox.mark_many_processed(self._db(), finished, owner=self.owner)
+            except Exception as exc:
+                # Their claims expire and they run again: handlers are safe to repeat.
+                log_failure(_log, exc, operation="bot.inbox.settle", outcome=Outcome.DEGRADED)
+                continue
+            self.processed += len(settled)
 
     async def _feed(self, update: InboxUpdate, feed: Feed, correlation_id: str) -> Any:
         try:
@@ -262,12 +363,8 @@ class InboxProcessor:
             step = next_step(failure, payment=payment, pre_checkout=pre_checkout)
             return HandlerFailed(failure, step, payment)
 
-    async def _settle(self, update: InboxUpdate, result: Any) -> None:
+    async def _settle_failed(self, update: InboxUpdate, result: HandlerFailed) -> None:
         db = self._db()
-        if not isinstance(result, HandlerFailed) or result.next is Next.DONE:
-            await inbox.mark_processed(db, update, owner=self.owner)
-            self.processed += 1
-            return
         failure = result.failure
         error = f"{failure.exception_type}: {failure.message}"
         if result.next is Next.WAIT_FOR_TELEGRAM and result.telegram is not None:
@@ -408,6 +505,11 @@ class InboxProcessor:
                     operation="bot.inbox.release",
                     error=repr(exc),
                 )
+
+
+def _chat_key(update: InboxUpdate) -> object:
+    key = update.chat_key
+    return key if key is not None else ("update", update.update_id)
 
 
 def _retry_delay(backoff: Backoff, attempts: int, failure: Failure) -> float:

@@ -2,10 +2,12 @@
 
 For every update it binds a correlation id (the inbox's, when it passed one) to the log
 context, records the contact (creating the user on first contact, with the language of
-their Telegram client) and gives the handlers ``account`` (``runtime.storage.users.User``),
-``lang`` and ``alert`` (``SubmitAlert``). An exception from a handler is classified and
-logged once and the middleware returns a ``HandlerFailed`` instead of raising, so the
-dispatcher keeps serving. Its ``next`` tells the inbox what to do with the update:
+their Telegram client; skipped when the inbox's record of the sender, ``inbox_sender``,
+shows nothing to change: no crossing, no database round trip) and gives the handlers
+``account`` (``runtime.storage.users.User``), ``lang`` and ``alert`` (``SubmitAlert``).
+An exception from a handler is classified and logged once and the middleware returns a
+``HandlerFailed`` instead of raising, so the dispatcher keeps serving. Its ``next`` tells
+the inbox what to do with the update:
 
 - ``WAIT_FOR_TELEGRAM``: Telegram's flood control, or Telegram unreachable. Not a failure
   of the update: it runs again when Telegram lets it, without spending an attempt, and
@@ -34,10 +36,12 @@ from aiogram import BaseMiddleware, Bot
 from aiogram.dispatcher.middlewares.user_context import EventContext
 from aiogram.exceptions import TelegramForbiddenError
 from aiogram.types import TelegramObject, Update
+from aiogram.types import User as TelegramUser
 
 from runtime.alerts import Alert
 from runtime.failures import Failure, FailureType, Outcome
 from runtime.logs import correlation, get_logger, log_failure
+from runtime.storage.users import User as StoredUser
 
 from ._context import BotContext
 from ._seam import call_trio
@@ -86,6 +90,17 @@ def is_payment(update: Update) -> bool:
     )
 
 
+def unchanged_contact(known: StoredUser | None, user: TelegramUser) -> StoredUser | None:
+    """``known`` (the sender's record as the inbox read it) when recording this contact
+    would change nothing: the same user, the same username, not marked as blocking the
+    bot. The language is only set when the user is created, so it never differs."""
+    if known is None or known.telegram_id != user.id or known.blocked_bot_at is not None:
+        return None
+    if user.username is not None and user.username != known.username:
+        return None
+    return known
+
+
 SubmitAlert = Callable[[Alert], None]
 """Given to handlers as ``alert``: hands an alert to the pipeline, never raises."""
 
@@ -119,9 +134,11 @@ class HandlerBoundary(BaseMiddleware):
             lang = self._ctx.translator.language_for(user.language_code if user else None)
             try:
                 if user is not None and not user.is_bot:
-                    account = await call_trio(
-                        self._ctx.svc.touch, user.id, username=user.username, language=lang
-                    )
+                    account = unchanged_contact(data.get("inbox_sender"), user)
+                    if account is None:
+                        account = await call_trio(
+                            self._ctx.svc.touch, user.id, username=user.username, language=lang
+                        )
                     data["account"] = account
                     lang = account.language
                 data["lang"] = lang

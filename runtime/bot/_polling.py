@@ -124,6 +124,8 @@ class Poller:
                 ctx.record_success()
 
     async def _store(self, updates: Sequence[dict[str, Any]], keeper: LeaseKeeper) -> None:
+        """The whole page in one statement; the caller acknowledges it (the next offset)
+        only once this returned."""
         lease = keeper.lease
         if lease is None:
             raise LeaseLost("the polling lease is not held")

@@ -64,20 +64,26 @@ def home_button(ctx: BotContext, lang: str) -> InlineKeyboardButton:
 
 
 def main_menu(ctx: BotContext, lang: str, user: User | None) -> InlineKeyboardMarkup:
-    builder = InlineKeyboardBuilder()
+    """Built row by row (no ``InlineKeyboardBuilder``: it deep-copies every button, the
+    most expensive part of answering ``/start``)."""
+    rows: list[list[InlineKeyboardButton]] = []
     if ctx.catalog.trial is not None and (user is None or user.trial_used_at is None):
-        builder.row(_button(ctx.t(lang, "menu.trial"), Nav(to="trial")))
-    builder.row(
-        _button(ctx.t(lang, "menu.plans"), Nav(to="plans")),
-        _button(ctx.t(lang, "menu.subscription"), Nav(to="sub")),
+        rows.append([_button(ctx.t(lang, "menu.trial"), Nav(to="trial"))])
+    rows.append(
+        [
+            _button(ctx.t(lang, "menu.plans"), Nav(to="plans")),
+            _button(ctx.t(lang, "menu.subscription"), Nav(to="sub")),
+        ]
     )
     balance = ctx.money(user.balance_minor if user else 0, ctx.settings.billing.balance_currency)
-    builder.row(
-        _button(ctx.t(lang, "menu.balance", balance=balance), Nav(to="topup")),
-        _button(ctx.t(lang, "menu.settings"), Nav(to="settings")),
+    rows.append(
+        [
+            _button(ctx.t(lang, "menu.balance", balance=balance), Nav(to="topup")),
+            _button(ctx.t(lang, "menu.settings"), Nav(to="settings")),
+        ]
     )
-    builder.row(_button(ctx.t(lang, "menu.help"), Nav(to="help")))
-    return builder.as_markup()
+    rows.append([_button(ctx.t(lang, "menu.help"), Nav(to="help"))])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 def back_home(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:

@@ -12,10 +12,11 @@ stored update is processed from here by any process:
    gives its attempt back and counts in ``lost_claims``; an update whose claims were lost
    ``max_lost_claims`` times (its handler kills the process) is given up by ``claim``.
 2. run the handler, then
-3. ``mark_processed``; or ``wait_for_telegram`` (Telegram's flood control or Telegram
-   unreachable: due again later, the attempt not counted); or ``retry_later`` (a failure
-   of the handling: due again after a delay, or given up once ``max_attempts`` are used);
-   or ``give_up``; or ``release`` updates never started.
+3. ``mark_processed`` (``mark_many_processed``: a batch in one statement); or
+   ``wait_for_telegram`` (Telegram's flood control or Telegram unreachable: due again
+   later, the attempt not counted); or ``retry_later`` (a failure of the handling: due
+   again after a delay, or given up once ``max_attempts`` are used); or ``give_up``; or
+   ``release`` updates never started.
 
 Outcomes count only for the claim that is still current: the row must be claimed by this
 owner with the attempt number of the claim, as in the outbox. An update given up is marked
@@ -39,6 +40,7 @@ from runtime.logs import get_logger
 
 from ._database import Connection, Database
 from .leases import Lease, check_fence
+from .users import User
 
 _log = get_logger("inbox")
 
@@ -59,6 +61,9 @@ class InboxUpdate:
     attempts: int
     claimed_by: str
     received_at: datetime
+    sender: User | None = None
+    """The user record of who sent it, as ``claim`` read it (None when unknown): the
+    handler boundary skips recording a contact that would change nothing."""
 
     @property
     def chat_key(self) -> int | None:
@@ -196,10 +201,30 @@ claimed as (
     returning t.update_id, t.payload, t.attempts, t.claimed_by, t.received_at,
               null::text as last_error, null::timestamptz as processed_at
 )
-select false as given_up, * from claimed
-union all
-select true as given_up, * from given_up
+select r.*, {sender_columns}
+from (
+    select false as given_up, * from claimed
+    union all
+    select true as given_up, * from given_up
+) r
+left join users s on not r.given_up and s.telegram_id = (
+    select case when id = trunc(id) and id between {min_id} and {max_id} then id::bigint end
+    from (select (jsonb_path_query_first(r.payload, '$.*.from.id ? (@.type() == "number")'))
+          ::numeric as id) as sender
+)
 """
+_SENDER_FIELDS = tuple(User.__dataclass_fields__)
+_CLAIM = _CLAIM.format(
+    sender_columns=", ".join(f"s.{name} as sender_{name}" for name in _SENDER_FIELDS),
+    min_id=-(2**63),
+    max_id=2**63 - 1,
+)
+
+
+def _sender(row: asyncpg.Record) -> User | None:
+    if row["sender_telegram_id"] is None:
+        return None
+    return User(**{name: row[f"sender_{name}"] for name in _SENDER_FIELDS})
 
 
 class Claimed(list[InboxUpdate]):
@@ -244,6 +269,7 @@ async def claim(
             attempts=row["attempts"],
             claimed_by=row["claimed_by"],
             received_at=row["received_at"],
+            sender=_sender(row),
         )
         for row in rows
         if not row["given_up"]
@@ -297,6 +323,30 @@ async def mark_processed(db: Database, update: InboxUpdate, *, owner: str) -> bo
         return row is not None
 
     return await db.transaction(unit, retry=True)
+
+
+async def mark_many_processed(
+    db: Database, updates: Sequence[InboxUpdate], *, owner: str
+) -> list[int]:
+    """``mark_processed`` for many updates in one statement; returns the ids whose claim
+    was still ours, now processed."""
+    if not updates:
+        return []
+
+    async def unit(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "update telegram_updates t set processed_at = now(), claimed_by = null,"
+            " claim_expires_at = null"
+            " from unnest($1::bigint[], $2::integer[]) as u(update_id, attempts)"
+            " where t.update_id = u.update_id and t.attempts = u.attempts"
+            " and t.claimed_by = $3 and t.processed_at is null returning t.update_id",
+            [u.update_id for u in updates],
+            [u.attempts for u in updates],
+            owner,
+        )
+
+    rows = await db.transaction(unit, retry=True)
+    return [row["update_id"] for row in rows]
 
 
 async def retry_later(

@@ -59,17 +59,21 @@ async def get_user(db: Database, telegram_id: int) -> User | None:
 async def touch_user(
     db: Database, telegram_id: int, *, username: str | None, language: str | None
 ) -> User:
-    """Record a contact (creating the user) and return the user."""
+    """Record a contact (creating the user; a new username is kept, and a user who wrote
+    has not blocked the bot) and return the user, in one statement."""
 
     async def unit(conn: Connection) -> User:
-        await ensure_user(conn, telegram_id, username=username, language=language)
-        await conn.execute(
-            "update users set blocked_bot_at = null where telegram_id = $1"
-            " and blocked_bot_at is not null",
-            telegram_id,
-        )
         row = await conn.fetchrow(
-            f"select {_COLUMNS} from users where telegram_id = $1", telegram_id
+            "insert into users (telegram_id, username, language)"
+            " values ($1, $2, coalesce($3, 'en'))"
+            " on conflict (telegram_id) do update set"
+            " username = coalesce($2, users.username), blocked_bot_at = null,"
+            " updated_at = case when users.username is distinct from coalesce($2, users.username)"
+            " then now() else users.updated_at end"
+            f" returning {_COLUMNS}",
+            telegram_id,
+            username,
+            language,
         )
         assert row is not None
         return User(**dict(row))

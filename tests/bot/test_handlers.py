@@ -219,6 +219,93 @@ async def test_the_language_switch_sticks(driver: Driver, shop: Shop) -> None:
     assert by_method(calls, "sendMessage")[0].text.startswith("Здравствуйте")
 
 
+# -- recording contacts ------------------------------------------------------------------
+
+
+def count_touches(driver: Driver, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    touched: list[int] = []
+    real = driver.tb.svc.touch
+
+    async def touch(user_id: int, **kwargs: Any) -> Any:
+        touched.append(user_id)
+        return await real(user_id, **kwargs)
+
+    monkeypatch.setattr(driver.tb.svc, "touch", touch)
+    return touched
+
+
+async def user_row(shop: Shop, uid: int) -> dict[str, Any]:
+    (row,) = await shop.fetch(
+        "select xmin::text as version, username, language, blocked_bot_at from users"
+        " where telegram_id = $1",
+        uid,
+    )
+    return row
+
+
+async def test_a_known_user_who_changed_nothing_is_not_written_again(
+    driver: Driver, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    touched = count_touches(driver, monkeypatch)
+    await driver.send(USER, "/start")
+    assert touched == [USER]  # first contact: created
+    before = await user_row(shop, USER)
+    again = await driver.send(USER, "/start")
+    calls = await driver.press(USER, kb.Nav(to="help"))
+    assert touched == [USER]  # the claim brought their record: nothing to write
+    assert await user_row(shop, USER) == before  # the row was not rewritten
+    (menu,) = by_method(again, "sendMessage")
+    assert menu.text.startswith("Hi, User501!")
+    assert by_method(calls, "answerCallbackQuery")
+
+
+async def test_a_known_user_who_changed_is_written_again(
+    driver: Driver, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    touched = count_touches(driver, monkeypatch)
+    await driver.send(USER, "/start")
+    renamed = driver.message(USER, text="/start")
+    renamed["message"]["from"]["username"] = "renamed501"
+    await driver.deliver(renamed)
+    assert touched == [USER, USER]
+    assert (await user_row(shop, USER))["username"] == "renamed501"
+    # blocked the bot since (a send failed with 403), and writes again: unblocked
+    await shop.services.db.transaction(_blocked)
+    await driver.send(USER, "/help")
+    assert touched == [USER, USER, USER]
+    assert (await user_row(shop, USER))["blocked_bot_at"] is None
+
+
+async def _blocked(conn: Any) -> None:
+    await conn.execute("update users set blocked_bot_at = now() where telegram_id = $1", USER)
+
+
+async def test_a_change_made_earlier_in_the_same_batch_is_seen(driver: Driver) -> None:
+    """The record a claim read is stale once an update of the same chat ran after it."""
+    await driver.send(USER, "/start", lang="en")
+    press_id, start_id = 10_001, 10_002
+    press = {
+        "update_id": press_id,
+        "callback_query": {
+            "id": "cq-switch",
+            "from": driver.person(USER, "en"),
+            "chat_instance": "ci",
+            "data": kb.LangCb(code="ru").pack(),
+            "message": {
+                "message_id": 77,
+                "date": 1700000000,
+                "chat": {"id": USER, "type": "private"},
+                "text": "menu",
+            },
+        },
+    }
+    start = driver.message(USER, "en", text="/start")
+    start["update_id"] = start_id
+    calls = await driver.deliver(press, start)
+    menus = [c for c in by_method(calls, "sendMessage") if c.text.startswith("Здравствуйте")]
+    assert len(menus) == 1  # /start answered in the language chosen just before
+
+
 async def test_plain_text_points_to_the_menu(driver: Driver) -> None:
     calls = await driver.send(USER, "how do I connect?")
     (sent,) = by_method(calls, "sendMessage")

@@ -129,6 +129,7 @@ async def test_a_burst_of_429s_costs_the_start_no_attempt(
         menu = await user.wait_for_message(after=hello, timeout=PATIENCE)
         assert menu.content.startswith("Hi, Ann!")
         update_id = await stored_update_of(shop, user.id, "/start")
+        await until(lambda: processed(shop, update_id))  # settled after the reply
         row = await update_row(shop, update_id)
         assert row["processed_at"] is not None and row["attempts"] == 1
         assert not (row["last_error"] or "").startswith(inbox.GAVE_UP)
@@ -184,6 +185,7 @@ async def test_an_outage_degrades_the_bot_and_replies_resume_when_telegram_answe
         assert bot.link.outages == 1 and not bot.link.down
         await until(actor_degraded(supervisor, "bot", False))
         await until(actor_degraded(supervisor, "bot-poller", False))
+        await until(lambda: processed(shop, start_id))  # settled after the reply
         row = await update_row(shop, start_id)
         assert row["attempts"] == 1 and row["processed_at"] is not None
         # probes that hung through the outage time out after it: that proves nothing

@@ -139,6 +139,9 @@ async def _file(emu: TelegramEmulator, path: str, send: Send) -> None:
 
 
 KEEP_ALIVE_SECONDS = 75.0
+"""How long an idle connection stays open, longer than aiohttp keeps one in its pool (15 s),
+as Telegram's do: with hypercorn's 5 s an idle connection could be closed just as a bot
+reused it, and that call failed with "Can not write request body"."""
 
 
 async def serve(
@@ -152,9 +155,6 @@ async def serve(
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
-    # Idle connections outlive the client's own keep-alive (aiohttp: 15 s), as behind
-    # Telegram's nginx (75 s): a server closing first races the client reusing the
-    # connection, and a loaded machine loses that race as "Server disconnected".
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     try:
         async with (
