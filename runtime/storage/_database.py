@@ -144,6 +144,11 @@ async def _give_back(pool: asyncpg.Pool, conn: PoolConnectionProxy[asyncpg.Recor
         )
 
 
+async def terminate(closable: asyncpg.Pool | asyncpg.Connection[asyncpg.Record]) -> None:
+    """``terminate()`` on asyncio's side, where asyncpg's transports live."""
+    closable.terminate()
+
+
 class Database:
     """A pool of asyncpg connections, used from trio.
 
@@ -249,7 +254,7 @@ class Database:
         with trio.move_on_after(self._close_timeout) as scope:
             await run_asyncio(self._pool.close)
         if scope.cancelled_caught:
-            self._pool.terminate()
+            await run_asyncio(terminate, self._pool)
 
     @property
     def pool_size(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 import stamina
 import trio
 
-from runtime.bridge import asyncio_loop, run_asyncio
+from runtime.bridge import asyncio_loop, call_trio_soon, run_asyncio
 from runtime.failures import DATABASE, DomainError, FailureType, classify
 from runtime.storage import Connection, Database, Work
 
@@ -162,7 +162,7 @@ async def test_cancelling_a_wait_for_an_exhausted_pool(small_db: Database) -> No
 
     async def hold(conn: Connection) -> None:
         await conn.execute("insert into users (telegram_id) values (1)")
-        held.set()  # the asyncio side runs in trio's thread: a trio Event may be set here
+        call_trio_soon(held.set)  # a trio Event is set on trio's side
         await release.wait()
 
     async def set_release() -> None:
