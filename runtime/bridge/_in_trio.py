@@ -48,12 +48,32 @@ class InTrioSeam:
 
 @asynccontextmanager
 async def open_in_trio_loop(report: LeakReport | None) -> AsyncIterator[InTrioSeam]:
+    """trio-asyncio's ``open_loop``, with an error of the body raised as it was, not in
+    the group of its nursery: as a native loop raises it."""
     import trio_asyncio
 
-    async with trio_asyncio.open_loop() as loop:
-        seam = InTrioSeam(loop, report)
-        register(seam)
-        try:
-            yield seam
-        finally:
-            unregister(seam)
+    raised: list[BaseException] = []
+    try:
+        async with trio_asyncio.open_loop() as loop:
+            seam = InTrioSeam(loop, report)
+            register(seam)
+            try:
+                yield seam
+            except BaseException as exc:
+                raised.append(exc)
+                raise
+            finally:
+                unregister(seam)
+    except BaseExceptionGroup as group:
+        if not raised or not _only(group, raised[0]):
+            raise
+    if raised:
+        raise raised[0]
+
+
+def _only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
+    """Whether ``exc`` is all that ``group`` holds, however deep its nurseries nest it."""
+    return all(
+        _only(inner, exc) if isinstance(inner, BaseExceptionGroup) else inner is exc
+        for inner in group.exceptions
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -341,11 +342,15 @@ async def _cancel_every_task(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new loop of ``kind``, made directly: not through asyncio's policy, which
+    trio-asyncio replaces with one that refuses inside trio once it is imported."""
     if kind == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+        return uvloop.Loop()
+    if sys.platform == "win32":
+        return asyncio.ProactorEventLoop()
+    return asyncio.SelectorEventLoop()
 
 
 @asynccontextmanager
