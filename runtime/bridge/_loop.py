@@ -9,8 +9,6 @@ from typing import Any, Literal, ParamSpec, TypeVar, get_args
 
 import trio
 
-from runtime.logs import get_logger
-
 from ._seam import LeakReport, Seam, current, from_asyncio, from_trio, guarded, stats
 
 P = ParamSpec("P")
@@ -23,8 +21,6 @@ asyncio emulated on trio's own thread; ``auto``: uvloop when it is installed, el
 KIND_VARIABLE = "VPNBOT_SERVICE__ASYNCIO_LOOP"
 """Chooses the loop where no kind is given (tests, benches); the same variable overrides
 ``[service] asyncio_loop`` in the configuration."""
-
-_log = get_logger("bridge")
 
 
 def uvloop_installed() -> bool:
@@ -69,7 +65,6 @@ async def asyncio_loop(
     async with opened as seam:
         token = current.set(seam)
         try:
-            _log.debug("asyncio loop open", operation="bridge.open", loop=chosen)
             yield seam.loop
         finally:
             current.reset(token)
