@@ -179,7 +179,7 @@ class NativeSeam:
                 # a task of its own; a second cancellation does not cut the wait short.
                 if cancelled is None:
                     cancelled = exc
-                    self._token.run_sync_soon(call.cancel)
+                    self.to_trio(call.cancel, ())
                 call.waiter = self.loop.create_future()
         result = call.result
         if isinstance(result, _Cancelled):

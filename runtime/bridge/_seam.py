@@ -8,8 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import trio
-
 from runtime.logs import get_logger
 
 T = TypeVar("T")
@@ -138,9 +136,3 @@ def _report_safely(report: LeakReport, message: str, error: BaseException | None
         report(message, error)
     except Exception:
         _log.exception("the leak reporter failed", operation="asyncio")
-
-
-def on_trio_side_now() -> bool:
-    """Whether the caller runs on trio's thread, inside its run (trio-asyncio's asyncio
-    tasks included)."""
-    return trio.lowlevel.in_trio_run()
