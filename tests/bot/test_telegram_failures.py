@@ -129,6 +129,7 @@ async def test_a_burst_of_429s_costs_the_start_no_attempt(
         menu = await user.wait_for_message(after=hello, timeout=PATIENCE)
         assert menu.content.startswith("Hi, Ann!")
         update_id = await stored_update_of(shop, user.id, "/start")
+        await until(lambda: processed(shop, update_id))  # settled after its reply went out
         row = await update_row(shop, update_id)
         assert row["processed_at"] is not None and row["attempts"] == 1
         assert not (row["last_error"] or "").startswith(inbox.GAVE_UP)

@@ -22,6 +22,9 @@ from ._webhook import webhook_worker
 if TYPE_CHECKING:
     from ._emulator import TelegramEmulator
 
+KEEP_ALIVE_SECONDS = 75.0
+"""How long an idle client connection stays open (nginx's default, Telegram's front)."""
+
 
 async def _read_body(receive: Receive) -> bytes | None:
     chunks = []
@@ -149,6 +152,10 @@ async def serve(
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
+    # Longer than a client's idle keep-alive (aiohttp's is 15 s): with hypercorn's 5 s the
+    # server may close an idle connection just as the bot reuses it, and the bot's call
+    # fails ("Server disconnected", "Can not write request body"), a race of the emulator.
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     try:
         async with (
             httpx.AsyncClient(timeout=emu.webhook_timeout) as client,
