@@ -340,7 +340,7 @@ async def serve(runtime: Runtime) -> int:
             )
         )
 
-    async with asyncio_loop(report=leaked):
+    async with asyncio_loop(report=leaked, kind=runtime.settings.service.asyncio_loop):
         try:
             opened = await connect(runtime.settings.database)
             try:
@@ -429,7 +429,7 @@ async def _stop_on_signal(supervisor: Supervisor) -> None:
 
 async def migrate(settings: Settings) -> list[str]:
     """Apply pending migrations (``vpnbot migrate``); returns their labels."""
-    async with asyncio_loop():
+    async with asyncio_loop(kind=settings.service.asyncio_loop):
         opened = await connect(settings.database)
         try:
             return [m.label for m in await apply_migrations(opened.db)]

@@ -23,7 +23,7 @@ ERROR_SHOWN = 80
 
 async def given_up_updates(settings: Settings, *, limit: int) -> list[DeadUpdate]:
     """The updates given up, newest first."""
-    async with asyncio_loop():
+    async with asyncio_loop(kind=settings.service.asyncio_loop):
         opened = await connect(settings.database)
         try:
             return await inbox.dead_updates(opened.db, limit)
@@ -33,7 +33,7 @@ async def given_up_updates(settings: Settings, *, limit: int) -> list[DeadUpdate
 
 async def replay_updates(settings: Settings, update_ids: Sequence[int] | None) -> list[int]:
     """Make given-up updates pending again (all of them with ``None``); their ids."""
-    async with asyncio_loop():
+    async with asyncio_loop(kind=settings.service.asyncio_loop):
         opened = await connect(settings.database)
         try:
             return await inbox.replay(opened.db, update_ids)

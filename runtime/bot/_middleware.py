@@ -44,7 +44,7 @@ from runtime.logs import correlation, get_logger, log_failure
 from runtime.storage.users import User as StoredUser
 
 from ._context import BotContext
-from ._seam import call_trio
+from ._seam import call_trio, call_trio_soon
 from ._telegram_link import TelegramTrouble, telegram_trouble
 
 PAYMENT_OPERATION = "payment_finalization"
@@ -111,6 +111,10 @@ class HandlerBoundary(BaseMiddleware):
         self._alerts = alerts
 
     def alert(self, alert: Alert) -> None:
+        """Handlers run on asyncio's side; the alert pipeline is trio's."""
+        call_trio_soon(self._submit, alert)
+
+    def _submit(self, alert: Alert) -> None:
         try:
             self._alerts().submit(alert)
         except Exception as exc:  # alerting must never break the boundary

@@ -39,6 +39,8 @@ from aiogram.methods import GetUpdates
 from runtime.failures import Outcome
 from runtime.logs import get_logger
 
+from ._seam import call_trio_soon, trio_time
+
 if TYPE_CHECKING:
     from aiogram import Bot
     from aiogram.client.session.middlewares.base import NextRequestMiddlewareType
@@ -197,21 +199,27 @@ class TelegramLink:
         bot: Bot,
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
-        """The aiogram request middleware: every call's outcome updates the link."""
+        """The aiogram request middleware: every call's outcome updates the link.
+
+        It runs on asyncio's side; the link is trio's, so what a call found is handed over
+        (in order: before the call's own result reaches trio)."""
         evidence = not isinstance(method, GetUpdates)
-        started = trio.current_time()
+        started = trio_time()
         try:
             response = await make_request(bot, method)
         except Exception as exc:
             trouble = _trouble_of(exc)
             if trouble is not None and trouble.kind is Trouble.UNREACHABLE:
-                self.unreachable(trouble.description, call_started=started)
+                call_trio_soon(self._unreachable_since, trouble.description, started)
             elif isinstance(exc, TelegramAPIError) and evidence:
-                self.answered()  # Telegram answered; it refused this one call
+                call_trio_soon(self.answered)  # Telegram answered; it refused this one call
             raise
         if evidence:
-            self.answered()
+            call_trio_soon(self.answered)
         return response
+
+    def _unreachable_since(self, reason: str, call_started: float) -> None:
+        self.unreachable(reason, call_started=call_started)
 
     # -- waiting on it -----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ configuration on its own.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -131,6 +132,8 @@ Restart = Literal["permanent", "transient", "temporary"]
 OnExhausted = Literal["park", "escalate"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+AsyncioLoop = Literal["auto", "uvloop", "asyncio", "trio-asyncio"]
+"""The kinds ``runtime.bridge.asyncio_loop`` opens (``runtime.bridge.LoopKind``)."""
 
 
 class _Section(BaseModel):
@@ -151,13 +154,20 @@ def _instance_id(value: str) -> str:
     return value
 
 
+def _asyncio_loop(value: str) -> str:
+    if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ValueError('uvloop is not installed: install it, or use "auto" or "asyncio"')
+    return value
+
+
 class ServiceSettings(_Section):
-    """``[service]``: identity and logging of the process."""
+    """``[service]``: identity, logging and event loops of the process."""
 
     name: NonEmptyStr = "vpnbot"
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
     instance_id: Annotated[str, AfterValidator(_instance_id)] | None = None
+    asyncio_loop: Annotated[AsyncioLoop, AfterValidator(_asyncio_loop)] = "auto"
 
 
 Port = Annotated[int, Field(ge=0, le=65535)]

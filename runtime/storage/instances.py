@@ -29,7 +29,7 @@ import trio
 from runtime.bridge import run_asyncio
 from runtime.failures import InfraError
 
-from ._database import Connection, Database
+from ._database import Connection, Database, terminate
 
 PING_SECONDS = 10.0
 """How often the holder's session shows that it is alive: a few times within a contender's
@@ -186,6 +186,6 @@ class InstanceLock:
                 try:
                     await run_asyncio(conn.close)
                 except Exception:
-                    conn.terminate()
+                    await run_asyncio(terminate, conn)
             if scope.cancelled_caught:
-                conn.terminate()
+                await run_asyncio(terminate, conn)

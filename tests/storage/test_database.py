@@ -10,7 +10,7 @@ import pytest
 import stamina
 import trio
 
-from runtime.bridge import asyncio_loop, run_asyncio
+from runtime.bridge import asyncio_loop, call_trio_soon, run_asyncio
 from runtime.failures import DATABASE, DomainError, FailureType, classify
 from runtime.storage import Connection, Database, Work
 
@@ -162,7 +162,7 @@ async def test_cancelling_a_wait_for_an_exhausted_pool(small_db: Database) -> No
 
     async def hold(conn: Connection) -> None:
         await conn.execute("insert into users (telegram_id) values (1)")
-        held.set()  # the asyncio side runs in trio's thread: a trio Event may be set here
+        call_trio_soon(held.set)  # a trio Event is set on trio's side
         await release.wait()
 
     async def set_release() -> None:
@@ -457,3 +457,66 @@ async def test_close_does_not_wait_forever_for_a_running_unit(database_dsn: str)
             assert trio.current_time() - start < PROMPTLY
     [error] = failures
     assert classify(error).type is FailureType.INFRA
+
+
+# -- giving connections back ----------------------------------------------------------------
+
+
+async def _leave_session_state(conn: Connection, name: str) -> None:
+    """What transaction units must not do: change their session (a setting that outlives
+    the commit, an advisory lock that outlives even a rollback). The pool's reset undoes both."""
+    await conn.execute(f"set application_name = '{name}'")
+    await conn.execute("select pg_advisory_lock(4242)")
+
+
+async def _session_state(db: Database) -> tuple[str, int]:
+    async def unit(conn: Connection) -> tuple[str, int]:
+        locks = await conn.fetchval(
+            "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()"
+        )
+        return str(await conn.fetchval("show application_name")), int(locks)
+
+    return await db.session(unit)
+
+
+async def test_a_committed_transaction_gives_its_connection_back_without_a_reset(
+    small_db: Database,
+) -> None:
+    async def unit(conn: Connection) -> None:
+        await _leave_session_state(conn, "left behind")
+
+    await small_db.transaction(unit)
+    # One connection in the pool: the next unit gets the same session, not reset.
+    assert await _session_state(small_db) == ("left behind", 1)
+    assert await _session_state(small_db) == ("", 0)  # a session unit's release resets it
+
+
+async def test_every_other_unit_gives_its_connection_back_reset(small_db: Database) -> None:
+    async def session_unit(conn: Connection) -> None:
+        await _leave_session_state(conn, "by a session")
+
+    await small_db.session(session_unit)
+    assert await _session_state(small_db) == ("", 0)
+
+    async def failing_unit(conn: Connection) -> None:
+        await _leave_session_state(conn, "by a failed unit")
+        raise DomainError("changed my mind")
+
+    with pytest.raises(DomainError):
+        await small_db.transaction(failing_unit)
+    assert await _session_state(small_db) == ("", 0)
+
+    state_left = trio.Event()
+
+    async def cancelled_unit(conn: Connection) -> None:
+        await _leave_session_state(conn, "by a cancelled unit")
+        call_trio_soon(state_left.set)
+        await conn.execute("select pg_sleep(5)")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(small_db.transaction, cancelled_unit)
+        await state_left.wait()
+        nursery.cancel_scope.cancel()
+    with trio.fail_after(PROMPTLY * 5):
+        assert await _session_state(small_db) == ("", 0)
+    assert small_db.pool_size["size"] == 1

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
+import asyncpg
 import pytest
 import trio
 
 from runtime.app._identity import SETTING, InstanceInUse, claim_instance, keep_instance
+from runtime.bridge import run_asyncio
 from runtime.failures import InfraError
 from runtime.storage import Connection, Database
 from runtime.storage.instances import InstanceLock, lock_key
@@ -42,6 +44,11 @@ async def terminate(db: Database, lock: InstanceLock) -> None:
         assert await conn.fetchval("select pg_terminate_backend($1, 10000)", holder.backend_pid)
 
     await db.transaction(unit)
+
+
+async def _terminate(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """asyncpg's ``terminate()``, on asyncio's side where the connection lives."""
+    conn.terminate()
 
 
 def ignore(reason: str) -> None:
@@ -209,5 +216,5 @@ async def test_a_stale_session_of_this_very_process_is_ended_not_waited_for(
         assert not await db.read(alive)
     finally:
         if stale is not None:
-            stale.terminate()
+            await run_asyncio(_terminate, stale)
         await lock.close()

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import trio
 
-from runtime.bridge import asyncio_loop, run_asyncio
+from runtime.bridge import asyncio_loop, call_trio_soon, run_asyncio
 from runtime.failures import FailureType, classify
 from runtime.storage import (
     Connection,
@@ -150,7 +150,7 @@ class _LockHolder:
     async def _hold(self, conn: Connection) -> None:
         await conn.execute("select pg_advisory_lock($1)", _LOCK_KEY)
         try:
-            self._held.set()
+            call_trio_soon(self._held.set)
             await self._release.wait()
         finally:
             await conn.execute("select pg_advisory_unlock($1)", _LOCK_KEY)

@@ -136,6 +136,9 @@ async def test_late_pre_checkout_answer_cancels_the_payment() -> None:
                 user.id, Kind.PRE_CHECKOUT_ANSWER, lambda e: e.data["late"], timeout=5
             )
             assert late.data["ok"] is True
+            # the emulator notes the answer before it replies: wait for the bot to hear
+            # the refusal before polling stops and closes its session
+            await emulator.wait_until(lambda: paid, timeout=5, what="the refusal heard")
     assert paid and "query is too old" in str(paid[0]["late_answer"])
     assert emulator.payments() == []
     assert [e.data["reason"] for e in user.transcript(kinds=[Kind.PAYMENT_CANCELLED])] == [
