@@ -184,6 +184,22 @@ async def terminate(closable: asyncpg.Pool | asyncpg.Connection[asyncpg.Record])
     closable.terminate()
 
 
+SESSION_CLOSE_SECONDS = 5.0
+
+
+async def close_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Close a session from ``Database.open_session``, shielded from cancellation; one that
+    does not close within five seconds, or fails to, is terminated."""
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(SESSION_CLOSE_SECONDS) as scope:
+            try:
+                await run_asyncio(conn.close)
+            except Exception:
+                await run_asyncio(terminate, conn)
+        if scope.cancelled_caught:
+            await run_asyncio(terminate, conn)
+
+
 class Database:
     """A pool of asyncpg connections, used from trio.
 

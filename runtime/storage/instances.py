@@ -29,7 +29,7 @@ import trio
 from runtime.bridge import run_asyncio
 from runtime.failures import InfraError
 
-from ._database import Connection, Database, terminate
+from ._database import Connection, Database, close_session
 
 PING_SECONDS = 10.0
 """How often the holder's session shows that it is alive: a few times within a contender's
@@ -117,10 +117,10 @@ class InstanceLock:
             if not got and await self._end_own_stale_session():
                 got = await self._try_lock(conn)
         except BaseException:
-            await self._discard(conn)
+            await close_session(conn)
             raise
         if not got:
-            await self._discard(conn)
+            await close_session(conn)
             return False
         self._conn = conn
         return True
@@ -159,7 +159,7 @@ class InstanceLock:
         """Give the id up (closing the session releases the lock)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            await self._discard(conn)
+            await close_session(conn)
 
     async def _end_own_stale_session(self) -> bool:
         holder = await self.holder()
@@ -178,14 +178,3 @@ class InstanceLock:
 
     async def _try_lock(self, conn: asyncpg.Connection[asyncpg.Record]) -> bool:
         return bool(await run_asyncio(conn.fetchval, "select pg_try_advisory_lock($1)", self.key))
-
-    @staticmethod
-    async def _discard(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(5) as scope:
-                try:
-                    await run_asyncio(conn.close)
-                except Exception:
-                    await run_asyncio(terminate, conn)
-            if scope.cancelled_caught:
-                await run_asyncio(terminate, conn)

@@ -26,7 +26,7 @@ from runtime.bridge import run_asyncio
 from runtime.failures import DATABASE, InfraError
 from runtime.supervision import wait_any
 
-from ._database import Database
+from ._database import Database, close_session
 from .instances import KEEPALIVE
 
 CHANNEL = "vpnbot_wakeup"
@@ -73,7 +73,7 @@ class Listener:
         try:
             await run_asyncio(subscribe)
         except BaseException:
-            await _discard(conn)
+            await close_session(conn)
             raise
         return cls(conn, lost)
 
@@ -96,15 +96,4 @@ class Listener:
                 ) from e
 
     async def close(self) -> None:
-        await _discard(self._conn)
-
-
-async def _discard(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    with trio.CancelScope(shield=True):
-        with trio.move_on_after(5) as scope:
-            try:
-                await run_asyncio(conn.close)
-            except Exception:
-                conn.terminate()
-        if scope.cancelled_caught:
-            conn.terminate()
+        await close_session(self._conn)
