@@ -11,6 +11,7 @@ after a retention, deleted from its panel (``deleting`` while queued, then ``del
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -67,6 +68,14 @@ def account_name(user_id: int, subscription_id: int) -> str:
 
 def _row(record: asyncpg.Record) -> Subscription:
     return Subscription(**dict(record))
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(Subscription))
+
+
+def from_stored(record: asyncpg.Record) -> Subscription:
+    """A ``subscriptions`` row returned whole (a composite value, every column)."""
+    return Subscription(**{name: record[name] for name in _FIELDS})
 
 
 async def extend_or_create(conn: Connection, user_id: int, terms: Terms) -> Subscription:
