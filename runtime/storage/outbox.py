@@ -168,16 +168,16 @@ async def enqueue_many(
         raise ValueError("max_attempts must be at least 1")
     if not jobs:
         return 0
-    rows = await conn.fetch(
+    status = await conn.execute(
         "insert into outbox (kind, dedup_key, payload, max_attempts)"
         " select $1, key, payload, $4 from unnest($2::text[], $3::jsonb[]) as j(key, payload)"
-        " on conflict (dedup_key) do nothing returning id",
+        " on conflict (dedup_key) do nothing",
         kind,
         [key for key, _ in jobs],
         [payload for _, payload in jobs],
         max_attempts,
     )
-    return len(rows)
+    return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
 
 
 async def enqueue_job(

@@ -81,7 +81,8 @@ def from_stored(record: asyncpg.Record) -> Subscription:
 async def extend_or_create(conn: Connection, user_id: int, terms: Terms) -> Subscription:
     """Extend the user's active paid subscription on the same backend from
     max(now, its expiry), or start a new one; either way a new traffic period starts now.
-    The caller holds the user's row lock."""
+    The caller holds the user's row lock. A credited payment does the same inside the
+    database function ``finalize_charge`` (the migration of that name): change both."""
     current = await conn.fetchrow(
         f"select {_COLUMNS} from subscriptions where user_id = $1 and vpn_backend = $2"
         " and kind = 'paid' and status = 'active' order by expires_at desc limit 1 for update",
