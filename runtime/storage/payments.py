@@ -2,11 +2,11 @@
 
 ``finalize`` is the one place money turns into access or balance. It runs as one
 statement, the database function ``finalize_charge`` (the migration of that name: one
-round trip, one commit), whose transaction locks the user's row (so two payments of one user cannot race
-into two subscriptions) and the intent's row (so two deliveries of one payment cannot
-both credit), checks the payer, amount and currency against the intent, moves the status
-forward only, extends the subscription from max(now, expiry) or tops up the balance, and
-writes the activation job and the user's notification to the outbox.
+round trip, one commit), whose transaction locks the user's row (so two payments of one
+user cannot race into two subscriptions) and the intent's row (so two deliveries of one
+payment cannot both credit), checks the payer, amount and currency against the intent,
+moves the status forward only, extends the subscription from max(now, expiry) or tops up
+the balance, and writes the activation job and the user's notification to the outbox.
 
 A charge that moved money but buys nothing (another payer, amount or currency, a second
 charge for a paid intent, no intent of ours) is recorded as a payment of its own with
