@@ -266,17 +266,22 @@ union all
 select 'buried', * from buried{settled}
 """
 
+
+def _complete_sql(*, ids: int, claims: int, owner: int) -> str:
+    """Mark done the jobs whose claims are still the owner's (parameters by number)."""
+    return f"""
+update outbox o
+set status = 'done', done_at = now(), updated_at = now(), claim_expires_at = null
+from unnest(${ids}::bigint[], ${claims}::integer[]) as j(id, claims)
+where o.id = any(${ids}::bigint[]) and o.id = j.id and o.claims = j.claims
+  and o.claimed_by = ${owner} and o.status = 'pending'
+returning o.id
+"""
+
+
 # Complete a batch and claim the next in one statement (and one commit). The due scan
 # leaves out the jobs being completed: a statement must not update a row twice.
-_SETTLE = """settled as (
-    update outbox o
-    set status = 'done', done_at = now(), updated_at = now(), claim_expires_at = null
-    from unnest($6::bigint[], $7::integer[]) as j(id, claims)
-    where o.id = any($6::bigint[]) and o.id = j.id and o.claims = j.claims
-      and o.claimed_by = $3 and o.status = 'pending'
-    returning o.id
-),
-"""
+_SETTLE = f"settled as ({_complete_sql(ids=6, claims=7, owner=3)}),\n"
 _SETTLED_ROWS = """
 union all
 select 'done', id, null, null, null, null, null, null, null, null, null, null, null
@@ -428,14 +433,7 @@ async def _claim(
     return counted, Claimed(jobs, buried)
 
 
-_COMPLETE = """
-update outbox o
-set status = 'done', done_at = now(), updated_at = now(), claim_expires_at = null
-from unnest($1::bigint[], $2::integer[]) as j(id, claims)
-where o.id = any($1::bigint[]) and o.id = j.id and o.claims = j.claims
-  and o.claimed_by = $3 and o.status = 'pending'
-returning o.id
-"""
+_COMPLETE = _complete_sql(ids=1, claims=2, owner=3)
 
 
 @overload
