@@ -1,12 +1,12 @@
 """Payments: intents stored before any provider call, and crediting exactly once.
 
 ``finalize`` is the one place money turns into access or balance. It runs as one
-statement, the database function ``finalize_charge`` (the migration of that name: one
-round trip, one commit), whose transaction locks the user's row (so two payments of one
-user cannot race into two subscriptions) and the intent's row (so two deliveries of one
-payment cannot both credit), checks the payer, amount and currency against the intent,
-moves the status forward only, extends the subscription from max(now, expiry) or tops up
-the balance, and writes the activation job and the user's notification to the outbox.
+statement, the database function ``finalize_charge`` (the migration of that name), in
+one transaction that locks the user's row (so two payments of one user cannot race into
+two subscriptions) and the intent's row (so two deliveries of one payment cannot both
+credit), checks the payer, amount and currency against the intent, moves the status
+forward only, extends the subscription from max(now, expiry) or tops up the balance, and
+writes the activation job and the user's notification to the outbox.
 
 A charge that moved money but buys nothing (another payer, amount or currency, a second
 charge for a paid intent, no intent of ours) is recorded as a payment of its own with
@@ -26,7 +26,6 @@ import asyncpg
 
 from . import job_kinds
 from ._database import Connection, Database, fetch_one
-from ._statements import single_statement
 from .outbox import enqueue
 from .subscriptions import Subscription, Terms, from_stored
 from .users import ensure_user, lock_user
@@ -183,9 +182,12 @@ async def finalize(
     """Credit ``charge`` exactly once; see the module docstring. ``plans`` are the terms of
     every plan on sale, by plan id: the intent's plan picks its own.
 
-    One statement (``finalize_charge``, a function in the database): one round trip and
-    one commit, whatever the verdict. Raises ``LookupError`` when a purchase's plan has no
-    terms in ``plans``."""
+    One statement (``finalize_charge``, a function in the database) and one commit,
+    whatever the verdict. It runs inside an explicit transaction, although a lone statement
+    would commit by itself: a process killed while its statement waits for a lock (another
+    delivery of the same payment, say) must leave nothing committed, and only a ``COMMIT``
+    that the dead process never sends guarantees that. Raises ``LookupError`` when a
+    purchase's plan has no terms in ``plans``."""
     unstorable = _unstorable(charge)
     if unstorable:
         intent = await get(db, charge.intent_id)
@@ -214,7 +216,7 @@ async def finalize(
         return await fetch_one(conn, _FINALIZE, *args)
 
     try:
-        row = await single_statement(db, unit)
+        row = await db.transaction(unit)
     except asyncpg.NoDataFoundError as exc:
         raise LookupError(str(exc)) from exc
     intent = _stored_payment(row["intent"])

@@ -1,6 +1,6 @@
 -- Crediting a confirmed charge, in one statement: the rules of `payments.finalize` (see
--- its module docstring) run inside the database, so a payment costs one round trip and
--- one commit instead of a dozen statements in a transaction.
+-- its module docstring) run inside the database, so a payment costs one statement and one
+-- commit instead of a dozen statements in a transaction.
 --
 -- Locks the intent's owner (money is serialised per user) and the intent (two deliveries
 -- of one charge cannot both credit); refuses another payer, amount, currency or provider,
