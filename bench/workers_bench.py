@@ -146,7 +146,7 @@ async def _explain(conn: Connection, query: str, *args: Any) -> str:
 
 
 PARTIAL = ("subscriptions_due_expiry", "subscriptions_ended", "subscriptions_revoked")
-"""The partial indexes of due subscriptions (migrations 0001, 0002 and 0007)."""
+"""The partial indexes of due subscriptions (migrations 0001, 0002 and 0005)."""
 
 
 def _verdict(plan: str) -> str:

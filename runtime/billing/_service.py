@@ -72,6 +72,7 @@ class Billing:
         self._balance_currency = balance_currency
         self._ttl = invoice_ttl_minutes
         self._activation_attempts = activation_max_attempts
+        self._terms = {plan.id: plan.terms for plan in catalog.plans}
         self._log = get_logger("billing")
 
     @property
@@ -180,8 +181,6 @@ class Billing:
     async def confirm(self, confirmed: ConfirmedPayment) -> Finalized:
         """Credit a proven payment exactly once: duplicates are skipped; another payer,
         amount or currency is refused, recorded against the payer and alerted once."""
-        intent = await store.get(self._db, confirmed.intent_id)
-        plan = self._catalog.find(intent.plan_id) if intent else None
         result = await store.finalize(
             self._db,
             Charge(
@@ -192,7 +191,7 @@ class Billing:
                 currency=confirmed.currency,
                 payer_id=confirmed.payer_id,
             ),
-            plan.terms if plan else None,
+            self._terms,
             activation_attempts=self._activation_attempts,
         )
         self._report(confirmed, result)
@@ -213,7 +212,9 @@ class Billing:
         in_telegram = [
             p for p in self._providers.values() if isinstance(p, TelegramPaymentProvider)
         ]
-        intent = await store.get(self._db, paid.invoice_payload)
+        if len(in_telegram) == 1:  # whatever the intent says, it is the one
+            return in_telegram[0]
+        intent = await store.get(self._db, paid.invoice_payload) if in_telegram else None
         for candidates in (
             [p for p in in_telegram if intent is not None and p.name == intent.provider],
             [p for p in in_telegram if p.currency == paid.currency],

@@ -10,9 +10,13 @@ inside a unit of work), so the job exists exactly when the change committed. Wor
    its instance restarts (``take_back``).
 2. do the side effect (idempotently: a job whose claim expired may run twice), ``record``
    each job's progress as it goes if the batch takes a while, then
-3. ``complete`` the batch in one statement, or ``fail`` a job: it is scheduled again after
-   a backoff, or dead-lettered once it has used ``max_attempts`` (the caller sees which, to
-   alert).
+3. ``complete`` the batch in one statement (or ``complete_and_claim``: complete it and
+   claim the next batch in the same statement), or ``fail`` a job: it is scheduled again
+   after a backoff, or dead-lettered once it has used ``max_attempts`` (the caller sees
+   which, to alert).
+
+Every one of these is a single statement, committed on its own (no ``BEGIN``/``COMMIT``
+around it): a job reported complete is committed.
 
 ``complete``, ``record`` and ``fail`` count only for the claim that is still current: the
 row must be claimed by this owner under the number of the claim (``claims`` counts every
@@ -46,6 +50,7 @@ from runtime.logs import get_logger
 from runtime.supervision import Backoff, backoff_delay
 
 from ._database import Connection, Database
+from ._statements import single_statement
 
 STATUSES = ("pending", "done", "dead")
 
@@ -163,16 +168,16 @@ async def enqueue_many(
         raise ValueError("max_attempts must be at least 1")
     if not jobs:
         return 0
-    rows = await conn.fetch(
+    status = await conn.execute(
         "insert into outbox (kind, dedup_key, payload, max_attempts)"
         " select $1, key, payload, $4 from unnest($2::text[], $3::jsonb[]) as j(key, payload)"
-        " on conflict (dedup_key) do nothing returning id",
+        " on conflict (dedup_key) do nothing",
         kind,
         [key for key, _ in jobs],
         [payload for _, payload in jobs],
         max_attempts,
     )
-    return len(rows)
+    return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
 
 
 async def enqueue_job(
@@ -196,20 +201,38 @@ async def enqueue_job(
             run_at=run_at,
         )
 
-    return await db.transaction(unit, retry=True)
+    return await single_statement(db, unit, retry=True)
+
+
+async def enqueue_jobs(
+    db: Database,
+    *,
+    kind: str,
+    jobs: Sequence[tuple[str, dict[str, Any]]],
+    max_attempts: int = 10,
+) -> int:
+    """``enqueue_many`` on its own: one statement, committed when it returns (retried: the
+    dedup keys make it safe); returns how many were new."""
+
+    async def unit(conn: Connection) -> int:
+        return await enqueue_many(conn, kind=kind, jobs=jobs, max_attempts=max_attempts)
+
+    return await single_statement(db, unit, retry=True)
 
 
 # -- claiming and outcomes -------------------------------------------------------------
 
 # A due row that is still claimed is a lost claim (its claim expired with no outcome): it
-# gives its attempt back, and counts as lost if its work had started.
+# gives its attempt back, and counts as lost if its work had started. For one kind the
+# index outbox_claim returns the due rows in claim order, so the scan stops at the limit;
+# ``kind = any(...)`` would make it sort the whole backlog first.
 _CLAIM = """
-with due as materialized (
+with {settle}due as materialized (
     select id, max_attempts,
            attempts - (claimed_by is not null)::int as attempts,
            lost_claims + (claimed_by is not null and started_at is not null)::int as lost_claims
     from outbox
-    where status = 'pending' and kind = any($1::text[]) and next_attempt_at <= now()
+    where status = 'pending' and {kinds} and next_attempt_at <= now(){exclude}
     order by next_attempt_at, id
     limit $2
     for update skip locked
@@ -238,10 +261,47 @@ claimed as (
               o.claimed_by, o.claim_expires_at, o.claims, o.steps_done,
               null::text as last_error, o.updated_at
 )
-select false as dead, * from claimed
+select 'claimed' as outcome, * from claimed
 union all
-select true as dead, * from buried
+select 'buried', * from buried{settled}
 """
+
+
+def _complete_sql(*, ids: int, claims: int, owner: int) -> str:
+    """Mark done the jobs whose claims are still the owner's (parameters by number)."""
+    return f"""
+update outbox o
+set status = 'done', done_at = now(), updated_at = now(), claim_expires_at = null
+from unnest(${ids}::bigint[], ${claims}::integer[]) as j(id, claims)
+where o.id = any(${ids}::bigint[]) and o.id = j.id and o.claims = j.claims
+  and o.claimed_by = ${owner} and o.status = 'pending'
+returning o.id
+"""
+
+
+# Complete a batch and claim the next in one statement (and one commit). The due scan
+# leaves out the jobs being completed: a statement must not update a row twice.
+_SETTLE = f"settled as ({_complete_sql(ids=6, claims=7, owner=3)}),\n"
+_SETTLED_ROWS = """
+union all
+select 'done', id, null, null, null, null, null, null, null, null, null, null, null
+from settled"""
+
+
+def _claim_query(*, one_kind: bool, settle: bool) -> str:
+    return _CLAIM.format(
+        settle=_SETTLE if settle else "",
+        kinds="kind = $1::text" if one_kind else "kind = any($1::text[])",
+        exclude=" and id <> all($6::bigint[])" if settle else "",
+        settled=_SETTLED_ROWS if settle else "",
+    )
+
+
+_CLAIM_QUERIES = {
+    (one_kind, settle): _claim_query(one_kind=one_kind, settle=settle)
+    for one_kind in (True, False)
+    for settle in (True, False)
+}
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -289,18 +349,75 @@ async def claim(
     one that works through the batch claims with ``started=False`` and ``record``s each
     job's start, so that its death counts a lost claim only for the jobs it was running.
     """
+    _, claimed = await _claim(
+        db,
+        (),
+        kinds=kinds,
+        owner=owner,
+        limit=limit,
+        claim_seconds=claim_seconds,
+        started=started,
+    )
+    return claimed
+
+
+async def complete_and_claim(
+    db: Database,
+    done: Sequence[Job],
+    *,
+    kinds: Sequence[str],
+    owner: str,
+    limit: int,
+    claim_seconds: float,
+    started: bool = True,
+) -> tuple[frozenset[int], Claimed]:
+    """``complete`` the jobs ``done`` and ``claim`` the next batch, in one statement: the
+    completions are committed when this returns, exactly as ``complete``'s. Returns the
+    ids that counted (as ``complete``) and the new claim (as ``claim``). For a worker that
+    settles a batch before it takes the next: one round trip and one commit instead of two.
+    """
+    return await _claim(
+        db,
+        done,
+        kinds=kinds,
+        owner=owner,
+        limit=limit,
+        claim_seconds=claim_seconds,
+        started=started,
+    )
+
+
+async def _claim(
+    db: Database,
+    done: Sequence[Job],
+    *,
+    kinds: Sequence[str],
+    owner: str,
+    limit: int,
+    claim_seconds: float,
+    started: bool,
+) -> tuple[frozenset[int], Claimed]:
     if limit < 1:
         raise ValueError("limit must be at least 1")
     if claim_seconds <= 0:
         raise ValueError("claim_seconds must be positive")
-    ttl = timedelta(seconds=claim_seconds)
+    args: list[Any] = [
+        kinds[0] if len(kinds) == 1 else list(kinds),
+        limit,
+        owner,
+        timedelta(seconds=claim_seconds),
+        started,
+    ]
+    if done:
+        args += [[j.id for j in done], [j.claim for j in done]]
+    query = _CLAIM_QUERIES[len(kinds) == 1, bool(done)]
 
     async def unit(conn: Connection) -> list[asyncpg.Record]:
-        return await conn.fetch(_CLAIM, list(kinds), limit, owner, ttl, started)
+        return await conn.fetch(query, *args)
 
-    rows = await db.transaction(unit)
-    jobs = sorted((_job(r) for r in rows if not r["dead"]), key=lambda j: j.id)
-    buried = [_dead_letter(r) for r in rows if r["dead"]]
+    rows = await single_statement(db, unit)
+    jobs = sorted((_job(r) for r in rows if r["outcome"] == "claimed"), key=lambda j: j.id)
+    buried = [_dead_letter(r) for r in rows if r["outcome"] == "buried"]
     for dead in buried:
         _log.error(
             "job dead-lettered: its worker died while running it, every time",
@@ -312,17 +429,11 @@ async def claim(
             dedup_key=dead.dedup_key,
             attempts=dead.attempts,
         )
-    return Claimed(jobs, buried)
+    counted = frozenset(r["id"] for r in rows if r["outcome"] == "done")
+    return counted, Claimed(jobs, buried)
 
 
-_COMPLETE = """
-update outbox o
-set status = 'done', done_at = now(), updated_at = now(), claim_expires_at = null
-from unnest($1::bigint[], $2::integer[]) as j(id, claims)
-where o.id = any($1::bigint[]) and o.id = j.id and o.claims = j.claims
-  and o.claimed_by = $3 and o.status = 'pending'
-returning o.id
-"""
+_COMPLETE = _complete_sql(ids=1, claims=2, owner=3)
 
 
 @overload
@@ -340,7 +451,7 @@ async def complete(db: Database, jobs: Job | Sequence[Job], *, owner: str) -> bo
     async def unit(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(_COMPLETE, [j.id for j in batch], [j.claim for j in batch], owner)
 
-    counted = frozenset(row["id"] for row in await db.transaction(unit))
+    counted = frozenset(row["id"] for row in await single_statement(db, unit))
     if isinstance(jobs, Job):
         return jobs.id in counted
     return counted
@@ -398,7 +509,7 @@ async def record(db: Database, marks: Sequence[Mark], *, owner: str) -> frozense
             owner,
         )
 
-    return frozenset(row["id"] for row in await db.transaction(unit))
+    return frozenset(row["id"] for row in await single_statement(db, unit))
 
 
 _FAIL = """
@@ -447,7 +558,7 @@ async def fail(
         )
         return status
 
-    status = await db.transaction(unit)
+    status = await single_statement(db, unit)
     if status is None:
         return FailOutcome.LOST
     return FailOutcome.DEAD if status == "dead" else FailOutcome.RETRY
@@ -475,7 +586,7 @@ async def release(db: Database, jobs: Sequence[Job], *, owner: str) -> frozenset
             owner,
         )
 
-    return frozenset(row["id"] for row in await db.transaction(unit))
+    return frozenset(row["id"] for row in await single_statement(db, unit))
 
 
 _TAKE_BACK = """
@@ -515,7 +626,7 @@ async def take_back(db: Database, *, owner_prefix: str) -> TakenBack:
     async def unit(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(_TAKE_BACK, owner_prefix)
 
-    rows = await db.transaction(unit, retry=True)
+    rows = await single_statement(db, unit, retry=True)
     return TakenBack(jobs=len(rows), lost=sum(1 for r in rows if r["started"]))
 
 
@@ -552,7 +663,7 @@ async def requeue_dead(db: Database, ids: Sequence[int]) -> int:
         )
         return len(rows)
 
-    return await db.transaction(unit, retry=True)
+    return await single_statement(db, unit, retry=True)
 
 
 async def counts(db: Database) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """Payments: intents stored before any provider call, and crediting exactly once.
 
 ``finalize`` is the one place money turns into access or balance. It runs as one
-transaction that locks the user's row (so two payments of one user cannot race into two
-subscriptions) and the intent's row (so two deliveries of one payment cannot both
+statement, the database function ``finalize_charge`` (the migration of that name), in
+one transaction that locks the user's row (so two payments of one user cannot race into
+two subscriptions) and the intent's row (so two deliveries of one payment cannot both
 credit), checks the payer, amount and currency against the intent, moves the status
 forward only, extends the subscription from max(now, expiry) or tops up the balance, and
 writes the activation job and the user's notification to the outbox.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,8 +27,8 @@ import asyncpg
 from . import job_kinds
 from ._database import Connection, Database, fetch_one
 from .outbox import enqueue
-from .subscriptions import Subscription, Terms, extend_or_create
-from .users import add_balance, ensure_user, lock_user
+from .subscriptions import Subscription, Terms, from_stored
+from .users import ensure_user, lock_user
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,61 +173,95 @@ async def get(db: Database, payment_id: str) -> Payment | None:
 
 
 async def finalize(
-    db: Database, charge: Charge, terms: Terms | None, *, activation_attempts: int = 10
+    db: Database,
+    charge: Charge,
+    plans: Mapping[str, Terms],
+    *,
+    activation_attempts: int = 10,
 ) -> Finalized:
-    """Credit ``charge`` exactly once; see the module docstring. ``terms`` are the plan's
-    for a subscription purchase (None for a top-up)."""
+    """Credit ``charge`` exactly once; see the module docstring. ``plans`` are the terms of
+    every plan on sale, by plan id: the intent's plan picks its own.
+
+    One statement (``finalize_charge``, a function in the database) and one commit,
+    whatever the verdict. It runs inside an explicit transaction, although a lone statement
+    would commit by itself: a process killed while its statement waits for a lock (another
+    delivery of the same payment, say) must leave nothing committed, and only a ``COMMIT``
+    that the dead process never sends guarantees that. Raises ``LookupError`` when a
+    purchase's plan has no terms in ``plans``."""
+    unstorable = _unstorable(charge)
+    if unstorable:
+        intent = await get(db, charge.intent_id)
+        verdict = Verdict.UNKNOWN_INTENT if intent is None else Verdict.MISMATCH
+        return Finalized(verdict, intent, reason=unstorable)
     try:
         intent_key: uuid.UUID | None = uuid.UUID(charge.intent_id)
     except ValueError:
         intent_key = None
-    unstorable = _unstorable(charge)
+    terms = list(plans.items())
+    args = (
+        intent_key,
+        charge.provider,
+        charge.external_id,
+        charge.amount_minor,
+        charge.currency,
+        charge.payer_id,
+        [plan_id for plan_id, _ in terms],
+        [t.plan_id for _, t in terms],
+        [t.backend for _, t in terms],
+        [t.duration for _, t in terms],
+        activation_attempts,
+    )
 
-    async def unit(conn: Connection) -> Finalized:
-        owner = None
-        if intent_key is not None:
-            owner = await conn.fetchval("select user_id from payments where id = $1", intent_key)
-        if owner is None:
-            if unstorable:
-                return Finalized(Verdict.UNKNOWN_INTENT, None, reason=unstorable)
-            return await _refuse_unknown(conn, charge)
-        await lock_user(conn, owner)
-        row = await fetch_one(
-            conn, f"select {_COLUMNS} from payments where id = $1 for update", intent_key
-        )
-        payment = _payment(row)
-        if unstorable:
-            return Finalized(Verdict.MISMATCH, payment, reason=unstorable)
-        known = await _same_charge(conn, charge, exclude=payment.id)
-        if known is not None:
-            if known.paid_for == payment.id:
-                return Finalized(
-                    Verdict.DUPLICATE, payment, reason=f"recorded already: {known.refused}"
-                )
-            return Finalized(
-                Verdict.MISMATCH, payment, reason="this charge already paid another intent"
-            )
-        own_invoice = payment.external_id == charge.external_id
-        if payment.refused is not None and own_invoice:
-            return Finalized(
-                Verdict.DUPLICATE, payment, reason=f"recorded already: {payment.refused}"
-            )
-        if charge.payer_id is not None and charge.payer_id != owner:
-            verdict = Verdict.FOREIGN_PAYER
-            reason = f"paid by user {charge.payer_id}, the intent is user {owner}'s"
-        elif problem := _mismatch(payment, charge):
-            verdict, reason = Verdict.MISMATCH, problem
-        elif payment.status in ("finalized", "refunded") and own_invoice:
-            return Finalized(Verdict.DUPLICATE, payment, reason=f"already {payment.status}")
-        elif payment.status in ("finalized", "refunded", "paid"):
-            verdict, reason = Verdict.EXTRA_CHARGE, "intent already paid by another charge"
-        else:
-            return await _credit(conn, payment, charge, terms, activation_attempts)
-        if own_invoice:
-            return await _refuse_own_invoice(conn, payment, charge, verdict, reason)
-        return await _record(conn, payment, charge, verdict, reason)
+    async def unit(conn: Connection) -> asyncpg.Record:
+        return await fetch_one(conn, _FINALIZE, *args)
 
-    return await db.transaction(unit)
+    try:
+        row = await db.transaction(unit)
+    except asyncpg.NoDataFoundError as exc:
+        raise LookupError(str(exc)) from exc
+    intent = _stored_payment(row["intent"])
+    verdict = Verdict(row["verdict"])
+    reason = row["reason"]
+    if reason is None:
+        reason = _mismatch(intent, charge) if intent is not None else ""
+    subscription = row["subscription"]
+    return Finalized(
+        verdict,
+        intent,
+        subscription=from_stored(subscription) if subscription and subscription["id"] else None,
+        balance_minor=row["balance"],
+        reason=reason,
+        recorded=_stored_payment(row["recorded"]),
+    )
+
+
+_FINALIZE = (
+    "select verdict, reason, intent, recorded, subscription, balance"
+    " from finalize_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+)
+
+
+def _stored_payment(row: asyncpg.Record | None) -> Payment | None:
+    """A ``payments`` row returned whole (a composite value) as a ``Payment``."""
+    if row is None or row["id"] is None:
+        return None
+    return Payment(
+        id=str(row["id"]),
+        user_id=row["user_id"],
+        provider=row["provider"],
+        external_id=row["external_id"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
+        status=row["status"],
+        purpose=row["purpose"],
+        plan_id=row["plan_id"],
+        subscription_id=row["subscription_id"],
+        invoice_url=row["invoice_url"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        refused=row["refused"],
+        paid_for=None if row["paid_for"] is None else str(row["paid_for"]),
+    )
 
 
 def _unstorable(charge: Charge) -> str:
@@ -248,166 +284,6 @@ def _mismatch(payment: Payment, charge: Charge) -> str:
             f"intent asks {payment.amount_minor} {payment.currency}"
         )
     return ""
-
-
-async def _same_charge(conn: Connection, charge: Charge, *, exclude: str) -> Payment | None:
-    """The payment row that holds this charge already, other than ``exclude``."""
-    row = await conn.fetchrow(
-        f"select {_COLUMNS} from payments where provider = $1 and external_id = $2 and id <> $3",
-        charge.provider,
-        charge.external_id,
-        uuid.UUID(exclude),
-    )
-    return _payment(row) if row else None
-
-
-async def _record(
-    conn: Connection, intent: Payment, charge: Charge, verdict: Verdict, reason: str
-) -> Finalized:
-    """Keep a refused charge against whoever paid it (the payer when known, else the
-    intent's owner); nothing is credited."""
-    payer = charge.payer_id if charge.payer_id is not None else intent.user_id
-    if payer != intent.user_id:
-        await ensure_user(conn, payer)
-    recorded = await _insert_refused(
-        conn,
-        charge,
-        payer,
-        verdict,
-        purpose=intent.purpose,
-        plan_id=intent.plan_id,
-        paid_for=intent.id,
-    )
-    if recorded is None:  # the same charge, recorded by a delivery that raced this one
-        return Finalized(Verdict.DUPLICATE, intent, reason="recorded already")
-    return Finalized(verdict, intent, reason=reason, recorded=recorded)
-
-
-async def _refuse_own_invoice(
-    conn: Connection, intent: Payment, charge: Charge, verdict: Verdict, reason: str
-) -> Finalized:
-    """The refused charge is the intent's own invoice (a provider that names its invoices
-    before they are paid): the intent itself is the record, paid and refused, and belongs
-    to whoever paid it. Nothing is credited; the watcher stops asking about it."""
-    payer = charge.payer_id if charge.payer_id is not None else intent.user_id
-    if payer != intent.user_id:
-        await ensure_user(conn, payer)
-    row = await fetch_one(
-        conn,
-        "update payments set status = 'paid', paid_at = now(), refused = $2, user_id = $3"
-        f" where id = $1 returning {_COLUMNS}",
-        uuid.UUID(intent.id),
-        verdict.value,
-        payer,
-    )
-    return Finalized(verdict, intent, reason=reason, recorded=_payment(row))
-
-
-async def _refuse_unknown(conn: Connection, charge: Charge) -> Finalized:
-    """A charge whose payload names no intent of ours: recorded against its payer when the
-    provider says who paid (Telegram does), so they can be refunded."""
-    row = await conn.fetchrow(
-        f"select {_COLUMNS} from payments where provider = $1 and external_id = $2",
-        charge.provider,
-        charge.external_id,
-    )
-    if row is not None:
-        known = _payment(row)
-        if known.refused == Verdict.UNKNOWN_INTENT:
-            return Finalized(Verdict.DUPLICATE, None, reason="recorded already: unknown_intent")
-        return Finalized(Verdict.MISMATCH, known, reason="this charge already paid another intent")
-    if charge.payer_id is None:
-        return Finalized(Verdict.UNKNOWN_INTENT, None, reason="no such intent")
-    await ensure_user(conn, charge.payer_id)
-    recorded = await _insert_refused(
-        conn, charge, charge.payer_id, Verdict.UNKNOWN_INTENT, purpose="unknown"
-    )
-    if recorded is None:
-        return Finalized(Verdict.DUPLICATE, None, reason="recorded already: unknown_intent")
-    return Finalized(Verdict.UNKNOWN_INTENT, None, reason="no such intent", recorded=recorded)
-
-
-async def _insert_refused(
-    conn: Connection,
-    charge: Charge,
-    user_id: int,
-    verdict: Verdict,
-    *,
-    purpose: str,
-    plan_id: str | None = None,
-    paid_for: str | None = None,
-) -> Payment | None:
-    row = await conn.fetchrow(
-        "insert into payments (user_id, provider, external_id, amount_minor, currency, status,"
-        " purpose, plan_id, paid_at, refused, paid_for)"
-        " values ($1, $2, $3, $4, $5, 'paid', $6, $7, now(), $8, $9)"
-        f" on conflict (provider, external_id) do nothing returning {_COLUMNS}",
-        user_id,
-        charge.provider,
-        charge.external_id,
-        charge.amount_minor,
-        charge.currency,
-        purpose,
-        plan_id,
-        verdict.value,
-        uuid.UUID(paid_for) if paid_for else None,
-    )
-    return _payment(row) if row else None
-
-
-async def _credit(
-    conn: Connection,
-    payment: Payment,
-    charge: Charge,
-    terms: Terms | None,
-    activation_attempts: int,
-) -> Finalized:
-    key = uuid.UUID(payment.id)
-    subscription = None
-    balance = None
-    if payment.purpose == "topup":
-        balance = await add_balance(conn, payment.user_id, payment.amount_minor)
-    else:
-        if terms is None:
-            raise LookupError(f"no terms for plan {payment.plan_id!r} of payment {payment.id}")
-        subscription = await extend_or_create(conn, payment.user_id, terms)
-        await enqueue(
-            conn,
-            kind=job_kinds.ACTIVATE,
-            dedup_key=f"activate:{subscription.id}:payment:{payment.id}",
-            payload={"subscription_id": subscription.id},
-            max_attempts=activation_attempts,
-        )
-    await conn.execute(
-        "update payments set status = 'paid', external_id = $2, paid_at = now()"
-        " where id = $1 and status <> 'paid'",
-        key,
-        charge.external_id,
-    )
-    row = await fetch_one(
-        conn,
-        "update payments set status = 'finalized', finalized_at = now(), subscription_id = $2"
-        f" where id = $1 returning {_COLUMNS}",
-        key,
-        subscription.id if subscription else None,
-    )
-    await enqueue(
-        conn,
-        kind=job_kinds.NOTIFY,
-        dedup_key=f"notify:payment:{payment.id}",
-        payload={
-            "chat_id": payment.user_id,
-            "template": "topup_credited" if balance is not None else "payment_received",
-            "params": {
-                "amount_minor": payment.amount_minor,
-                "currency": payment.currency,
-                "balance_minor": balance,
-                "plan_id": payment.plan_id,
-                "expires_at": subscription.expires_at.isoformat() if subscription else None,
-            },
-        },
-    )
-    return Finalized(Verdict.CREDITED, _payment(row), subscription, balance)
 
 
 async def open_invoices(db: Database, provider: str, *, limit: int = 1000) -> list[Payment]:

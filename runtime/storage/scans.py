@@ -6,7 +6,7 @@ Every scan reads a range of a partial index (what is due), never the table:
 - a provider's recent unfinished intents, for reconciliation (``payments_open`` and
   ``payments_expired``);
 - the activation and revocation jobs that just failed, per VPN backend, and holding or
-  releasing the jobs of a backend that is down (``outbox_due``: the pending backlog);
+  releasing the jobs of a backend that is down (``outbox_claim``: the pending backlog);
 - users' own notifications before a broadcast's (``outbox_notify_direct``).
 """
 
@@ -21,6 +21,7 @@ import asyncpg
 
 from . import job_kinds
 from ._database import Connection, Database, fetch_one
+from ._statements import single_statement
 from .outbox import Job
 
 # -- payments ------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ async def claim_direct_notifications(
             _CLAIM_DIRECT, limit, owner, timedelta(seconds=claim_seconds), started
         )
 
-    rows = await db.transaction(unit)
+    rows = await single_statement(db, unit)
     return sorted(
         (
             Job(
@@ -322,7 +323,7 @@ async def complete_skipped(
             reason[:4000],
         )
 
-    return frozenset(r["id"] for r in await db.transaction(unit))
+    return frozenset(r["id"] for r in await single_statement(db, unit))
 
 
 # -- when work is next due ------------------------------------------------------------------
@@ -333,7 +334,7 @@ async def complete_skipped(
 async def next_job_due(db: Database, kinds: Sequence[str]) -> float | None:
     """Seconds until the earliest pending job of ``kinds`` is due (0 or less: due now; a
     claimed job counts from its claim's expiry); None when none is pending. One index
-    probe per kind (``outbox_due``)."""
+    probe per kind (``outbox_claim``)."""
 
     async def unit(conn: Connection) -> float | None:
         value = await conn.fetchval(

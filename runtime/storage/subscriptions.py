@@ -11,6 +11,7 @@ after a retention, deleted from its panel (``deleting`` while queued, then ``del
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -69,10 +70,19 @@ def _row(record: asyncpg.Record) -> Subscription:
     return Subscription(**dict(record))
 
 
+_FIELDS = tuple(field.name for field in dataclasses.fields(Subscription))
+
+
+def from_stored(record: asyncpg.Record) -> Subscription:
+    """A ``subscriptions`` row returned whole (a composite value, every column)."""
+    return Subscription(**{name: record[name] for name in _FIELDS})
+
+
 async def extend_or_create(conn: Connection, user_id: int, terms: Terms) -> Subscription:
     """Extend the user's active paid subscription on the same backend from
     max(now, its expiry), or start a new one; either way a new traffic period starts now.
-    The caller holds the user's row lock."""
+    The caller holds the user's row lock. A credited payment does the same inside the
+    database function ``finalize_charge`` (the migration of that name): change both."""
     current = await conn.fetchrow(
         f"select {_COLUMNS} from subscriptions where user_id = $1 and vpn_backend = $2"
         " and kind = 'paid' and status = 'active' order by expires_at desc limit 1 for update",

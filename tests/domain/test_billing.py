@@ -352,3 +352,125 @@ async def test_a_manual_refund_records_without_the_provider(billing: Billing) ->
         await billing.refund(checkout.payment.id)  # cards cannot refund through the API
     refunded = await billing.refund(checkout.payment.id, through_provider=False)
     assert refunded.payment.status == "refunded"
+
+
+async def outbox_payloads(db: Database) -> dict[str, dict[str, object]]:
+    async def unit(conn: Connection) -> dict[str, dict[str, object]]:
+        rows = await conn.fetch("select dedup_key, payload, max_attempts from outbox")
+        return {r["dedup_key"]: {**r["payload"], "max_attempts": r["max_attempts"]} for r in rows}
+
+    return await db.read(unit)
+
+
+async def test_a_credit_writes_the_jobs_the_workers_read(
+    db: Database, catalog: Catalog, alerts: Alerts
+) -> None:
+    billing = Billing(
+        db,
+        catalog,
+        {"stars": InChatProvider("stars"), "card": InChatProvider("card", "RUB")},
+        alerts,
+        balance_currency="RUB",
+        activation_max_attempts=4,
+    )
+    bought = await billing.buy(USER, "month", "stars")
+    credited = await billing.confirm(paid(bought.payment.id))
+    topped = await billing.top_up(USER, 500, "card")
+    balance = await billing.confirm(
+        paid(topped.payment.id, charge="t1", amount=500, currency="RUB", provider="card")
+    )
+    subscription = credited.subscription
+    assert subscription is not None and balance.balance_minor == 500
+    assert credited.payment is not None and credited.payment.status == "finalized"
+    assert credited.payment.subscription_id == subscription.id
+    assert subscription.vpn_account == subs.account_name(USER, subscription.id)
+    payloads = await outbox_payloads(db)
+    assert payloads[f"activate:{subscription.id}:payment:{bought.payment.id}"] == {
+        "subscription_id": subscription.id,
+        "max_attempts": 4,
+    }
+    notice = payloads[f"notify:payment:{bought.payment.id}"]
+    assert notice == {
+        "chat_id": USER,
+        "template": "payment_received",
+        "params": {
+            "amount_minor": 150,
+            "currency": "XTR",
+            "balance_minor": None,
+            "plan_id": "month",
+            "expires_at": subscription.expires_at.isoformat(),
+        },
+        "max_attempts": 10,
+    }
+    assert payloads[f"notify:payment:{topped.payment.id}"]["params"] == {
+        "amount_minor": 500,
+        "currency": "RUB",
+        "balance_minor": 500,
+        "plan_id": None,
+        "expires_at": None,
+    }
+
+
+async def test_concurrent_deliveries_of_a_refused_charge_record_it_once(
+    billing: Billing, db: Database, alerts: Alerts
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    verdicts: list[Verdict] = []
+
+    async def deliver() -> None:
+        result = await billing.confirm_telegram(sent(checkout.payment.id, payer=USER + 7))
+        verdicts.append(result.verdict)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(deliver)
+    assert sorted(verdicts) == sorted([Verdict.FOREIGN_PAYER] + [Verdict.DUPLICATE] * 7)
+
+    async def unit(conn: Connection) -> list[tuple[int, str | None]]:
+        rows = await conn.fetch(
+            "select user_id, refused from payments where external_id = $1", "charge-1"
+        )
+        return [(r["user_id"], r["refused"]) for r in rows]
+
+    assert await db.read(unit) == [(USER + 7, "foreign_payer")]
+    assert await outbox_rows(db) == [] and len(alerts.keys()) == 1
+
+
+async def test_two_charges_racing_for_one_intent_credit_one_and_record_the_other(
+    billing: Billing, db: Database
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    verdicts: list[Verdict] = []
+
+    async def deliver(charge: str) -> None:
+        verdicts.append((await billing.confirm(paid(checkout.payment.id, charge=charge))).verdict)
+
+    async with trio.open_nursery() as nursery:
+        for charge in ("c1", "c2"):
+            nursery.start_soon(deliver, charge)
+    assert sorted(verdicts) == sorted([Verdict.CREDITED, Verdict.EXTRA_CHARGE])
+    owned = await subs.of_user(db, USER)
+    assert len(owned) == 1 and owned[0].expires_at - owned[0].starts_at == timedelta(days=30)
+
+
+async def test_a_purchase_whose_plan_left_the_catalog_fails_and_changes_nothing(
+    db: Database, alerts: Alerts
+) -> None:
+    from runtime.storage import payments
+
+    intent = await payments.create_intent(
+        db,
+        user_id=USER,
+        provider="stars",
+        amount_minor=150,
+        currency="XTR",
+        purpose="subscription",
+        plan_id="gone",
+        ttl_minutes=60,
+    )
+    charge = payments.Charge("stars", "c1", intent.id, 150, "XTR")
+    with pytest.raises(LookupError, match="gone"):
+        await payments.finalize(db, charge, {})
+    stored = await payments.get(db, intent.id)
+    assert stored is not None and stored.status == "created"
+    assert await outbox_rows(db) == [] and await subs.of_user(db, USER) == []

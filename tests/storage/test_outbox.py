@@ -22,10 +22,12 @@ from runtime.storage.outbox import (
     Job,
     claim,
     complete,
+    complete_and_claim,
     counts,
     dead_letters,
     enqueue,
     enqueue_job,
+    enqueue_jobs,
     fail,
     release,
     requeue_dead,
@@ -454,3 +456,96 @@ async def test_enqueue_many_adds_new_jobs_in_one_statement_and_skips_known_keys(
         ("bulk:2", {"n": 2}, 10),
         ("bulk:3", {"n": 3}, 3),
     ]
+
+
+async def test_batched_enqueues_racing_on_the_same_keys_make_each_job_once(db: Database) -> None:
+    new: list[int] = []
+
+    async def producer(offset: int) -> None:
+        for start in range(offset, 200 + offset, 10):
+            keys = [(f"batch:{i}", {"i": i}) for i in range(start, start + 10)]
+            new.append(await enqueue_jobs(db, kind=KIND, jobs=keys))
+
+    async with trio.open_nursery() as nursery:
+        for offset in (0, 0, 5, 100):
+            nursery.start_soon(producer, offset)
+
+    rows = await fetch(db, "select dedup_key, payload from outbox")
+    assert sorted(r["dedup_key"] for r in rows) == sorted(f"batch:{i}" for i in range(300))
+    assert all(r["payload"] == {"i": int(r["dedup_key"].split(":")[1])} for r in rows)
+    assert sum(new) == 300
+
+
+@pytest.mark.parametrize("batch", [1, 10, 50])
+async def test_completing_and_claiming_in_one_statement_does_every_job_exactly_once(
+    db: Database, batch: int
+) -> None:
+    await add_jobs(db, 1000)
+    claimed: Counter[int] = Counter()
+    completed: Counter[int] = Counter()
+
+    async def worker(owner: str) -> None:
+        jobs = await claim(db, kinds=[KIND], owner=owner, limit=batch, claim_seconds=30)
+        while jobs:
+            claimed.update(j.id for j in jobs)
+            counted, jobs = await complete_and_claim(
+                db, jobs, kinds=[KIND], owner=owner, limit=batch, claim_seconds=30
+            )
+            completed.update(counted)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(4):
+            nursery.start_soon(worker, f"worker-{i}")
+
+    ids = {row["id"] for row in await fetch(db, "select id from outbox")}
+    assert len(ids) == 1000
+    assert set(claimed) == ids and set(claimed.values()) == {1}
+    assert set(completed) == ids and set(completed.values()) == {1}
+    assert await counts(db) == {"pending": 0, "done": 1000, "dead": 0}
+
+
+async def test_complete_and_claim_is_fenced_and_picks_up_expired_claims(db: Database) -> None:
+    await add_jobs(db, 3)
+    dying = await claim(db, kinds=[KIND], owner="dying", limit=2, claim_seconds=30)
+    (mine,) = await claim(db, kinds=[KIND], owner="alive", limit=1, claim_seconds=30)
+    # the dying worker's claims run out (on the database's clock)
+    await execute(
+        db,
+        "update outbox set next_attempt_at = now(), claim_expires_at = now()"
+        " where claimed_by = 'dying'",
+    )
+    counted, taken = await complete_and_claim(
+        db, [mine], kinds=[KIND], owner="alive", limit=5, claim_seconds=30
+    )
+    assert counted == {mine.id}
+    assert sorted(j.id for j in taken) == sorted(j.id for j in dying)
+    assert all(j.claim == 2 and j.attempts == 1 for j in taken)  # lost claims cost no attempt
+    # the dying worker comes back: its stale claims count for nothing, and it gets nothing
+    stale, nothing = await complete_and_claim(
+        db, dying, kinds=[KIND], owner="dying", limit=5, claim_seconds=30
+    )
+    assert stale == frozenset() and nothing == []
+    counted, rest = await complete_and_claim(
+        db, taken, kinds=[KIND], owner="alive", limit=5, claim_seconds=30
+    )
+    assert counted == {j.id for j in taken} and rest == []
+    assert await counts(db) == {"pending": 0, "done": 3, "dead": 0}
+
+
+async def test_a_claim_reads_its_kind_in_index_order_without_sorting_the_backlog(
+    db: Database,
+) -> None:
+    from runtime.storage.outbox import _CLAIM_QUERIES
+
+    await add_jobs(db, 5000)
+    await add_jobs(db, 5000, kind="other")
+    await execute(db, "analyze outbox")
+
+    async def plan(conn: Connection) -> str:
+        rows = await conn.fetch(
+            "explain " + _CLAIM_QUERIES[True, False], KIND, 10, "w", timedelta(seconds=30), True
+        )
+        return "\n".join(r[0] for r in rows)
+
+    text = await db.transaction(plan)
+    assert "outbox_claim" in text and "Sort" not in text, text
