@@ -140,8 +140,10 @@ async def _run_unit(
     transaction: bool = True,
     isolation: Isolation | None = None,
     readonly: bool = False,
+    stateless: bool = False,
 ) -> T:
-    """One unit of work, on the asyncio side: take a connection, run, give it back."""
+    """One unit of work, on the asyncio side: take a connection, run, give it back.
+    ``stateless``: the unit, though outside a transaction, leaves no session state."""
     try:
         conn = await pool.acquire()
     except OSError as exc:
@@ -153,7 +155,7 @@ async def _run_unit(
     except BaseException:
         await _give_back(pool, conn)
         raise
-    if transaction:
+    if transaction or stateless:
         _skip_reset(conn)
     await _give_back(pool, conn)
     return result
@@ -288,6 +290,22 @@ class Database:
         async for attempt in retry_transient(operation="storage.read"):
             with attempt:
                 return await run_asyncio(_run_unit, self._pool, work, readonly=True)
+        raise AssertionError("unreachable: retry_transient raises when it gives up")
+
+    async def statement(self, work: Work[T], *, retry: bool = False) -> T:
+        """Run ``work``, which issues exactly one statement: PostgreSQL commits a lone
+        statement by itself, atomically, so ``BEGIN``/``COMMIT`` around it would only add
+        two round trips. It is committed when this returns, and like a transaction unit it
+        leaves no session state (no session ``SET``, lock or ``LISTEN``). ``retry`` only for
+        a statement safe to repeat."""
+
+        if not retry:
+            return await run_asyncio(_run_unit, self._pool, work, transaction=False, stateless=True)
+        async for attempt in retry_transient(operation="storage.statement"):
+            with attempt:
+                return await run_asyncio(
+                    _run_unit, self._pool, work, transaction=False, stateless=True
+                )
         raise AssertionError("unreachable: retry_transient raises when it gives up")
 
     async def session(self, work: Work[T]) -> T:

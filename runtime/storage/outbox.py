@@ -50,7 +50,6 @@ from runtime.logs import get_logger
 from runtime.supervision import Backoff, backoff_delay
 
 from ._database import Connection, Database
-from ._statements import single_statement
 
 STATUSES = ("pending", "done", "dead")
 
@@ -201,7 +200,7 @@ async def enqueue_job(
             run_at=run_at,
         )
 
-    return await single_statement(db, unit, retry=True)
+    return await db.statement(unit, retry=True)
 
 
 async def enqueue_jobs(
@@ -217,7 +216,7 @@ async def enqueue_jobs(
     async def unit(conn: Connection) -> int:
         return await enqueue_many(conn, kind=kind, jobs=jobs, max_attempts=max_attempts)
 
-    return await single_statement(db, unit, retry=True)
+    return await db.statement(unit, retry=True)
 
 
 # -- claiming and outcomes -------------------------------------------------------------
@@ -415,7 +414,7 @@ async def _claim(
     async def unit(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(query, *args)
 
-    rows = await single_statement(db, unit)
+    rows = await db.statement(unit)
     jobs = sorted((_job(r) for r in rows if r["outcome"] == "claimed"), key=lambda j: j.id)
     buried = [_dead_letter(r) for r in rows if r["outcome"] == "buried"]
     for dead in buried:
@@ -451,7 +450,7 @@ async def complete(db: Database, jobs: Job | Sequence[Job], *, owner: str) -> bo
     async def unit(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(_COMPLETE, [j.id for j in batch], [j.claim for j in batch], owner)
 
-    counted = frozenset(row["id"] for row in await single_statement(db, unit))
+    counted = frozenset(row["id"] for row in await db.statement(unit))
     if isinstance(jobs, Job):
         return jobs.id in counted
     return counted
@@ -509,7 +508,7 @@ async def record(db: Database, marks: Sequence[Mark], *, owner: str) -> frozense
             owner,
         )
 
-    return frozenset(row["id"] for row in await single_statement(db, unit))
+    return frozenset(row["id"] for row in await db.statement(unit))
 
 
 _FAIL = """
@@ -558,7 +557,7 @@ async def fail(
         )
         return status
 
-    status = await single_statement(db, unit)
+    status = await db.statement(unit)
     if status is None:
         return FailOutcome.LOST
     return FailOutcome.DEAD if status == "dead" else FailOutcome.RETRY
@@ -586,7 +585,7 @@ async def release(db: Database, jobs: Sequence[Job], *, owner: str) -> frozenset
             owner,
         )
 
-    return frozenset(row["id"] for row in await single_statement(db, unit))
+    return frozenset(row["id"] for row in await db.statement(unit))
 
 
 _TAKE_BACK = """
@@ -626,7 +625,7 @@ async def take_back(db: Database, *, owner_prefix: str) -> TakenBack:
     async def unit(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(_TAKE_BACK, owner_prefix)
 
-    rows = await single_statement(db, unit, retry=True)
+    rows = await db.statement(unit, retry=True)
     return TakenBack(jobs=len(rows), lost=sum(1 for r in rows if r["started"]))
 
 
@@ -663,7 +662,7 @@ async def requeue_dead(db: Database, ids: Sequence[int]) -> int:
         )
         return len(rows)
 
-    return await single_statement(db, unit, retry=True)
+    return await db.statement(unit, retry=True)
 
 
 async def counts(db: Database) -> dict[str, int]:

@@ -21,7 +21,6 @@ import asyncpg
 
 from . import job_kinds
 from ._database import Connection, Database, fetch_one
-from ._statements import single_statement
 from .outbox import Job
 
 # -- payments ------------------------------------------------------------------------------
@@ -280,7 +279,7 @@ async def claim_direct_notifications(
             _CLAIM_DIRECT, limit, owner, timedelta(seconds=claim_seconds), started
         )
 
-    rows = await single_statement(db, unit)
+    rows = await db.statement(unit)
     return sorted(
         (
             Job(
@@ -323,7 +322,7 @@ async def complete_skipped(
             reason[:4000],
         )
 
-    return frozenset(r["id"] for r in await single_statement(db, unit))
+    return frozenset(r["id"] for r in await db.statement(unit))
 
 
 # -- when work is next due ------------------------------------------------------------------

@@ -491,6 +491,25 @@ async def test_a_committed_transaction_gives_its_connection_back_without_a_reset
     assert await _session_state(small_db) == ("", 0)  # a session unit's release resets it
 
 
+async def test_a_statement_gives_its_connection_back_without_a_reset(
+    small_db: Database,
+) -> None:
+    async def unit(conn: Connection) -> None:
+        await conn.execute("select set_config('application_name', 'by a statement', false)")
+
+    await small_db.statement(unit)
+    assert (await _session_state(small_db))[0] == "by a statement"
+    assert await _session_state(small_db) == ("", 0)
+
+    async def failing(conn: Connection) -> None:
+        await conn.execute("select set_config('application_name', 'failed', false)")
+        raise DomainError("changed my mind")
+
+    with pytest.raises(DomainError):
+        await small_db.statement(failing)
+    assert await _session_state(small_db) == ("", 0)
+
+
 async def test_every_other_unit_gives_its_connection_back_reset(small_db: Database) -> None:
     async def session_unit(conn: Connection) -> None:
         await _leave_session_state(conn, "by a session")
