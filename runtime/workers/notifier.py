@@ -83,6 +83,12 @@ STANDBY_TRIES = 4
 replaced within 1.25 ttl (75 s with the default claim time)."""
 
 
+def default_concurrency(rate: float) -> int:
+    """Sends in progress at once at ``rate`` per second: enough to keep the rate while each
+    send waits for Telegram, few enough that a killed notifier repeats only these."""
+    return max(4, min(100, math.ceil(rate / 4)))
+
+
 class Notifier:
     def __init__(
         self,
@@ -112,7 +118,7 @@ class Notifier:
         )
         self.max_attempts = max_attempts or config.max_attempts
         self.batch = batch or max(10, min(500, round(self.rate * 2)))
-        self.concurrency = concurrency or max(4, min(100, math.ceil(self.rate / 4)))
+        self.concurrency = concurrency or default_concurrency(self.rate)
         self.claim_seconds = claim_seconds or max(60.0, self.batch / self.rate * 3 + CLAIM_MARGIN)
         self.max_per_chat = max_per_chat
         self.translator = translator or load_translator()
