@@ -90,6 +90,10 @@ class FlakyDatabase:
         self._check()
         return await self._db.read(work, **kwargs)
 
+    async def statement(self, work: Any, **kwargs: Any) -> Any:
+        self._check()
+        return await self._db.statement(work, **kwargs)
+
     async def session(self, work: Any) -> Any:
         self._check()
         return await self._db.session(work)
