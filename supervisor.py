@@ -21,35 +21,15 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runtime.logs import configure_logging, get_logger, hold_warnings, log_failure
+if TYPE_CHECKING:
+    from runtime.config import Settings
 
-# Before the libraries are imported: the warnings they raise on import reach the log too.
-hold_warnings()
+from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 
-import trio  # noqa: E402
-
-from runtime.app import (  # noqa: E402
-    StartupError,
-    build_runtime,
-    check_configuration,
-    given_up_updates,
-    migrate,
-    operator_url,
-    plugin_services,
-    render_given_up,
-    replay_updates,
-    serve,
-)
-from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE  # noqa: E402
-from runtime.app.tables import render_plugins, render_status  # noqa: E402
-from runtime.config import (  # noqa: E402
-    ConfigError,
-    Settings,
-    load_settings,
-    reference_markdown,
-)
-from runtime.plugin_api import load_plugins  # noqa: E402
+# Each command imports what it uses when it runs: `vpnbot --help`, `status` or `check-config`
+# never pay for the bot (aiogram), and only `run` pays for the HTTP server.
 
 
 def _config_path(given: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -58,6 +38,8 @@ def _config_path(given: str | None, environ: Mapping[str, str]) -> Path | None:
 
 
 def _load(path: Path | None, environ: Mapping[str, str]) -> Settings | None:
+    from runtime.config import ConfigError, load_settings
+
     try:
         return load_settings(path, environ=environ)
     except ConfigError as exc:
@@ -66,6 +48,8 @@ def _load(path: Path | None, environ: Mapping[str, str]) -> Settings | None:
 
 
 def _setup_logging(settings: Settings) -> None:
+    from runtime.logs import configure_logging
+
     configure_logging(
         fmt=settings.service.log_format,
         level=settings.service.log_level,
@@ -82,6 +66,12 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     _setup_logging(settings)
     if args.sandbox or path is None:
         return _run_sandbox(settings, environ, args.telegram_port)
+    import trio
+
+    from runtime.app import build_runtime, serve
+    from runtime.config import ConfigError
+    from runtime.logs import get_logger, log_failure
+
     try:
         runtime = build_runtime(settings, environ=environ)
     except ConfigError as exc:
@@ -95,6 +85,10 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _run_sandbox(settings: Settings, environ: Mapping[str, str], telegram_port: int) -> int:
+    import trio
+
+    from runtime.config import ConfigError
+    from runtime.logs import get_logger, log_failure
     from runtime.sandbox import SandboxPorts, run_sandbox
 
     ports = SandboxPorts(telegram=telegram_port)
@@ -113,6 +107,10 @@ def cmd_migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if settings is None:
         return EX_CONFIG
     _setup_logging(settings)
+    import trio
+
+    from runtime.app import StartupError, migrate
+
     try:
         applied = trio.run(migrate, settings)
     except StartupError as exc:
@@ -127,6 +125,10 @@ def cmd_check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> in
     settings = _load(path, environ)
     if settings is None:
         return EX_CONFIG
+    from runtime.app import check_configuration
+    from runtime.config import ConfigError
+    from runtime.logs import configure_logging
+
     configure_logging(fmt="console", level="critical")
     try:
         # Without a file, `vpnbot run` is the sandbox, which brings its own Telegram.
@@ -146,6 +148,12 @@ def cmd_plugins(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = _load(_config_path(args.config, environ), environ)
     if settings is None:
         return EX_CONFIG
+    from runtime.app import plugin_services
+    from runtime.app.tables import render_plugins
+    from runtime.config import ConfigError
+    from runtime.logs import configure_logging
+    from runtime.plugin_api import load_plugins
+
     configure_logging(fmt="console", level="critical")
     try:
         plugins = load_plugins(settings, plugin_services(settings), environ=environ)
@@ -159,6 +167,8 @@ def cmd_plugins(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import httpx
 
+    from runtime.app.tables import render_status
+
     url = args.url
     if url is None:
         settings = _load(_config_path(args.config, environ), environ)
@@ -167,6 +177,8 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         if not settings.http.enabled:
             print("vpnbot status: the operator listener is off (http.enabled)", file=sys.stderr)
             return EX_CONFIG
+        from runtime.app import operator_url
+
         url = operator_url(settings.http)
     try:
         response = httpx.get(f"{url.rstrip('/')}/status", timeout=args.timeout)
@@ -183,6 +195,10 @@ def cmd_updates(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if settings is None:
         return EX_CONFIG
     _setup_logging(settings)
+    import trio
+
+    from runtime.app import StartupError, given_up_updates, render_given_up, replay_updates
+
     try:
         if args.replay is None:
             print(render_given_up(trio.run(lambda: given_up_updates(settings, limit=args.limit))))
@@ -208,6 +224,8 @@ def _update_to_replay(value: str) -> int | str:
 
 
 def cmd_config_reference(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from runtime.config import reference_markdown
+
     print(reference_markdown(), end="")
     return EX_OK
 
@@ -265,6 +283,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     if args.command is None:
         args = parser().parse_args(["run", *(argv or [])])
+    if args.command != "status":
+        from runtime.logs import hold_warnings
+
+        # Before the libraries are imported: the warnings they raise on import reach the
+        # log too.
+        hold_warnings()
     handler = args.handler
     return int(handler(args, env))
 

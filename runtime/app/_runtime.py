@@ -34,10 +34,11 @@ from runtime.workers import NAMES as WORKER_ACTOR_NAMES
 from runtime.workers import worker_actors
 
 from ._database import DATABASE_ACTOR, StartupError, connect, database_probe, ensure_schema
-from ._identity import InstanceInUse, claim_instance, default_instance_id, keep_instance, take_back
+from ._identity import InstanceInUse, claim_instance, keep_instance, take_back
 from ._listeners import PUBLIC_HTTP_ACTOR, listeners
 from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._preflight import Preflight
+from ._services import plugin_services
 from .exit_codes import EX_CONFIG, EX_TEMPFAIL
 
 
@@ -205,12 +206,6 @@ def check_configuration(
         runtime.config_warnings,
         [status.name for status in runtime.supervisor.statuses],
     )
-
-
-def plugin_services(settings: Settings) -> Services:
-    """The services handed to plugins: the database and the alerts come later."""
-    instance = settings.service.instance_id or default_instance_id()
-    return Services(settings, Metrics(), instance_id=instance)
 
 
 def _assemble(
