@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from runtime.app._early import EarlyStart
     from runtime.config import Settings
 
 from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
@@ -59,13 +60,39 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from runtime.app._early import EarlyStart, Terminated
+
+    early = EarlyStart()
+    early.watch_signals()
+    try:
+        return _run(args, environ, early)
+    except Terminated as stop:
+        from runtime.logs import get_logger
+
+        get_logger("supervisor").info("stopped during the start", signal=str(stop), exit_code=0)
+        return EX_OK
+    finally:
+        early.close()
+        early.restore_signals()
+
+
+def _run(args: argparse.Namespace, environ: Mapping[str, str], early: EarlyStart) -> int:
+    """Start what needs no runtime (the embedded server, the bot's import) in threads, then
+    import and assemble the runtime and serve it."""
     path = _config_path(args.config, environ)
     settings = _load(path, environ)
     if settings is None:
         return EX_CONFIG
+    sandbox = args.sandbox or path is None
+    if settings.database.dsn is None:
+        early.start_server(Path(settings.database.data_dir))
+    if sandbox or settings.telegram.token is not None:
+        from runtime.bot import BOT_LIBRARIES
+
+        early.import_in_background(BOT_LIBRARIES)
     _setup_logging(settings)
-    if args.sandbox or path is None:
-        return _run_sandbox(settings, environ, args.telegram_port)
+    if sandbox:
+        return _run_sandbox(settings, environ, args.telegram_port, early)
     import trio
 
     from runtime.app import build_runtime, serve
@@ -77,14 +104,17 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConfigError as exc:
         print(exc.format(), file=sys.stderr)
         return EX_CONFIG
+    early.trio_takes_signals()
     try:
-        return trio.run(serve, runtime)
+        return trio.run(lambda: serve(runtime, early=early))
     except Exception as exc:
         log_failure(get_logger("supervisor"), exc, operation="run")
         return EX_SOFTWARE
 
 
-def _run_sandbox(settings: Settings, environ: Mapping[str, str], telegram_port: int) -> int:
+def _run_sandbox(
+    settings: Settings, environ: Mapping[str, str], telegram_port: int, early: EarlyStart
+) -> int:
     import trio
 
     from runtime.config import ConfigError
@@ -92,8 +122,9 @@ def _run_sandbox(settings: Settings, environ: Mapping[str, str], telegram_port: 
     from runtime.sandbox import SandboxPorts, run_sandbox
 
     ports = SandboxPorts(telegram=telegram_port)
+    early.trio_takes_signals()
     try:
-        return trio.run(lambda: run_sandbox(settings, environ=environ, ports=ports))
+        return trio.run(lambda: run_sandbox(settings, environ=environ, ports=ports, early=early))
     except ConfigError as exc:
         print(exc.format(), file=sys.stderr)
         return EX_CONFIG
