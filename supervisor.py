@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from runtime.app import StartupError
     from runtime.app._early import EarlyStart
     from runtime.config import Settings
 
@@ -133,6 +134,18 @@ def _run_sandbox(
         return EX_SOFTWARE
 
 
+def _startup_error(exc: Exception, kind: type[StartupError]) -> StartupError:
+    """The ``StartupError`` behind ``exc``, which the asyncio loop's nursery wraps in an
+    exception group; anything else is raised again."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        inner = exc.exceptions[0]
+        if isinstance(inner, Exception):
+            return _startup_error(inner, kind)
+    raise exc
+
+
 def cmd_migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = _load(_config_path(args.config, environ), environ)
     if settings is None:
@@ -144,9 +157,10 @@ def cmd_migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     try:
         applied = trio.run(migrate, settings)
-    except StartupError as exc:
-        print(f"vpnbot migrate: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except Exception as exc:
+        refused = _startup_error(exc, StartupError)
+        print(f"vpnbot migrate: {refused}", file=sys.stderr)
+        return refused.exit_code
     print(f"applied: {', '.join(applied)}" if applied else "the database is up to date")
     return EX_OK
 
@@ -236,9 +250,10 @@ def cmd_updates(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             return EX_OK
         wanted = None if args.replay == "all" else [args.replay]
         replayed = trio.run(replay_updates, settings, wanted)
-    except StartupError as exc:
-        print(f"vpnbot updates: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except Exception as exc:
+        refused = _startup_error(exc, StartupError)
+        print(f"vpnbot updates: {refused}", file=sys.stderr)
+        return refused.exit_code
     if replayed:
         print(f"processing again: {', '.join(str(i) for i in replayed)}")
     else:

@@ -1,10 +1,11 @@
 """Run a command as the child of a subreaper, and report what it left running.
 
-``python subreaper.py OUTPUT CMD...`` runs CMD with its output (stdout and stderr) in the
-file OUTPUT, prints the child's pid, waits for it, then prints one JSON line: ``{"exit": <status>, "left": [[pid, comm], ...]}``. As a subreaper it becomes the
-parent of every process the child's tree orphans (a PostgreSQL that ``pg_ctl`` started, an
-``initdb`` whose parent died), so what is left is found by the process tree alone. It kills
-what was left (it started it) before it exits.
+``python subreaper.py OUTPUT CMD...`` runs CMD with its stdout and stderr in the file
+OUTPUT, prints the child's pid, waits for it, then prints one JSON line:
+``{"exit": <status>, "left": [[pid, comm], ...]}``. As a subreaper it becomes the parent of
+every process the child's tree orphans (a PostgreSQL that ``pg_ctl`` started, an ``initdb``
+whose parent died), so what is left is found by the process tree alone. It kills what was
+left (it started it) before it exits.
 """
 
 from __future__ import annotations
