@@ -16,7 +16,7 @@ from runtime.config import Settings
 from runtime.logs import get_logger
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
-from runtime.testing.telegram import TelegramEmulator
+from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
 
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_PASSWORD = "sandbox-panel-password"
@@ -110,7 +110,9 @@ async def run_sandbox(
 
     ``early``: what the command line started before (see ``serve``)."""
     log = get_logger("sandbox")
-    emulator = TelegramEmulator(bot_username="vpnbot_sandbox_bot", bot_name="VPN Sandbox")
+    emulator = TelegramEmulator(
+        bot_username="vpnbot_sandbox_bot", bot_name="VPN Sandbox", retention=SANDBOX_RETENTION
+    )
     panel = FakeMarzban(admin_password=PANEL_PASSWORD)
     cryptobot = FakeCryptoBot(CRYPTOBOT_TOKEN)
     async with trio.open_nursery() as nursery:
