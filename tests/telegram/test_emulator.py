@@ -391,7 +391,8 @@ async def test_a_bounded_emulator_keeps_the_newest_history_only() -> None:
         async with polling(dispatcher, bot):
             for n in range(30):
                 sent = user.send_text(f"m{n}")
-                await user.wait_for_message(lambda m: m.text == f"echo m{n}", after=sent)
+                echo_text = f"echo m{n}"
+                await user.wait_for_message(lambda m, t=echo_text: m.text == t, after=sent)
     texts = [m.text for m in user.messages()]
     assert texts == ["m27", "echo m27", "m28", "echo m28", "m29", "echo m29"]
     assert [e.text for e in user.transcript()] == texts
