@@ -1024,6 +1024,10 @@ class TelegramEmulator:
     def invoice_links(self, *, bot: int | None = None) -> list[Invoice]:
         return list(self._bot(bot).invoice_links.values())
 
+    def polls(self, *, bot: int | None = None) -> int:
+        """How many ``getUpdates`` calls the bot has made (counted as each arrives)."""
+        return self._bot(bot).poll_generation
+
     def pending_updates(self, *, bot: int | None = None) -> list[dict[str, Any]]:
         """Updates not yet confirmed (polling) or delivered (webhook)."""
         return [u.wire() for u in self._bot(bot).updates]
