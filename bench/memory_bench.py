@@ -260,7 +260,8 @@ def main() -> None:
     print(f"  vpnbot - aiogram, idle: {spread(difference)} MB (goal: at most 25 MB)")
     for name, runs in (("aiogram", peer), ("vpnbot", vpnbot)):
         speed = [total / r.seconds for r in runs]
-        print(f"  {name} answered {spread(speed)} updates/s")
+        tenths = " ".join(f"{mb:.1f}" for mb in runs[-1].checkpoints)
+        print(f"  {name} answered {spread(speed)} updates/s; last round, RSS by tenth: {tenths}")
 
 
 if __name__ == "__main__":

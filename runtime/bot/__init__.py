@@ -145,8 +145,18 @@ def bot_actors(services: Services, *, actor_table: ActorTable | None = None) -> 
 
 
 def telegram_webhook_routes(services: Services) -> list[Route]:
-    """The webhook route at the path of ``bot.webhook_url`` in webhook mode, else none."""
-    if services.settings.bot.mode != "webhook":
+    """The webhook route at the path of ``bot.webhook_url`` in webhook mode, else none.
+
+    It needs no bot (no aiogram): an update is stored in the inbox, and the bot's inbox
+    processor, once built, is woken to take it (until then, it finds it when it starts).
+    """
+    if services.settings.telegram.token is None or services.settings.bot.mode != "webhook":
         return []
-    bot = telegram_bot(services)
-    return bot.webhook_routes() if bot is not None else []
+    from ._webhook import webhook_routes
+
+    def wake() -> None:
+        bot = _bots.get(services)
+        if bot is not None:
+            bot.processor.wakeup.set()
+
+    return webhook_routes(services.settings, lambda: services.db, wake)
