@@ -84,6 +84,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], early: EarlyStart
     settings = _load(path, environ)
     if settings is None:
         return EX_CONFIG
+    early.stop_if_requested()
     sandbox = args.sandbox or path is None
     if settings.database.dsn is None:
         early.start_server(Path(settings.database.data_dir))
@@ -100,12 +101,13 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], early: EarlyStart
     from runtime.config import ConfigError
     from runtime.logs import get_logger, log_failure
 
+    early.stop_if_requested()
     try:
         runtime = build_runtime(settings, environ=environ)
     except ConfigError as exc:
         print(exc.format(), file=sys.stderr)
         return EX_CONFIG
-    early.trio_takes_signals()
+    early.stop_if_requested()
     try:
         return trio.run(lambda: serve(runtime, early=early))
     except Exception as exc:
@@ -123,7 +125,7 @@ def _run_sandbox(
     from runtime.sandbox import SandboxPorts, run_sandbox
 
     ports = SandboxPorts(telegram=telegram_port)
-    early.trio_takes_signals()
+    early.stop_if_requested()
     try:
         return trio.run(lambda: run_sandbox(settings, environ=environ, ports=ports, early=early))
     except ConfigError as exc:

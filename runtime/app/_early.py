@@ -10,9 +10,13 @@ The import thread imports third-party modules only: two threads importing module
 package at once could each wait for the other's module (a deadlock Python refuses with an
 error), while aiogram never imports us.
 
-A SIGTERM or SIGINT before the supervisor runs is a request to stop: the start ends, a
-server being started is waited for (an ``initdb`` cut short leaves a data directory that
-never starts again) and stopped, and the process exits 0 with no child left.
+A SIGTERM or SIGINT before the supervisor runs is a request to stop, recorded by the
+handler and acted on at the next step of the start (``stop_if_requested`` before trio runs,
+``serve`` after): raising from the handler could leave an import half done with its lock
+held. The start ends, a server being started is waited for (an ``initdb`` cut short leaves
+a data directory that never starts again) and stopped, the import is waited for (it cannot
+be interrupted, and an interpreter that exits under it aborts), and the process exits 0
+with no child left.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 
 
 class Terminated(BaseException):
-    """A stop was asked for (SIGTERM, SIGINT) while the runtime was still being imported."""
+    """A stop was asked for (SIGTERM, SIGINT) before trio ran."""
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -43,15 +47,15 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class EarlyStart:
     """The threads a start runs before the runtime exists, and the stop requests meanwhile.
 
-    ``watch_signals()`` first: until ``trio_takes_signals()``, a stop request raises
-    ``Terminated`` in the main thread (the one importing), once; after it, it is only
-    recorded, for ``serve`` to honour when it opens its own signal receiver.
-    ``close()`` stops a server that nobody took over (``take_server``).
+    ``watch_signals()`` first; a stop request is recorded (``stop_requested``), and
+    ``stop_if_requested()`` raises ``Terminated`` for it between the steps of the start;
+    ``serve`` honours it once it opens its own signal receiver. ``close()`` stops a server
+    that nobody took over (``take_server``) and waits for the import thread.
     """
 
     def __init__(self) -> None:
         self.stop_requested = threading.Event()
-        self._raise = True
+        self._signal: str | None = None
         self._server: EmbeddedPostgres | None = None
         self._server_start: Future[str] | None = None
         self._threads: list[threading.Thread] = []
@@ -61,9 +65,9 @@ class EarlyStart:
         for signum in _STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
-    def trio_takes_signals(self) -> None:
-        """From now on a stop request is recorded, not raised: trio is about to run."""
-        self._raise = False
+    def stop_if_requested(self) -> None:
+        if self.stop_requested.is_set():
+            raise Terminated(self._signal or "a stop request")
 
     def restore_signals(self) -> None:
         for signum, handler in self._previous.items():
@@ -71,10 +75,8 @@ class EarlyStart:
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        first = not self.stop_requested.is_set()
+        self._signal = self._signal or signal.Signals(signum).name
         self.stop_requested.set()
-        if first and self._raise:
-            raise Terminated(signal.Signals(signum).name)
 
     def import_in_background(self, modules: Sequence[str]) -> None:
         """Import third-party ``modules`` in a daemon thread (errors surface later, when the
@@ -130,14 +132,17 @@ class EarlyStart:
         return server
 
     def close(self) -> None:
-        """Stop a server started early and not taken over (after its start, if it runs)."""
+        """Stop a server started early and not taken over (after its start, if it runs),
+        then wait for the import: an interpreter that exits while a thread is importing
+        aborts (SIGABRT) instead of exiting with its code."""
         server, started = self._server, self._server_start
         self._server = self._server_start = None
-        if server is None or started is None:
-            return
-        with contextlib.suppress(BaseException):
-            started.result()
-        server.stop_blocking()
+        if server is not None and started is not None:
+            with contextlib.suppress(BaseException):
+                started.result()
+            server.stop_blocking()
+        for thread in self._threads:
+            thread.join()
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=f"early-{name}", daemon=True)

@@ -332,13 +332,9 @@ async def serve(runtime: Runtime, *, early: EarlyStart | None = None) -> int:
     operator. ``early`` holds what the command line started before the runtime existed (the
     embedded server, a stop request already received).
     """
-    log = get_logger("supervisor")
     starting = trio.CancelScope()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal, runtime.supervisor, starting)
-        if early is not None and early.stop_requested.is_set():
-            log.info("stop requested during the start: stopping")
-            starting.cancel()
+        await nursery.start(_stop_on_signal, runtime.supervisor, starting, early)
         code = await _serve(runtime, starting, early)
         nursery.cancel_scope.cancel()
     return code
@@ -436,10 +432,24 @@ async def _supervise(runtime: Runtime, lock: InstanceLock) -> int:
     return code
 
 
-async def _stop_on_signal(supervisor: Supervisor, starting: trio.CancelScope) -> None:
-    """A signal ends the start if it is still going on, else asks the supervisor to stop."""
+async def _stop_on_signal(
+    supervisor: Supervisor,
+    starting: trio.CancelScope,
+    early: EarlyStart | None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A signal ends the start if it is still going on, else asks the supervisor to stop.
+
+    A stop asked for before the receiver was open (``early`` recorded it) counts too: it is
+    looked at once the receiver is open, so no signal falls between the two.
+    """
     log = get_logger("supervisor")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        if early is not None and early.stop_requested.is_set():
+            log.info("stop requested during the start: stopping")
+            starting.cancel()
+            supervisor.request_shutdown()
         async for signum in signals:
             log.info("signal received: stopping", signal=signal.Signals(signum).name)
             starting.cancel()
