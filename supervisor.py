@@ -21,35 +21,17 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runtime.logs import configure_logging, get_logger, hold_warnings, log_failure
+if TYPE_CHECKING:
+    from runtime.app import StartupError
+    from runtime.app._early import EarlyStart
+    from runtime.config import Settings
 
-# Before the libraries are imported: the warnings they raise on import reach the log too.
-hold_warnings()
+from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
 
-import trio  # noqa: E402
-
-from runtime.app import (  # noqa: E402
-    StartupError,
-    build_runtime,
-    check_configuration,
-    given_up_updates,
-    migrate,
-    operator_url,
-    plugin_services,
-    render_given_up,
-    replay_updates,
-    serve,
-)
-from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE  # noqa: E402
-from runtime.app.tables import render_plugins, render_status  # noqa: E402
-from runtime.config import (  # noqa: E402
-    ConfigError,
-    Settings,
-    load_settings,
-    reference_markdown,
-)
-from runtime.plugin_api import load_plugins  # noqa: E402
+# Each command imports what it uses when it runs: `vpnbot --help`, `status` or `check-config`
+# never pay for the bot (aiogram), and only `run` pays for the HTTP server.
 
 
 def _config_path(given: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -58,6 +40,8 @@ def _config_path(given: str | None, environ: Mapping[str, str]) -> Path | None:
 
 
 def _load(path: Path | None, environ: Mapping[str, str]) -> Settings | None:
+    from runtime.config import ConfigError, load_settings
+
     try:
         return load_settings(path, environ=environ)
     except ConfigError as exc:
@@ -66,6 +50,8 @@ def _load(path: Path | None, environ: Mapping[str, str]) -> Settings | None:
 
 
 def _setup_logging(settings: Settings) -> None:
+    from runtime.logs import configure_logging
+
     configure_logging(
         fmt=settings.service.log_format,
         level=settings.service.log_level,
@@ -75,31 +61,73 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from runtime.app._early import EarlyStart, Terminated
+
+    early = EarlyStart()
+    early.watch_signals()
+    try:
+        return _run(args, environ, early)
+    except Terminated as stop:
+        from runtime.logs import get_logger
+
+        get_logger("supervisor").info("stopped during the start", signal=str(stop), exit_code=0)
+        return EX_OK
+    finally:
+        early.close()
+        early.restore_signals()
+
+
+def _run(args: argparse.Namespace, environ: Mapping[str, str], early: EarlyStart) -> int:
+    """Start what needs no runtime (the embedded server, the bot's import) in threads, then
+    import and assemble the runtime and serve it."""
     path = _config_path(args.config, environ)
     settings = _load(path, environ)
     if settings is None:
         return EX_CONFIG
+    early.stop_if_requested()
+    sandbox = args.sandbox or path is None
+    if settings.database.dsn is None:
+        early.start_server(Path(settings.database.data_dir))
+    if sandbox or settings.telegram.token is not None:
+        from runtime.bot import BOT_LIBRARIES
+
+        early.import_in_background(BOT_LIBRARIES)
     _setup_logging(settings)
-    if args.sandbox or path is None:
-        return _run_sandbox(settings, environ, args.telegram_port)
+    if sandbox:
+        return _run_sandbox(settings, environ, args.telegram_port, early)
+    import trio
+
+    from runtime.app import build_runtime, serve
+    from runtime.config import ConfigError
+    from runtime.logs import get_logger, log_failure
+
+    early.stop_if_requested()
     try:
         runtime = build_runtime(settings, environ=environ)
     except ConfigError as exc:
         print(exc.format(), file=sys.stderr)
         return EX_CONFIG
+    early.stop_if_requested()
     try:
-        return trio.run(serve, runtime)
+        return trio.run(lambda: serve(runtime, early=early))
     except Exception as exc:
         log_failure(get_logger("supervisor"), exc, operation="run")
         return EX_SOFTWARE
 
 
-def _run_sandbox(settings: Settings, environ: Mapping[str, str], telegram_port: int) -> int:
+def _run_sandbox(
+    settings: Settings, environ: Mapping[str, str], telegram_port: int, early: EarlyStart
+) -> int:
+    import trio
+
+    from runtime.config import ConfigError
+    from runtime.logs import get_logger, log_failure
     from runtime.sandbox import SandboxPorts, run_sandbox
 
     ports = SandboxPorts(telegram=telegram_port)
+    early.stop_if_requested()
     try:
-        return trio.run(lambda: run_sandbox(settings, environ=environ, ports=ports))
+        return trio.run(lambda: run_sandbox(settings, environ=environ, ports=ports, early=early))
     except ConfigError as exc:
         print(exc.format(), file=sys.stderr)
         return EX_CONFIG
@@ -108,16 +136,33 @@ def _run_sandbox(settings: Settings, environ: Mapping[str, str], telegram_port: 
         return EX_SOFTWARE
 
 
+def _startup_error(exc: Exception, kind: type[StartupError]) -> StartupError:
+    """The ``StartupError`` behind ``exc``, which the asyncio loop's nursery wraps in an
+    exception group; anything else is raised again."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        inner = exc.exceptions[0]
+        if isinstance(inner, Exception):
+            return _startup_error(inner, kind)
+    raise exc
+
+
 def cmd_migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = _load(_config_path(args.config, environ), environ)
     if settings is None:
         return EX_CONFIG
     _setup_logging(settings)
+    import trio
+
+    from runtime.app import StartupError, migrate
+
     try:
         applied = trio.run(migrate, settings)
-    except StartupError as exc:
-        print(f"vpnbot migrate: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except Exception as exc:
+        refused = _startup_error(exc, StartupError)
+        print(f"vpnbot migrate: {refused}", file=sys.stderr)
+        return refused.exit_code
     print(f"applied: {', '.join(applied)}" if applied else "the database is up to date")
     return EX_OK
 
@@ -127,6 +172,10 @@ def cmd_check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> in
     settings = _load(path, environ)
     if settings is None:
         return EX_CONFIG
+    from runtime.app import check_configuration
+    from runtime.config import ConfigError
+    from runtime.logs import configure_logging
+
     configure_logging(fmt="console", level="critical")
     try:
         # Without a file, `vpnbot run` is the sandbox, which brings its own Telegram.
@@ -146,6 +195,12 @@ def cmd_plugins(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = _load(_config_path(args.config, environ), environ)
     if settings is None:
         return EX_CONFIG
+    from runtime.app import plugin_services
+    from runtime.app.tables import render_plugins
+    from runtime.config import ConfigError
+    from runtime.logs import configure_logging
+    from runtime.plugin_api import load_plugins
+
     configure_logging(fmt="console", level="critical")
     try:
         plugins = load_plugins(settings, plugin_services(settings), environ=environ)
@@ -159,6 +214,8 @@ def cmd_plugins(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import httpx
 
+    from runtime.app.tables import render_status
+
     url = args.url
     if url is None:
         settings = _load(_config_path(args.config, environ), environ)
@@ -167,6 +224,8 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         if not settings.http.enabled:
             print("vpnbot status: the operator listener is off (http.enabled)", file=sys.stderr)
             return EX_CONFIG
+        from runtime.app import operator_url
+
         url = operator_url(settings.http)
     try:
         response = httpx.get(f"{url.rstrip('/')}/status", timeout=args.timeout)
@@ -183,15 +242,20 @@ def cmd_updates(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if settings is None:
         return EX_CONFIG
     _setup_logging(settings)
+    import trio
+
+    from runtime.app import StartupError, given_up_updates, render_given_up, replay_updates
+
     try:
         if args.replay is None:
             print(render_given_up(trio.run(lambda: given_up_updates(settings, limit=args.limit))))
             return EX_OK
         wanted = None if args.replay == "all" else [args.replay]
         replayed = trio.run(replay_updates, settings, wanted)
-    except StartupError as exc:
-        print(f"vpnbot updates: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except Exception as exc:
+        refused = _startup_error(exc, StartupError)
+        print(f"vpnbot updates: {refused}", file=sys.stderr)
+        return refused.exit_code
     if replayed:
         print(f"processing again: {', '.join(str(i) for i in replayed)}")
     else:
@@ -208,6 +272,8 @@ def _update_to_replay(value: str) -> int | str:
 
 
 def cmd_config_reference(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from runtime.config import reference_markdown
+
     print(reference_markdown(), end="")
     return EX_OK
 
@@ -265,6 +331,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     if args.command is None:
         args = parser().parse_args(["run", *(argv or [])])
+    if args.command != "status":
+        from runtime.logs import hold_warnings
+
+        # Before the libraries are imported: the warnings they raise on import reach the
+        # log too.
+        hold_warnings()
     handler = args.handler
     return int(handler(args, env))
 

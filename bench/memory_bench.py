@@ -1,22 +1,17 @@
-"""Memory benchmark: the resident size of a real `vpnbot run`, idle and under load.
+"""Memory benchmark: `vpnbot run` against aiogram's echo bot, idle and through 10,000 updates.
 
-    .venv/bin/python bench/memory_bench.py [--users N] [--quick]
+    .venv/bin/python bench/memory_bench.py [--updates N] [--rounds N] [--quick]
 
-Starts its own embedded PostgreSQL in a temporary directory, a migrated database, the
-Telegram emulator (webhook mode), a fake Marzban and a fake CryptoBot, then `vpnbot run
---config` as a process of its own, and reads its memory from /proc (VmRSS every 0.2 s,
-VmHWM: the kernel's peak) through three phases:
-
-- idle: ready, nothing happening, for 20 s;
-- load: N users at once, each sending /start, taking the free trial and waiting for its
-  access link (webhook deliveries, handlers, VPN activations, QR codes, notifications),
-  while 16 clients upload endless chunked bodies to the public listener, 100 connections
-  trickle request heads, and /status and /metrics are scraped 10 times a second;
-- after: the load stopped, for 20 s.
-
-The figures are what `MemoryHigh=`/`MemoryMax=` in systemd/vpnbot.service come from
-(systemd/README.md says how). The PostgreSQL server is a process of its own and not
-counted: under systemd with the embedded server, add its own figure.
+One Telegram emulator (in this process, its history bounded) serves both contenders, each
+a process of its own polling its own bot: `vpnbot run --config` (polling mode, on a fresh
+migrated database of an embedded PostgreSQL per round) and `aiogram_echo_bot.py` (aiogram's
+`start_polling`, what a user without durability would run). For each, in interleaved
+rounds (the order alternates): ready (vpnbot: `/readyz` 200; the peer: its first
+`getUpdates`), then idle for a while (VmRSS sampled every 0.2 s: the median), then N
+updates (200 users, each sending `/start` and waiting for the reply before the next),
+VmRSS read at each tenth of them, then idle again. The PostgreSQL server is a process of
+its own and not counted. Printed: the medians and min-max over rounds, the difference to
+the peer, and the growth from the first tenth of the updates to the last.
 """
 
 from __future__ import annotations
@@ -29,9 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -39,17 +34,13 @@ import httpx
 import trio
 from _databases import bench_databases
 
-from runtime.i18n import load_translator
-from runtime.testing.fakes.cryptobot import FakeCryptoBot
-from runtime.testing.fakes.marzban import FakeMarzban
-from runtime.testing.telegram import Limits, SimUser, TelegramEmulator
+from runtime.testing.telegram import Limits, Retention, SimUser, TelegramEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "123456789:AAHmemoryBenchBotToken0123456789abc"
-CRYPTO_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
-PANEL_USER, PANEL_PASSWORD = "panel-admin", "panel-password-3"
-SECRET = "memory-bench-secret"
+PEER = Path(__file__).with_name("aiogram_echo_bot.py")
+USERS = 200
 MB = 1024 * 1024
+CHECKPOINTS = 10
 
 
 def free_port() -> int:
@@ -58,9 +49,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def config_text(
-    *, dsn: str, operator: int, public: int, telegram: str, panel: str, crypto: str
-) -> str:
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def token(bot_id: int) -> str:
+    return f"{bot_id}:AAHmemoryBench{bot_id:021d}"
+
+
+def config_text(*, dsn: str, operator: int, telegram: str, bot_token: str) -> str:
     return f"""
 [service]
 log_format = "json"
@@ -73,238 +70,198 @@ dsn = "{dsn}"
 port = {operator}
 
 [http.public]
-port = {public}
+enabled = false
 
 [telegram]
-token = "{TOKEN}"
+token = "{bot_token}"
 api_base = "{telegram}"
 
 [bot]
-mode = "webhook"
-webhook_url = "http://127.0.0.1:{public}/telegram/hook"
-webhook_secret = "{SECRET}"
-
-[notifier]
-rate_per_second = 100
-
-[trial]
-enabled = true
-backend = "marzban"
-duration_hours = 24
-
-[plans.month]
-title = {{ en = "1 month" }}
-duration_days = 30
-backend = "marzban"
-prices = {{ stars = {{ XTR = 150 }}, card = {{ RUB = 19900 }} }}
-
-[plugins.settings.marzban]
-base_url = "{panel}"
-username = "{PANEL_USER}"
-password = "{PANEL_PASSWORD}"
-
-[plugins.settings.cryptobot]
-token = "{CRYPTO_TOKEN}"
-base_url = "{crypto}/api/"
-
-[plugins.settings.telegram_payments]
-card_provider_token = "381764678:TEST:card-provider"
-
-[actors.activation_worker]
-interval_seconds = 0.5
+mode = "polling"
 """
 
 
-class Memory:
-    """Samples a process's VmRSS; reads its VmHWM."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.samples: list[tuple[str, int]] = []
-        self.phase = "start"
-
-    def read(self) -> dict[str, int]:
-        found = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                found[name] = int(value.split()[0]) * 1024
-        return found
-
-    async def sample(self) -> None:
-        while True:
-            self.samples.append((self.phase, self.read()["VmRSS"]))
-            await trio.sleep(0.2)
-
-    def of(self, phase: str) -> list[int]:
-        return [rss for p, rss in self.samples if p == phase]
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def chunks() -> Iterator[bytes]:
-    chunk = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
-    while True:
-        yield chunk
+@dataclass
+class Run:
+    idle: float = 0.0
+    """Median VmRSS (MB) idle after the start."""
+    checkpoints: list[float] = field(default_factory=list)
+    """VmRSS (MB) after each tenth of the updates."""
+    after: float = 0.0
+    """Median VmRSS (MB) idle after the updates."""
+    seconds: float = 0.0
+    """How long the updates took."""
 
 
-async def endless_uploads(port: int) -> None:
-    """Uploads that never end, again and again: each is cut off at the limit."""
-    head = (
-        b"POST /webhooks/payments/cryptobot HTTP/1.1\r\nHost: vpnbot\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
-    )
-    while True:
-        try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                await stream.send_all(head)
-                for chunk in chunks():
-                    await stream.send_all(chunk)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            await trio.sleep(0.1)
+async def quiet_median(pid: int, seconds: float) -> float:
+    samples = []
+    deadline = trio.current_time() + seconds
+    while trio.current_time() < deadline:
+        samples.append(rss(pid))
+        await trio.sleep(0.2)
+    return statistics.median(samples) / MB
 
 
-async def trickling_heads(port: int) -> None:
-    """A request head a byte at a time, reopened whenever the server hangs up."""
-    while True:
-        try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                await stream.send_all(b"POST /telegram/hook HTTP/1.1\r\nHost: vpnbot\r\n")
-                while True:
-                    await stream.send_all(b"X")
-                    await trio.sleep(0.5)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            await trio.sleep(0.01)
+async def updates(emulator: TelegramEmulator, bot: int, total: int, pid: int, run: Run) -> None:
+    """``total`` /start messages from USERS users, each waiting for its reply."""
+    done = 0
+    step = max(1, total // CHECKPOINTS)
+    users = [emulator.create_user(first_name=f"U{i}") for i in range(USERS)]
+
+    async def user_sends(user: SimUser, count: int) -> None:
+        nonlocal done
+        for _ in range(count):
+            sent = user.send_command("start", bot=bot)
+            await user.wait_for_message(after=sent, timeout=600, bot=bot)
+            done += 1
+            if done % step == 0:
+                run.checkpoints.append(rss(pid) / MB)
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for i, user in enumerate(users):
+            nursery.start_soon(user_sends, user, total // USERS + (i < total % USERS))
+    run.seconds = time.perf_counter() - started
 
 
-async def scrapes(port: int) -> None:
-    async with httpx.AsyncClient(timeout=30) as client:
-        while True:
-            await client.get(f"http://127.0.0.1:{port}/status")
-            await client.get(f"http://127.0.0.1:{port}/metrics")
-            await trio.sleep(0.2)
-
-
-async def user_journey(user: SimUser, trial_button: str) -> None:
-    hello = user.send_command("start")
-    menu = await user.wait_for_message(
-        lambda m: any(b.text == trial_button for row in m.buttons() for b in row),
-        after=hello,
-        timeout=600,
-    )
-    user.press(menu, text=trial_button)
-    started = await user.wait_for_message(lambda m: "trial has started" in m.content, timeout=600)
-    await user.wait_for_message(
-        lambda m: m.photo is not None or "://" in m.content, after=started, timeout=600
-    )
-
-
-async def ready(port: int) -> bool:
+async def contender(
+    process: trio.Process,
+    ready: Callable[[], Awaitable[bool]],
+    emulator: TelegramEmulator,
+    bot: int,
+    total: int,
+    quiet: float,
+) -> Run:
+    run = Run()
     try:
-        async with httpx.AsyncClient() as client:
-            answer = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-    except httpx.HTTPError:
-        return False
-    return answer.status_code == 200
+        with trio.fail_after(300):
+            while not await ready():
+                if process.poll() is not None:
+                    raise RuntimeError(f"exited with {process.returncode} before it was ready")
+                await trio.sleep(0.05)
+        run.idle = await quiet_median(process.pid, quiet)
+        await updates(emulator, bot, total, process.pid, run)
+        run.after = await quiet_median(process.pid, quiet)
+    finally:
+        process.terminate()
+        await process.wait()
+    return run
 
 
-def start(config: Path, log: IO[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
-        cwd=config.parent,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+async def peer_run(emulator: TelegramEmulator, bot_id: int, total: int, quiet: float) -> Run:
+    bot = emulator.add_bot(token(bot_id), username=f"peer_{bot_id}_bot")
+    env = {**os.environ, "BOT_TOKEN": token(bot_id), "TELEGRAM_API": emulator.url}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(PEER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
+    async def ready() -> bool:
+        return emulator.polls(bot=bot) > 0
 
-async def measure(dsn: str, users: int, quiet_seconds: float, workdir: Path) -> dict[str, float]:
-    emulator = TelegramEmulator(TOKEN, limits=Limits())
-    panel = FakeMarzban(admin_username=PANEL_USER, admin_password=PANEL_PASSWORD)
-    crypto = FakeCryptoBot(CRYPTO_TOKEN)
-    async with emulator.running(), panel.running(), crypto.running():
-        operator, public = free_port(), free_port()
-        config = workdir / "vpnbot.toml"
-        config.write_text(
-            config_text(
-                dsn=dsn,
-                operator=operator,
-                public=public,
-                telegram=emulator.url,
-                panel=panel.url,
-                crypto=crypto.url,
-            )
+    return await contender(process, ready, emulator, bot, total, quiet)
+
+
+async def vpnbot_run(
+    emulator: TelegramEmulator, bot_id: int, dsn: str, workdir: Path, total: int, quiet: float
+) -> Run:
+    bot = emulator.add_bot(token(bot_id), username=f"vpnbot_{bot_id}_bot")
+    operator = free_port()
+    config = workdir / f"vpnbot-{bot_id}.toml"
+    config.write_text(
+        config_text(dsn=dsn, operator=operator, telegram=emulator.url, bot_token=token(bot_id))
+    )
+    with (workdir / "vpnbot.log").open("ab") as log:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
+            cwd=workdir,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        log = (workdir / "vpnbot.log").open("w")
-        process = start(config, log)
+
+    async def ready() -> bool:
         try:
-            with trio.fail_after(120):
-                while not await ready(operator):  # noqa: ASYNC110 - polling another process
-                    await trio.sleep(0.25)
-            memory = Memory(process.pid)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(memory.sample)
-                memory.phase = "idle"
-                await trio.sleep(quiet_seconds)
-                idle_peak = memory.read()["VmHWM"]
-                memory.phase = "load"
-                started = time.monotonic()
-                async with trio.open_nursery() as attack:
-                    for _ in range(16):
-                        attack.start_soon(endless_uploads, public)
-                    for _ in range(100):
-                        attack.start_soon(trickling_heads, public)
-                    attack.start_soon(scrapes, operator)
-                    button = load_translator().t("en", "menu.trial")
-                    async with trio.open_nursery() as journeys:
-                        for i in range(users):
-                            user = emulator.create_user(10_000 + i, first_name=f"User{i}")
-                            journeys.start_soon(user_journey, user, button)
-                    attack.cancel_scope.cancel()
-                load_seconds = time.monotonic() - started
-                load_peak = memory.read()["VmHWM"]
-                memory.phase = "after"
-                await trio.sleep(quiet_seconds)
-                nursery.cancel_scope.cancel()
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
-            log.close()
-    idle = memory.of("idle")
-    after = memory.of("after")
-    return {
-        "idle_median": statistics.median(idle) / MB,
-        "idle_peak": idle_peak / MB,
-        "load_seconds": load_seconds,
-        "load_max": max(memory.of("load")) / MB,
-        "load_peak": load_peak / MB,
-        "after_median": statistics.median(after) / MB,
-        "delivered": emulator.counters["webhook.delivered"],
-    }
+            async with httpx.AsyncClient() as client:
+                answer = await client.get(f"http://127.0.0.1:{operator}/readyz", timeout=1)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
+    return await contender(process, ready, emulator, bot, total, quiet)
+
+
+async def measure(
+    dsns: list[str], total: int, quiet: float, workdir: Path
+) -> tuple[list[Run], list[Run]]:
+    emulator = TelegramEmulator(
+        limits=Limits.off(), retention=Retention(per_chat=10, updates=1000, calls=1000)
+    )
+    peer: list[Run] = []
+    vpnbot: list[Run] = []
+    async with emulator.running():
+        for round_, dsn in enumerate(dsns):
+            peer_id, vpnbot_id = 610000000 + round_, 620000000 + round_
+            if round_ % 2:
+                vpnbot.append(await vpnbot_run(emulator, vpnbot_id, dsn, workdir, total, quiet))
+                peer.append(await peer_run(emulator, peer_id, total, quiet))
+            else:
+                peer.append(await peer_run(emulator, peer_id, total, quiet))
+                vpnbot.append(await vpnbot_run(emulator, vpnbot_id, dsn, workdir, total, quiet))
+    return peer, vpnbot
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):7.1f} ({min(values):.1f} to {max(values):.1f})"
+
+
+def report(name: str, runs: list[Run]) -> None:
+    growth = [r.checkpoints[-1] - r.checkpoints[0] for r in runs]
+    print(
+        f"  {name:30} {spread([r.idle for r in runs]):>24}"
+        f" {spread([r.checkpoints[-1] for r in runs]):>24}"
+        f" {spread([r.after for r in runs]):>24} {spread(growth):>24}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=500)
-    parser.add_argument("--quick", action="store_true", help="50 users, 5 s quiet phases")
+    parser.add_argument("--updates", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quiet-seconds", type=float, default=20.0)
+    parser.add_argument("--quick", action="store_true", help="1 round, 1,000 updates, 5 s idle")
     args = parser.parse_args()
-    users = 50 if args.quick else args.users
-    quiet = 5.0 if args.quick else 20.0
-    with (
-        bench_databases({"main": ("bench_memory", True)}) as dsns,
-        tempfile.TemporaryDirectory(prefix="vpnbot-memory-") as tmp,
-    ):
-        result = trio.run(measure, dsns["main"], users, quiet, Path(tmp))
-    print(f"vpnbot run, webhook mode: {users} users through /start and the trial at once,")
-    print("16 endless chunked uploads, 100 trickling heads, /status and /metrics at 5/s each")
-    print("  phase  RSS MB (median or max)  peak RSS MB (VmHWM)")
-    print(f"  idle   {result['idle_median']:22.1f}  {result['idle_peak']:19.1f}")
-    print(f"  load   {result['load_max']:22.1f}  {result['load_peak']:19.1f}")
-    print(f"  after  {result['after_median']:22.1f}")
+    total, rounds, quiet = args.updates, args.rounds, args.quiet_seconds
+    if args.quick:
+        total, rounds, quiet = 1_000, 1, 5.0
+    before = load()
+    names = {f"r{i}": (f"bench_memory_{i}", True) for i in range(rounds)}
+    with bench_databases(names) as dsns, tempfile.TemporaryDirectory(prefix="vpnbot-mem-") as tmp:
+        peer, vpnbot = trio.run(
+            measure, [dsns[f"r{i}"] for i in range(rounds)], total, quiet, Path(tmp)
+        )
     print(
-        f"  load lasted {result['load_seconds']:.1f} s;"
-        f" {result['delivered']} webhook updates delivered"
+        f"RSS in MB, {rounds} interleaved round(s), {total} updates from {USERS} users each"
+        f" (load {before} before, {load()} after)"
     )
+    print(
+        f"  {'':30} {'idle':>24} {'after the updates':>24} {'idle after':>24}"
+        f" {'growth 1st to last tenth':>24}"
+    )
+    report("plain aiogram (start_polling)", peer)
+    report("vpnbot run (polling)", vpnbot)
+    difference = [v.idle - p.idle for v, p in zip(vpnbot, peer, strict=True)]
+    print(f"  vpnbot - aiogram, idle: {spread(difference)} MB (goal: at most 25 MB)")
+    for name, runs in (("aiogram", peer), ("vpnbot", vpnbot)):
+        speed = [total / r.seconds for r in runs]
+        tenths = " ".join(f"{mb:.1f}" for mb in runs[-1].checkpoints)
+        print(f"  {name} answered {spread(speed)} updates/s; last round, RSS by tenth: {tenths}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,32 @@
-"""The composition of one service: config, plugins, alerts, metrics, HTTP and supervisor."""
+"""The composition of one service: config, plugins, alerts, metrics, HTTP and supervisor.
 
-from ._database import StartupError
-from ._listeners import PUBLIC_HTTP_ACTOR, base_url, operator_url
-from ._observer import RuntimeObserver, describe_failure, failure_dependency
-from ._policy import apply_policy
-from ._runtime import (
-    BUILTIN_ACTOR_NAMES,
-    ConfigReport,
-    Runtime,
-    build_runtime,
-    check_configuration,
-    core_actors,
-    migrate,
-    plugin_services,
-    serve,
-)
-from ._updates import given_up_updates, render_given_up, replay_updates
+Names are imported on first use: the command line reaches ``runtime.app`` for every command,
+and a command that only reads the configuration should not pay for the database driver, the
+HTTP server or the bot.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._database import StartupError
+    from ._listeners import PUBLIC_HTTP_ACTOR, base_url, operator_url
+    from ._observer import RuntimeObserver, describe_failure, failure_dependency
+    from ._policy import apply_policy
+    from ._runtime import (
+        BUILTIN_ACTOR_NAMES,
+        ConfigReport,
+        Runtime,
+        build_runtime,
+        check_configuration,
+        core_actors,
+        migrate,
+        serve,
+    )
+    from ._services import plugin_services
+    from ._updates import given_up_updates, render_given_up, replay_updates
 
 __all__ = [
     "BUILTIN_ACTOR_NAMES",
@@ -39,3 +50,35 @@ __all__ = [
     "replay_updates",
     "serve",
 ]
+
+_LAZY = {
+    "StartupError": "._database",
+    "PUBLIC_HTTP_ACTOR": "._listeners",
+    "base_url": "._listeners",
+    "operator_url": "._listeners",
+    "RuntimeObserver": "._observer",
+    "describe_failure": "._observer",
+    "failure_dependency": "._observer",
+    "apply_policy": "._policy",
+    "BUILTIN_ACTOR_NAMES": "._runtime",
+    "ConfigReport": "._runtime",
+    "Runtime": "._runtime",
+    "build_runtime": "._runtime",
+    "check_configuration": "._runtime",
+    "core_actors": "._runtime",
+    "migrate": "._runtime",
+    "serve": "._runtime",
+    "plugin_services": "._services",
+    "given_up_updates": "._updates",
+    "render_given_up": "._updates",
+    "replay_updates": "._updates",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

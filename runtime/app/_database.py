@@ -20,6 +20,7 @@ from runtime.storage import (
 )
 from runtime.supervision import ActorContext, ActorSpec, Backoff, Budget, loop_worker
 
+from ._early import EarlyStart
 from .exit_codes import EX_CONFIG, EX_TEMPFAIL
 
 DATABASE_ACTOR = "database"
@@ -39,21 +40,28 @@ class OpenDatabase:
     embedded: EmbeddedPostgres | None
 
     async def close(self) -> None:
-        try:
-            await self.db.close()
-        finally:
-            if self.embedded is not None:
-                await self.embedded.stop()
+        with trio.CancelScope(shield=True):
+            try:
+                await self.db.close()
+            finally:
+                if self.embedded is not None:
+                    await self.embedded.stop()
 
 
-async def connect(settings: DatabaseSettings) -> OpenDatabase:
-    """Start the embedded server when no DSN is configured, then open the pool."""
+async def connect(settings: DatabaseSettings, *, early: EarlyStart | None = None) -> OpenDatabase:
+    """Start the embedded server when no DSN is configured (or take over the one ``early``
+    started), then open the pool. A cancellation stops a server started here."""
     log = get_logger("storage")
     embedded = None
     if settings.dsn is None:
-        embedded = EmbeddedPostgres(Path(settings.data_dir))
+        data_dir = Path(settings.data_dir)
         try:
-            dsn = await embedded.start()
+            if early is not None and early.server_for(data_dir) is not None:
+                embedded = await early.take_server()
+            else:
+                embedded = EmbeddedPostgres(data_dir)
+                await embedded.start()
+            dsn = embedded.dsn()
         except Exception as exc:
             raise StartupError(f"embedded PostgreSQL failed to start: {exc}", EX_TEMPFAIL) from exc
         log.info("embedded PostgreSQL started", data_dir=str(embedded.data_dir))
@@ -67,9 +75,12 @@ async def connect(settings: DatabaseSettings) -> OpenDatabase:
             connect_timeout=settings.connect_timeout_seconds,
             command_timeout=settings.command_timeout_seconds,
         )
-    except Exception as exc:
+    except BaseException as exc:
         if embedded is not None:
-            await embedded.stop()
+            with trio.CancelScope(shield=True):
+                await embedded.stop()
+        if not isinstance(exc, Exception):
+            raise
         failure = classify(exc)
         code = EX_TEMPFAIL if failure.transient else EX_CONFIG
         reason = "unreachable" if failure.transient else "refused the connection"

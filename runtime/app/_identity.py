@@ -15,10 +15,7 @@ second is refused with a message that names the setting.
 
 from __future__ import annotations
 
-import re
-import socket
 from collections.abc import Callable
-from pathlib import Path
 
 import trio
 
@@ -28,39 +25,15 @@ from runtime.plugin_api import Services
 from runtime.storage import inbox, outbox
 from runtime.storage.instances import PING_SECONDS, Holder, InstanceLock
 
+from ._instance_name import default_instance_id as default_instance_id
+from ._instance_name import systemd_unit as systemd_unit
+
 SETTING = "service.instance_id"
 PATIENCE_SECONDS = 40.0
 """How long a start waits for a holder that shows no sign of life (a session left by a
 host that vanished ends within about 25 s) before it refuses."""
 
 _log = get_logger("instance")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._@/-]+")
-
-
-def systemd_unit(cgroup: str) -> str | None:
-    """The service unit a process runs in, from ``/proc/self/cgroup``'s text."""
-    for line in cgroup.splitlines():
-        fields = line.split(":", 2)  # hierarchy:controllers:path
-        if len(fields) != 3:
-            continue
-        path = fields[2]
-        units = [part for part in path.split("/") if part.endswith(".service")]
-        if units:
-            return units[-1].removesuffix(".service")
-    return None
-
-
-def default_instance_id(
-    *, hostname: str | None = None, cgroup_file: Path = Path("/proc/self/cgroup")
-) -> str:
-    """``<host name>/<systemd unit>``, or ``<host name>/vpnbot`` outside a service."""
-    try:
-        unit = systemd_unit(cgroup_file.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        unit = None
-    host = hostname if hostname is not None else socket.gethostname()
-    value = f"{host or 'localhost'}/{unit or 'vpnbot'}"
-    return _UNSAFE.sub("-", value).strip("-")[:100] or "vpnbot"
 
 
 class InstanceInUse(Exception):

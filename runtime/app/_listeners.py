@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from starlette.applications import Starlette
+from typing import TYPE_CHECKING
 
 from runtime.config import HttpSettings
 from runtime.logs import get_logger
-from runtime.web import HttpEndpoint, RequestLimits
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from runtime.web import HttpEndpoint, RequestLimits
 
 PUBLIC_HTTP_ACTOR = "http_public"
 
@@ -28,6 +31,8 @@ def operator_url(http: HttpSettings) -> str:
 
 
 def request_limits(http: HttpSettings) -> RequestLimits:
+    from runtime.web import RequestLimits
+
     limits = http.limits
     return RequestLimits(
         max_body_bytes=limits.max_body_bytes,
@@ -42,6 +47,8 @@ def listeners(
 ) -> tuple[HttpEndpoint | None, HttpEndpoint | None]:
     """The operator listener serving ``operator()`` and the public one serving ``public()``,
     each None when disabled."""
+    from runtime.web import HttpEndpoint
+
     limits = request_limits(http)
     log = get_logger("http")
 

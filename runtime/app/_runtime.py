@@ -33,12 +33,21 @@ from runtime.web import HttpEndpoint, alert_summary, operator_app, public_app
 from runtime.workers import NAMES as WORKER_ACTOR_NAMES
 from runtime.workers import worker_actors
 
-from ._database import DATABASE_ACTOR, StartupError, connect, database_probe, ensure_schema
-from ._identity import InstanceInUse, claim_instance, default_instance_id, keep_instance, take_back
+from ._database import (
+    DATABASE_ACTOR,
+    OpenDatabase,
+    StartupError,
+    connect,
+    database_probe,
+    ensure_schema,
+)
+from ._early import EarlyStart
+from ._identity import InstanceInUse, claim_instance, keep_instance, take_back
 from ._listeners import PUBLIC_HTTP_ACTOR, listeners
 from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._preflight import Preflight
-from .exit_codes import EX_CONFIG, EX_TEMPFAIL
+from ._services import plugin_services
+from .exit_codes import EX_CONFIG, EX_OK, EX_TEMPFAIL
 
 
 @dataclass
@@ -207,12 +216,6 @@ def check_configuration(
     )
 
 
-def plugin_services(settings: Settings) -> Services:
-    """The services handed to plugins: the database and the alerts come later."""
-    instance = settings.service.instance_id or default_instance_id()
-    return Services(settings, Metrics(), instance_id=instance)
-
-
 def _assemble(
     settings: Settings,
     *,
@@ -321,12 +324,23 @@ def _assemble(
     )
 
 
-async def serve(runtime: Runtime) -> int:
+async def serve(runtime: Runtime, *, early: EarlyStart | None = None) -> int:
     """Open the asyncio loop and the database, then supervise until a signal or escalation.
 
-    Returns the exit code: 0 after SIGTERM/SIGINT, 75 after an escalation or when the
-    database is unreachable, 78 when the database needs an operator.
+    Returns the exit code: 0 after SIGTERM/SIGINT (at any point of the start too), 75 after
+    an escalation or when the database is unreachable, 78 when the database needs an
+    operator. ``early`` holds what the command line started before the runtime existed (the
+    embedded server, a stop request already received).
     """
+    starting = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_stop_on_signal, runtime.supervisor, starting, early)
+        code = await _serve(runtime, starting, early)
+        nursery.cancel_scope.cancel()
+    return code
+
+
+async def _serve(runtime: Runtime, starting: trio.CancelScope, early: EarlyStart | None) -> int:
     log = get_logger("supervisor")
 
     def leaked(message: str, error: BaseException | None) -> None:
@@ -341,32 +355,32 @@ async def serve(runtime: Runtime) -> int:
         )
 
     async with asyncio_loop(report=leaked, kind=runtime.settings.service.asyncio_loop):
+        opened: OpenDatabase | None = None
+        lock: InstanceLock | None = None
         try:
-            opened = await connect(runtime.settings.database)
-            try:
-                await ensure_schema(opened, auto_migrate=runtime.settings.database.auto_migrate)
-            except BaseException:
-                await opened.close()
-                raise
-        except StartupError as exc:
-            log.error("cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed")
-            return exc.exit_code
-        runtime.services.provide_db(opened.db)
-        lock = InstanceLock(opened.db, runtime.services.instance_id)
-        try:
-            try:
-                await _take_over(runtime, lock)
-            except StartupError as exc:
-                log.error(
-                    "cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed"
-                )
-                return exc.exit_code
+            with starting:
+                try:
+                    opened = await connect(runtime.settings.database, early=early)
+                    await ensure_schema(opened, auto_migrate=runtime.settings.database.auto_migrate)
+                    runtime.services.provide_db(opened.db)
+                    lock = InstanceLock(opened.db, runtime.services.instance_id)
+                    await _take_over(runtime, lock)
+                except StartupError as exc:
+                    log.error(
+                        "cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed"
+                    )
+                    return exc.exit_code
+            if starting.cancelled_caught or lock is None:
+                log.info("stopped during the start", exit_code=EX_OK)
+                return EX_OK
             runtime.start_domain()
             return await _supervise(runtime, lock)
         finally:
             with trio.CancelScope(shield=True):
-                await lock.close()
-                await opened.close()
+                if lock is not None:
+                    await lock.close()
+                if opened is not None:
+                    await opened.close()
 
 
 async def _take_over(runtime: Runtime, lock: InstanceLock) -> None:
@@ -403,7 +417,6 @@ async def _supervise(runtime: Runtime, lock: InstanceLock) -> int:
         runtime.supervisor.request_shutdown()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal, runtime.supervisor)
         nursery.start_soon(keep_instance, lock, instance_lost)
         log.info(
             "starting",
@@ -419,11 +432,27 @@ async def _supervise(runtime: Runtime, lock: InstanceLock) -> int:
     return code
 
 
-async def _stop_on_signal(supervisor: Supervisor) -> None:
+async def _stop_on_signal(
+    supervisor: Supervisor,
+    starting: trio.CancelScope,
+    early: EarlyStart | None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A signal ends the start if it is still going on, else asks the supervisor to stop.
+
+    A stop asked for before the receiver was open (``early`` recorded it) counts too: it is
+    looked at once the receiver is open, so no signal falls between the two.
+    """
     log = get_logger("supervisor")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        if early is not None and early.stop_requested.is_set():
+            log.info("stop requested during the start: stopping")
+            starting.cancel()
+            supervisor.request_shutdown()
         async for signum in signals:
             log.info("signal received: stopping", signal=signal.Signals(signum).name)
+            starting.cancel()
             supervisor.request_shutdown()
 
 

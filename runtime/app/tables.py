@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime.plugin_api import LoadedPlugins
+if TYPE_CHECKING:
+    from runtime.plugin_api import LoadedPlugins
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -21,10 +21,12 @@ import importlib
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from runtime.plugin_api import Services
-from runtime.supervision import ActorSpec
+import trio
 
-from ._specs import ACTOR_NAMES, BOT_ACTOR, POLLER_ACTOR, declared_bot_actors
+from runtime.plugin_api import Services
+from runtime.supervision import ActorContext, ActorSpec
+
+from ._specs import ACTOR_NAMES, BOT_ACTOR, POLLER_ACTOR, bot_specs, declared_bot_actors
 
 if TYPE_CHECKING:
     from starlette.routing import Route
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTOR_NAMES",
     "BOT_ACTOR",
+    "BOT_LIBRARIES",
     "POLLER_ACTOR",
     "ActorTable",
     "BotContext",
@@ -76,6 +79,17 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+BOT_LIBRARIES = (
+    "aiogram",
+    "aiogram.types",
+    "aiogram.methods",
+    "aiogram.exceptions",
+    "aiogram.filters",
+    "aiogram.utils.keyboard",
+    "aiogram.client.session.aiohttp",
+)
+"""What the bot's modules import from aiogram: a start imports them in a thread, early."""
+
 _bots: weakref.WeakKeyDictionary[Services, TelegramBot] = weakref.WeakKeyDictionary()
 
 
@@ -101,12 +115,48 @@ def telegram_bot(
 
 
 def bot_actors(services: Services, *, actor_table: ActorTable | None = None) -> list[ActorSpec]:
-    """The bot's actors: ``bot`` (the inbox) and, in polling mode, ``bot-poller``."""
-    bot = telegram_bot(services, actor_table=actor_table)
-    return bot.actors() if bot is not None else []
+    """The bot's actors: ``bot`` (the inbox) and, in polling mode, ``bot-poller``.
+
+    The bot is built when the first of them starts, its modules imported in a thread: the
+    import takes seconds of CPU (aiogram), and nothing started before the bot (the
+    database, the HTTP listeners, the workers) waits for it.
+    """
+    if services.settings.telegram.token is None:
+        return []
+
+    async def built() -> TelegramBot:
+        await trio.to_thread.run_sync(importlib.import_module, f"{__name__}._actor")
+        bot = telegram_bot(services, actor_table=actor_table)
+        if bot is None:  # pragma: no cover - the token was checked above
+            raise RuntimeError("the bot needs telegram.token")
+        return bot
+
+    async def run_bot(
+        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await (await built()).run_bot(ctx, task_status=task_status)
+
+    async def run_poller(
+        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await (await built()).run_poller(ctx, task_status=task_status)
+
+    return bot_specs(services.settings, run_bot=run_bot, run_poller=run_poller)
 
 
 def telegram_webhook_routes(services: Services) -> list[Route]:
-    """The webhook route at the path of ``bot.webhook_url`` in webhook mode, else none."""
-    bot = telegram_bot(services)
-    return bot.webhook_routes() if bot is not None else []
+    """The webhook route at the path of ``bot.webhook_url`` in webhook mode, else none.
+
+    It needs no bot (no aiogram): an update is stored in the inbox, and the bot's inbox
+    processor, once built, is woken to take it (until then, it finds it when it starts).
+    """
+    if services.settings.telegram.token is None or services.settings.bot.mode != "webhook":
+        return []
+    from ._webhook import webhook_routes
+
+    def wake() -> None:
+        bot = _bots.get(services)
+        if bot is not None:
+            bot.processor.wakeup.set()
+
+    return webhook_routes(services.settings, lambda: services.db, wake)

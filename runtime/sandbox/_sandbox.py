@@ -11,11 +11,12 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from runtime.app import base_url, build_runtime, serve
+from runtime.app._early import EarlyStart
 from runtime.config import Settings
 from runtime.logs import get_logger
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
-from runtime.testing.telegram import TelegramEmulator
+from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
 
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_PASSWORD = "sandbox-panel-password"
@@ -99,11 +100,19 @@ def chat_page_route(telegram_url: str) -> Route:
 
 
 async def run_sandbox(
-    base: Settings, *, environ: Mapping[str, str], ports: SandboxPorts = SandboxPorts()
+    base: Settings,
+    *,
+    environ: Mapping[str, str],
+    ports: SandboxPorts = SandboxPorts(),
+    early: EarlyStart | None = None,
 ) -> int:
-    """Serve the local peers, then the real runtime against them, until a signal."""
+    """Serve the local peers, then the real runtime against them, until a signal.
+
+    ``early``: what the command line started before (see ``serve``)."""
     log = get_logger("sandbox")
-    emulator = TelegramEmulator(bot_username="vpnbot_sandbox_bot", bot_name="VPN Sandbox")
+    emulator = TelegramEmulator(
+        bot_username="vpnbot_sandbox_bot", bot_name="VPN Sandbox", retention=SANDBOX_RETENTION
+    )
     panel = FakeMarzban(admin_password=PANEL_PASSWORD)
     cryptobot = FakeCryptoBot(CRYPTOBOT_TOKEN)
     async with trio.open_nursery() as nursery:
@@ -143,6 +152,6 @@ async def run_sandbox(
             public = base_url(settings.http.public.host, settings.http.public.port)
             lines.append(f"  webhooks (public):  {public}/webhooks/payments/<provider>")
         print("\n".join([*lines, "  stop:               Ctrl+C", ""]), flush=True)
-        code = await serve(runtime)
+        code = await serve(runtime, early=early)
         nursery.cancel_scope.cancel()
     return code

@@ -3,18 +3,27 @@
 Every public function runs one unit of work in one crossing of the bridge. The modules
 ``users``, ``subscriptions``, ``payments``, ``outbox`` and ``leases`` hold the units of
 work of each table; ``job_kinds`` names the outbox's jobs.
+
+Names and modules are imported on first use: a start reaches ``EmbeddedPostgres`` (to
+start the server while the rest is imported) without importing asyncpg and the bridge.
 """
 
-from . import job_kinds, leases, outbox, payments, subscriptions, users
-from ._database import Connection, Database, Work
-from ._embedded import EmbeddedPostgres
-from ._migrations import (
-    Migration,
-    MigrationError,
-    apply_migrations,
-    load_migrations,
-    pending_migrations,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import job_kinds, leases, outbox, payments, subscriptions, users
+    from ._database import Connection, Database, Work
+    from ._embedded import EmbeddedPostgres
+    from ._migrations import (
+        Migration,
+        MigrationError,
+        apply_migrations,
+        load_migrations,
+        pending_migrations,
+    )
 
 __all__ = [
     "Connection",
@@ -33,3 +42,27 @@ __all__ = [
     "subscriptions",
     "users",
 ]
+
+_LAZY = {
+    "Connection": "._database",
+    "Database": "._database",
+    "Work": "._database",
+    "EmbeddedPostgres": "._embedded",
+    "Migration": "._migrations",
+    "MigrationError": "._migrations",
+    "apply_migrations": "._migrations",
+    "load_migrations": "._migrations",
+    "pending_migrations": "._migrations",
+}
+_MODULES = frozenset({"job_kinds", "leases", "outbox", "payments", "subscriptions", "users"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

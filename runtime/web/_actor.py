@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from starlette.applications import Starlette
 
 from runtime.supervision import ActorContext
 
-from ._http1 import keep_to_http1
 from ._limits import BoundedRequests, RequestLimits
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+    from starlette.applications import Starlette
 
 DEFAULT_LIMITS = RequestLimits()
 _APP_QUEUE = 2
@@ -46,6 +47,8 @@ class HttpEndpoint:
         self.urls: list[str] = []
 
     def _config(self) -> Config:
+        from hypercorn.config import Config
+
         config = Config()
         host = f"[{self._host}]" if ":" in self._host else self._host
         config.bind = [f"{host}:{self._port}"]
@@ -76,6 +79,12 @@ class HttpEndpoint:
     async def _serve(
         self, ctx: ActorContext, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        # hypercorn is imported when a listener starts: building one (to check a
+        # configuration) does not need it.
+        from hypercorn.trio import serve
+
+        from ._http1 import keep_to_http1
+
         keep_to_http1()
         await serve(
             self._bounded_app(),  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from runtime.bridge import asyncio_loop, run_asyncio
 from runtime.testing.telegram import (
     Kind,
     Limits,
+    Retention,
     TelegramEmulator,
     WaitTimeout,
     polling,
@@ -371,3 +372,34 @@ async def test_limits_and_chats_are_per_bot() -> None:
         assert emulator.messages(users[2].id) == []
         assert len(await run_asyncio(second.get_updates)) == 3
         assert await run_asyncio(first.get_updates) == []
+
+
+async def test_a_bounded_emulator_keeps_the_newest_history_only() -> None:
+    """The sandbox's emulator runs for days: what it keeps per chat, of the updates and of
+    the calls is bounded, the newest kept, and the bot sees every update all the same."""
+    emulator = TelegramEmulator(
+        limits=Limits.off(), retention=Retention(per_chat=6, updates=10, calls=7)
+    )
+    dispatcher = Dispatcher()
+
+    @dispatcher.message()
+    async def echo(message: AiogramMessage) -> None:
+        await message.answer(f"echo {message.text}")
+
+    async with emulator.running(), asyncio_loop(), emulator.bot_client() as bot:
+        user = emulator.create_user()
+        async with polling(dispatcher, bot):
+            for n in range(30):
+                sent = user.send_text(f"m{n}")
+                echo_text = f"echo m{n}"
+                await user.wait_for_message(lambda m, t=echo_text: m.text == t, after=sent)
+    texts = [m.text for m in user.messages()]
+    assert texts == ["m27", "echo m27", "m28", "echo m28", "m29", "echo m29"]
+    assert [e.text for e in user.transcript()] == texts
+    assert len(emulator.calls) == 7
+    assert emulator.calls[-1].method in ("getUpdates", "sendMessage")
+    history = emulator._bot(None).history
+    assert len(history) == 10
+    assert sorted(history) == list(range(min(history), min(history) + 10))
+    assert emulator.counters["updates"] == 30
+    assert not emulator.internal_errors

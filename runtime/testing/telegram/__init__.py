@@ -38,6 +38,7 @@ from ._emulator import DEFAULT_TOKEN, SimUser, TelegramEmulator
 from ._errors import ApiError, EmulatorError, WaitTimeout
 from ._limits import SEND_METHODS, Limits, Outage, ScriptedFault
 from ._state import (
+    SANDBOX_RETENTION,
     ApiCall,
     Button,
     ButtonPress,
@@ -47,12 +48,14 @@ from ._state import (
     Message,
     Payment,
     PaymentResult,
+    Retention,
     TranscriptEntry,
 )
 from ._webhook import SECRET_HEADER
 
 __all__ = [
     "DEFAULT_TOKEN",
+    "SANDBOX_RETENTION",
     "SECRET_HEADER",
     "SEND_METHODS",
     "ApiCall",
@@ -68,6 +71,7 @@ __all__ = [
     "Outage",
     "Payment",
     "PaymentResult",
+    "Retention",
     "ScriptedFault",
     "SimUser",
     "TelegramEmulator",

@@ -20,6 +20,7 @@ from ._limits import Limits, Outage, RateLimiter, ScriptedFault
 from ._methods import METHODS, Described, is_image, new_query_id
 from ._params import FileRef, Params
 from ._state import (
+    KEEP_EVERYTHING,
     ApiCall,
     BotState,
     Button,
@@ -33,10 +34,12 @@ from ._state import (
     PaymentResult,
     PendingUpdate,
     PreCheckout,
+    Retention,
     Signal,
     StoredFile,
     TranscriptEntry,
     call_log,
+    keep_newest,
 )
 
 if TYPE_CHECKING:
@@ -195,10 +198,13 @@ class TelegramEmulator:
         webhook_retry_delays: Sequence[float] = (0.2, 1.0, 3.0),
         webhook_timeout: float = 10.0,
         webhook_recheck: float = 30.0,
+        retention: Retention = KEEP_EVERYTHING,
     ) -> None:
         self.url = ""
         self.counters: Counter[str] = Counter()
-        self.calls = call_log()
+        self.retention = retention
+        """How much history is kept (everything by default)."""
+        self.calls = call_log(retention.calls)
         """The last Bot API calls answered (``ApiCall``), oldest first."""
         self.files: dict[str, StoredFile] = {}
         self.internal_errors: list[BaseException] = []
@@ -477,6 +483,7 @@ class TelegramEmulator:
             date=self._now(),
         )
         state.presses[press.id] = press
+        keep_newest(state.presses, self.retention.updates)
         self._record(
             state,
             chat,
@@ -1017,6 +1024,10 @@ class TelegramEmulator:
     def invoice_links(self, *, bot: int | None = None) -> list[Invoice]:
         return list(self._bot(bot).invoice_links.values())
 
+    def polls(self, *, bot: int | None = None) -> int:
+        """How many ``getUpdates`` calls the bot has made (counted as each arrives)."""
+        return self._bot(bot).poll_generation
+
     def pending_updates(self, *, bot: int | None = None) -> list[dict[str, Any]]:
         """Updates not yet confirmed (polling) or delivered (webhook)."""
         return [u.wire() for u in self._bot(bot).updates]
@@ -1192,6 +1203,7 @@ class TelegramEmulator:
             **fields,
         )
         chat.messages[message.message_id] = message
+        keep_newest(chat.messages, self.retention.per_chat)
         self._touch()
         return message
 
@@ -1219,6 +1231,9 @@ class TelegramEmulator:
             data=data or {},
         )
         chat.transcript.append(entry)
+        keep = self.retention.per_chat
+        if keep is not None and len(chat.transcript) > keep:
+            del chat.transcript[:-keep]
         self._touch()
         return entry
 
@@ -1239,6 +1254,7 @@ class TelegramEmulator:
         )
         if not forced:
             bot.history[update.update_id] = update
+            keep_newest(bot.history, self.retention.updates)
         index = len(bot.updates)
         while index > 0 and bot.updates[index - 1].update_id > update.update_id:
             index -= 1

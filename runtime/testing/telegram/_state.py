@@ -496,5 +496,33 @@ class ApiCall:
     at: float
 
 
-def call_log() -> deque[ApiCall]:
-    return deque(maxlen=20000)
+@dataclass(frozen=True)
+class Retention:
+    """How much history the emulator keeps; None keeps everything (tests look back at will).
+
+    A long-running emulator (the sandbox's) bounds it: every update and every call would
+    otherwise stay in the process for good. What goes is the oldest: messages and transcript
+    entries beyond ``per_chat`` in each chat, updates beyond ``updates`` in the repeatable
+    history, button presses beyond ``updates``, answered calls beyond ``calls``.
+    """
+
+    per_chat: int | None = None
+    updates: int | None = None
+    calls: int = 20000
+
+
+KEEP_EVERYTHING = Retention()
+SANDBOX_RETENTION = Retention(per_chat=200, updates=1000, calls=1000)
+"""What the sandbox keeps: its chat page shows a chat's recent messages."""
+
+
+def call_log(keep: int = 20000) -> deque[ApiCall]:
+    return deque(maxlen=keep)
+
+
+def keep_newest(items: dict[Any, Any], keep: int | None) -> None:
+    """Drop the oldest entries of an insertion-ordered dict beyond ``keep``."""
+    if keep is None:
+        return
+    while len(items) > keep:
+        del items[next(iter(items))]

@@ -1,0 +1,97 @@
+"""Commands that do not run the bot import only what they use.
+
+Each command runs in a fresh interpreter, which then reports the top-level packages it
+imported. aiogram alone costs seconds of CPU and ~170 MB (aiogram issues #1876, #1891): no
+command but ``run`` may pay for it, nor for the HTTP server; the commands that never touch
+the database do not import its driver either. No timing here: what is imported is the
+deterministic part of a command's start (``bench/startup_bench.py`` measures the time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_CONFIG = ROOT / "config" / "vpnbot.example.toml"
+
+REPORT = """
+import json, sys
+import supervisor
+try:
+    code = supervisor.main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"code": code, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+NEVER = {"aiogram", "aiohttp", "hypercorn"}
+"""The bot's libraries and the HTTP server: only ``run`` uses them."""
+DATABASE = {"asyncpg", "trio_asyncio"}
+"""The database driver and the bridge to it."""
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _imported(*argv: str, env: dict[str, str] | None = None) -> tuple[int, set[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", REPORT, *argv],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report["code"], set(report["modules"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["config-reference"],
+        ["plugins"],
+        ["status", "--url", "http://127.0.0.1:{port}"],
+        ["status"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_commands_without_the_database_import_neither_the_bot_nor_the_driver(
+    argv: list[str],
+) -> None:
+    port = _closed_port()
+    code, modules = _imported(
+        *(a.format(port=port) for a in argv), env={"VPNBOT_HTTP__PORT": str(port)}
+    )
+    assert code in (0, 69)  # 69: nothing answers at the port
+    assert not modules & (NEVER | DATABASE)
+
+
+@pytest.mark.parametrize("path", [None, EXAMPLE_CONFIG], ids=["sandbox", "example"])
+def test_check_config_imports_neither_the_bot_nor_the_http_server(path: Path | None) -> None:
+    """It assembles the runtime as ``run`` does (the same code refuses the same things),
+    whose storage modules import the driver; nothing is connected."""
+    token = {"VPNBOT_TELEGRAM__TOKEN": "123456:AAcheckConfigToken0123456789abcdefg"}
+    code, modules = _imported("check-config", *([str(path)] if path else []), env=token)
+    assert code == 0
+    assert not modules & NEVER
+
+
+@pytest.mark.parametrize("argv", [["migrate"], ["updates"]], ids=" ".join)
+def test_database_commands_import_neither_the_bot_nor_the_http_server(argv: list[str]) -> None:
+    dsn = f"postgresql://nobody@127.0.0.1:{_closed_port()}/none"
+    code, modules = _imported(*argv, env={"VPNBOT_DATABASE__DSN": dsn})
+    assert code == 75  # unreachable: temporary
+    assert not modules & NEVER
