@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import trio
 from _databases import bench_databases
+from _service import CRYPTO_TOKEN, PANEL_PASSWORD, PANEL_USER, free_port
 
 from runtime.i18n import load_translator
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
@@ -46,16 +46,8 @@ from runtime.testing.telegram import Limits, SimUser, TelegramEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "123456789:AAHmemoryBenchBotToken0123456789abc"
-CRYPTO_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
-PANEL_USER, PANEL_PASSWORD = "panel-admin", "panel-password-3"
 SECRET = "memory-bench-secret"
 MB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config_text(
