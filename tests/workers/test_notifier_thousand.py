@@ -4,7 +4,6 @@ rate's minimum; with 429s injected, every message is still delivered exactly onc
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,7 +16,7 @@ from runtime.testing.telegram import DEFAULT_TOKEN, Limits, TelegramEmulator
 from runtime.workers.notifier import Notifier
 
 from .conftest import fetch
-from .test_notifier_emulator import drain, queue_one_each
+from .test_notifier_emulator import drain, hold_what_the_pacing_promises, queue_one_each
 
 USERS = 1000
 RATE = 200.0
@@ -56,14 +55,7 @@ async def test_a_thousand_messages_meet_no_429_and_never_beat_the_rate(
     # (twice the rate) each batch boundary adds a settle and a claim, a few percent of the
     # total on an idle machine and more on a busy one.
     notifier = sender(services, emulator, batch=USERS)
-    # What the pacing guarantees at the receiver: in any span of t seconds at most
-    # ``capacity + t * refill`` sends start, and at most ``concurrency`` started sends are
-    # still on their way, so a receiver whose bucket holds that many and refills at the
-    # configured rate never runs dry, however the sends bunch up on a starved machine.
-    emulator.limits = emulator.limits.with_changes(
-        global_rate=RATE,
-        global_burst=notifier.concurrency + math.ceil(notifier.pacer.capacity),
-    )
+    hold_what_the_pacing_promises(emulator, notifier)
     took = await drain(notifier, db)
     await notifier.close()
     assert emulator.counters["answered.429"] == 0
