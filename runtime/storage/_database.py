@@ -266,7 +266,7 @@ class Database:
                 timeout=self._connect_timeout,
                 server_settings=server_settings,
             )
-        except FileNotFoundError as exc:
+        except OSError as exc:
             raise _unreachable(exc) from exc
         return conn
 

@@ -25,7 +25,7 @@ from runtime.config import Settings
 from runtime.storage import Database, job_kinds, outbox
 from runtime.testing.telegram import Message, SimUser, TelegramEmulator
 
-from .processes import TOKEN, rows, until, value
+from .processes import PATIENCE, TOKEN, rows, until, value
 
 
 class _Alerts:
@@ -92,7 +92,7 @@ class PaymentCrash:
             )
             return bool(claimed and waiting)
 
-        await until(update_held, seconds=60, what="the payment's handler held up")
+        await until(update_held, seconds=PATIENCE, what="the payment's handler held up")
 
         faults = self.emulator.counters["faults"]
         self.emulator.hang_next(method="sendMessage")
@@ -119,7 +119,7 @@ class PaymentCrash:
             # marked started, and its request at Telegram, which never answers it
             return bool(started) and self.emulator.counters["faults"] > faults
 
-        await until(sending, seconds=60, what="the notifier sending into the void")
+        await until(sending, seconds=PATIENCE, what="the notifier sending into the void")
 
     async def release(self) -> None:
         """Let go of the row lock (after the kill)."""

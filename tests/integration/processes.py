@@ -142,6 +142,11 @@ class Vpnbot:
         return self.log.read_text()[-chars:]
 
 
+PATIENCE = 180.0
+"""Seconds a process-level step may take: a start imports aiogram (about 3 s of CPU on an
+idle core), and the suite runs on a machine that may be several times slower and shared."""
+
+
 async def until(
     condition: Callable[[], Awaitable[bool]], *, seconds: float, what: str, every: float = 0.1
 ) -> None:

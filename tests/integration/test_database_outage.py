@@ -15,6 +15,7 @@ from runtime.storage import EmbeddedPostgres
 from runtime.workers import NAMES
 from runtime.workers.notifier import NAME as NOTIFIER
 
+from .processes import PATIENCE
 from .test_process import Receiver, actor, free_port, get_status, log_lines, start, wait_for
 from .test_process import receiver as receiver  # the alert webhook fixture
 
@@ -85,7 +86,7 @@ def test_a_database_outage_is_one_alert_and_degraded_clears_when_it_is_back(
     port = free_port()
     process = start(write_config(tmp_path, port, dsn, receiver.url), tmp_path)
     try:
-        wait_for(lambda: (d := get_status(port)) is not None and d["state"] == "healthy", 60)
+        wait_for(lambda: (d := get_status(port)) is not None and d["state"] == "healthy", PATIENCE)
         server.stop_blocking()
 
         def all_degraded() -> dict[str, Any] | None:
@@ -96,7 +97,7 @@ def test_a_database_outage_is_one_alert_and_degraded_clears_when_it_is_back(
                 return document
             return None
 
-        document = wait_for(all_degraded, timeout=60)
+        document = wait_for(all_degraded, timeout=PATIENCE)
         every_one_degraded_at = time.monotonic()
         for name in DATABASE_USERS:
             state = actor(document, name)
@@ -108,11 +109,11 @@ def test_a_database_outage_is_one_alert_and_degraded_clears_when_it_is_back(
         # Each actor has now been degraded past the alert threshold. The alert for the cause
         # is re-submitted (and throttled) on every tick of the supervising loop: two more of
         # those, counted after the threshold, mean any alert of its own would have been due.
-        wait_for(lambda: "degraded:database" in receiver.alert_keys(), timeout=60)
+        wait_for(lambda: "degraded:database" in receiver.alert_keys(), timeout=PATIENCE)
         while time.monotonic() < every_one_degraded_at + DEGRADED_AFTER:
             time.sleep(0.1)
         ticks_before = suppressed_total(port)
-        wait_for(lambda: suppressed_total(port) >= ticks_before + 2, timeout=60)
+        wait_for(lambda: suppressed_total(port) >= ticks_before + 2, timeout=PATIENCE)
 
         server.start_blocking()
         document = wait_for(

@@ -31,6 +31,7 @@ from .processes import (
     CRYPTO_TOKEN,
     PANEL_PASSWORD,
     PANEL_USER,
+    PATIENCE,
     TOKEN,
     Vpnbot,
     rows,
@@ -130,7 +131,7 @@ async def test_a_restart_takes_over_its_own_leases_and_claims_at_once(
             async def alpha_holds_every_lease() -> bool:
                 return set(await leases_of(db, "alpha")) == LEASES
 
-            await until(alpha_holds_every_lease, seconds=60, what="alpha holding every lease")
+            await until(alpha_holds_every_lease, seconds=PATIENCE, what="alpha holding every lease")
             await crash.catch("alpha")
             await alpha.kill()
             running.remove(alpha)
@@ -154,7 +155,7 @@ async def test_a_restart_takes_over_its_own_leases_and_claims_at_once(
                 )
                 return bool(status == "active")
 
-            await until(trial_active, seconds=60, what="beta activating the trial")
+            await until(trial_active, seconds=PATIENCE, what="beta activating the trial")
             await trio.sleep(3)  # beta's notifier tries for the lease every second meanwhile
             assert await leases_of(db, "alpha") == held
             assert await leases_of(db, "beta") == {}
@@ -169,7 +170,7 @@ async def test_a_restart_takes_over_its_own_leases_and_claims_at_once(
             async def confirmed() -> bool:
                 return bool(crash.payment_received())
 
-            await until(confirmed, seconds=60, what="Payment received", every=0.02)
+            await until(confirmed, seconds=PATIENCE, what="Payment received", every=0.02)
             took = trio.current_time() - ready_at
 
             async def all_done() -> bool:
@@ -182,7 +183,7 @@ async def test_a_restart_takes_over_its_own_leases_and_claims_at_once(
                     and set(await leases_of(db, "alpha")) == LEASES
                 )
 
-            await until(all_done, seconds=60, what="alpha's takeover")
+            await until(all_done, seconds=PATIENCE, what="alpha's takeover")
             after = await leases_of(db, "alpha")
             print(f"\nrestart ready -> 'Payment received': {took:.2f} s")
         finally:

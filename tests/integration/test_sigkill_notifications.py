@@ -32,6 +32,7 @@ from .processes import (
     CRYPTO_TOKEN,
     PANEL_PASSWORD,
     PANEL_USER,
+    PATIENCE,
     TOKEN,
     Vpnbot,
     rows,
@@ -132,7 +133,7 @@ async def test_sigkill_loop_costs_at_most_one_duplicate_per_kill(
             async def sending(before: int = before) -> bool:
                 return sent_messages(emulator) > before
 
-            await until(sending, seconds=60, what="messages going out", every=0.02)
+            await until(sending, seconds=PATIENCE, what="messages going out", every=0.02)
             await trio.sleep(rng.uniform(0.2, 1.5))  # a moment to kill at, not a wait
             pending = await value(db, "select count(*) from outbox where status = 'pending'")
             await process.kill()

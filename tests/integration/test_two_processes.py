@@ -35,7 +35,7 @@ from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import Limits, TelegramEmulator
 
-from .processes import Vpnbot, until
+from .processes import PATIENCE, Vpnbot, until
 from .test_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,7 +237,7 @@ async def test_two_processes_do_every_piece_of_work_exactly_once(
                 return all([await p.ready() for p in processes])
 
             try:
-                await until(both_ready, seconds=60, what="both processes ready")
+                await until(both_ready, seconds=PATIENCE, what="both processes ready")
             except AssertionError:
                 raise AssertionError("\n".join(p.tail() for p in processes)) from None
 
@@ -296,7 +296,7 @@ async def test_two_processes_do_every_piece_of_work_exactly_once(
                 )
 
             try:
-                await until(settled, seconds=60, what="all the work done")
+                await until(settled, seconds=PATIENCE, what="all the work done")
             except AssertionError:
                 jobs = await rows(db, "select kind, dedup_key, status, last_error from outbox")
                 states = await rows(

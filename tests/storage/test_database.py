@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -539,3 +540,23 @@ async def test_every_other_unit_gives_its_connection_back_reset(small_db: Databa
     with trio.fail_after(PROMPTLY * 5):
         assert await _session_state(small_db) == ("", 0)
     assert small_db.pool_size["size"] == 1
+
+
+async def test_a_session_that_cannot_connect_names_the_database(db: Database) -> None:
+    """A refused connection is the database away, as for the pool: the wake-up listener's
+    reconnect attempts during an outage keep blaming the database, so the outage stays one
+    cause and one alert."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    away = Database(
+        db._pool, dsn=f"postgresql://nobody@127.0.0.1:{closed_port}/none", connect_timeout=5
+    )
+    with pytest.raises(Exception) as raised:
+        await away.open_session()
+    failure = classify(raised.value)
+    assert (failure.type, failure.transient, failure.dependency) == (
+        FailureType.INFRA,
+        True,
+        DATABASE,
+    ), failure
