@@ -14,7 +14,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
         || echo "chromium could not be installed: the browser test will say so and skip"
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+# The packaging tests build the wheels offline with this setuptools (SPDX licenses: >= 77).
+.venv/bin/python -m pip install --quiet --upgrade pip 'setuptools>=77'
 .venv/bin/python -m pip install --quiet -e '.[test]'
 .venv/bin/python -m pip install --quiet -e plugins/example_package
 echo "== ruff"
