@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import vpnbot_example
 from pydantic import SecretStr
 from vpnbot_example import TinyPanelBackend
 from vpnbot_example.fake import FakeTinyPanel
@@ -16,6 +18,7 @@ from runtime.plugin_api import load_plugins
 from runtime.testing.contract import BackendUnderTest, VpnBackendContract
 
 TOKEN = "example-secret-token"
+PRIVATE_INSTALLS = Path(__file__).resolve().parents[1] / "build" / "test-install"
 
 
 class TestTinyPanelContract(VpnBackendContract):
@@ -36,6 +39,16 @@ class TestTinyPanelContract(VpnBackendContract):
 def test_the_entry_point_is_installed() -> None:
     names = {ep.name for ep in importlib.metadata.entry_points(group="vpnbot.plugins")}
     assert "example" in names
+
+
+def test_the_plugin_under_test_is_the_private_install_not_the_environments() -> None:
+    [entry_point] = [
+        ep for ep in importlib.metadata.entry_points(group="vpnbot.plugins") if ep.name == "example"
+    ]
+    assert entry_point.dist is not None
+    installed_in = Path(str(entry_point.dist.locate_file(""))).resolve()
+    assert installed_in.parent == PRIVATE_INSTALLS
+    assert Path(vpnbot_example.__file__).resolve().is_relative_to(installed_in)
 
 
 def test_the_plugin_loads_through_the_entry_point() -> None:
