@@ -68,6 +68,10 @@ def test_the_plugin_loads_through_the_entry_point() -> None:
     loaded = load_plugins(settings, environ={})
     assert [b.name for b in loaded.vpn_backends()] == ["example"]
     assert "chat" in [s.name for s in loaded.alert_sinks()]
+    [info] = [info for info in loaded.plugins if info.name == "example"]
+    assert info.offers is not None
+    declared = {(offer.kind.value, offer.name) for offer in info.offers}
+    assert declared == {(kind, name) for kind, names in info.provides.items() for name in names}
 
 
 def test_bad_settings_are_a_config_error() -> None:
