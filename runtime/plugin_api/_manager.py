@@ -230,7 +230,7 @@ class LoadedPlugins:
                     "provides": (
                         describe_offers(info)
                         if status == "loaded"
-                        else "not imported while disabled: unknown"
+                        else "unknown (disabled, so not imported)"
                     ),
                     "error": "",
                 }

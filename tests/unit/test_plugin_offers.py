@@ -173,4 +173,4 @@ def test_disabled_plugins_are_not_imported_and_the_listing_says_so() -> None:
         environ={},
     )
 
-    assert provides(loaded)["marzban"] == "not imported while disabled: unknown"
+    assert provides(loaded)["marzban"] == "unknown (disabled, so not imported)"
