@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runtime.logs import get_logger
-from runtime.plugin_api import AlertSink, hookimpl
+from runtime.plugin_api import AlertSink, Offer, OfferKind, hookimpl
 
 from .telegram import TelegramSink
 from .webhook import WebhookSink
@@ -13,9 +13,12 @@ from .webhook import WebhookSink
 if TYPE_CHECKING:
     from runtime.config import Settings
 
-__all__ = ["TelegramSink", "WebhookSink", "vpnbot_alert_sinks"]
+__all__ = ["TelegramSink", "WebhookSink", "vpnbot_alert_sinks", "vpnbot_offers"]
 
 _log = get_logger("alerts")
+
+WEBHOOK = "webhook"
+TELEGRAM = "telegram"
 
 
 def _secret(value: Any) -> str | None:
@@ -41,6 +44,7 @@ def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:
                 str(webhook.url),
                 timeout=webhook.timeout_seconds,
                 secret=_secret(webhook.secret),
+                name=WEBHOOK,
             )
         )
     telegram = settings.alerts.telegram
@@ -58,6 +62,15 @@ def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:
                     chat_ids,
                     api_base=settings.telegram.api_base,
                     timeout=telegram.timeout_seconds,
+                    name=TELEGRAM,
                 )
             )
     return sinks
+
+
+@hookimpl
+def vpnbot_offers() -> list[Offer]:
+    return [
+        Offer(OfferKind.ALERT_SINK, WEBHOOK, "alerts.webhook.url"),
+        Offer(OfferKind.ALERT_SINK, TELEGRAM, "alerts.telegram.enabled"),
+    ]

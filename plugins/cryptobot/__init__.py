@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runtime.config import ConfigError, ConfigProblem, validate_section
-from runtime.plugin_api import PaymentProvider, hookimpl
+from runtime.plugin_api import Offer, OfferKind, PaymentProvider, hookimpl
 
 from .amounts import ASSET_DECIMALS, UnknownExponent, exponent
 from .provider import CryptoBotProvider
@@ -25,6 +25,7 @@ __all__ = [
     "CryptoBotProvider",
     "CryptoBotSettings",
     "build_provider",
+    "vpnbot_offers",
     "vpnbot_payment_providers",
 ]
 
@@ -73,3 +74,8 @@ def vpnbot_payment_providers(settings: Settings) -> list[PaymentProvider]:
         raise ConfigError(problems)
     ttl = settings.billing.invoice_ttl_minutes * 60
     return [build_provider(config, default_expires_in=min(ttl, 2_678_400))]
+
+
+@hookimpl
+def vpnbot_offers() -> list[Offer]:
+    return [Offer(OfferKind.PAYMENT_PROVIDER, PLUGIN, f"plugins.settings.{PLUGIN}")]

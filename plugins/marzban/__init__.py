@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runtime.config import validate_section
-from runtime.plugin_api import VpnBackend, hookimpl
+from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
 
 from .backend import MarzbanBackend
 from .client import MarzbanClient
@@ -14,7 +14,13 @@ from .settings import MarzbanSettings
 if TYPE_CHECKING:
     from runtime.config import Settings
 
-__all__ = ["MarzbanBackend", "MarzbanClient", "MarzbanSettings", "vpnbot_vpn_backends"]
+__all__ = [
+    "MarzbanBackend",
+    "MarzbanClient",
+    "MarzbanSettings",
+    "vpnbot_offers",
+    "vpnbot_vpn_backends",
+]
 
 PLUGIN_NAME = "marzban"
 
@@ -27,3 +33,8 @@ def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
         return []
     config = validate_section(MarzbanSettings, table, path=f"plugins.settings.{PLUGIN_NAME}")
     return [MarzbanBackend(config, name=PLUGIN_NAME)]
+
+
+@hookimpl
+def vpnbot_offers() -> list[Offer]:
+    return [Offer(OfferKind.VPN_BACKEND, PLUGIN_NAME, f"plugins.settings.{PLUGIN_NAME}")]

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from runtime.config import validate_section
 from runtime.logs import add_secrets
-from runtime.plugin_api import VpnBackend, hookimpl
+from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
 
 from .backend import OutlineBackend
 from .settings import OutlineSettings
@@ -29,7 +29,13 @@ from .settings import OutlineSettings
 if TYPE_CHECKING:
     from runtime.config import Settings
 
-__all__ = ["OutlineBackend", "OutlineSettings", "build_backend", "vpnbot_vpn_backends"]
+__all__ = [
+    "OutlineBackend",
+    "OutlineSettings",
+    "build_backend",
+    "vpnbot_offers",
+    "vpnbot_vpn_backends",
+]
 
 PLUGIN = "outline"
 
@@ -50,3 +56,8 @@ def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
         return []
     config = validate_section(OutlineSettings, table, path=f"plugins.settings.{PLUGIN}")
     return [build_backend(config)]
+
+
+@hookimpl
+def vpnbot_offers() -> list[Offer]:
+    return [Offer(OfferKind.VPN_BACKEND, PLUGIN, f"plugins.settings.{PLUGIN}")]

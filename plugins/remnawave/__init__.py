@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runtime.config import validate_section
-from runtime.plugin_api import VpnBackend, hookimpl
+from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
 
 from .backend import RemnawaveBackend
 from .client import RemnawaveClient
@@ -14,7 +14,13 @@ from .settings import RemnawaveSettings
 if TYPE_CHECKING:
     from runtime.config import Settings
 
-__all__ = ["RemnawaveBackend", "RemnawaveClient", "RemnawaveSettings", "vpnbot_vpn_backends"]
+__all__ = [
+    "RemnawaveBackend",
+    "RemnawaveClient",
+    "RemnawaveSettings",
+    "vpnbot_offers",
+    "vpnbot_vpn_backends",
+]
 
 PLUGIN_NAME = "remnawave"
 
@@ -28,3 +34,8 @@ def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
         return []
     config = validate_section(RemnawaveSettings, table, path=f"plugins.settings.{PLUGIN_NAME}")
     return [RemnawaveBackend(config, name=PLUGIN_NAME)]
+
+
+@hookimpl
+def vpnbot_offers() -> list[Offer]:
+    return [Offer(OfferKind.VPN_BACKEND, PLUGIN_NAME, f"plugins.settings.{PLUGIN_NAME}")]

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from runtime.config import ConfigError, ConfigProblem, validate_section
-from runtime.plugin_api import PaymentProvider, hookimpl
+from runtime.plugin_api import Offer, OfferKind, PaymentProvider, hookimpl
 
 from .client import BotApiPaymentsClient
 from .provider import STARS, CardProvider, StarsProvider, clip
@@ -28,6 +28,7 @@ __all__ = [
     "StarsProvider",
     "TelegramPaymentsSettings",
     "clip",
+    "vpnbot_offers",
     "vpnbot_payment_providers",
 ]
 
@@ -82,3 +83,12 @@ def vpnbot_payment_providers(settings: Settings) -> list[PaymentProvider]:
             )
         )
     return providers
+
+
+@hookimpl
+def vpnbot_offers() -> list[Offer]:
+    table = f"plugins.settings.{PLUGIN}"
+    return [
+        Offer(OfferKind.PAYMENT_PROVIDER, StarsProvider.name, table),
+        Offer(OfferKind.PAYMENT_PROVIDER, CardProvider.name, f"{table}.card_provider_token"),
+    ]

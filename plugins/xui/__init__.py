@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runtime.config import validate_section
-from runtime.plugin_api import VpnBackend, hookimpl
+from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
 
 from .backend import XuiBackend
 from .client import RouteNotFound, XuiClient
@@ -33,6 +33,7 @@ __all__ = [
     "XuiBackend",
     "XuiClient",
     "XuiSettings",
+    "vpnbot_offers",
     "vpnbot_vpn_backends",
 ]
 
@@ -46,3 +47,8 @@ def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
         return []
     config = validate_section(XuiSettings, table, path=f"plugins.settings.{PLUGIN}")
     return [XuiBackend.from_settings(config, name=PLUGIN)]
+
+
+@hookimpl
+def vpnbot_offers() -> list[Offer]:
+    return [Offer(OfferKind.VPN_BACKEND, PLUGIN, f"plugins.settings.{PLUGIN}")]

@@ -16,6 +16,7 @@ from ._manager import (
     load_plugins,
 )
 from .hookspecs import hookimpl, hookspec
+from .offers import Offer, OfferKind
 from .payments import (
     AuthenticatedDelivery,
     ConfirmedPayment,
@@ -43,6 +44,8 @@ __all__ = [
     "InvoiceState",
     "InvoiceStatus",
     "LoadedPlugins",
+    "Offer",
+    "OfferKind",
     "PaymentIntent",
     "PaymentProvider",
     "PluginInfo",

@@ -10,6 +10,8 @@ Every hook is called once, here, for every plugin: a plugin whose import, regist
 hook call fails, or whose hook returns something that is not a list of the right objects,
 is recorded as a ``PluginProblem``, logged, and left out whole (its other hooks' results
 too), so what the runtime gets is consistent and every problem is known before it starts.
+``vpnbot_offers`` (what a plugin can provide, configured or not) is called first, the same
+way.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from runtime.logs import get_logger
 from runtime.supervision import ActorSpec
 
 from . import hookspecs
+from .offers import Offer, OfferKind
 from .payments import WebhookReceiver
 from .protocols import AlertSink, PaymentProvider, VpnBackend
 
@@ -119,6 +122,11 @@ class PluginInfo:
     """``"entry point"`` or ``"config path"``."""
     module: str
     provides: dict[str, list[str]] = field(default_factory=dict)
+    """What its hooks returned with this config."""
+    offers: list[Offer] | None = None
+    """What it declares it can provide (``vpnbot_offers``); None when it declares nothing."""
+    kinds: list[str] = field(default_factory=list)
+    """The kinds whose hooks it implements (known without calling them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,22 +214,24 @@ class LoadedPlugins:
         """Rows for a plugin listing: loaded, then disabled, then failed plugins.
 
         Keys: ``name``, ``source``, ``module``, ``status`` (loaded, disabled, failed),
-        ``provides`` (e.g. ``"actors: a, b; alert_sinks: webhook"``) and ``error``.
+        ``provides`` (what it can provide and whether this config turns it on, e.g.
+        ``"vpn_backends: marzban (off: set plugins.settings.marzban)"``) and ``error``.
         """
         rows: list[dict[str, str]] = []
         for info, status in [(p, "loaded") for p in self.plugins] + [
             (p, "disabled") for p in self.disabled
         ]:
-            provides = "; ".join(
-                f"{kind}: {', '.join(names)}" for kind, names in info.provides.items() if names
-            )
             rows.append(
                 {
                     "name": info.name,
                     "source": info.source,
                     "module": info.module,
                     "status": status,
-                    "provides": provides,
+                    "provides": (
+                        describe_offers(info)
+                        if status == "loaded"
+                        else "unknown (disabled, so not imported)"
+                    ),
                     "error": "",
                 }
             )
@@ -307,7 +317,9 @@ class LoadedPlugins:
             self._unregister(plugin)
             self._problem(name, source, "register", "; ".join(errors))
             return
-        self.plugins.append(PluginInfo(name=name, source=source, module=module))
+        hooks = {caller.name for caller in pm.get_hookcallers(plugin) or []}
+        kinds = [kind.key for kind in _KINDS if kind.hook in hooks]
+        self.plugins.append(PluginInfo(name=name, source=source, module=module, kinds=kinds))
 
     def _unregister(self, plugin: object) -> None:
         if self._pm.is_registered(plugin):
@@ -324,6 +336,23 @@ class LoadedPlugins:
         collected: dict[str, list[tuple[str, list[Any]]]] = {kind.key: [] for kind in _KINDS}
         call_args = {"settings": self._settings, "services": self._services}
         config_problems: list[ConfigProblem] = []
+
+        for impl in _call_order(self._pm.hook.vpnbot_offers.get_hookimpls()):
+            info = info_by_name.get(impl.plugin_name)
+            if info is None:
+                continue
+            try:
+                info.offers = _check_offers(impl.function())
+            except Exception as exc:
+                failed.add(info.name)
+                self._problem(
+                    info.name,
+                    info.source,
+                    "call",
+                    _describe_error(exc),
+                    hook="vpnbot_offers",
+                    exception=exc,
+                )
 
         for kind in _KINDS:
             caller: pluggy.HookCaller = getattr(self._pm.hook, kind.hook)
@@ -429,6 +458,62 @@ def _check_result(kind: _Kind, result: object) -> list[Any]:
         if not isinstance(name, str) or not name:
             raise TypeError(f"{kind.hook} returned {item!r} without a name")
     return list(result)
+
+
+def _check_offers(result: object) -> list[Offer]:
+    if inspect.iscoroutine(result):
+        result.close()
+    if not isinstance(result, list | tuple):
+        raise TypeError(f"vpnbot_offers returned {type(result).__name__}, expected a list")
+    seen: set[tuple[OfferKind, str]] = set()
+    for offer in result:
+        if not (
+            isinstance(offer, Offer)
+            and isinstance(offer.kind, OfferKind)
+            and isinstance(offer.name, str)
+            and offer.name.strip()
+            and (offer.setting is None or (isinstance(offer.setting, str) and offer.setting))
+        ):
+            raise TypeError(
+                f"vpnbot_offers returned {offer!r}, which is not an Offer(OfferKind, name, "
+                "setting or None)"
+            )
+        if (offer.kind, offer.name) in seen:
+            raise TypeError(f"vpnbot_offers declares {offer.kind} {offer.name!r} twice")
+        seen.add((offer.kind, offer.name))
+    return list(result)
+
+
+def describe_offers(info: PluginInfo) -> str:
+    """What a loaded plugin can provide, kind by kind, and whether this config turns it on.
+
+    A plugin without ``vpnbot_offers`` shows what its hooks returned, and for the kinds
+    whose hooks it implements but that returned nothing, that the names are unknown.
+    """
+    parts = []
+    for kind in _KINDS:
+        on = info.provides.get(kind.key, [])
+        if info.offers is None:
+            names = [f"{name} (on)" for name in on]
+            if not names and kind.key in info.kinds:
+                names = ["names unknown until configured"]
+        else:
+            mine = [offer for offer in info.offers if offer.kind == kind.key]
+            declared = {offer.name for offer in mine}
+            names = [_offer_state(offer, on) for offer in mine]
+            names += [f"{name} (on, undeclared)" for name in on if name not in declared]
+        if names:
+            parts.append(f"{kind.key}: {', '.join(names)}")
+    text = "; ".join(parts) or "nothing"
+    if info.offers is None:
+        text += " (the plugin has no vpnbot_offers)"
+    return text
+
+
+def _offer_state(offer: Offer, on: list[str]) -> str:
+    if offer.name in on:
+        return f"{offer.name} (on)"
+    return f"{offer.name} (off: set {offer.setting})" if offer.setting else f"{offer.name} (off)"
 
 
 def _with_builtins(

@@ -1,9 +1,10 @@
 """Every hook a plugin can implement, in one module (project name ``vpnbot``).
 
 Hooks are synchronous: pluggy cannot await. Each returns a list of objects with async
-methods. An ``async def`` implementation is rejected when the plugin is loaded. An
-implementation takes any subset of the arguments: ``settings`` (the validated config) and
-``services`` (database, alerts, metrics; the database is usable once actors run).
+methods, except ``vpnbot_offers``, which declares what the others can return. An ``async
+def`` implementation is rejected when the plugin is loaded. An implementation takes any
+subset of the arguments: ``settings`` (the validated config) and ``services`` (database,
+alerts, metrics; the database is usable once actors run).
 
 A plugin module looks like::
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from runtime.config import Settings
     from runtime.supervision import ActorSpec
 
+    from .offers import Offer
     from .protocols import AlertSink, PaymentProvider, VpnBackend
     from .services import Services
 
@@ -51,3 +53,12 @@ def vpnbot_alert_sinks(settings: Settings, services: Services) -> list[AlertSink
 @hookspec
 def vpnbot_actors(settings: Settings, services: Services) -> list[ActorSpec]:  # type: ignore[empty-body]
     """Return extra actors for the supervisor to run (may be empty)."""
+
+
+@hookspec
+def vpnbot_offers() -> list[Offer]:  # type: ignore[empty-body]
+    """Return what this plugin can provide, whatever the config says (``offers.Offer``).
+
+    Takes no arguments and must be cheap: ``vpnbot plugins`` lists these for plugins that
+    are not configured. Every object the other hooks return should be declared here.
+    """

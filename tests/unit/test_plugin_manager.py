@@ -275,8 +275,9 @@ def test_describe_lists_loaded_disabled_and_failed_plugins() -> None:
     assert rows[GOOD]["source"] == "config path"
     assert rows[GOOD]["module"] == GOOD
     assert rows[GOOD]["provides"] == (
-        "payment_providers: fake-pay; vpn_backends: fake-vpn; "
-        "alert_sinks: good-sink; actors: good-actor"
+        "payment_providers: fake-pay (on); vpn_backends: fake-vpn (on); "
+        "alert_sinks: good-sink (on); actors: good-actor (on) "
+        "(the plugin has no vpnbot_offers)"
     )
     assert rows[OTHER]["status"] == "disabled"
     assert rows[BROKEN]["status"] == "failed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runtime.config import validate_section
-from runtime.plugin_api import hookimpl
+from runtime.plugin_api import Offer, OfferKind, hookimpl
 
 from .backend import TinyPanelBackend
 from .settings import ExampleSettings
@@ -20,6 +20,7 @@ __all__ = [
     "ExampleSettings",
     "TinyPanelBackend",
     "vpnbot_alert_sinks",
+    "vpnbot_offers",
     "vpnbot_vpn_backends",
 ]
 
@@ -45,3 +46,12 @@ def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:
     if config is None or config.chat_webhook_url is None:
         return []
     return [ChatSink(config.chat_webhook_url)]
+
+
+@hookimpl
+def vpnbot_offers() -> list[Offer]:
+    table = f"plugins.settings.{NAME}"
+    return [
+        Offer(OfferKind.VPN_BACKEND, NAME, table),
+        Offer(OfferKind.ALERT_SINK, ChatSink.name, f"{table}.chat_webhook_url"),
+    ]
