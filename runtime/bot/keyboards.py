@@ -75,7 +75,9 @@ def main_menu(ctx: BotContext, lang: str, user: User | None) -> InlineKeyboardMa
             _button(ctx.t(lang, "menu.subscription"), Nav(to="sub")),
         ]
     )
-    balance = ctx.money(user.balance_minor if user else 0, ctx.settings.billing.balance_currency)
+    balance = ctx.money(
+        user.balance_minor if user else 0, ctx.settings.billing.balance_currency, lang=lang
+    )
     rows.append(
         [
             _button(ctx.t(lang, "menu.balance", balance=balance), Nav(to="topup")),
@@ -128,7 +130,7 @@ def pay_options(
                     lang,
                     "plans.pay_with",
                     provider=ctx.provider_label(lang, name),
-                    price=ctx.money(price.amount_minor, price.currency),
+                    price=ctx.money(price.amount_minor, price.currency, lang=lang),
                 ),
                 BuyCb(plan=plan.id, provider=name),
             )
@@ -173,7 +175,9 @@ def top_up_amounts(
 ) -> InlineKeyboardMarkup:
     builder = InlineKeyboardBuilder()
     for amount in amounts:
-        builder.button(text=ctx.money(amount, currency), callback_data=TopUpCb(amount=amount))
+        builder.button(
+            text=ctx.money(amount, currency, lang=lang), callback_data=TopUpCb(amount=amount)
+        )
     builder.adjust(3)
     builder.row(home_button(ctx, lang))
     return builder.as_markup()

@@ -94,9 +94,9 @@ def stats_text(ctx: BotContext, lang: str, stats: store.Statistics) -> str:
                 lang,
                 "admin.revenue_line",
                 provider=ctx.provider_label(lang, revenue.provider),
-                today=ctx.money(revenue.today_minor, revenue.currency),
-                week=ctx.money(revenue.week_minor, revenue.currency),
-                month=ctx.money(revenue.month_minor, revenue.currency),
+                today=ctx.money(revenue.today_minor, revenue.currency, lang=lang),
+                week=ctx.money(revenue.week_minor, revenue.currency, lang=lang),
+                month=ctx.money(revenue.month_minor, revenue.currency, lang=lang),
                 count=revenue.month_count,
             )
         )
@@ -170,10 +170,12 @@ def user_text(ctx: BotContext, lang: str, card: store.UserCard) -> str:
             id=user.telegram_id,
             username=f"@{user.username}" if user.username else "-",
             lang_code=user.language,
-            balance=ctx.money(user.balance_minor, ctx.settings.billing.balance_currency),
+            balance=ctx.money(user.balance_minor, ctx.settings.billing.balance_currency, lang=lang),
             auto_renew=yes_no[user.auto_renew],
-            trial=ctx.date(user.trial_used_at) if user.trial_used_at else yes_no[False],
-            blocked=ctx.date(user.blocked_bot_at) if user.blocked_bot_at else yes_no[False],
+            trial=ctx.date(user.trial_used_at, lang=lang) if user.trial_used_at else yes_no[False],
+            blocked=ctx.date(user.blocked_bot_at, lang=lang)
+            if user.blocked_bot_at
+            else yes_no[False],
         ),
         "",
         ctx.t(lang, "admin.subscriptions_header"),
@@ -188,7 +190,7 @@ def user_text(ctx: BotContext, lang: str, card: store.UserCard) -> str:
                 kind=sub.kind,
                 status=sub.status,
                 activation=sub.activation_status,
-                expires=ctx.date(sub.expires_at),
+                expires=ctx.date(sub.expires_at, lang=lang),
             )
         )
     if not card.subscriptions:
@@ -201,11 +203,11 @@ def user_text(ctx: BotContext, lang: str, card: store.UserCard) -> str:
                 "admin.payment_line",
                 id=payment.id,
                 provider=payment.provider,
-                amount=ctx.money(payment.amount_minor, payment.currency),
+                amount=ctx.money(payment.amount_minor, payment.currency, lang=lang),
                 status=f"{payment.status} ({payment.refused})"
                 if payment.refused
                 else payment.status,
-                date=ctx.date(payment.created_at),
+                date=ctx.date(payment.created_at, lang=lang),
             )
         )
     if not card.payments:
@@ -253,7 +255,13 @@ def adjusted_text(ctx: BotContext, lang: str, user: str, result: store.DaysAdjus
     if result.revoked:
         text = ctx.t(lang, "admin.days_revoked", id=sub.id, user=user)
     else:
-        text = ctx.t(lang, "admin.days_set", id=sub.id, user=user, expires=ctx.date(sub.expires_at))
+        text = ctx.t(
+            lang,
+            "admin.days_set",
+            id=sub.id,
+            user=user,
+            expires=ctx.date(sub.expires_at, lang=lang),
+        )
     if result.repeated:
         text = ctx.t(lang, "admin.repeated") + "\n" + text
     return text
@@ -339,12 +347,12 @@ def refunded_text(ctx: BotContext, lang: str, refunded: Refunded) -> str:
         lang,
         "admin.refunded",
         payment=payment.id,
-        amount=ctx.money(payment.amount_minor, payment.currency),
+        amount=ctx.money(payment.amount_minor, payment.currency, lang=lang),
     )
     if refunded.access_revoked:
         text += "\n" + ctx.t(lang, "admin.refund_revoked")
     if refunded.balance_taken_minor:
-        taken = ctx.money(refunded.balance_taken_minor, payment.currency)
+        taken = ctx.money(refunded.balance_taken_minor, payment.currency, lang=lang)
         text += "\n" + ctx.t(lang, "admin.refund_balance_taken", amount=taken)
     return text
 
@@ -386,6 +394,7 @@ def progress_text(
         "id": broadcast.id,
         "audience": audience_name(ctx, lang, broadcast.audience),
         "total": progress.total,
+        "count": progress.total,
         "delivered": progress.delivered,
         "blocked": progress.blocked,
         "failed": progress.failed,
@@ -433,7 +442,7 @@ async def broadcast_command(
             "admin.broadcast_preview",
             id=broadcast.id,
             audience=audience_name(ctx, lang, audience),
-            reach=reach,
+            count=reach,
             text=text,
         ),
         reply_markup=kb.admin_confirm(
@@ -486,7 +495,7 @@ async def broadcast_stop(
     if dropped is None:
         text = ctx.t(lang, "admin.broadcast_gone", id=callback_data.n)
     else:
-        text = ctx.t(lang, "admin.broadcast_cancelled", id=callback_data.n, dropped=dropped)
+        text = ctx.t(lang, "admin.broadcast_cancelled", id=callback_data.n, count=dropped)
     await show(query, bot, text)
 
 
@@ -509,7 +518,7 @@ def failed_text(ctx: BotContext, lang: str, dead: list[inbox.DeadUpdate]) -> str
                 "admin.failed_line",
                 id=update.update_id,
                 kind=update.kind,
-                date=ctx.date(update.given_up_at),
+                date=ctx.date(update.given_up_at, lang=lang),
                 attempts=update.attempts,
                 error=error[:150] + ("…" if len(error) > 150 else ""),
             )
