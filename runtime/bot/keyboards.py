@@ -212,6 +212,15 @@ def menu_pointer(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
 
 
 # -- admin -------------------------------------------------------------------------------
+# Every admin screen ends with a Back button to the admin menu.
+
+
+def admin_back_button(ctx: BotContext, lang: str) -> InlineKeyboardButton:
+    return _button(ctx.t(lang, "menu.back"), AdminCb(action="menu"))
+
+
+def admin_back(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[admin_back_button(ctx, lang)]])
 
 
 def admin_menu(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
@@ -227,6 +236,7 @@ def admin_refresh(ctx: BotContext, lang: str, action: str) -> InlineKeyboardMark
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [_button(ctx.t(lang, "admin.refresh_button"), AdminCb(action=action))],
+            [admin_back_button(ctx, lang)],
         ]
     )
 
@@ -254,6 +264,7 @@ def admin_user(
             )
         )
     builder.row(_button(ctx.t(lang, "admin.refresh_button"), AdminCb(action="user", arg=uid)))
+    builder.row(admin_back_button(ctx, lang))
     return builder.as_markup()
 
 
@@ -263,4 +274,4 @@ def admin_confirm(
     row = [_button(ctx.t(lang, "admin.confirm_button"), confirm)]
     if cancel is not None:
         row.append(_button(ctx.t(lang, "admin.cancel_button"), cancel))
-    return InlineKeyboardMarkup(inline_keyboard=[row])
+    return InlineKeyboardMarkup(inline_keyboard=[row, [admin_back_button(ctx, lang)]])
