@@ -16,7 +16,7 @@ from typing import Any
 from structlog.typing import EventDict, WrappedLogger
 
 WIDTH = 100
-VALUE_WIDTH = 24
+VALUE_WIDTH = 36
 EVENT_WIDTH = 56
 COMPONENT_WIDTH = 10
 
