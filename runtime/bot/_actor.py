@@ -35,6 +35,7 @@ from runtime.storage.inbox import InboxUpdate
 from runtime.supervision import ActorContext, ActorSpec
 from runtime.workers import wakeups_of
 
+from . import keyboards
 from ._context import BotContext
 from ._inbox import InboxProcessor
 from ._middleware import HandlerBoundary
@@ -306,12 +307,21 @@ class TelegramBot:
                 failed=progress.failed,
             )
             if chat_id is not None:
-                if broadcast.report_message_id is not None:
-                    await run_asyncio(
-                        edit_quietly, bot, chat_id, broadcast.report_message_id, text, None
-                    )
-                await run_asyncio(bot.send_message, chat_id, text)
+                await self._final_report(bot, broadcast, chat_id, text, lang)
         return len(sending)
+
+    async def _final_report(
+        self, bot: Bot, broadcast: admin.Broadcast, chat_id: int, text: str, lang: str
+    ) -> None:
+        """The final count, once: in place of the progress message, or as a new message
+        when there is none or it cannot be edited any more (deleted, too old)."""
+        markup = keyboards.admin_back(self.ctx, lang)
+        message_id = broadcast.report_message_id
+        if message_id is not None and await run_asyncio(
+            edit_quietly, bot, chat_id, message_id, text, markup
+        ):
+            return
+        await run_asyncio(bot.send_message, chat_id, text, reply_markup=markup)
 
     async def _prune(self) -> None:
         while True:

@@ -8,7 +8,7 @@ from typing import Any
 
 from runtime.catalog import Catalog
 from runtime.config import Settings
-from runtime.i18n import Translator, format_date, format_money
+from runtime.i18n import Translator, format_date, format_days, format_money, format_time_left
 
 from ._services import BotServices
 
@@ -27,17 +27,20 @@ class BotContext:
         return self.translator.t(lang, key, **params)
 
     @staticmethod
-    def money(amount_minor: int, currency: str) -> str:
-        return format_money(amount_minor, currency)
+    def money(amount_minor: int, currency: str, *, lang: str) -> str:
+        return format_money(amount_minor, currency, language=lang)
 
     @staticmethod
-    def date(moment: datetime) -> str:
-        return format_date(moment)
+    def date(moment: datetime, *, lang: str) -> str:
+        return format_date(moment, language=lang)
 
-    @staticmethod
-    def days_left(moment: datetime) -> int:
-        seconds = (moment - datetime.now(UTC)).total_seconds()
-        return max(0, int(seconds // 86400))
+    def days(self, lang: str, days: int) -> str:
+        """``30 days``, ``1 day``, ``21 день``."""
+        return format_days(self.translator, lang, days)
+
+    def time_left(self, lang: str, moment: datetime, now: datetime | None = None) -> str:
+        """Until ``moment``, never understated: ``2 days 23 hours left``, ``ended``."""
+        return format_time_left(self.translator, lang, moment - (now or datetime.now(UTC)))
 
     def provider_label(self, language: str, provider: str) -> str:
         key = f"providers.{provider}"

@@ -75,7 +75,9 @@ def main_menu(ctx: BotContext, lang: str, user: User | None) -> InlineKeyboardMa
             _button(ctx.t(lang, "menu.subscription"), Nav(to="sub")),
         ]
     )
-    balance = ctx.money(user.balance_minor if user else 0, ctx.settings.billing.balance_currency)
+    balance = ctx.money(
+        user.balance_minor if user else 0, ctx.settings.billing.balance_currency, lang=lang
+    )
     rows.append(
         [
             _button(ctx.t(lang, "menu.balance", balance=balance), Nav(to="topup")),
@@ -128,7 +130,7 @@ def pay_options(
                     lang,
                     "plans.pay_with",
                     provider=ctx.provider_label(lang, name),
-                    price=ctx.money(price.amount_minor, price.currency),
+                    price=ctx.money(price.amount_minor, price.currency, lang=lang),
                 ),
                 BuyCb(plan=plan.id, provider=name),
             )
@@ -173,7 +175,9 @@ def top_up_amounts(
 ) -> InlineKeyboardMarkup:
     builder = InlineKeyboardBuilder()
     for amount in amounts:
-        builder.button(text=ctx.money(amount, currency), callback_data=TopUpCb(amount=amount))
+        builder.button(
+            text=ctx.money(amount, currency, lang=lang), callback_data=TopUpCb(amount=amount)
+        )
     builder.adjust(3)
     builder.row(home_button(ctx, lang))
     return builder.as_markup()
@@ -208,6 +212,15 @@ def menu_pointer(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
 
 
 # -- admin -------------------------------------------------------------------------------
+# Every admin screen ends with a Back button to the admin menu.
+
+
+def admin_back_button(ctx: BotContext, lang: str) -> InlineKeyboardButton:
+    return _button(ctx.t(lang, "menu.back"), AdminCb(action="menu"))
+
+
+def admin_back(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[admin_back_button(ctx, lang)]])
 
 
 def admin_menu(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
@@ -223,6 +236,7 @@ def admin_refresh(ctx: BotContext, lang: str, action: str) -> InlineKeyboardMark
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [_button(ctx.t(lang, "admin.refresh_button"), AdminCb(action=action))],
+            [admin_back_button(ctx, lang)],
         ]
     )
 
@@ -250,6 +264,7 @@ def admin_user(
             )
         )
     builder.row(_button(ctx.t(lang, "admin.refresh_button"), AdminCb(action="user", arg=uid)))
+    builder.row(admin_back_button(ctx, lang))
     return builder.as_markup()
 
 
@@ -259,4 +274,4 @@ def admin_confirm(
     row = [_button(ctx.t(lang, "admin.confirm_button"), confirm)]
     if cancel is not None:
         row.append(_button(ctx.t(lang, "admin.cancel_button"), cancel))
-    return InlineKeyboardMarkup(inline_keyboard=[row])
+    return InlineKeyboardMarkup(inline_keyboard=[row, [admin_back_button(ctx, lang)]])

@@ -1,25 +1,56 @@
-"""Money and dates as users read them."""
+"""Money, dates and time left as users of each language read them (CLDR data, via Babel).
+
+Amounts are kept in minor units (kopecks, cents, stars); the currency's exponent says
+where the decimal point goes. Times are shown in UTC: users have no time zone here.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import copy
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import lru_cache
 
-_EXPONENT = {"XTR": 0, "JPY": 0, "KRW": 0}
-_SYMBOL = {"XTR": "⭐", "RUB": "₽", "USD": "$", "EUR": "€"}
+from babel import Locale
+from babel.dates import format_date as babel_date
+from babel.dates import format_time as babel_time
+from babel.numbers import get_currency_precision, get_currency_symbol, parse_pattern
 
-
-def format_money(amount_minor: int, currency: str) -> str:
-    """``19900, "RUB"`` -> ``199.00 ₽``; ``150, "XTR"`` -> ``150 ⭐``."""
-    exponent = _EXPONENT.get(currency, 2)
-    if exponent:
-        sign = "-" if amount_minor < 0 else ""
-        whole, part = divmod(abs(amount_minor), 10**exponent)
-        number = f"{sign}{whole}.{part:0{exponent}d}"
-    else:
-        number = str(amount_minor)
-    return f"{number} {_SYMBOL.get(currency, currency)}"
+_EXPONENT = {"XTR": 0}
+"""Currencies Babel does not know (Telegram Stars), with their minor-unit exponent."""
+_SYMBOL = {"XTR": "⭐", "RUB": "₽"}
+"""Signs shown where the locale knows the currency only by its code (``RUB`` in English)."""
 
 
-def format_date(moment: datetime) -> str:
-    """A date and time users of any language read the same way (UTC)."""
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+@lru_cache(maxsize=64)
+def _locale(language: str) -> Locale:
+    return Locale.parse(language)
+
+
+def currency_exponent(currency: str) -> int:
+    """Digits after the decimal point: 2 for RUB and USD, 0 for JPY and Stars."""
+    return _EXPONENT.get(currency, get_currency_precision(currency))
+
+
+def format_money(amount_minor: int, currency: str, *, language: str) -> str:
+    """``19900, "RUB"``: ``199,00 ₽`` in Russian, ``₽199.00`` in English;
+    ``150, "XTR"``: ``150 ⭐`` / ``⭐150``."""
+    locale = _locale(language)
+    exponent = currency_exponent(currency)
+    pattern = copy.copy(parse_pattern(locale.currency_formats["standard"]))
+    pattern.frac_prec = (exponent, exponent)
+    number = Decimal(amount_minor).scaleb(-exponent)
+    text = str(pattern.apply(number, locale, currency=currency, currency_digits=False))
+    sign = _SYMBOL.get(currency)
+    if sign is not None and get_currency_symbol(currency, locale) == currency:
+        text = text.replace(currency, sign)
+    return text
+
+
+def format_date(moment: datetime, *, language: str) -> str:
+    """A date and time in UTC as the language writes it: ``Dec 3, 2026, 6:05 AM UTC``."""
+    locale = _locale(language)
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    date = babel_date(moment, "medium", locale=locale)
+    time = babel_time(moment, "short", tzinfo=UTC, locale=locale)
+    return f"{locale.datetime_formats['medium'].format(time, date)} UTC"

@@ -22,6 +22,7 @@ from typing import Any, TextIO, cast
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
+from ._console import ConsoleLines
 from ._redact import redact_processor, set_secrets
 from ._warnings import capture_warnings, release_warnings
 
@@ -36,6 +37,8 @@ FORMATS = ("auto", "json", "console")
 
 _QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "pgserver")
 """Libraries that log every request at INFO; they are held to WARNING at least."""
+_PER_UPDATE_LOGGER = "aiogram.event"
+"""aiogram's logger for its "Update id=... is handled" line, one per update at INFO."""
 
 _lock = threading.Lock()
 _stream: TextIO | None = None
@@ -81,6 +84,29 @@ class _StreamProxy:
 
 class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler this module installs on the root logger, to replace it later."""
+
+
+class _PerUpdateToDebug(logging.Filter):
+    """aiogram's per-update lines are DEBUG lines: at INFO they were half of all output,
+    and the bot logs what it does with each update itself."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith("Update id="):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return record.levelno >= self.level
+
+
+def _demote_per_update_lines(level: int | None) -> None:
+    """Install (or, with None, remove) the filter on aiogram's per-update logger."""
+    logger = logging.getLogger(_PER_UPDATE_LOGGER)
+    for old in [f for f in logger.filters if isinstance(f, _PerUpdateToDebug)]:
+        logger.removeFilter(old)
+    if level is not None:
+        logger.addFilter(_PerUpdateToDebug(level))
 
 
 def _default_component(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
@@ -132,8 +158,9 @@ def configure_logging(
 ) -> None:
     """Set up logging for the process; safe to call again.
 
-    ``fmt``: ``"json"`` (one JSON object per line), ``"console"`` (readable, coloured on a
-    terminal) or ``"auto"`` (console on a terminal, JSON otherwise). ``level``: ``debug``,
+    ``fmt``: ``"json"`` (one JSON object per line), ``"console"`` (one short line per
+    event, 100 columns at most, coloured on a terminal) or ``"auto"`` (console on a
+    terminal, JSON otherwise). ``level``: ``debug``,
     ``info``, ``warning``, ``error`` or ``critical``. ``secrets`` replaces the values masked
     in every line (``add_secrets`` adds more later). ``stream`` defaults to ``sys.stderr``.
     """
@@ -147,14 +174,9 @@ def configure_logging(
     set_secrets(secrets)
     _stream = stream
     console = fmt == "console" or (fmt == "auto" and _is_tty(_current_stream()))
-    renderer: Processor
-    if console:
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=_is_tty(_current_stream()),
-            exception_formatter=structlog.dev.plain_traceback,
-        )
-    else:
-        renderer = _JsonLines()
+    renderer: Processor = (
+        ConsoleLines(colors=_is_tty(_current_stream())) if console else _JsonLines()
+    )
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
     _PROCESSORS[:] = [
@@ -204,6 +226,7 @@ def _route_stdlib_logging(level: int, timestamper: Processor, renderer: Processo
     root.setLevel(level)
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    _demote_per_update_lines(level)
 
 
 def reset_logging() -> None:
@@ -216,6 +239,7 @@ def reset_logging() -> None:
         root.removeHandler(old)
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.NOTSET)
+    _demote_per_update_lines(None)
     set_secrets(())
     _stream = None
     structlog.reset_defaults()

@@ -48,17 +48,24 @@ def qr_png(data: str, *, scale: int = 8, border: int = 4) -> bytes:
     return out.getvalue()
 
 
-def template_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The job's parameters plus what texts show: ``amount`` and ``balance`` (money with
-    its currency), ``expires`` (a date), ``hours`` (a reminder's offset)."""
+def template_params(params: Mapping[str, Any], language: str) -> dict[str, Any]:
+    """The job's parameters plus what texts show, in ``language``: ``amount`` and
+    ``balance`` (money with its currency), ``expires`` (a date), ``hours`` (a reminder's
+    offset)."""
     values: dict[str, Any] = dict(params)
     currency = params.get("currency")
     if params.get("amount_minor") is not None and currency:
-        values["amount"] = format_money(int(params["amount_minor"]), str(currency))
+        values["amount"] = format_money(
+            int(params["amount_minor"]), str(currency), language=language
+        )
     if params.get("balance_minor") is not None and currency:
-        values["balance"] = format_money(int(params["balance_minor"]), str(currency))
+        values["balance"] = format_money(
+            int(params["balance_minor"]), str(currency), language=language
+        )
     if params.get("expires_at"):
-        values["expires"] = format_date(datetime.fromisoformat(str(params["expires_at"])))
+        values["expires"] = format_date(
+            datetime.fromisoformat(str(params["expires_at"])), language=language
+        )
     if params.get("offset_hours") is not None:
         values["hours"] = params["offset_hours"]
     return values
@@ -81,7 +88,7 @@ def render(translator: Translator, language: str, payload: Mapping[str, Any]) ->
     if not translator.has(key):
         raise BadNotification(f"unknown notification template {template!r}")
     try:
-        text = translator.t(language, key, **template_params(params))
+        text = translator.t(language, key, **template_params(params, language))
     except (KeyError, IndexError, ValueError) as exc:
         raise BadNotification(f"template {template!r}: {type(exc).__name__}: {exc}") from None
     access_url = params.get("access_url")

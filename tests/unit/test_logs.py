@@ -254,7 +254,7 @@ def test_auto_is_json_off_a_terminal_and_console_on_one() -> None:
     configure_logging(fmt="auto", stream=terminal)
     get_logger("bot").info("hello")
     text = terminal.getvalue()
-    assert "hello" in text and "component" in text
+    assert "hello" in text and "bot" in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
 

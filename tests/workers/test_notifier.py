@@ -94,12 +94,12 @@ async def test_messages_are_rendered_in_the_users_language(
     await drain(sender, db)
     await sender.close()
     assert fake.texts(1)[0] == (
-        "Payment received: 199.00 ₽. Your access is being prepared;"
+        "Payment received: ₽199.00. Your access is being prepared;"
         " the link arrives here in a moment."
     )
     assert fake.texts(2)[:2] == [
-        "Баланс пополнен на 150 ⭐. Баланс: 300 ⭐.",
-        "Пробный период закончится 2031-05-06 07:08 UTC."
+        "Баланс пополнен на 150\xa0⭐. Баланс: 300\xa0⭐.",
+        "Пробный период закончится 6 мая 2031\u202fг., 07:08 UTC."  # noqa: RUF001
         " Выберите тариф, чтобы VPN продолжил работать.",
     ]
     assert fake.texts(2)[2] == "Hello, everyone"

@@ -129,7 +129,7 @@ async def test_access_links_arrive_with_their_qr_code_and_blocked_users_are_drop
     [message] = emulator.messages(reader.id, from_bot=True)
     assert message.photo is not None and message.photo.startswith(b"\x89PNG")
     assert message.caption is not None and "https://panel.example/sub/abc" in message.caption
-    assert message.caption.startswith("Доступ к VPN готов до 2031-01-02 03:04 UTC")
+    assert message.caption.startswith("Доступ к VPN готов до 2 янв. 2031\u202fг., 03:04 UTC")  # noqa: RUF001
     rows = await fetch(
         db, "select blocked_bot_at is not null as b from users where telegram_id = $1", blocker.id
     )

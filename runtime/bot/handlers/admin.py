@@ -67,8 +67,12 @@ async def admin_menu(message: Message, ctx: BotContext, lang: str) -> None:
     await message.answer(ctx.t(lang, "admin.menu"), reply_markup=kb.admin_menu(ctx, lang))
 
 
+async def admin_menu_screen(query: CallbackQuery, bot: Bot, ctx: BotContext, lang: str) -> None:
+    await show(query, bot, ctx.t(lang, "admin.menu"), kb.admin_menu(ctx, lang))
+
+
 async def admin_help(query: CallbackQuery, bot: Bot, ctx: BotContext, lang: str) -> None:
-    await show(query, bot, ctx.t(lang, "admin.help"), kb.admin_menu(ctx, lang))
+    await show(query, bot, ctx.t(lang, "admin.help"), kb.admin_back(ctx, lang))
 
 
 def stats_text(ctx: BotContext, lang: str, stats: store.Statistics) -> str:
@@ -94,9 +98,9 @@ def stats_text(ctx: BotContext, lang: str, stats: store.Statistics) -> str:
                 lang,
                 "admin.revenue_line",
                 provider=ctx.provider_label(lang, revenue.provider),
-                today=ctx.money(revenue.today_minor, revenue.currency),
-                week=ctx.money(revenue.week_minor, revenue.currency),
-                month=ctx.money(revenue.month_minor, revenue.currency),
+                today=ctx.money(revenue.today_minor, revenue.currency, lang=lang),
+                week=ctx.money(revenue.week_minor, revenue.currency, lang=lang),
+                month=ctx.money(revenue.month_minor, revenue.currency, lang=lang),
                 count=revenue.month_count,
             )
         )
@@ -170,10 +174,12 @@ def user_text(ctx: BotContext, lang: str, card: store.UserCard) -> str:
             id=user.telegram_id,
             username=f"@{user.username}" if user.username else "-",
             lang_code=user.language,
-            balance=ctx.money(user.balance_minor, ctx.settings.billing.balance_currency),
+            balance=ctx.money(user.balance_minor, ctx.settings.billing.balance_currency, lang=lang),
             auto_renew=yes_no[user.auto_renew],
-            trial=ctx.date(user.trial_used_at) if user.trial_used_at else yes_no[False],
-            blocked=ctx.date(user.blocked_bot_at) if user.blocked_bot_at else yes_no[False],
+            trial=ctx.date(user.trial_used_at, lang=lang) if user.trial_used_at else yes_no[False],
+            blocked=ctx.date(user.blocked_bot_at, lang=lang)
+            if user.blocked_bot_at
+            else yes_no[False],
         ),
         "",
         ctx.t(lang, "admin.subscriptions_header"),
@@ -188,7 +194,7 @@ def user_text(ctx: BotContext, lang: str, card: store.UserCard) -> str:
                 kind=sub.kind,
                 status=sub.status,
                 activation=sub.activation_status,
-                expires=ctx.date(sub.expires_at),
+                expires=ctx.date(sub.expires_at, lang=lang),
             )
         )
     if not card.subscriptions:
@@ -201,11 +207,11 @@ def user_text(ctx: BotContext, lang: str, card: store.UserCard) -> str:
                 "admin.payment_line",
                 id=payment.id,
                 provider=payment.provider,
-                amount=ctx.money(payment.amount_minor, payment.currency),
+                amount=ctx.money(payment.amount_minor, payment.currency, lang=lang),
                 status=f"{payment.status} ({payment.refused})"
                 if payment.refused
                 else payment.status,
-                date=ctx.date(payment.created_at),
+                date=ctx.date(payment.created_at, lang=lang),
             )
         )
     if not card.payments:
@@ -225,11 +231,13 @@ async def user_command(
 ) -> None:
     query = (command.args or "").strip()
     if not query:
-        await message.answer(ctx.t(lang, "admin.user_usage"))
+        await message.answer(ctx.t(lang, "admin.user_usage"), reply_markup=kb.admin_back(ctx, lang))
         return
     card = await call_trio(ctx.svc.find_user, query)
     if card is None:
-        await message.answer(ctx.t(lang, "admin.user_not_found", query=query))
+        await message.answer(
+            ctx.t(lang, "admin.user_not_found", query=query), reply_markup=kb.admin_back(ctx, lang)
+        )
         return
     await message.answer(user_text(ctx, lang, card), reply_markup=_user_markup(ctx, lang, card))
 
@@ -253,7 +261,13 @@ def adjusted_text(ctx: BotContext, lang: str, user: str, result: store.DaysAdjus
     if result.revoked:
         text = ctx.t(lang, "admin.days_revoked", id=sub.id, user=user)
     else:
-        text = ctx.t(lang, "admin.days_set", id=sub.id, user=user, expires=ctx.date(sub.expires_at))
+        text = ctx.t(
+            lang,
+            "admin.days_set",
+            id=sub.id,
+            user=user,
+            expires=ctx.date(sub.expires_at, lang=lang),
+        )
     if result.repeated:
         text = ctx.t(lang, "admin.repeated") + "\n" + text
     return text
@@ -267,13 +281,18 @@ async def grant_command(
 ) -> None:
     match = _GRANT.match((command.args or "").strip())
     if match is None or int(match[2]) == 0:
-        await message.answer(ctx.t(lang, "admin.grant_usage"))
+        await message.answer(
+            ctx.t(lang, "admin.grant_usage"), reply_markup=kb.admin_back(ctx, lang)
+        )
         return
     who, days = match[1], int(match[2])
     user_id, result = await call_trio(
         ctx.svc.grant_days, who, days, operation_key=_operation_key(event_update)
     )
-    await message.answer(adjusted_text(ctx, lang, str(user_id or who), result))
+    await message.answer(
+        adjusted_text(ctx, lang, str(user_id or who), result),
+        reply_markup=kb.admin_back(ctx, lang),
+    )
 
 
 async def grant_button(
@@ -295,7 +314,9 @@ async def grant_button(
     )
     await answer_quietly(query)
     await bot.send_message(
-        query.from_user.id, adjusted_text(ctx, lang, str(user_id or callback_data.arg), result)
+        query.from_user.id,
+        adjusted_text(ctx, lang, str(user_id or callback_data.arg), result),
+        reply_markup=kb.admin_back(ctx, lang),
     )
 
 
@@ -310,7 +331,9 @@ async def refund_command(
 ) -> None:
     payment_id = (command.args or "").strip()
     if not _UUID.match(payment_id):
-        await message.answer(ctx.t(lang, "admin.refund_usage"))
+        await message.answer(
+            ctx.t(lang, "admin.refund_usage"), reply_markup=kb.admin_back(ctx, lang)
+        )
         return
     await message.answer(
         ctx.t(lang, "admin.refund_confirm", payment=payment_id),
@@ -339,12 +362,12 @@ def refunded_text(ctx: BotContext, lang: str, refunded: Refunded) -> str:
         lang,
         "admin.refunded",
         payment=payment.id,
-        amount=ctx.money(payment.amount_minor, payment.currency),
+        amount=ctx.money(payment.amount_minor, payment.currency, lang=lang),
     )
     if refunded.access_revoked:
         text += "\n" + ctx.t(lang, "admin.refund_revoked")
     if refunded.balance_taken_minor:
-        taken = ctx.money(refunded.balance_taken_minor, payment.currency)
+        taken = ctx.money(refunded.balance_taken_minor, payment.currency, lang=lang)
         text += "\n" + ctx.t(lang, "admin.refund_balance_taken", amount=taken)
     return text
 
@@ -354,7 +377,7 @@ async def refund_confirmed(
 ) -> None:
     payment_id = callback_data.arg
     manual = callback_data.action == "refund_manual"
-    markup = None
+    markup = kb.admin_back(ctx, lang)
     try:
         refunded = await call_trio(ctx.svc.refund, payment_id, through_provider=not manual)
     except RefundNotSupported:
@@ -386,6 +409,7 @@ def progress_text(
         "id": broadcast.id,
         "audience": audience_name(ctx, lang, broadcast.audience),
         "total": progress.total,
+        "count": progress.total,
         "delivered": progress.delivered,
         "blocked": progress.blocked,
         "failed": progress.failed,
@@ -410,7 +434,8 @@ def progress_markup(ctx: BotContext, lang: str, broadcast_id: int) -> InlineKeyb
                     text=ctx.t(lang, "admin.stop_button"),
                     callback_data=kb.AdminCb(action="bc_stop", n=broadcast_id).pack(),
                 ),
-            ]
+            ],
+            [kb.admin_back_button(ctx, lang)],
         ]
     )
 
@@ -420,7 +445,9 @@ async def broadcast_command(
 ) -> None:
     match = _BROADCAST.match((command.args or "").strip())
     if match is None or len(match[2]) > 4096:
-        await message.answer(ctx.t(lang, "admin.broadcast_usage"))
+        await message.answer(
+            ctx.t(lang, "admin.broadcast_usage"), reply_markup=kb.admin_back(ctx, lang)
+        )
         return
     assert message.from_user is not None
     audience, text = match[1], match[2].strip()
@@ -433,7 +460,7 @@ async def broadcast_command(
             "admin.broadcast_preview",
             id=broadcast.id,
             audience=audience_name(ctx, lang, audience),
-            reach=reach,
+            count=reach,
             text=text,
         ),
         reply_markup=kb.admin_confirm(
@@ -456,7 +483,12 @@ async def broadcast_go(
         message_id=message.message_id if message is not None else None,
     )
     if broadcast is None:
-        await show(query, bot, ctx.t(lang, "admin.broadcast_gone", id=callback_data.n))
+        await show(
+            query,
+            bot,
+            ctx.t(lang, "admin.broadcast_gone", id=callback_data.n),
+            kb.admin_back(ctx, lang),
+        )
         return
     progress = store.BroadcastProgress(broadcast.total, broadcast.total, 0, 0, 0)
     await show(
@@ -475,7 +507,7 @@ async def broadcast_show(
         await answer_quietly(query, ctx.t(lang, "admin.broadcast_gone", id=callback_data.n))
         return
     running = broadcast.status == "sending" and not progress.done
-    markup = progress_markup(ctx, lang, broadcast.id) if running else None
+    markup = progress_markup(ctx, lang, broadcast.id) if running else kb.admin_back(ctx, lang)
     await show(query, bot, progress_text(ctx, lang, broadcast, progress), markup)
 
 
@@ -486,8 +518,8 @@ async def broadcast_stop(
     if dropped is None:
         text = ctx.t(lang, "admin.broadcast_gone", id=callback_data.n)
     else:
-        text = ctx.t(lang, "admin.broadcast_cancelled", id=callback_data.n, dropped=dropped)
-    await show(query, bot, text)
+        text = ctx.t(lang, "admin.broadcast_cancelled", id=callback_data.n, count=dropped)
+    await show(query, bot, text, kb.admin_back(ctx, lang))
 
 
 # -- updates given up -------------------------------------------------------------------
@@ -509,7 +541,7 @@ def failed_text(ctx: BotContext, lang: str, dead: list[inbox.DeadUpdate]) -> str
                 "admin.failed_line",
                 id=update.update_id,
                 kind=update.kind,
-                date=ctx.date(update.given_up_at),
+                date=ctx.date(update.given_up_at, lang=lang),
                 attempts=update.attempts,
                 error=error[:150] + ("…" if len(error) > 150 else ""),
             )
@@ -520,7 +552,7 @@ def failed_text(ctx: BotContext, lang: str, dead: list[inbox.DeadUpdate]) -> str
 
 async def failed_command(message: Message, ctx: BotContext, lang: str) -> None:
     dead = await call_trio(inbox.dead_updates, ctx.svc.db, FAILED_SHOWN)
-    await message.answer(failed_text(ctx, lang, dead))
+    await message.answer(failed_text(ctx, lang, dead), reply_markup=kb.admin_back(ctx, lang))
 
 
 _REPLAY = re.compile(r"^(all|\d{1,19})$")
@@ -532,7 +564,9 @@ async def replay_command(
 ) -> None:
     match = _REPLAY.match((command.args or "").strip().lower())
     if match is None or (match[1] != "all" and int(match[1]) > BIGINT_MAX):
-        await message.answer(ctx.t(lang, "admin.replay_usage"))
+        await message.answer(
+            ctx.t(lang, "admin.replay_usage"), reply_markup=kb.admin_back(ctx, lang)
+        )
         return
     wanted = None if match[1] == "all" else [int(match[1])]
     replayed = await call_trio(inbox.replay, ctx.svc.db, wanted)
@@ -542,7 +576,7 @@ async def replay_command(
         text = ctx.t(lang, "admin.replayed_many", count=len(replayed))
     else:
         text = ctx.t(lang, "admin.replayed", ids=", ".join(f"#{i}" for i in replayed))
-    await message.answer(text)
+    await message.answer(text, reply_markup=kb.admin_back(ctx, lang))
 
 
 def build_router() -> Router:
@@ -550,6 +584,7 @@ def build_router() -> Router:
     router.message.filter(IsAdmin())
     router.callback_query.filter(IsAdmin())
     router.message.register(admin_menu, Command("admin"))
+    router.callback_query.register(admin_menu_screen, kb.AdminCb.filter(F.action == "menu"))
     router.callback_query.register(admin_help, kb.AdminCb.filter(F.action == "help"))
     router.message.register(stats_command, Command("stats"))
     router.callback_query.register(stats_screen, kb.AdminCb.filter(F.action == "stats"))

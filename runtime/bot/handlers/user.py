@@ -83,13 +83,13 @@ async def trial(event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang:
         subscription = await call_trio(ctx.svc.start_trial, user.id)
     except TrialUsed as used:
         if used.current is not None:
-            text = ctx.t(lang, "trial.active", expires=ctx.date(used.current.expires_at))
+            text = ctx.t(lang, "trial.active", expires=ctx.date(used.current.expires_at, lang=lang))
         else:
             text = ctx.t(lang, "trial.used")
     except TrialUnavailable:
         text = ctx.t(lang, "trial.unavailable")
     else:
-        text = ctx.t(lang, "trial.started", expires=ctx.date(subscription.expires_at))
+        text = ctx.t(lang, "trial.started", expires=ctx.date(subscription.expires_at, lang=lang))
         await _reply(event, bot, text, kb.to_subscription(ctx, lang))
         return
     await _reply(event, bot, text, kb.back_home(ctx, lang))
@@ -127,7 +127,7 @@ async def plans(event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang:
     for plan, providers in on_sale:
         price = plan.price(providers[0])
         assert price is not None
-        items.append((plan, ctx.money(price.amount_minor, price.currency)))
+        items.append((plan, ctx.money(price.amount_minor, price.currency, lang=lang)))
     await _reply(event, bot, ctx.t(lang, "plans.title"), kb.plan_list(ctx, lang, items))
 
 
@@ -150,7 +150,7 @@ async def plan_details(
         lang,
         "plans.details",
         title=plan.title(lang),
-        days=plan.duration.days,
+        duration=ctx.days(lang, plan.duration.days),
         limits="\n".join(limits),
     )
     await show(query, bot, text, kb.pay_options(ctx, lang, plan, providers))
@@ -185,7 +185,7 @@ async def send_checkout(
 ) -> None:
     """An invoice in the chat (Telegram payments) or a message with the payment link."""
     invoice = checkout.invoice
-    price = ctx.money(checkout.payment.amount_minor, checkout.payment.currency)
+    price = ctx.money(checkout.payment.amount_minor, checkout.payment.currency, lang=lang)
     if invoice.send_in_chat:
         await bot.send_invoice(chat_id=chat_id, **invoice.send_in_chat)
     elif invoice.url:
@@ -234,8 +234,8 @@ def subscription_text(
             "subscription.item",
             title=_plan_title(ctx, lang, subscription),
             status=ctx.t(lang, status),
-            expires=ctx.date(subscription.expires_at),
-            days=ctx.days_left(subscription.expires_at),
+            expires=ctx.date(subscription.expires_at, lang=lang),
+            left=ctx.time_left(lang, subscription.expires_at),
         )
         if subscription.access_url:
             block += "\n" + ctx.t(lang, "subscription.link", url=subscription.access_url)
@@ -283,7 +283,9 @@ async def balance(
     event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang: str, account: User
 ) -> None:
     currency = ctx.settings.billing.balance_currency
-    text = ctx.t(lang, "balance.title", balance=ctx.money(account.balance_minor, currency))
+    text = ctx.t(
+        lang, "balance.title", balance=ctx.money(account.balance_minor, currency, lang=lang)
+    )
     if not top_up_providers(ctx) or not ctx.settings.billing.topup_amounts:
         await _reply(
             event, bot, text + "\n\n" + ctx.t(lang, "balance.unavailable"), kb.back_home(ctx, lang)
@@ -304,14 +306,14 @@ async def top_up(
         return
     provider = callback_data.provider or (providers[0] if len(providers) == 1 else "")
     if not provider:
-        text = ctx.t(lang, "balance.choose_provider", amount=ctx.money(amount, currency))
+        text = ctx.t(lang, "balance.choose_provider", amount=ctx.money(amount, currency, lang=lang))
         await show(query, bot, text, kb.top_up_providers(ctx, lang, amount, providers))
         return
     if provider not in providers:
         await show(query, bot, ctx.t(lang, "checkout.unavailable"), kb.back_home(ctx, lang))
         return
     await answer_quietly(query)
-    title = ctx.t(lang, "balance.invoice_title", amount=ctx.money(amount, currency))
+    title = ctx.t(lang, "balance.invoice_title", amount=ctx.money(amount, currency, lang=lang))
     try:
         checkout = await call_trio(
             ctx.svc.top_up, query.from_user.id, amount, provider, title=title
