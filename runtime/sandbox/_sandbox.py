@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -21,7 +22,7 @@ from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
 from runtime.web import HttpEndpoint
 
-from ._state import keep_saved, load_telegram_state, telegram_state_path
+from ._state import Kept, cryptobot_state_path, keep_saved, load_state, telegram_state_path
 
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_PASSWORD = "sandbox-panel-password"
@@ -140,12 +141,17 @@ async def run_sandbox(
         retention=SANDBOX_RETENTION,
         allow_reset=True,
     )
-    state_file = telegram_state_path(base)
-    load_telegram_state(emulator, state_file)
     panel = FakeMarzban(admin_password=PANEL_PASSWORD)
     cryptobot = FakeCryptoBot(CRYPTOBOT_TOKEN)
+    kept: list[tuple[Kept, Path]] = [
+        (emulator, telegram_state_path(base)),
+        (cryptobot, cryptobot_state_path(base)),
+    ]
+    for peer, path in kept:
+        load_state(peer, path)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(keep_saved, emulator, state_file)
+        for peer, path in kept:
+            nursery.start_soon(keep_saved, peer, path)
         telegram_url: str = await nursery.start(
             lambda task_status: emulator.serve(port=ports.telegram, task_status=task_status)
         )

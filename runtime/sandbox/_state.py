@@ -1,11 +1,12 @@
-"""The sandbox's state on disk: the Telegram emulator's chats kept beside the database.
+"""The sandbox's state on disk: the local peers' side kept beside the database.
 
 The embedded PostgreSQL keeps the bot's side under ``database.data_dir`` (``var/pgdata``);
-the emulator's side (users, chats, pending updates, the update counter) is kept in
-``sandbox-telegram.json`` in the same parent directory. Both survive a restart; ``vpnbot
-run --fresh`` removes both. The file is written whole to a temporary file and renamed over
-the old one, so a crash leaves the old file or the new one, never half of one. A file that
-cannot be read is logged and left aside (renamed ``.unreadable``): the sandbox starts afresh.
+the Telegram emulator's (users, chats, pending updates, the update counter) is kept in
+``sandbox-telegram.json`` in the same parent directory, the fake CryptoBot's invoices in
+``sandbox-cryptobot.json``. All survive a restart; ``vpnbot run --fresh`` removes them.
+A file is written whole to a temporary file and renamed over the old one, so a crash leaves
+the old file or the new one, never half of one. A file that cannot be read is logged and
+set aside (renamed ``.unreadable``): that peer starts afresh.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -23,15 +24,29 @@ from runtime.logs import get_logger
 
 if TYPE_CHECKING:
     from runtime.config import Settings
-    from runtime.testing.telegram import TelegramEmulator
 
 TELEGRAM_STATE = "sandbox-telegram.json"
+CRYPTOBOT_STATE = "sandbox-cryptobot.json"
 MAX_STATE_BYTES = 64 * 1024 * 1024
 """A larger file is not read: the emulator's retention keeps it far smaller."""
 SAVE_PAUSE = 0.5
 """Seconds between a change and its save: a burst of changes is written once."""
 
 _log = get_logger("sandbox")
+
+
+class Kept(Protocol):
+    """A peer whose state is kept (the Telegram emulator, the fake CryptoBot)."""
+
+    revision: int
+    """Grows with every change."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, data: Any) -> None:
+        """Raises ``ValueError`` (or a subclass) for data it cannot take, changing nothing."""
+
+    async def wait_changed(self, revision: int) -> int: ...
 
 
 def state_dir(settings: Settings) -> Path:
@@ -41,6 +56,10 @@ def state_dir(settings: Settings) -> Path:
 
 def telegram_state_path(settings: Settings) -> Path:
     return state_dir(settings) / TELEGRAM_STATE
+
+
+def cryptobot_state_path(settings: Settings) -> Path:
+    return state_dir(settings) / CRYPTOBOT_STATE
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -57,9 +76,9 @@ def write_atomically(path: Path, data: bytes) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def load_telegram_state(emulator: TelegramEmulator, path: Path) -> bool:
-    """Restore the emulator from ``path``. False when there is none or it cannot be read
-    (logged, set aside): the emulator then starts empty."""
+def load_state(peer: Kept, path: Path) -> bool:
+    """Restore ``peer`` from ``path``. False when there is none or it cannot be read
+    (logged, set aside): the peer then starts empty."""
     from runtime.testing.telegram import EmulatorError
 
     try:
@@ -72,10 +91,10 @@ def load_telegram_state(emulator: TelegramEmulator, path: Path) -> bool:
         return _unreadable(path, f"{size} bytes, more than {MAX_STATE_BYTES}")
     try:
         data = json.loads(path.read_bytes())
-        emulator.restore(data)
+        peer.restore(data)
     except (OSError, ValueError, EmulatorError, RecursionError) as exc:
         return _unreadable(path, str(exc)[:200])
-    _log.info("sandbox chats restored", operation="restore", path=str(path), outcome="success")
+    _log.info("sandbox state restored", operation="restore", path=str(path), outcome="success")
     return True
 
 
@@ -86,7 +105,7 @@ def _unreadable(path: Path, reason: str) -> bool:
     except OSError:
         aside = path
     _log.warning(
-        "sandbox chats not restored: the state file is unreadable; starting afresh",
+        "sandbox state not restored: the state file is unreadable; starting afresh",
         operation="restore",
         path=str(path),
         set_aside=str(aside),
@@ -96,31 +115,31 @@ def _unreadable(path: Path, reason: str) -> bool:
     return False
 
 
-def encode(emulator: TelegramEmulator) -> bytes:
-    return json.dumps(emulator.snapshot(), separators=(",", ":"), ensure_ascii=False).encode()
+def encode(peer: Kept) -> bytes:
+    return json.dumps(peer.snapshot(), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 async def keep_saved(
-    emulator: TelegramEmulator,
+    peer: Kept,
     path: Path,
     *,
     pause: float = SAVE_PAUSE,
     on_saved: Callable[[], None] | None = None,
 ) -> None:
-    """Save the emulator's state now, after every change (a burst once), and once more
-    when cancelled, until cancelled. ``on_saved`` is told of every write."""
+    """Save ``peer``'s state now, after every change (a burst once), and once more when
+    cancelled, until cancelled. ``on_saved`` is told of every write."""
     written = b""
     revision = -1
 
     async def save() -> None:
         nonlocal written
-        data = encode(emulator)
+        data = encode(peer)
         if data != written:
             try:
                 await trio.to_thread.run_sync(write_atomically, path, data)
             except OSError as exc:
                 _log.warning(
-                    "sandbox chats not saved",
+                    "sandbox state not saved",
                     operation="save",
                     path=str(path),
                     error=str(exc)[:200],
@@ -133,9 +152,9 @@ async def keep_saved(
 
     try:
         while True:
-            revision = await emulator.wait_changed(revision)
+            revision = await peer.wait_changed(revision)
             await trio.sleep(pause)
-            revision = emulator.revision
+            revision = peer.revision
             await save()
     finally:
         with trio.CancelScope(shield=True):
@@ -175,8 +194,8 @@ def remove_state(settings: Settings) -> list[Path]:
     if data_dir.exists():
         shutil.rmtree(data_dir)
         removed.append(data_dir)
-    telegram = telegram_state_path(settings)
-    for path in (telegram, telegram.with_name(telegram.name + ".unreadable")):
+    files = (telegram_state_path(settings), cryptobot_state_path(settings))
+    for path in (p for f in files for p in (f, f.with_name(f.name + ".unreadable"))):
         if path.exists():
             path.unlink()
             removed.append(path)

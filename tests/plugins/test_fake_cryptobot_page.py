@@ -3,6 +3,7 @@ the sandbox, over real HTTP, with the signed webhook the provider checks."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -169,3 +170,35 @@ async def test_a_webhook_that_fails_leaves_the_payment_to_getinvoices(peers: Pee
     assert paid.status_code == 200
     assert peers.fake.webhook_results == [500]
     assert await status_of(peers, invoice["invoice_id"]) == "paid"
+
+
+async def test_the_invoices_are_kept_across_a_restart(peers: Peers) -> None:
+    invoice = await create(peers)
+    paid = await create(peers)
+    await peers.http.post(str(paid["bot_invoice_url"]), data={"action": "pay"})
+    kept = json.loads(json.dumps(peers.fake.snapshot()))
+
+    again = FakeCryptoBot(TOKEN)
+    again.restore(kept)
+    async with again.running() as url:
+        again.page_base_url = url
+        page = await peers.http.get(f"{url}/pay/{invoice['hash']}")
+        assert page.status_code == 200 and ">active<" in page.text
+        paid_page = await peers.http.get(f"{url}/pay/{paid['hash']}")
+        assert ">paid<" in paid_page.text and "<form" not in paid_page.text
+        third = again.add_invoice(currency_type="crypto", asset="USDT", amount="5")
+        assert third["invoice_id"] == int(str(paid["invoice_id"])) + 1
+        assert str(third["bot_invoice_url"]).startswith(f"{url}/pay/")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [None, {"version": 2}, {"version": 1, "invoices": [{}], "next_invoice_id": 1}],
+)
+def test_a_broken_snapshot_changes_nothing(data: object) -> None:
+    fake = FakeCryptoBot(TOKEN)
+    fake.add_invoice(currency_type="crypto", asset="USDT", amount="5")
+    before = dict(fake.invoices)
+    with pytest.raises(ValueError):
+        fake.restore(data)
+    assert fake.invoices == before

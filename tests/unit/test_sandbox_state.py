@@ -15,11 +15,14 @@ import supervisor
 from runtime.config import Settings
 from runtime.sandbox import StateInUse, remove_state
 from runtime.sandbox._state import (
+    cryptobot_state_path,
+    encode,
     keep_saved,
-    load_telegram_state,
+    load_state,
     telegram_state_path,
     write_atomically,
 )
+from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.telegram import Limits, TelegramEmulator
 
 
@@ -50,7 +53,7 @@ def test_an_unreadable_file_is_logged_set_aside_and_the_emulator_starts_empty(
     path.write_bytes(content)
     emulator = TelegramEmulator()
     with capture_logs() as logs:
-        assert load_telegram_state(emulator, path) is False
+        assert load_state(emulator, path) is False
     (line,) = [entry for entry in logs if entry.get("operation") == "restore"]
     assert line["log_level"] == "warning"
     assert "starting afresh" in line["event"] and line["reason"]
@@ -61,7 +64,7 @@ def test_an_unreadable_file_is_logged_set_aside_and_the_emulator_starts_empty(
 
 def test_no_file_is_a_fresh_start_without_a_warning(tmp_path: Path) -> None:
     with capture_logs() as logs:
-        assert load_telegram_state(TelegramEmulator(), tmp_path / "none.json") is False
+        assert load_state(TelegramEmulator(), tmp_path / "none.json") is False
     assert logs == []
 
 
@@ -81,7 +84,7 @@ async def test_changes_are_saved_and_read_back(tmp_path: Path) -> None:
         emulator.send_text(user.id, "said last")
         nursery.cancel_scope.cancel()  # the last change is saved on the way out
     restored = TelegramEmulator()
-    assert load_telegram_state(restored, path) is True
+    assert load_state(restored, path) is True
     assert [m.text for m in restored.messages(user.id, from_bot=None)] == [
         "remember me",
         "said last",
@@ -98,6 +101,8 @@ def test_remove_state_removes_the_database_and_the_chats(tmp_path: Path) -> None
     other.write_text("not the sandbox's")
     removed = remove_state(settings)
     assert set(removed) == {data_dir, telegram_state_path(settings)}
+    cryptobot_state_path(settings).write_text("{}")
+    assert remove_state(settings) == [cryptobot_state_path(settings)]
     assert not data_dir.exists() and not telegram_state_path(settings).exists()
     assert other.exists()
 
@@ -133,3 +138,22 @@ def test_run_fresh_is_refused_with_a_configured_database(
     environ = {"VPNBOT_DATABASE__DSN": "postgresql://u@127.0.0.1:1/db"}
     assert supervisor.main(["run", "--fresh"], environ=environ) == 78
     assert "database.dsn is set" in capsys.readouterr().err
+
+
+def test_the_fake_cryptobots_invoices_are_kept_and_a_broken_file_set_aside(
+    tmp_path: Path,
+) -> None:
+    path = cryptobot_state_path(settings_in(tmp_path))
+    assert path == tmp_path / "var" / "sandbox-cryptobot.json"
+    fake = FakeCryptoBot()
+    invoice = fake.add_invoice(currency_type="crypto", asset="USDT", amount="5")
+    write_atomically(path, encode(fake))
+    again = FakeCryptoBot()
+    assert load_state(again, path) is True
+    assert again.invoices == {invoice["invoice_id"]: invoice}
+
+    path.write_text('{"version": 1, "invoices": "many"}')
+    with capture_logs() as logs:
+        assert load_state(FakeCryptoBot(), path) is False
+    assert [e["log_level"] for e in logs if e.get("operation") == "restore"] == ["warning"]
+    assert path.with_name(path.name + ".unreadable").exists()

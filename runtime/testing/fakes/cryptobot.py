@@ -44,6 +44,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -62,6 +63,8 @@ FIATS = (
     "TRY", "AMD", "THB", "INR", "BRL", "IDR", "AZN", "AED", "PLN", "ILS",
 )  # fmt: skip
 MAX_EXPIRES_IN = 2_678_400
+KEEP_INVOICES = 1000
+"""Invoices a ``snapshot`` keeps, the newest."""
 
 _log = get_logger("fake_cryptobot")
 
@@ -111,12 +114,53 @@ class FakeCryptoBot(FakePeer):
         a callable giving it when it is known only later (a listener on port 0)."""
         self.webhook_results: list[int | str] = []
         """What each delivery got: the HTTP status, or the error."""
+        self.revision = 0
+        """Grows with every change to the invoices (see ``snapshot``)."""
+        self._changed = trio.Event()
         self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "getMe": self._get_me,
             "createInvoice": self._create_invoice,
             "getInvoices": self._get_invoices,
             "deleteInvoice": self._delete_invoice,
         }
+
+    # -- keeping the invoices across restarts (the sandbox) -------------------------------
+
+    def snapshot(self, keep: int = KEEP_INVOICES) -> dict[str, Any]:
+        """The newest ``keep`` invoices and the next invoice id, as JSON-ready data."""
+        invoice_id, self._ids = _peek(self._ids)
+        newest = sorted(self.invoices)[-keep:] if keep > 0 else []
+        return {
+            "version": 1,
+            "next_invoice_id": invoice_id,
+            "invoices": [self.invoices[i] for i in newest],
+        }
+
+    def restore(self, data: Any) -> None:
+        """Take back a ``snapshot``; ``ValueError`` (and no change) when it is not one."""
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise ValueError("not a fake CryptoBot snapshot of version 1")
+        try:
+            invoices = {int(i["invoice_id"]): dict(i) for i in data["invoices"]}
+            next_id = int(data["next_invoice_id"])
+            if any(not isinstance(i.get("hash"), str) for i in invoices.values()):
+                raise ValueError("an invoice without a hash")
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a readable fake CryptoBot snapshot: {exc!r}") from exc
+        self.invoices = invoices
+        self._ids = itertools.count(max(next_id, max(invoices, default=0) + 1))
+        self._touch()
+
+    async def wait_changed(self, revision: int) -> int:
+        """Wait until ``revision`` is behind; returns the current one."""
+        while self.revision == revision:
+            await self._changed.wait()
+        return self.revision
+
+    def _touch(self) -> None:
+        self.revision += 1
+        self._changed.set()
+        self._changed = trio.Event()
 
     @property
     def bot_username(self) -> str:
@@ -153,6 +197,7 @@ class FakeCryptoBot(FakePeer):
         invoice["paid_usd_rate"] = "1"
         if comment is not None:
             invoice["comment"] = comment
+        self._touch()
         return dict(invoice)
 
     def expire(self, invoice_id: int | str) -> None:
@@ -160,6 +205,7 @@ class FakeCryptoBot(FakePeer):
         if invoice["status"] != "active":
             raise ValueError(f"invoice {invoice_id} is {invoice['status']}, not active")
         invoice["status"] = "expired"
+        self._touch()
 
     def add_invoice(self, **params: Any) -> dict[str, Any]:
         """Create an invoice as ``createInvoice`` would, without an HTTP call (bulk setup)."""
@@ -351,6 +397,7 @@ class FakeCryptoBot(FakePeer):
             allow_anonymous=_bool(params.get("allow_anonymous"), True),
         )
         self.invoices[invoice_id] = invoice
+        self._touch()
         return dict(invoice)
 
     def _invoice_urls(self, invoice_hash: str) -> dict[str, str]:
@@ -395,6 +442,7 @@ class FakeCryptoBot(FakePeer):
         invoice_id = _int(params.get("invoice_id"), "INVOICE_ID_INVALID")
         if self.invoices.pop(invoice_id, None) is None:
             raise CryptoPayError(400, "INVOICE_NOT_FOUND")
+        self._touch()
         return True
 
     def _invoice(self, invoice_id: int | str) -> dict[str, Any]:
@@ -402,6 +450,11 @@ class FakeCryptoBot(FakePeer):
             return self.invoices[int(invoice_id)]
         except (KeyError, ValueError):
             raise KeyError(f"no invoice {invoice_id}") from None
+
+
+def _peek(counter: itertools.count[int]) -> tuple[int, itertools.count[int]]:
+    value = next(counter)
+    return value, itertools.count(value)
 
 
 def _error(exc: CryptoPayError) -> JSONResponse:
