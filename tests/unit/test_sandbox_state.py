@@ -157,3 +157,17 @@ def test_the_fake_cryptobots_invoices_are_kept_and_a_broken_file_set_aside(
         assert load_state(FakeCryptoBot(), path) is False
     assert [e["log_level"] for e in logs if e.get("operation") == "restore"] == ["warning"]
     assert path.with_name(path.name + ".unreadable").exists()
+
+
+def test_run_fresh_removes_the_sandboxs_state_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_in(tmp_path)
+    data_dir = tmp_path / "var" / "pgdata"
+    data_dir.mkdir(parents=True)
+    telegram_state_path(settings).write_text("{}")
+    assert supervisor._start_afresh(None, settings) is True
+    assert not data_dir.exists() and not telegram_state_path(settings).exists()
+    assert "removed" in capsys.readouterr().err
+    assert supervisor._start_afresh(None, settings) is True  # nothing left: nothing to do
+    assert "nothing (no state yet)" in capsys.readouterr().err
