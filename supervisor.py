@@ -2,6 +2,7 @@
 
     vpnbot run [--config PATH]          run the service until SIGTERM/SIGINT; without a
                                         config file: the sandbox (local peers)
+    vpnbot run --fresh                  the sandbox, its state removed first
     vpnbot migrate [--config PATH]      apply pending database migrations
     vpnbot check-config [PATH]          validate a config file and exit
     vpnbot plugins [--config PATH]      list loaded plugins and what they provide
@@ -86,6 +87,8 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], early: EarlyStart
         return EX_CONFIG
     early.stop_if_requested()
     sandbox = args.sandbox or path is None
+    if args.fresh and not _start_afresh(path, settings):
+        return EX_CONFIG
     if settings.database.dsn is None:
         early.start_server(Path(settings.database.data_dir))
     if sandbox or settings.telegram.token is not None:
@@ -113,6 +116,41 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], early: EarlyStart
     except Exception as exc:
         log_failure(get_logger("supervisor"), exc, operation="run")
         return EX_SOFTWARE
+
+
+def _start_afresh(path: Path | None, settings: Settings) -> bool:
+    """``run --fresh``: remove the sandbox's state (its embedded database and its chats).
+    Refused with a config file or a configured database: only the sandbox's own state goes."""
+    from runtime.sandbox import StateInUse, remove_state
+
+    if path is not None:
+        print(
+            f"vpnbot run --fresh: refused: a config file is in use ({path}). --fresh removes"
+            " the sandbox's state and runs only without a config file",
+            file=sys.stderr,
+        )
+        return False
+    if settings.database.dsn is not None:
+        print(
+            "vpnbot run --fresh: refused: database.dsn is set; --fresh removes only the"
+            " sandbox's embedded database",
+            file=sys.stderr,
+        )
+        return False
+    try:
+        removed = remove_state(settings)
+    except StateInUse as exc:
+        print(f"vpnbot run --fresh: refused: {exc}", file=sys.stderr)
+        return False
+    except OSError as exc:
+        print(f"vpnbot run --fresh: cannot remove the sandbox's state: {exc}", file=sys.stderr)
+        return False
+    print(
+        "vpnbot run --fresh: removed "
+        + (", ".join(str(p) for p in removed) if removed else "nothing (no state yet)"),
+        file=sys.stderr,
+    )
+    return True
 
 
 def _run_sandbox(
@@ -291,6 +329,11 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--telegram-port", type=int, default=8081, help="the sandbox's Telegram emulator port"
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="sandbox only: remove its state (embedded database, chats) and start afresh",
     )
     run.set_defaults(handler=cmd_run)
     migrate_parser = commands.add_parser("migrate", help="apply pending database migrations")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from runtime.failures import classify
 from runtime.logs import correlation, get_logger
 from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, load_plugins
-from runtime.storage import MigrationError, apply_migrations
+from runtime.storage import Database, MigrationError, apply_migrations
 from runtime.storage.instances import InstanceLock
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
 from runtime.web import HttpEndpoint, alert_summary, operator_app, public_app
@@ -324,23 +324,35 @@ def _assemble(
     )
 
 
-async def serve(runtime: Runtime, *, early: EarlyStart | None = None) -> int:
+OnConnected = Callable[[Database], Awaitable[None]]
+
+
+async def serve(
+    runtime: Runtime, *, early: EarlyStart | None = None, on_connected: OnConnected | None = None
+) -> int:
     """Open the asyncio loop and the database, then supervise until a signal or escalation.
 
     Returns the exit code: 0 after SIGTERM/SIGINT (at any point of the start too), 75 after
     an escalation or when the database is unreachable, 78 when the database needs an
     operator. ``early`` holds what the command line started before the runtime existed (the
-    embedded server, a stop request already received).
+    embedded server, a stop request already received). ``on_connected`` runs once the
+    database is migrated and the instance id held, before any actor starts (the sandbox
+    tells its Telegram emulator where the inbox left off).
     """
     starting = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal, runtime.supervisor, starting, early)
-        code = await _serve(runtime, starting, early)
+        code = await _serve(runtime, starting, early, on_connected)
         nursery.cancel_scope.cancel()
     return code
 
 
-async def _serve(runtime: Runtime, starting: trio.CancelScope, early: EarlyStart | None) -> int:
+async def _serve(
+    runtime: Runtime,
+    starting: trio.CancelScope,
+    early: EarlyStart | None,
+    on_connected: OnConnected | None,
+) -> int:
     log = get_logger("supervisor")
 
     def leaked(message: str, error: BaseException | None) -> None:
@@ -365,6 +377,8 @@ async def _serve(runtime: Runtime, starting: trio.CancelScope, early: EarlyStart
                     runtime.services.provide_db(opened.db)
                     lock = InstanceLock(opened.db, runtime.services.instance_id)
                     await _take_over(runtime, lock)
+                    if on_connected is not None:
+                        await on_connected(opened.db)
                 except StartupError as exc:
                     log.error(
                         "cannot start", reason=str(exc), exit_code=exc.exit_code, outcome="failed"

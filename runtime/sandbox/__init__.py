@@ -7,5 +7,6 @@ every code path is production's. With a config file nothing sandbox-only runs.
 """
 
 from ._sandbox import SandboxPorts, run_sandbox, sandbox_settings
+from ._state import StateInUse, remove_state
 
-__all__ = ["SandboxPorts", "run_sandbox", "sandbox_settings"]
+__all__ = ["SandboxPorts", "StateInUse", "remove_state", "run_sandbox", "sandbox_settings"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -13,10 +14,15 @@ from starlette.routing import Route
 from runtime.app import base_url, build_runtime, serve
 from runtime.app._early import EarlyStart
 from runtime.config import Settings
-from runtime.logs import get_logger
+from runtime.logs import get_logger, log_failure
+from runtime.storage import Database
+from runtime.storage.update_ids import highest_seen
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
+from runtime.web import HttpEndpoint
+
+from ._state import Kept, cryptobot_state_path, keep_saved, load_state, telegram_state_path
 
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_PASSWORD = "sandbox-panel-password"
@@ -99,6 +105,25 @@ def chat_page_route(telegram_url: str) -> Route:
     return Route("/sandbox", chat)
 
 
+def _webhook_url(public: HttpEndpoint | None, provider: str) -> str | None:
+    """Where a provider's webhook reaches the public listener, once it listens."""
+    if public is None or not public.urls:
+        return None
+    return f"{public.urls[0]}/webhooks/payments/{provider}"
+
+
+async def continue_updates(emulator: TelegramEmulator, db: Database) -> None:
+    """Number the emulator's updates after the highest the inbox holds: with the state file
+    lost, the emulator would start its ids again, and the inbox skips ids it has seen."""
+    try:
+        seen = await highest_seen(db)
+    except Exception as exc:
+        log_failure(get_logger("sandbox"), exc, operation="continue_updates")
+        return
+    if seen is not None:
+        emulator.continue_after(seen)
+
+
 async def run_sandbox(
     base: Settings,
     *,
@@ -111,16 +136,28 @@ async def run_sandbox(
     ``early``: what the command line started before (see ``serve``)."""
     log = get_logger("sandbox")
     emulator = TelegramEmulator(
-        bot_username="vpnbot_sandbox_bot", bot_name="VPN Sandbox", retention=SANDBOX_RETENTION
+        bot_username="vpnbot_sandbox_bot",
+        bot_name="VPN Sandbox",
+        retention=SANDBOX_RETENTION,
+        allow_reset=True,
     )
     panel = FakeMarzban(admin_password=PANEL_PASSWORD)
     cryptobot = FakeCryptoBot(CRYPTOBOT_TOKEN)
+    kept: list[tuple[Kept, Path]] = [
+        (emulator, telegram_state_path(base)),
+        (cryptobot, cryptobot_state_path(base)),
+    ]
+    for peer, path in kept:
+        load_state(peer, path)
     async with trio.open_nursery() as nursery:
+        for peer, path in kept:
+            nursery.start_soon(keep_saved, peer, path)
         telegram_url: str = await nursery.start(
             lambda task_status: emulator.serve(port=ports.telegram, task_status=task_status)
         )
         panel_url: str = await nursery.start(panel.serve)
         cryptobot_url: str = await nursery.start(cryptobot.serve)
+        cryptobot.page_base_url = cryptobot_url
         settings = sandbox_settings(
             base,
             telegram_url=telegram_url,
@@ -134,6 +171,7 @@ async def run_sandbox(
             operator_routes=[chat_page_route(telegram_url)],
             production=False,
         )
+        cryptobot.webhook_url = lambda: _webhook_url(runtime.public_http, "cryptobot")
         operator = base_url(settings.http.host, settings.http.port)
         log.info(
             "sandbox ready",
@@ -152,6 +190,8 @@ async def run_sandbox(
             public = base_url(settings.http.public.host, settings.http.public.port)
             lines.append(f"  webhooks (public):  {public}/webhooks/payments/<provider>")
         print("\n".join([*lines, "  stop:               Ctrl+C", ""]), flush=True)
-        code = await serve(runtime, early=early)
+        code = await serve(
+            runtime, early=early, on_connected=lambda db: continue_updates(emulator, db)
+        )
         nursery.cancel_scope.cancel()
     return code

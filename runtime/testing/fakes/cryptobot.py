@@ -19,9 +19,15 @@ Modelled on the public Crypto Pay documentation:
   and an ``update_id`` that is *not unique* (it cycles through 1-3, as the documentation
   warns it may repeat).
 
+Beyond the API, for a person trying the product (the sandbox): with ``page_base_url`` set
+(the fake's own base URL), invoices' ``bot_invoice_url``, ``mini_app_invoice_url`` and
+``web_app_invoice_url`` lead to a payment page the fake serves (``payment_page``), where
+the invoice can be paid or left to expire; ``POST /_control/invoices/<id>/pay`` and
+``.../expire`` do the same for a script. Paying there is ``pay`` and, with ``webhook_url``
+set, the signed ``invoice_paid`` delivery POSTed to it.
+
 Not modelled: checks, transfers, balances, exchange rates, swaps, rate limits (use
-``rate_limit_next``), and delivering webhooks over HTTP (the test hands the delivery to
-the code under test).
+``rate_limit_next``), and webhook retries.
 """
 
 from __future__ import annotations
@@ -37,11 +43,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from runtime.logs import get_logger
+
 from ._base import FakePeer
+from ._payment_page import PAGE_ACTIONS, invoice_page
 
 TOKEN_HEADER = "Crypto-Pay-API-Token"
 SIGNATURE_HEADER = "crypto-pay-api-signature"
@@ -52,6 +63,10 @@ FIATS = (
     "TRY", "AMD", "THB", "INR", "BRL", "IDR", "AZN", "AED", "PLN", "ILS",
 )  # fmt: skip
 MAX_EXPIRES_IN = 2_678_400
+KEEP_INVOICES = 1000
+"""Invoices a ``snapshot`` keeps, the newest."""
+
+_log = get_logger("fake_cryptobot")
 
 
 class CryptoPayError(Exception):
@@ -91,12 +106,61 @@ class FakeCryptoBot(FakePeer):
         self.invoices: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count(first_invoice_id)
         self._update_ids = itertools.cycle((1, 2, 3))
+        self.page_base_url: str | None = None
+        """The fake's base URL as a browser reaches it: set, invoices' URLs open the
+        fake's payment page instead of Telegram's (which does not know them)."""
+        self.webhook_url: str | Callable[[], str | None] | None = None
+        """Where payments made on the page or the control routes are delivered (signed), or
+        a callable giving it when it is known only later (a listener on port 0)."""
+        self.webhook_results: list[int | str] = []
+        """What each delivery got: the HTTP status, or the error."""
+        self.revision = 0
+        """Grows with every change to the invoices (see ``snapshot``)."""
+        self._changed = trio.Event()
         self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "getMe": self._get_me,
             "createInvoice": self._create_invoice,
             "getInvoices": self._get_invoices,
             "deleteInvoice": self._delete_invoice,
         }
+
+    # -- keeping the invoices across restarts (the sandbox) -------------------------------
+
+    def snapshot(self, keep: int = KEEP_INVOICES) -> dict[str, Any]:
+        """The newest ``keep`` invoices and the next invoice id, as JSON-ready data."""
+        invoice_id, self._ids = _peek(self._ids)
+        newest = sorted(self.invoices)[-keep:] if keep > 0 else []
+        return {
+            "version": 1,
+            "next_invoice_id": invoice_id,
+            "invoices": [self.invoices[i] for i in newest],
+        }
+
+    def restore(self, data: Any) -> None:
+        """Take back a ``snapshot``; ``ValueError`` (and no change) when it is not one."""
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise ValueError("not a fake CryptoBot snapshot of version 1")
+        try:
+            invoices = {int(i["invoice_id"]): dict(i) for i in data["invoices"]}
+            next_id = int(data["next_invoice_id"])
+            if any(not isinstance(i.get("hash"), str) for i in invoices.values()):
+                raise ValueError("an invoice without a hash")
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a readable fake CryptoBot snapshot: {exc!r}") from exc
+        self.invoices = invoices
+        self._ids = itertools.count(max(next_id, max(invoices, default=0) + 1))
+        self._touch()
+
+    async def wait_changed(self, revision: int) -> int:
+        """Wait until ``revision`` is behind; returns the current one."""
+        while self.revision == revision:
+            await self._changed.wait()
+        return self.revision
+
+    def _touch(self) -> None:
+        self.revision += 1
+        self._changed.set()
+        self._changed = trio.Event()
 
     @property
     def bot_username(self) -> str:
@@ -133,6 +197,7 @@ class FakeCryptoBot(FakePeer):
         invoice["paid_usd_rate"] = "1"
         if comment is not None:
             invoice["comment"] = comment
+        self._touch()
         return dict(invoice)
 
     def expire(self, invoice_id: int | str) -> None:
@@ -140,6 +205,7 @@ class FakeCryptoBot(FakePeer):
         if invoice["status"] != "active":
             raise ValueError(f"invoice {invoice_id} is {invoice['status']}, not active")
         invoice["status"] = "expired"
+        self._touch()
 
     def add_invoice(self, **params: Any) -> dict[str, Any]:
         """Create an invoice as ``createInvoice`` would, without an HTTP call (bulk setup)."""
@@ -183,7 +249,85 @@ class FakeCryptoBot(FakePeer):
     # -- the API ----------------------------------------------------------------------
 
     def routes(self) -> Sequence[BaseRoute]:
-        return [Route("/api/{method}", self._dispatch, methods=["GET", "POST"])]
+        return [
+            Route("/api/{method}", self._dispatch, methods=["GET", "POST"]),
+            Route("/pay/{hash}", self._payment_page, methods=["GET", "POST"]),
+            Route("/_control/invoices/{invoice_id}/{action}", self._control, methods=["POST"]),
+        ]
+
+    # -- paying as a person would -------------------------------------------------------
+
+    async def settle(self, invoice_id: int | str, action: str) -> dict[str, Any]:
+        """``action`` ``"pay"`` (``pay``, then the webhook delivery when ``webhook_url`` is
+        set) or ``"expire"`` an active invoice. ``ValueError`` when it is not active, and
+        nothing changes; ``KeyError`` when there is no such invoice."""
+        if action == "pay":
+            paid = self.pay(invoice_id)
+            await self.deliver_webhook(paid["invoice_id"])
+            return paid
+        if action == "expire":
+            self.expire(invoice_id)
+            return dict(self._invoice(invoice_id))
+        raise KeyError(f"no action {action}")
+
+    async def deliver_webhook(self, invoice_id: int | str) -> None:
+        """POST the signed ``invoice_paid`` delivery to ``webhook_url``, if there is one;
+        a failure is recorded in ``webhook_results`` and logged (getInvoices still has it)."""
+        target = self.webhook_url() if callable(self.webhook_url) else self.webhook_url
+        if not target:
+            return
+        headers, body = self.webhook_delivery(invoice_id)
+        try:
+            async with httpx.AsyncClient(timeout=10.0) as client:
+                response = await client.post(target, headers=headers, content=body)
+        except httpx.HTTPError as exc:
+            self.webhook_results.append(repr(exc))
+            _log.warning(
+                "webhook delivery failed", invoice_id=str(invoice_id), error=repr(exc)[:200]
+            )
+            return
+        self.webhook_results.append(response.status_code)
+
+    def _by_hash(self, invoice_hash: str) -> dict[str, Any] | None:
+        for invoice in self.invoices.values():
+            if invoice["hash"] == invoice_hash:
+                return invoice
+        return None
+
+    async def _payment_page(self, request: Request) -> Response:
+        invoice = self._by_hash(request.path_params["hash"])
+        if invoice is None:
+            return invoice_page(None, status_code=404, notice="No such invoice.")
+        if request.method == "GET":
+            return invoice_page(invoice)
+        raw = await request.body()
+        form = dict(parse_qsl(raw[:1024].decode("utf-8", "replace")))
+        action = form.get("action", "")
+        if action not in PAGE_ACTIONS:
+            return invoice_page(invoice, status_code=400, notice="Unknown action.")
+        if invoice["status"] != "active":
+            return invoice_page(
+                invoice, status_code=409, notice=f"This invoice is {invoice['status']} already."
+            )
+        await self.settle(invoice["invoice_id"], action)
+        return invoice_page(invoice, notice=PAGE_ACTIONS[action])
+
+    async def _control(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        try:
+            invoice = self._invoice(request.path_params["invoice_id"])
+        except KeyError:
+            return JSONResponse({"ok": False, "error": "no such invoice"}, status_code=404)
+        if action not in PAGE_ACTIONS:
+            return JSONResponse({"ok": False, "error": "no such action"}, status_code=404)
+        if invoice["status"] != "active":
+            return JSONResponse(
+                {"ok": False, "error": f"invoice is {invoice['status']}", "invoice": invoice},
+                status_code=409,
+            )
+        return JSONResponse(
+            {"ok": True, "invoice": await self.settle(invoice["invoice_id"], action)}
+        )
 
     async def _dispatch(self, request: Request) -> Response:
         if request.headers.get(TOKEN_HEADER) != self.token:
@@ -243,22 +387,35 @@ class FakeCryptoBot(FakePeer):
             invoice["expiration_date"] = iso(now + timedelta(seconds=seconds))
         invoice_id = next(self._ids)
         invoice_hash = "IV" + secrets.token_hex(6).upper()
-        host = "testnet-app.send.tg" if self.testnet else "app.send.tg"
         invoice.update(
             invoice_id=invoice_id,
             hash=invoice_hash,
             status="active",
-            bot_invoice_url=f"https://t.me/{self.bot_username}?start={invoice_hash}",
-            mini_app_invoice_url=(
-                f"https://t.me/{self.bot_username}/app?startapp=invoice-{invoice_hash}"
-            ),
-            web_app_invoice_url=f"https://{host}/invoices/{invoice_hash}",
+            **self._invoice_urls(invoice_hash),
             created_at=iso(now),
             allow_comments=_bool(params.get("allow_comments"), True),
             allow_anonymous=_bool(params.get("allow_anonymous"), True),
         )
         self.invoices[invoice_id] = invoice
+        self._touch()
         return dict(invoice)
+
+    def _invoice_urls(self, invoice_hash: str) -> dict[str, str]:
+        if self.page_base_url:
+            page = f"{self.page_base_url.rstrip('/')}/pay/{invoice_hash}"
+            return {
+                "bot_invoice_url": page,
+                "mini_app_invoice_url": f"{page}?via=mini_app",
+                "web_app_invoice_url": f"{page}?via=web_app",
+            }
+        host = "testnet-app.send.tg" if self.testnet else "app.send.tg"
+        return {
+            "bot_invoice_url": f"https://t.me/{self.bot_username}?start={invoice_hash}",
+            "mini_app_invoice_url": (
+                f"https://t.me/{self.bot_username}/app?startapp=invoice-{invoice_hash}"
+            ),
+            "web_app_invoice_url": f"https://{host}/invoices/{invoice_hash}",
+        }
 
     def _get_invoices(self, params: dict[str, Any]) -> dict[str, Any]:
         count = _int(params.get("count", 100), "COUNT_INVALID")
@@ -285,6 +442,7 @@ class FakeCryptoBot(FakePeer):
         invoice_id = _int(params.get("invoice_id"), "INVOICE_ID_INVALID")
         if self.invoices.pop(invoice_id, None) is None:
             raise CryptoPayError(400, "INVOICE_NOT_FOUND")
+        self._touch()
         return True
 
     def _invoice(self, invoice_id: int | str) -> dict[str, Any]:
@@ -292,6 +450,11 @@ class FakeCryptoBot(FakePeer):
             return self.invoices[int(invoice_id)]
         except (KeyError, ValueError):
             raise KeyError(f"no invoice {invoice_id}") from None
+
+
+def _peek(counter: itertools.count[int]) -> tuple[int, itertools.count[int]]:
+    value = next(counter)
+    return value, itertools.count(value)
 
 
 def _error(exc: CryptoPayError) -> JSONResponse:

@@ -24,6 +24,8 @@ Every route takes ``?bot=<bot id>`` (default: the first bot). Errors are 400
   (Telegram unreachable until ``DELETE /_control/outage``); ``GET /_control/outage``
 - ``GET|PUT /_control/limits`` (fields of ``Limits``)
 - ``GET  /_control/counters``; ``POST /_control/webhook/flush``
+- ``POST /_control/reset``: forget every user and chat (a new conversation); served only
+  by an emulator made with ``allow_reset`` (the sandbox's)
 """
 
 from __future__ import annotations
@@ -267,7 +269,13 @@ def control_routes(emu: TelegramEmulator) -> list[BaseRoute]:
         emu.flush_webhook(bot=bot_of(request))
         return {"ok": True}
 
+    async def reset(request: Request) -> Any:
+        emu.clear_chats()
+        return {"ok": True}
+
+    resets = [route("/reset", reset, ["POST"])] if emu.allow_reset else []
     return [
+        *resets,
         route("/state", state, ["GET"]),
         route("/users", list_users, ["GET"]),
         route("/users", create_user, ["POST"]),

@@ -40,6 +40,7 @@ from ._state import (
     TranscriptEntry,
     call_log,
     keep_newest,
+    peek,
 )
 
 if TYPE_CHECKING:
@@ -199,8 +200,12 @@ class TelegramEmulator:
         webhook_timeout: float = 10.0,
         webhook_recheck: float = 30.0,
         retention: Retention = KEEP_EVERYTHING,
+        allow_reset: bool = False,
     ) -> None:
         self.url = ""
+        self.allow_reset = allow_reset
+        """Serve ``POST /_control/reset`` (``clear_chats``): the sandbox's page may start a
+        new conversation; a test's emulator keeps what it saw."""
         self.counters: Counter[str] = Counter()
         self.retention = retention
         """How much history is kept (everything by default)."""
@@ -221,10 +226,14 @@ class TelegramEmulator:
         self._user_ids = itertools.count(100000001)
         self._deactivated: set[int] = set()
         self._bots: dict[int, BotState] = {}
+        self._first_update_id: dict[int, int] = {}
+        """Per bot, the first update id this emulator made (older ones were restored)."""
         self._tokens: dict[str, BotState] = {}
         self._faults: list[ScriptedFault] = []
         self._outage: Outage | None = None
         self._changed = Signal()
+        self.revision = 0
+        """Counts changes to what the emulator keeps (``snapshot`` is stale once it grows)."""
         self._seq = itertools.count(1)
         self._numbers = itertools.count(1)
         self._nursery: trio.Nursery | None = None
@@ -248,6 +257,7 @@ class TelegramEmulator:
         )
         self._bots[bot.id] = bot
         self._tokens[token] = bot
+        self._first_update_id[bot.id], bot.update_ids = peek(bot.update_ids)
         if self._nursery is not None:
             from ._webhook import webhook_worker
 
@@ -832,6 +842,72 @@ class TelegramEmulator:
             member["until_date"] = 0
         return member
 
+    # -- keeping state across restarts -------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Users, chats, pending updates, payments and counters as JSON-ready data, within
+        the ``retention`` limits (see ``_snapshot``); ``restore`` takes it back."""
+        from ._snapshot import snapshot
+
+        return snapshot(self)
+
+    def restore(self, data: Any) -> None:
+        """Take back the state of ``snapshot``; ``EmulatorError`` (and no change) when
+        ``data`` is not one."""
+        from ._snapshot import restore
+
+        restore(self, data)
+
+    async def wait_changed(self, revision: int) -> int:
+        """Wait until ``revision`` is behind (something changed); returns the current one."""
+        while self.revision == revision:
+            await self._changed.wait()
+        return self.revision
+
+    def continue_after(self, update_id: int, *, bot: int | None = None) -> None:
+        """Number the bot's next updates after ``update_id`` (the highest it has seen, from
+        before a restart): a bot that skips ids it has seen would otherwise ignore them.
+        Updates made since this emulator started and not yet taken are numbered again,
+        in order; ones kept from before keep their ids (a repeat is a repeat)."""
+        state = self._bot(bot)
+        next_id, state.update_ids = peek(state.update_ids)
+        if next_id > update_id:
+            return
+        floor = self._first_update_id.get(state.id, next_id)
+        state.update_ids = itertools.count(update_id + 1)
+        for pending in state.updates:
+            if pending.update_id >= floor:
+                old = pending.update_id
+                pending.update_id = next(state.update_ids)
+                if state.history.get(old) is pending:
+                    del state.history[old]
+                    state.history[pending.update_id] = pending
+        self._first_update_id[state.id] = update_id + 1
+        self._touch()
+
+    def next_update_id(self, *, bot: int | None = None) -> int:
+        state = self._bot(bot)
+        value, state.update_ids = peek(state.update_ids)
+        return value
+
+    def clear_chats(self) -> None:
+        """Forget every user, chat, pending update and payment (a new conversation); the
+        counters go on, so the next user and update have ids never used before."""
+        self._users.clear()
+        self._deactivated.clear()
+        self.files.clear()
+        for state in self._bots.values():
+            state.chats.clear()
+            state.updates.clear()
+            state.history.clear()
+            state.presses.clear()
+            state.pre_checkouts.clear()
+            state.payments.clear()
+            state.star_transactions.clear()
+            state.invoice_links.clear()
+            state.blocked.clear()
+        self._touch()
+
     # -- faults and limits -------------------------------------------------------------
 
     def fail_next(
@@ -1182,6 +1258,7 @@ class TelegramEmulator:
         return int(time.time())
 
     def _touch(self) -> None:
+        self.revision += 1
         self._changed.fire()
 
     def _new_message(

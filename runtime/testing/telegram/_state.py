@@ -516,6 +516,12 @@ SANDBOX_RETENTION = Retention(per_chat=200, updates=1000, calls=1000)
 """What the sandbox keeps: its chat page shows a chat's recent messages."""
 
 
+def peek(counter: itertools.count[int]) -> tuple[int, itertools.count[int]]:
+    """The next value of ``counter`` and a counter that still yields it."""
+    value = next(counter)
+    return value, itertools.count(value)
+
+
 def call_log(keep: int = 20000) -> deque[ApiCall]:
     return deque(maxlen=keep)
 

@@ -1,0 +1,129 @@
+"""Starting the sandbox (`vpnbot run` with no config) as a real process, and a headless
+Chromium for the pages, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_process import ROOT, free_port, get_status, wait_for
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+class SandboxProcess:
+    """`vpnbot run` in ``directory`` (its state under ``directory/var``): started and
+    stopped as often as a test likes, on fresh ports each time. Output goes to a file: a
+    pipe nobody reads would stop the process once it filled."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.process: subprocess.Popen[str] | None = None
+        self.http_port = 0
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def output(self) -> Path:
+        return self.directory / f"sandbox-{self.starts}.log"
+
+    def start(self, *extra: str, timeout: float = 90) -> None:
+        assert self.process is None, "already running"
+        self.starts += 1
+        self.http_port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "VPNBOT_CONFIG")},
+            "PYTHONPATH": str(ROOT),
+            "VPNBOT_HTTP__PORT": str(self.http_port),
+            "VPNBOT_HTTP__PUBLIC__PORT": "0",
+            "VPNBOT_SERVICE__LOG_FORMAT": "json",
+        }
+        command = [sys.executable, str(ROOT / "supervisor.py"), "run"]
+        command += ["--telegram-port", str(free_port()), *extra]
+        with self.output.open("w") as out:
+            self.process = subprocess.Popen(
+                command, cwd=self.directory, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        process = self.process
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"the sandbox exited: {self.log()[-3000:]}")
+            status = get_status(self.http_port)
+            return status is not None and status["state"] == "healthy"
+
+        wait_for(healthy, timeout=timeout)
+
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM, and the clean exit it must give."""
+        process, self.process = self.process, None
+        assert process is not None
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        assert code == 0, self.log()[-3000:]
+
+    def kill(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+
+@pytest.fixture
+def sandbox_process(tmp_path: Path) -> Iterator[SandboxProcess]:
+    sandbox = SandboxProcess(tmp_path)
+    try:
+        yield sandbox
+    finally:
+        sandbox.kill()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (Playwright's sync API), closed after the test."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (the distribution's package)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed"
+    )
+    # importing trio-asyncio (the test process has) replaces asyncio's loop policy;
+    # Playwright's sync API needs a plain asyncio loop
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                yield browser
+            finally:
+                browser.close()
+    finally:
+        asyncio.set_event_loop_policy(policy)
