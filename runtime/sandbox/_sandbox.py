@@ -18,6 +18,8 @@ from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
 
+from ._icon import favicon_route
+
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_PASSWORD = "sandbox-panel-password"
 CARD_TOKEN = "284685063:TEST:sandbox-card-provider"
@@ -131,7 +133,7 @@ async def run_sandbox(
         runtime = build_runtime(
             settings,
             environ=environ,
-            operator_routes=[chat_page_route(telegram_url)],
+            operator_routes=[chat_page_route(telegram_url), favicon_route()],
             production=False,
         )
         operator = base_url(settings.http.host, settings.http.port)
