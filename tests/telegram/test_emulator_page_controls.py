@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 import trio
 from aiogram import Bot
 from aiogram.types import LabeledPrice, Update
 
 from runtime.bridge import asyncio_loop, run_asyncio
-from runtime.testing.telegram import Kind, TelegramEmulator
+from runtime.testing.telegram import EmulatorError, Kind, TelegramEmulator
 
 
 async def _invoice(bot: Bot, chat_id: int, currency: str, amount: int) -> int:
@@ -49,7 +50,9 @@ async def test_an_expired_invoice_refuses_payment_over_http() -> None:
         emulator.bot_client() as bot,
     ):
         user = emulator.create_user(4242, "Web")
+        friend = emulator.create_user(4343, "Friend")
         message_id = await _invoice(bot, user.id, "RUB", 19900)
+        copy = user.forward(message_id, to=friend)
         [listed] = [m for m in (await control.get("/chats/4242/messages")).json()]
         assert listed["invoice_status"] == "open"
 
@@ -66,6 +69,8 @@ async def test_an_expired_invoice_refuses_payment_over_http() -> None:
         # the latest unpaid invoice skips it; the bot was asked nothing
         latest = await control.post("/users/4242/payments", json={})
         assert "no unpaid invoice" in latest.json()["error"]
+        with pytest.raises(EmulatorError, match="INVOICE_EXPIRED"):
+            await friend.pay(forwarded=copy)
         assert not [u for u in await run_asyncio(bot.get_updates) if u.pre_checkout_query]
 
         wrong_chat = await control.post(f"/invoices/{message_id}/expire", json={"chat_id": 1})

@@ -559,6 +559,11 @@ class TelegramEmulator:
             invoice = payable_invoice(forwarded, user.id)
         else:
             invoice = self._invoice_to_pay(state, chat, message, link)
+        if invoice.expired:
+            # a forwarded copy is the same invoice: it expired too
+            raise EmulatorError(
+                f"INVOICE_EXPIRED: the invoice in message {invoice.message_id} expired"
+            )
         query = PreCheckout(new_query_id(), invoice, user.id, chat.id)
         state.pre_checkouts[query.id] = query
         self._record(
@@ -641,8 +646,6 @@ class TelegramEmulator:
             raise EmulatorError(f"message {message_id} in chat {chat.id} is not an invoice")
         if found.invoice.paid_by:
             raise EmulatorError(f"the invoice in message {message_id} is paid already")
-        if found.invoice.expired:
-            raise EmulatorError(f"INVOICE_EXPIRED: the invoice in message {message_id} expired")
         return found.invoice
 
     def _complete_payment(
