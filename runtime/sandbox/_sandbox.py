@@ -22,6 +22,7 @@ from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
 from runtime.web import HttpEndpoint
 
+from ._icon import favicon_route
 from ._state import Kept, cryptobot_state_path, keep_saved, load_state, telegram_state_path
 
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
@@ -168,7 +169,7 @@ async def run_sandbox(
         runtime = build_runtime(
             settings,
             environ=environ,
-            operator_routes=[chat_page_route(telegram_url)],
+            operator_routes=[chat_page_route(telegram_url), favicon_route()],
             production=False,
         )
         cryptobot.webhook_url = lambda: _webhook_url(runtime.public_http, "cryptobot")

@@ -28,7 +28,11 @@ pytestmark = pytest.mark.skipif(
 def sandbox(tmp_path: Path) -> Iterator[int]:
     http_port, telegram_port = free_port(), free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "VPNBOT_CONFIG")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("NOTIFY_SOCKET", "VPNBOT_CONFIG") and not k.startswith("VPNBOT_TEST_")
+        },
         "PYTHONPATH": str(ROOT),
         "VPNBOT_HTTP__PORT": str(http_port),
         "VPNBOT_HTTP__PUBLIC__PORT": "0",

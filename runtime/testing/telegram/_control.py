@@ -18,6 +18,9 @@ Every route takes ``?bot=<bot id>`` (default: the first bot). Errors are 400
 - ``GET  /_control/files/{file_id}``: the bytes of a photo or document the bot sent
 - ``GET  /_control/payments``; ``POST /_control/payments/{charge_id}/redeliver``
   ``{same_update?}``; ``GET /_control/star_transactions``
+- ``POST /_control/invoices/{message_id}/expire`` ``{chat_id}``: paying it fails from then
+  on (``INVOICE_EXPIRED``); ``POST /_control/payments/{charge_id}/refund``: Telegram gives
+  a Stars payment back (the bot gets ``refunded_payment``)
 - ``POST /_control/faults`` ``{status?, method?, times?, retry_after?, description?,
   delay?, hang?, applied?}``; ``DELETE /_control/faults``
 - ``PUT /_control/outage`` ``{status?, description?, body?, hang?, methods?, spared?}``
@@ -42,7 +45,7 @@ from starlette.routing import BaseRoute, Route
 
 from ._errors import EmulatorError
 from ._limits import Limits
-from ._state import ButtonPress, Message, Payment, PaymentResult
+from ._state import ButtonPress, Invoice, Message, Payment, PaymentResult
 
 if TYPE_CHECKING:
     from ._emulator import SimUser, TelegramEmulator
@@ -92,6 +95,7 @@ def control_routes(emu: TelegramEmulator) -> list[BaseRoute]:
                     "webhook": emu.webhook_info(bot=bot_id),
                     "pending_updates": len(emu._bots[bot_id].updates),
                     "chats": sorted(emu._bots[bot_id].chats),
+                    "blocked": sorted(emu._bots[bot_id].blocked),
                 }
                 for bot_id in emu.bots
             ],
@@ -200,6 +204,17 @@ def control_routes(emu: TelegramEmulator) -> list[BaseRoute]:
         )
         return {"ok": True}
 
+    async def expire_invoice(request: Request) -> Any:
+        data = await body(request)
+        invoice = emu.expire_invoice(
+            int(data["chat_id"]), int(request.path_params["message_id"]), bot=bot_of(request)
+        )
+        return {"ok": True, "message_id": invoice.message_id, "status": "expired"}
+
+    async def refund(request: Request) -> Any:
+        payment = emu.refund_payment(request.path_params["charge_id"], bot=bot_of(request))
+        return _payment(payment)
+
     async def star_transactions(request: Request) -> Any:
         return emu.star_transactions(bot=bot_of(request))
 
@@ -290,6 +305,8 @@ def control_routes(emu: TelegramEmulator) -> list[BaseRoute]:
         route("/files/{file_id}", file, ["GET"]),
         route("/payments", payments, ["GET"]),
         route("/payments/{charge_id}/redeliver", redeliver, ["POST"]),
+        route("/payments/{charge_id}/refund", refund, ["POST"]),
+        route("/invoices/{message_id:int}/expire", expire_invoice, ["POST"]),
         route("/star_transactions", star_transactions, ["GET"]),
         route("/faults", add_fault, ["POST"]),
         route("/faults", clear_faults, ["DELETE"]),
@@ -311,7 +328,15 @@ def _message(message: Message) -> dict[str, Any]:
     out["edits"] = message.edits
     if message.file_id and (message.photo is not None or message.document is not None):
         out["file_url"] = f"/_control/files/{message.file_id}"
+    if message.invoice is not None:
+        out["invoice_status"] = _invoice_status(message.invoice)
     return out
+
+
+def _invoice_status(invoice: Invoice) -> str:
+    if invoice.paid_by:
+        return "paid"
+    return "expired" if invoice.expired else "open"
 
 
 def _press(press: ButtonPress) -> dict[str, Any]:

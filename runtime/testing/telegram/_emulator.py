@@ -569,6 +569,11 @@ class TelegramEmulator:
             invoice = payable_invoice(forwarded, user.id)
         else:
             invoice = self._invoice_to_pay(state, chat, message, link)
+        if invoice.expired:
+            # a forwarded copy is the same invoice: it expired too
+            raise EmulatorError(
+                f"INVOICE_EXPIRED: the invoice in message {invoice.message_id} expired"
+            )
         query = PreCheckout(new_query_id(), invoice, user.id, chat.id)
         state.pre_checkouts[query.id] = query
         self._record(
@@ -641,8 +646,9 @@ class TelegramEmulator:
             return invoice
         if message is None:
             for candidate in reversed(list(chat.messages.values())):
-                if candidate.invoice is not None and not candidate.invoice.paid_by:
-                    return candidate.invoice
+                invoice = candidate.invoice
+                if invoice is not None and not invoice.paid_by and not invoice.expired:
+                    return invoice
             raise EmulatorError(f"no unpaid invoice in chat {chat.id}")
         message_id = message.message_id if isinstance(message, Message) else message
         found = chat.messages.get(message_id)
@@ -781,6 +787,43 @@ class TelegramEmulator:
             data={**payment.successful_payment(), "duplicate": True},
         )
         self._enqueue(state, "message", message.wire())
+
+    def expire_invoice(self, chat_id: int, message_id: int, *, bot: int | None = None) -> Invoice:
+        """The invoice in a message can no longer be paid: paying it fails with
+        ``INVOICE_EXPIRED`` (as a stale payment form does), the bot is told nothing."""
+        state = self._bot(bot)
+        chat = state.chats.get(chat_id)
+        found = chat.messages.get(message_id) if chat is not None else None
+        if chat is None or found is None or found.invoice is None or found.deleted:
+            raise EmulatorError(f"message {message_id} in chat {chat_id} is not an invoice")
+        invoice = found.invoice
+        if invoice.paid_by:
+            raise EmulatorError(f"the invoice in message {message_id} is paid already")
+        if not invoice.expired:
+            invoice.expired = True
+            self._record(
+                state,
+                chat,
+                Kind.INVOICE_EXPIRED,
+                "telegram",
+                message_id=message_id,
+                text=invoice.title,
+                data={"payload": invoice.payload},
+            )
+        return invoice
+
+    def refund_payment(self, charge_id: str, *, bot: int | None = None) -> Payment:
+        """Telegram gives a Stars payment back to the user (support, a dispute): the
+        same ``refunded_payment`` message and update as ``refundStarPayment`` makes, with
+        the same refusals."""
+        state = self._bot(bot)
+        payment = state.payments.get(charge_id)
+        if payment is None or not payment.is_stars:
+            raise EmulatorError(f"CHARGE_NOT_FOUND: no Stars payment {charge_id}")
+        if payment.refunded:
+            raise EmulatorError(f"CHARGE_ALREADY_REFUNDED: {charge_id}")
+        self._refund(state, payment)
+        return payment
 
     def repeat_update(self, update_id: int, *, bot: int | None = None) -> None:
         """Deliver an update again, even if the bot confirmed it already."""

@@ -12,6 +12,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._control import control_routes
@@ -54,8 +57,21 @@ async def _respond(send: Send, status: int, answer: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _control_refusal(request: Request, error: Exception) -> Response:
+    """An unknown control route or method answers like the others (JSON, readable by a
+    page on another origin), so a browser can say what went wrong."""
+    assert isinstance(error, HTTPException)
+    return JSONResponse(
+        {"error": f"{request.method} {request.url.path}: {error.detail}"},
+        error.status_code,
+        headers={**(error.headers or {}), "Access-Control-Allow-Origin": "*"},
+    )
+
+
 def build_app(emu: TelegramEmulator) -> ASGIApp:
-    control = Starlette(routes=control_routes(emu))
+    control = Starlette(
+        routes=control_routes(emu), exception_handlers={HTTPException: _control_refusal}
+    )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

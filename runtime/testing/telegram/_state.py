@@ -43,6 +43,7 @@ class Kind(enum.StrEnum):
     PRE_CHECKOUT_ANSWER = "pre_checkout_answer"
     PAYMENT = "payment"
     PAYMENT_CANCELLED = "payment_cancelled"
+    INVOICE_EXPIRED = "invoice_expired"
     REFUND = "refund"
     BLOCKED = "blocked"
     UNBLOCKED = "unblocked"
@@ -94,6 +95,8 @@ class Invoice:
     subscription_period: int | None = None
     params: dict[str, Any] = field(default_factory=dict, repr=False)
     paid_by: list[int] = field(default_factory=list)
+    expired: bool = False
+    """Set by ``TelegramEmulator.expire_invoice``: paying it fails from then on."""
 
     @property
     def total_amount(self) -> int:
