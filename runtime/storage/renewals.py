@@ -43,7 +43,12 @@ def _period(expires_at: datetime) -> int:
 
 def renewal_charge_id(subscription_id: int, expires_at: datetime) -> str:
     """The renewal's unique external id: one charge per subscription period."""
-    return f"renewal:{subscription_id}:{_period(expires_at)}"
+    return period_charge_id(subscription_id, _period(expires_at))
+
+
+def period_charge_id(subscription_id: int, period: int) -> str:
+    """``renewal_charge_id`` of the period that ends at unix second ``period``."""
+    return f"renewal:{subscription_id}:{period}"
 
 
 def low_balance_key(subscription_id: int, expires_at: datetime) -> str:
