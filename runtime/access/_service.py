@@ -195,6 +195,7 @@ class Access:
             reference=account.reference,
             access_url=account.access_url,
             period_started_at=subscription.period_started_at,
+            payment_id=_payment_of(job),
         )
         await outbox.complete(self._db, job, owner=owner)
         self._log.info(
@@ -294,6 +295,12 @@ class Access:
             subscription_id=subscription.id,
             outcome=Outcome.SUCCESS,
         )
+
+
+def _payment_of(job: Job) -> str | None:
+    """The payment an activation job does (queued by a purchase or a balance payment)."""
+    payment_id = job.payload.get("payment_id")
+    return payment_id if isinstance(payment_id, str) and payment_id else None
 
 
 def _revocable(subscription: Subscription, *, deleting: bool) -> bool:

@@ -3,6 +3,7 @@
 from ._service import (
     PLANS_START_PARAMETER,
     TOPUP_START_PARAMETER,
+    BalanceOffer,
     Billing,
     Checkout,
     ProviderUnavailable,
@@ -13,6 +14,7 @@ from ._webhooks import payment_webhook_routes
 __all__ = [
     "PLANS_START_PARAMETER",
     "TOPUP_START_PARAMETER",
+    "BalanceOffer",
     "Billing",
     "Checkout",
     "ProviderUnavailable",

@@ -20,8 +20,9 @@ from runtime.plugin_api.payments import (
     WebhookReceiver,
     WebhookRejected,
 )
-from runtime.storage import Database
+from runtime.storage import Database, balance_payments
 from runtime.storage import payments as store
+from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.payments import Charge, Finalized, Payment, Verdict
 
 from ._doors import authenticate, receivers_of
@@ -38,6 +39,20 @@ class AlertSubmitter(Protocol):
 
 class ProviderUnavailable(DomainError):
     """The user picked a provider that is not configured or does not sell this."""
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceOffer:
+    """A plan's price from the balance, the user's balance and the screen's basis."""
+
+    price_minor: int
+    currency: str
+    balance_minor: int
+    basis: Basis
+
+    @property
+    def covered(self) -> bool:
+        return self.balance_minor >= self.price_minor
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +192,48 @@ class Billing:
             outcome=Outcome.SUCCESS,
         )
         return Checkout(payment, invoice)
+
+    async def balance_offer(self, user_id: int, plan_id: str) -> BalanceOffer | None:
+        """What paying for ``plan_id`` from the balance would take, and on what basis; None
+        when the plan is not on sale or has no price in the balance currency."""
+        plan = self._catalog.find(plan_id)
+        price = plan.price_in(self._balance_currency) if plan is not None else None
+        if plan is None or price is None:
+            return None
+        found = await balance_payments.quote(self._db, user_id, plan.backend)
+        return BalanceOffer(price, self._balance_currency, found.balance_minor, found.basis)
+
+    async def pay_from_balance(self, user_id: int, plan_id: str, basis: Basis) -> BalancePayment:
+        """Buy ``plan_id`` with the balance, once for the ``basis`` the user was shown
+        (``runtime.storage.balance_payments``). Raises ``ProviderUnavailable`` when the plan
+        cannot be paid from the balance."""
+        plan = self._catalog.find(plan_id)
+        price = plan.price_in(self._balance_currency) if plan is not None else None
+        if plan is None or price is None:
+            raise ProviderUnavailable(f"plan {plan_id!r} cannot be paid from the balance")
+        result = await balance_payments.pay(
+            self._db,
+            user_id,
+            plan.terms,
+            basis,
+            price_minor=price,
+            currency=self._balance_currency,
+            activation_attempts=self._activation_attempts,
+        )
+        self._log.info(
+            "paid from the balance"
+            if result.outcome is balance_payments.Outcome.PAID
+            else "balance payment not made",
+            operation="billing.balance_payment",
+            user_id=user_id,
+            plan_id=plan.id,
+            payment_id=result.payment_id,
+            result=result.outcome.value,
+            outcome=Outcome.SUCCESS
+            if result.outcome is balance_payments.Outcome.PAID
+            else Outcome.SKIPPED,
+        )
+        return result
 
     async def confirm(self, confirmed: ConfirmedPayment) -> Finalized:
         """Credit a proven payment exactly once: duplicates are skipped; another payer,

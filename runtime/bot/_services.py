@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runtime.access import Access, TrialUnavailable
-from runtime.billing import Billing, Checkout
+from runtime.billing import BalanceOffer, Billing, Checkout
 from runtime.catalog import Catalog
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
 from runtime.plugin_api.payments import TelegramPayment
 from runtime.storage import Database, admin, subscriptions, users
 from runtime.storage import payments as payment_store
+from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.payments import Finalized
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
@@ -128,6 +129,12 @@ class BotServices:
 
     async def buy(self, user_id: int, plan_id: str, provider: str, *, language: str) -> Checkout:
         return await self.billing.buy(user_id, plan_id, provider, language=language)
+
+    async def balance_offer(self, user_id: int, plan_id: str) -> BalanceOffer | None:
+        return await self.billing.balance_offer(user_id, plan_id)
+
+    async def pay_from_balance(self, user_id: int, plan_id: str, basis: Basis) -> BalancePayment:
+        return await self.billing.pay_from_balance(user_id, plan_id, basis)
 
     async def top_up(
         self, user_id: int, amount_minor: int, provider: str, *, title: str

@@ -30,6 +30,15 @@ class BuyCb(CallbackData, prefix="buy"):
     provider: str
 
 
+class BalanceCb(CallbackData, prefix="bal"):
+    """Pay for ``plan`` from the balance, on the basis the screen showed (see
+    ``runtime.storage.balance_payments.Basis``): ``sub`` and ``at`` are its two numbers."""
+
+    plan: str
+    sub: int
+    at: int
+
+
 class TopUpCb(CallbackData, prefix="top"):
     amount: int
     provider: str = ""
@@ -117,9 +126,18 @@ def plan_list(
 
 
 def pay_options(
-    ctx: BotContext, lang: str, plan: Plan, providers: Sequence[str]
+    ctx: BotContext,
+    lang: str,
+    plan: Plan,
+    providers: Sequence[str],
+    from_balance: tuple[str, BalanceCb] | None = None,
 ) -> InlineKeyboardMarkup:
+    """``from_balance``: the price, formatted, and the button's data, when the balance
+    covers the plan."""
     builder = InlineKeyboardBuilder()
+    if from_balance is not None:
+        label = ctx.t(lang, "plans.pay_from_balance", price=from_balance[0])
+        builder.row(_button(label, from_balance[1]))
     for name in providers:
         price = plan.price(name)
         if price is None:
@@ -137,6 +155,19 @@ def pay_options(
         )
     builder.row(_button(ctx.t(lang, "menu.back"), Nav(to="plans")), home_button(ctx, lang))
     return builder.as_markup()
+
+
+def to_plan(ctx: BotContext, lang: str, plan: Plan) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[_button(plan.title(lang), PlanCb(plan=plan.id)), home_button(ctx, lang)]]
+    )
+
+
+def top_up_or_home(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
+    balance = ctx.t(lang, "checkout.top_up_button")
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[_button(balance, Nav(to="topup")), home_button(ctx, lang)]]
+    )
 
 
 def pay_link(ctx: BotContext, lang: str, url: str, price: str) -> InlineKeyboardMarkup:

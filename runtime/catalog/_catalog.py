@@ -41,6 +41,12 @@ class Plan:
     def price(self, provider: str) -> Price | None:
         return next((p for p in self.prices if p.provider == provider), None)
 
+    def price_in(self, currency: str) -> int | None:
+        """What the plan costs from a balance kept in ``currency`` (the lowest price in it,
+        if several providers charge in it); None: it cannot be paid from that balance."""
+        amounts = [p.amount_minor for p in self.prices if p.currency == currency]
+        return min(amounts) if amounts else None
+
     @property
     def terms(self) -> Terms:
         return Terms(

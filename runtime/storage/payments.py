@@ -5,8 +5,10 @@ statement, the database function ``finalize_charge`` (the migration of that name
 one transaction that locks the user's row (so two payments of one user cannot race into
 two subscriptions) and the intent's row (so two deliveries of one payment cannot both
 credit), checks the payer, amount and currency against the intent, moves the status
-forward only, extends the subscription from max(now, expiry) or tops up the balance, and
-writes the activation job and the user's notification to the outbox.
+forward only, extends the subscription from max(now, expiry) (a running trial on the
+plan's backend becomes the paid subscription) or tops up the balance, and writes the
+activation job (naming the payment: its access message follows) and the user's
+notification to the outbox.
 
 A charge that moved money but buys nothing (another payer, amount or currency, a second
 charge for a paid intent, no intent of ours) is recorded as a payment of its own with

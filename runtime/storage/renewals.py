@@ -4,10 +4,12 @@
 subscription's, and renews only when the subscription is still active, still has the
 expiry the caller saw and its user still has auto-renewal on. Spending the balance, the
 payment record, the extension, the activation job and the notification are one unit of
-work: all or nothing. Two workers (two processes) renewing the same subscription at once
-charge once: the second waits for the first's locks, then finds the expiry moved and
-skips. The payment's external id ``renewal:{subscription_id}:{expiry}`` is unique per
-provider, so a period is charged at most once even past every other guard.
+work: all or nothing. The activation job names the payment, so the access message with
+the new expiry and the link follows it (``subscriptions.activation_succeeded``). Two
+workers (two processes) renewing the same subscription at once charge once: the second
+waits for the first's locks, then finds the expiry moved and skips. The payment's external
+id ``renewal:{subscription_id}:{expiry}`` is unique per provider, so a period is charged at
+most once even past every other guard (a payment from the balance by hand uses it too).
 
 A balance renewal is recorded as a ``payments`` row (provider ``balance``, purpose
 ``renewal``, already ``finalized``): the money was counted once as revenue when it was
@@ -43,7 +45,12 @@ def _period(expires_at: datetime) -> int:
 
 def renewal_charge_id(subscription_id: int, expires_at: datetime) -> str:
     """The renewal's unique external id: one charge per subscription period."""
-    return f"renewal:{subscription_id}:{_period(expires_at)}"
+    return period_charge_id(subscription_id, _period(expires_at))
+
+
+def period_charge_id(subscription_id: int, period: int) -> str:
+    """``renewal_charge_id`` of the period that ends at unix second ``period``."""
+    return f"renewal:{subscription_id}:{period}"
 
 
 def low_balance_key(subscription_id: int, expires_at: datetime) -> str:
@@ -235,7 +242,7 @@ async def renew(
             conn,
             kind=job_kinds.ACTIVATE,
             dedup_key=f"activate:{candidate.subscription_id}:renewal:{payment_id}",
-            payload={"subscription_id": candidate.subscription_id},
+            payload={"subscription_id": candidate.subscription_id, "payment_id": payment_id},
             max_attempts=activation_attempts,
         )
         await enqueue(

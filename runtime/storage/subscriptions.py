@@ -80,23 +80,19 @@ def from_stored(record: asyncpg.Record) -> Subscription:
 
 async def extend_or_create(conn: Connection, user_id: int, terms: Terms) -> Subscription:
     """Extend the user's active paid subscription on the same backend from
-    max(now, its expiry), or start a new one; either way a new traffic period starts now.
+    max(now, its expiry), else upgrade their active trial there into the paid subscription
+    (``upgrade_target``), else start a new one; either way a new traffic period starts now.
     The caller holds the user's row lock. A credited payment does the same inside the
-    database function ``finalize_charge`` (the migration of that name): change both."""
-    current = await conn.fetchrow(
-        f"select {_COLUMNS} from subscriptions where user_id = $1 and vpn_backend = $2"
-        " and kind = 'paid' and status = 'active' order by expires_at desc limit 1 for update",
-        user_id,
-        terms.backend,
-    )
+    database function ``finalize_charge`` (the migrations of that name): change both."""
+    current = await upgrade_target(conn, user_id, terms.backend)
     if current is not None:
         row = await fetch_one(
             conn,
             "update subscriptions set expires_at = greatest(now(), expires_at) + $2,"
-            " plan_id = $3, period_started_at = now(), activation_status = 'pending',"
-            " next_attempt_at = now(), activation_attempts = 0, last_error = null,"
-            f" updated_at = now() where id = $1 returning {_COLUMNS}",
-            current["id"],
+            " kind = 'paid', plan_id = $3, period_started_at = now(),"
+            " activation_status = 'pending', next_attempt_at = now(), activation_attempts = 0,"
+            f" last_error = null, updated_at = now() where id = $1 returning {_COLUMNS}",
+            current.id,
             terms.duration,
             terms.plan_id,
         )
@@ -113,6 +109,21 @@ async def extend_or_create(conn: Connection, user_id: int, terms: Terms) -> Subs
         )
         row = await _name_account(conn, row["id"], user_id)
     return _row(row)
+
+
+async def upgrade_target(conn: Connection, user_id: int, backend: str) -> Subscription | None:
+    """What a purchase on ``backend`` extends, locked: the user's active paid subscription
+    there (the latest), else their active trial there, which the purchase turns into the
+    paid subscription (one account, one link; the paid time starts at the trial's end).
+    None: the purchase starts a new subscription."""
+    row = await conn.fetchrow(
+        f"select {_COLUMNS} from subscriptions where user_id = $1 and vpn_backend = $2"
+        " and status = 'active' order by kind = 'paid' desc, expires_at desc limit 1"
+        " for update",
+        user_id,
+        backend,
+    )
+    return _row(row) if row is not None else None
 
 
 async def create_trial(conn: Connection, user_id: int, terms: Terms) -> Subscription | None:
@@ -144,6 +155,14 @@ async def _name_account(conn: Connection, subscription_id: int, user_id: int) ->
         subscription_id,
         account_name(user_id, subscription_id),
     )
+
+
+async def fetch(conn: Connection, subscription_id: int) -> Subscription | None:
+    """The subscription, read inside the caller's unit of work."""
+    row = await conn.fetchrow(
+        f"select {_COLUMNS} from subscriptions where id = $1", subscription_id
+    )
+    return _row(row) if row else None
 
 
 async def get(db: Database, subscription_id: int) -> Subscription | None:
@@ -191,6 +210,19 @@ async def start_trial(
     return await db.transaction(unit)
 
 
+ACCESS_READY = "access_ready"
+ACCESS_EXTENDED = "access_extended"
+ACCESS_EXTENDED_NEW_LINK = "access_extended_new_link"
+
+
+def access_notice_key(subscription_id: int, payment_id: str | None) -> str:
+    """The dedup key of the message that follows an activation: one per payment, so every
+    payment ends in a message; one per subscription for the rest (a trial, granted days)."""
+    if payment_id is None:
+        return f"notify:access:{subscription_id}"
+    return f"notify:access:{subscription_id}:payment:{payment_id}"
+
+
 async def activation_succeeded(
     db: Database,
     subscription_id: int,
@@ -198,9 +230,17 @@ async def activation_succeeded(
     reference: str,
     access_url: str,
     period_started_at: datetime,
+    payment_id: str | None = None,
 ) -> bool:
     """Record the account, provisioned for the period that started at
-    ``period_started_at``; the first activation tells the user where their access is.
+    ``period_started_at``, and tell the user what they now have, in one transaction.
+
+    Without ``payment_id`` (a trial, granted days) only the first activation of the
+    subscription tells them (``access_ready``). An activation that a payment queued always
+    does, once per payment (``access_notice_key``): ``access_ready`` when the subscription
+    had no access before, else ``access_extended`` with the new expiry, or
+    ``access_extended_new_link`` when the link changed (it comes with its QR code). Run
+    again after a crash, it finds its message queued already.
 
     Returns False when the subscription ended meanwhile (expired, refunded): the panel call
     may have enabled the account after its revocation ran, so a revocation is queued again
@@ -208,6 +248,10 @@ async def activation_succeeded(
     late_revocation = f"revoke:{subscription_id}:after-activation:{uuid.uuid4()}"
 
     async def unit(conn: Connection) -> bool:
+        before = await conn.fetchrow(
+            "select access_url from subscriptions where id = $1 and status = 'active' for update",
+            subscription_id,
+        )
         row = await conn.fetchrow(
             "update subscriptions set activation_status = 'active', access_url = $2,"
             " account_period_started_at = $3, last_error = null, next_attempt_at = null,"
@@ -217,7 +261,7 @@ async def activation_succeeded(
             access_url,
             period_started_at,
         )
-        if row is None:
+        if row is None or before is None:
             exists = await conn.fetchval(
                 "select true from subscriptions where id = $1", subscription_id
             )
@@ -230,20 +274,26 @@ async def activation_succeeded(
                     max_attempts=20,
                 )
             return False
+        previous_url = before["access_url"]
+        if payment_id is None or previous_url is None:
+            template = ACCESS_READY
+        elif previous_url != access_url:
+            template = ACCESS_EXTENDED_NEW_LINK
+        else:
+            template = ACCESS_EXTENDED
+        params: dict[str, object] = {
+            "subscription_id": subscription_id,
+            "access_url": access_url,
+            "expires_at": row["expires_at"].isoformat(),
+            "reference": reference,
+        }
+        if payment_id is not None:
+            params["payment_id"] = payment_id
         await enqueue(
             conn,
             kind=job_kinds.NOTIFY,
-            dedup_key=f"notify:access:{subscription_id}",
-            payload={
-                "chat_id": row["user_id"],
-                "template": "access_ready",
-                "params": {
-                    "subscription_id": subscription_id,
-                    "access_url": access_url,
-                    "expires_at": row["expires_at"].isoformat(),
-                    "reference": reference,
-                },
-            },
+            dedup_key=access_notice_key(subscription_id, payment_id),
+            payload={"chat_id": row["user_id"], "template": template, "params": params},
         )
         return True
 

@@ -15,6 +15,9 @@ from runtime.i18n import Translator, format_date, format_money
 
 BROADCAST = "broadcast"
 ACCESS_READY = "access_ready"
+ACCESS_EXTENDED_NEW_LINK = "access_extended_new_link"
+WITH_QR = (ACCESS_READY, ACCESS_EXTENDED_NEW_LINK)
+"""Templates that hand the user a link: it comes with its QR code."""
 CAPTION_LIMIT = 1024
 """Telegram's limit on a photo caption, in characters."""
 TEXT_LIMIT = 4096
@@ -92,7 +95,7 @@ def render(translator: Translator, language: str, payload: Mapping[str, Any]) ->
     except (KeyError, IndexError, ValueError) as exc:
         raise BadNotification(f"template {template!r}: {type(exc).__name__}: {exc}") from None
     access_url = params.get("access_url")
-    if template == ACCESS_READY and isinstance(access_url, str) and access_url:
+    if template in WITH_QR and isinstance(access_url, str) and access_url:
         png = qr_png(access_url)
         if len(text) <= CAPTION_LIMIT:  # one message: the link and its QR code together
             return [Photo(png, text)]

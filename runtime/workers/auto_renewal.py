@@ -38,8 +38,7 @@ BUDGET = Budget(max_failures=6, window=3600.0, on_exhausted=OnExhausted.PARK, pa
 
 def renewal_price(plan: Plan, currency: str) -> int | None:
     """What renewing ``plan`` costs from a balance kept in ``currency``; None: it cannot."""
-    amounts = [p.amount_minor for p in plan.prices if p.currency == currency]
-    return min(amounts) if amounts else None
+    return plan.price_in(currency)
 
 
 class AutoRenewal:

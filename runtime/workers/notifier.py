@@ -3,8 +3,8 @@
 It claims ``telegram.notify`` jobs (users' own messages first: a payment confirmation
 does not wait behind a broadcast's thousands), renders each job's template in the
 user's language (``notify.<template>``; ``broadcast`` jobs carry their text) and sends it;
-an ``access_ready`` message comes with its link as a QR code (one photo, the text its
-caption).
+a message that hands over a link (``access_ready``, an extension whose link changed)
+comes with it as a QR code (one photo, the text its caption).
 
 Limits, as Telegram asks:
 

@@ -3,7 +3,7 @@ emulator, real PostgreSQL, the payment providers and the VPN panel against their
 
 The same journey runs in polling and in webhook mode: a new user takes the trial, gets
 their link and QR code, buys with Stars and by card (each payment delivered twice), and
-every payment is credited once, the second extending the first.
+every payment is credited once: the first upgrades the trial, the second extends it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +38,7 @@ from runtime.testing.telegram import (
     TelegramEmulator,
 )
 from runtime.web import HttpEndpoint
+from runtime.workers._render import template_params
 
 from .conftest import ADMIN, TOKEN, WEBHOOK_SECRET, Alerts, Shop, build_shop, make_settings
 from .test_handlers import RAW_KEY
@@ -240,7 +241,9 @@ async def journey(emulator: TelegramEmulator, shop: Shop, user: SimUser) -> None
     assert url
     user.send_command("subscription")
     screen = await shown(emulator, user, url)
-    assert "1 month" in screen.content and "Free trial" in screen.content
+    # bought during the trial: the trial became the paid subscription, with the same link
+    assert "1 month" in screen.content and "Free trial" not in screen.content
+    assert await shop.value("select count(*) from subscriptions") == 1
     assert shop.alerts.alerts == []
     assert_transcript_translated(emulator, user)
 
@@ -492,3 +495,77 @@ async def test_a_forwarded_invoice_cannot_be_paid_by_someone_else(
     assert await shop.fetch("select * from subscriptions") == []
     assert shop.alerts.alert_keys() == [f"payment_foreign_payer:stars:{intent}"]
     assert not any(m.content == tr.t("en", "payment.foreign_payer") for m in ann.messages())
+
+
+def expiry_text(moment: datetime) -> str:
+    """An expiry as the messages show it."""
+    return str(template_params({"expires_at": moment.isoformat()})["expires"])
+
+
+@pytest.mark.parametrize("mode", ["polling"])
+async def test_every_payment_ends_in_a_message_and_the_balance_pays_once(
+    emulator: TelegramEmulator, shop: Shop
+) -> None:
+    """A trial, then a purchase with Stars that upgrades it (one account, one link) and is
+    followed by "access extended until ..."; then a double click on "Pay from balance":
+    charged once, and followed by a message with the new expiry too."""
+    from runtime.workers import notifier
+
+    tr = load_translator()
+    user = emulator.create_user(first_name="Ann", language_code="en")
+    async with running(shop, extra=[notifier.spec(shop.services)]):
+        hello = user.send_command("start")
+        menu = await user.wait_for_message(after=hello)
+        await press(emulator, user, menu, tr.t("en", "menu.trial"), "free trial has started")
+        assert await shop.access.activate_batch("test-worker") == 1
+        url = await shop.value("select access_url from subscriptions where user_id = $1", user.id)
+        await shown(emulator, user, "access is ready", seconds=30)
+
+        hello = user.send_command("buy")
+        plans = await user.wait_for_message(after=hello)
+        plan = await press(emulator, user, plans, "1 month", "Choose how to pay")
+        assert not has_button(plan, "Pay from balance")  # the balance is empty
+        user.press(plan, text="Telegram Stars")
+        invoice = await user.wait_for_message(lambda m: m.invoice is not None)
+        assert (await user.pay(invoice)).ok
+        await eventually(shop, "select count(*) from payments where status = 'finalized'", 1)
+        [upgraded] = await shop.fetch("select kind, expires_at, access_url from subscriptions")
+        assert upgraded["kind"] == "paid"
+        assert await shop.access.activate_batch("test-worker") == 1
+        expires = expiry_text(upgraded["expires_at"])
+        extended = await shown(emulator, user, f"extended until {expires}", seconds=30)
+        # Marzban's link carries the second it was issued (every one keeps working)
+        link = await shop.value("select access_url from subscriptions")
+        assert link in extended.content and link.split("/sub/")[0] == url.split("/sub/")[0]
+
+        await shop.value(
+            "update users set balance_minor = 50000 where telegram_id = $1 returning 1", user.id
+        )
+        hello = user.send_command("buy")
+        plans = await user.wait_for_message(after=hello)
+        user.press(plans, text="1 month")
+        plan = await emulator.wait_until(  # this screen, not the first purchase's
+            newest(emulator, user, lambda m: has_button(m, "Pay from balance (199.00")),
+            what="the plan with a button to pay from the balance",
+        )
+        assert plan.message_id == plans.message_id
+        clicks = [user.press(plan, text="Pay from balance") for _ in range(2)]
+        for click in clicks:
+            await emulator.wait_for_answer(click)
+        paid = await shown(emulator, user, "from your balance")
+        assert "Balance left: 301.00" in paid.content
+        await emulator.wait_drained()
+        await eventually(
+            shop, "select count(*) from telegram_updates where processed_at is null", 0
+        )
+        assert await shop.value("select count(*) from payments where provider = 'balance'") == 1
+        assert await shop.value(
+            "select balance_minor from users where telegram_id = $1", user.id
+        ) == (50000 - 19900)
+        renewed = await shop.value("select expires_at from subscriptions")
+        assert renewed - upgraded["expires_at"] == timedelta(days=30)
+        assert await shop.access.activate_batch("test-worker") == 1
+        await shown(emulator, user, f"extended until {expiry_text(renewed)}", seconds=30)
+    assert await shop.value("select count(*) from subscriptions") == 1
+    assert shop.alerts.alerts == []
+    assert_transcript_translated(emulator, user)

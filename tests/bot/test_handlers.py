@@ -624,6 +624,8 @@ def test_callback_data_fits_telegrams_limit() -> None:
     longest = kb.AdminCb(action="refund_manual", arg="0b7c1c38-3c0e-4c47-9d43-38bb2a7c5b11")
     assert len(longest.pack().encode()) <= 64
     assert len(kb.BuyCb(plan="p" * 32, provider="cryptobot").pack().encode()) <= 64
+    balance = kb.BalanceCb(plan="p" * 32, sub=10**10 - 1, at=2**33)  # past the year 2200
+    assert len(balance.pack().encode()) <= 64
 
 
 async def test_blocking_the_bot_is_recorded(driver: Driver, shop: Shop) -> None:
@@ -676,3 +678,47 @@ async def test_settings_auto_renew_and_help(driver: Driver, shop: Shop) -> None:
     assert not await shop.value("select auto_renew from users where telegram_id = $1", USER)
     calls = await driver.send(USER, "/help")
     assert "@vpn_support" in texts(calls)[0]
+
+
+async def test_the_balance_pays_for_a_plan_once_when_it_covers_the_price(
+    driver: Driver, shop: Shop
+) -> None:
+    def balance_buttons(calls: list[Call]) -> list[dict[str, Any]]:
+        return [b for b in buttons(calls) if b["text"].startswith("💰 Pay from balance")]
+
+    async def set_balance(amount: int) -> None:
+        await shop.value(
+            "update users set balance_minor = $2 where telegram_id = $1 returning 1", USER, amount
+        )
+
+    await driver.send(USER, "/start")
+    await set_balance(19899)
+    assert balance_buttons(await driver.press(USER, kb.PlanCb(plan="month"))) == []
+    await set_balance(50000)
+    calls = await driver.press(USER, kb.PlanCb(plan="month"))
+    (button,) = balance_buttons(calls)
+    assert button["text"] == "💰 Pay from balance (199.00 ₽)"
+    screens = []
+    for _ in range(2):  # a double click
+        screens += by_method(await driver.press(USER, button["callback_data"]), "editMessageText")
+    assert len(screens) == 2
+    for screen in screens:
+        assert screen.text.startswith("Paid 199.00 ₽ from your balance. Balance left: 301.00 ₽.")
+    charged = await shop.fetch("select amount_minor, purpose from payments")
+    assert charged == [{"amount_minor": 19900, "purpose": "renewal"}]
+    assert await shop.value("select balance_minor from users where telegram_id = $1", USER) == (
+        30100
+    )
+    [sub] = await shop.fetch("select id, expires_at from subscriptions")
+
+    forged = kb.BalanceCb(plan="month", sub=sub["id"], at=12345)
+    (screen,) = by_method(await driver.press(USER, forged), "editMessageText")
+    assert "nothing was charged" in screen.text
+    await set_balance(100)
+    current = kb.BalanceCb(plan="month", sub=sub["id"], at=int(sub["expires_at"].timestamp()))
+    calls = await driver.press(USER, current)
+    (screen,) = by_method(calls, "editMessageText")
+    assert screen.text == "Your balance (1.00 ₽) does not cover 199.00 ₽. Nothing was charged."
+    assert "💰 Top up" in labels(calls)
+    assert await shop.value("select count(*) from payments") == 1
+    assert_translated(calls)

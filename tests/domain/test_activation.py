@@ -213,7 +213,13 @@ async def test_an_extension_sets_the_new_expiry_on_the_same_panel_user(
     assert put.json()["expire"] == unix(extended.expires_at)
     assert (await current(db, first)).activation_status == "active"
     assert [j["status"] for j in await jobs(db, job_kinds.ACTIVATE)] == ["done", "done"]
-    assert len(await notices(db, "access_ready")) == 1  # the access itself did not change
+    assert len(await notices(db, "access_ready")) == 1
+    # one message for the extension; Marzban's link carries the second it was issued
+    extensions = [
+        *await notices(db, "access_extended"),
+        *await notices(db, "access_extended_new_link"),
+    ]
+    assert [n["params"]["expires_at"] for n in extensions] == [extended.expires_at.isoformat()]
     assert len(await notices(db, "payment_received")) == 2
 
 

@@ -387,6 +387,7 @@ async def test_a_credit_writes_the_jobs_the_workers_read(
     payloads = await outbox_payloads(db)
     assert payloads[f"activate:{subscription.id}:payment:{bought.payment.id}"] == {
         "subscription_id": subscription.id,
+        "payment_id": bought.payment.id,
         "max_attempts": 4,
     }
     notice = payloads[f"notify:payment:{bought.payment.id}"]

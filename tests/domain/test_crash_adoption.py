@@ -189,7 +189,10 @@ async def test_a_worker_killed_after_the_panel_created_the_account_is_adopted_on
     # the killed worker's claim was lost, which costs no attempt
     assert job == {"status": "done", "attempts": 1, "lost_claims": 1, "claimed_by": "survivor"}
     notices = await rows(
-        db, "select payload from outbox where kind = $1 order by id", job_kinds.NOTIFY
+        db, "select dedup_key, payload from outbox where kind = $1 order by id", job_kinds.NOTIFY
     )
-    assert [n["payload"]["template"] for n in notices] == ["payment_received", "access_ready"]
+    assert [(n["dedup_key"], n["payload"]["template"]) for n in notices] == [
+        (f"notify:payment:{checkout.payment.id}", "payment_received"),
+        (f"notify:access:{subscription.id}:payment:{checkout.payment.id}", "access_ready"),
+    ]
     assert alerts.alerts == []

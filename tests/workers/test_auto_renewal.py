@@ -83,6 +83,9 @@ async def test_a_due_subscription_is_renewed_from_the_balance(
     ]
     queued = await jobs(db)
     assert [j["kind"] for j in queued] == [job_kinds.ACTIVATE, job_kinds.NOTIFY]
+    paid = await fetch(db, "select id::text as id from payments")
+    # the activation names the payment: its access message follows (one per payment)
+    assert queued[0]["payload"] == {"subscription_id": sid, "payment_id": paid[0]["id"]}
     assert queued[1]["payload"]["template"] == "renewed"
     assert queued[1]["payload"]["params"]["balance_minor"] == 50_000 - PRICE
     await AutoRenewal(services).iteration(CTX)  # out of the lead window now

@@ -10,8 +10,8 @@ failed, and no money moved. It is skipped with a warning, without an answer.
 brought it; its sender is the payer. It goes to ``Billing.confirm_telegram`` (no HTTP door
 leads there), which credits a charge exactly once, so this handler is safe to run again
 after a crash. The user hears about a credited payment from the notifier
-(``payment_received``, then ``access_ready``), and about a refused one here, with the
-reason.
+(``payment_received``, then ``access_ready`` or ``access_extended`` once the panel has
+it), and about a refused one here, with the reason.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from runtime.billing import PLANS_START_PARAMETER, TOPUP_START_PARAMETER, Checko
 from runtime.catalog import Plan
 from runtime.failures import DependencyError, DomainError
 from runtime.logs import get_logger, log_failure
+from runtime.storage.balance_payments import Basis, Outcome
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
 
@@ -153,7 +154,50 @@ async def plan_details(
         duration=ctx.days(lang, plan.duration.days),
         limits="\n".join(limits),
     )
-    await show(query, bot, text, kb.pay_options(ctx, lang, plan, providers))
+    offer = await call_trio(ctx.svc.balance_offer, query.from_user.id, plan.id)
+    from_balance = None
+    if offer is not None and offer.covered:
+        from_balance = (
+            ctx.money(offer.price_minor, offer.currency),
+            kb.BalanceCb(plan=plan.id, sub=offer.basis.subscription_id, at=offer.basis.mark),
+        )
+    await show(query, bot, text, kb.pay_options(ctx, lang, plan, providers, from_balance))
+
+
+async def pay_from_balance(
+    query: CallbackQuery, callback_data: kb.BalanceCb, bot: Bot, ctx: BotContext, lang: str
+) -> None:
+    """Charged once per screen: a second click, or this update run again, shows what the
+    first one bought (``Billing.pay_from_balance``)."""
+    plan = ctx.catalog.find(callback_data.plan)
+    currency = ctx.settings.billing.balance_currency
+    price = plan.price_in(currency) if plan is not None else None
+    if plan is None or price is None:
+        await show(query, bot, ctx.t(lang, "checkout.unavailable"), kb.back_home(ctx, lang))
+        return
+    basis = Basis(callback_data.sub, callback_data.at)
+    try:
+        result = await call_trio(ctx.svc.pay_from_balance, query.from_user.id, plan.id, basis)
+    except DomainError:
+        await show(query, bot, ctx.t(lang, "checkout.unavailable"), kb.back_home(ctx, lang))
+        return
+    left = ctx.money(result.balance_minor, currency)
+    if result.outcome in (Outcome.PAID, Outcome.ALREADY_PAID) and result.subscription:
+        text = ctx.t(
+            lang,
+            "checkout.balance_paid",
+            price=ctx.money(price, currency),
+            balance=left,
+            expires=ctx.date(result.subscription.expires_at),
+        )
+        await show(query, bot, text, kb.to_subscription(ctx, lang))
+    elif result.outcome is Outcome.INSUFFICIENT:
+        text = ctx.t(
+            lang, "checkout.balance_insufficient", price=ctx.money(price, currency), balance=left
+        )
+        await show(query, bot, text, kb.top_up_or_home(ctx, lang))
+    else:
+        await show(query, bot, ctx.t(lang, "checkout.balance_changed"), kb.to_plan(ctx, lang, plan))
 
 
 async def buy(
@@ -432,6 +476,7 @@ def build_router() -> Router:
     router.message.register(plans, Command("buy"))
     router.callback_query.register(plan_details, kb.PlanCb.filter())
     router.callback_query.register(buy, kb.BuyCb.filter())
+    router.callback_query.register(pay_from_balance, kb.BalanceCb.filter())
     router.callback_query.register(my_subscription, kb.Nav.filter(F.to == "sub"))
     router.message.register(my_subscription, Command("subscription"))
     router.callback_query.register(qr_code, kb.QrCb.filter())
