@@ -499,7 +499,7 @@ async def test_a_forwarded_invoice_cannot_be_paid_by_someone_else(
 
 def expiry_text(moment: datetime) -> str:
     """An expiry as the messages show it."""
-    return str(template_params({"expires_at": moment.isoformat()})["expires"])
+    return str(template_params({"expires_at": moment.isoformat()}, "en")["expires"])
 
 
 @pytest.mark.parametrize("mode", ["polling"])
@@ -545,7 +545,7 @@ async def test_every_payment_ends_in_a_message_and_the_balance_pays_once(
         plans = await user.wait_for_message(after=hello)
         user.press(plans, text="1 month")
         plan = await emulator.wait_until(  # this screen, not the first purchase's
-            newest(emulator, user, lambda m: has_button(m, "Pay from balance (199.00")),
+            newest(emulator, user, lambda m: has_button(m, "Pay from balance (₽199.00")),
             what="the plan with a button to pay from the balance",
         )
         assert plan.message_id == plans.message_id
@@ -553,7 +553,7 @@ async def test_every_payment_ends_in_a_message_and_the_balance_pays_once(
         for click in clicks:
             await emulator.wait_for_answer(click)
         paid = await shown(emulator, user, "from your balance")
-        assert "Balance left: 301.00" in paid.content
+        assert "Balance left: ₽301.00" in paid.content
         await emulator.wait_drained()
         await eventually(
             shop, "select count(*) from telegram_updates where processed_at is null", 0

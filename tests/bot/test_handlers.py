@@ -697,13 +697,13 @@ async def test_the_balance_pays_for_a_plan_once_when_it_covers_the_price(
     await set_balance(50000)
     calls = await driver.press(USER, kb.PlanCb(plan="month"))
     (button,) = balance_buttons(calls)
-    assert button["text"] == "💰 Pay from balance (199.00 ₽)"
+    assert button["text"] == "💰 Pay from balance (₽199.00)"
     screens = []
     for _ in range(2):  # a double click
         screens += by_method(await driver.press(USER, button["callback_data"]), "editMessageText")
     assert len(screens) == 2
     for screen in screens:
-        assert screen.text.startswith("Paid 199.00 ₽ from your balance. Balance left: 301.00 ₽.")
+        assert screen.text.startswith("Paid ₽199.00 from your balance. Balance left: ₽301.00.")
     charged = await shop.fetch("select amount_minor, purpose from payments")
     assert charged == [{"amount_minor": 19900, "purpose": "renewal"}]
     assert await shop.value("select balance_minor from users where telegram_id = $1", USER) == (
@@ -718,7 +718,7 @@ async def test_the_balance_pays_for_a_plan_once_when_it_covers_the_price(
     current = kb.BalanceCb(plan="month", sub=sub["id"], at=int(sub["expires_at"].timestamp()))
     calls = await driver.press(USER, current)
     (screen,) = by_method(calls, "editMessageText")
-    assert screen.text == "Your balance (1.00 ₽) does not cover 199.00 ₽. Nothing was charged."
+    assert screen.text == "Your balance (₽1.00) does not cover ₽199.00. Nothing was charged."
     assert "💰 Top up" in labels(calls)
     assert await shop.value("select count(*) from payments") == 1
     assert_translated(calls)

@@ -150,7 +150,7 @@ def shown(notice: dict[str, Any]) -> list[Text | Photo]:
 
 
 def expires_text(moment: datetime) -> str:
-    return str(template_params({"expires_at": moment.isoformat()})["expires"])
+    return str(template_params({"expires_at": moment.isoformat()}, "en")["expires"])
 
 
 # -- one message per payment -----------------------------------------------------------------

@@ -158,7 +158,7 @@ async def plan_details(
     from_balance = None
     if offer is not None and offer.covered:
         from_balance = (
-            ctx.money(offer.price_minor, offer.currency),
+            ctx.money(offer.price_minor, offer.currency, lang=lang),
             kb.BalanceCb(plan=plan.id, sub=offer.basis.subscription_id, at=offer.basis.mark),
         )
     await show(query, bot, text, kb.pay_options(ctx, lang, plan, providers, from_balance))
@@ -181,19 +181,22 @@ async def pay_from_balance(
     except DomainError:
         await show(query, bot, ctx.t(lang, "checkout.unavailable"), kb.back_home(ctx, lang))
         return
-    left = ctx.money(result.balance_minor, currency)
+    left = ctx.money(result.balance_minor, currency, lang=lang)
     if result.outcome in (Outcome.PAID, Outcome.ALREADY_PAID) and result.subscription:
         text = ctx.t(
             lang,
             "checkout.balance_paid",
-            price=ctx.money(price, currency),
+            price=ctx.money(price, currency, lang=lang),
             balance=left,
-            expires=ctx.date(result.subscription.expires_at),
+            expires=ctx.date(result.subscription.expires_at, lang=lang),
         )
         await show(query, bot, text, kb.to_subscription(ctx, lang))
     elif result.outcome is Outcome.INSUFFICIENT:
         text = ctx.t(
-            lang, "checkout.balance_insufficient", price=ctx.money(price, currency), balance=left
+            lang,
+            "checkout.balance_insufficient",
+            price=ctx.money(price, currency, lang=lang),
+            balance=left,
         )
         await show(query, bot, text, kb.top_up_or_home(ctx, lang))
     else:
