@@ -4,7 +4,6 @@ Chromium for the pages, for the end-to-end tests."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.sandbox_env import sandbox_env
 from tests.integration.test_process import ROOT, free_port, get_status, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -51,13 +51,7 @@ class SandboxProcess:
         assert self.process is None, "already running"
         self.starts += 1
         self.http_port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "VPNBOT_CONFIG")},
-            "PYTHONPATH": str(ROOT),
-            "VPNBOT_HTTP__PORT": str(self.http_port),
-            "VPNBOT_HTTP__PUBLIC__PORT": "0",
-            "VPNBOT_SERVICE__LOG_FORMAT": "json",
-        }
+        env = sandbox_env(self.http_port)
         command = [sys.executable, str(ROOT / "supervisor.py"), "run"]
         command += ["--telegram-port", str(free_port()), *extra]
         with self.output.open("w") as out:

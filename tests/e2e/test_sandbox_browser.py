@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.sandbox_env import sandbox_env
 from tests.integration.test_process import ROOT, free_port, get_status, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,17 +27,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[int]:
     http_port, telegram_port = free_port(), free_port()
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("NOTIFY_SOCKET", "VPNBOT_CONFIG") and not k.startswith("VPNBOT_TEST_")
-        },
-        "PYTHONPATH": str(ROOT),
-        "VPNBOT_HTTP__PORT": str(http_port),
-        "VPNBOT_HTTP__PUBLIC__PORT": "0",
-        "VPNBOT_SERVICE__LOG_FORMAT": "json",
-    }
+    env = sandbox_env(http_port)
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "supervisor.py"), "run", "--telegram-port", str(telegram_port)],
         cwd=tmp_path,

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.sandbox_env import sandbox_env
 from tests.integration.test_process import ROOT, free_port, get_status, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -50,18 +51,7 @@ class Sandbox:
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     cwd = tmp_path_factory.mktemp("sandbox")
     http_port, telegram_port = free_port(), free_port()
-    env = {
-        # VPNBOT_TEST_* are this suite's switches: the runtime would take them for settings
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("NOTIFY_SOCKET", "VPNBOT_CONFIG") and not k.startswith("VPNBOT_TEST_")
-        },
-        "PYTHONPATH": str(ROOT),
-        "VPNBOT_HTTP__PORT": str(http_port),
-        "VPNBOT_HTTP__PUBLIC__PORT": "0",
-        "VPNBOT_SERVICE__LOG_FORMAT": "json",
-    }
+    env = sandbox_env(http_port)
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "supervisor.py"), "run", "--telegram-port", str(telegram_port)],
         cwd=cwd,
