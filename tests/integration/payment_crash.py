@@ -137,7 +137,7 @@ class PaymentCrash:
         return [
             m
             for m in self.emulator.messages(self.user.id, from_bot=True)
-            if "topped up by 7.77" in (m.content or "")
+            if "topped up by" in (m.content or "") and "7.77" in (m.content or "")
         ]
 
     async def state(self) -> dict[str, Any]:

@@ -173,17 +173,25 @@ async def test_a_restart_takes_over_its_own_leases_and_claims_at_once(
             await until(confirmed, seconds=PATIENCE, what="Payment received", every=0.02)
             took = trio.current_time() - ready_at
 
+            missing: list[str] = []
+
             async def all_done() -> bool:
                 state = await crash.state()
-                return bool(
-                    state["update"]["done"]
-                    and state["job"]["status"] == "done"
-                    and crash.hung_delivered()
-                    and emulator.messages(TRIAL_USER, from_bot=True)
-                    and set(await leases_of(db, "alpha")) == LEASES
-                )
+                holds = set(await leases_of(db, "alpha"))
+                checks = {
+                    "the held update handled": state["update"]["done"],
+                    "the held job done": state["job"]["status"] == "done",
+                    "the hung message delivered": crash.hung_delivered(),
+                    "the trial's message sent": emulator.messages(TRIAL_USER, from_bot=True),
+                    f"alpha's leases (lacking {LEASES - holds})": holds == LEASES,
+                }
+                missing[:] = [name for name, ok in checks.items() if not ok]
+                return not missing
 
-            await until(all_done, seconds=PATIENCE, what="alpha's takeover")
+            try:
+                await until(all_done, seconds=PATIENCE, what="alpha's takeover")
+            except AssertionError as failed:
+                raise AssertionError(f"{failed}; still missing: {', '.join(missing)}") from None
             after = await leases_of(db, "alpha")
             print(f"\nrestart ready -> 'Payment received': {took:.2f} s")
         finally:
