@@ -333,6 +333,10 @@ async def serve(runtime: Runtime, *, early: EarlyStart | None = None) -> int:
     embedded server, a stop request already received).
     """
     starting = trio.CancelScope()
+    if early is not None:
+        for endpoint, name in ((runtime.http, "operator"), (runtime.public_http, "public")):
+            if endpoint is not None:
+                endpoint.adopt(early.ports.get(name))
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal, runtime.supervisor, starting, early)
         code = await _serve(runtime, starting, early)
@@ -342,6 +346,7 @@ async def serve(runtime: Runtime, *, early: EarlyStart | None = None) -> int:
 
 async def _serve(runtime: Runtime, starting: trio.CancelScope, early: EarlyStart | None) -> int:
     log = get_logger("supervisor")
+    progress = early.progress if early is not None else _silent
 
     def leaked(message: str, error: BaseException | None) -> None:
         runtime.alerts.submit(
@@ -361,7 +366,11 @@ async def _serve(runtime: Runtime, starting: trio.CancelScope, early: EarlyStart
             with starting:
                 try:
                     opened = await connect(runtime.settings.database, early=early)
-                    await ensure_schema(opened, auto_migrate=runtime.settings.database.auto_migrate)
+                    await ensure_schema(
+                        opened,
+                        auto_migrate=runtime.settings.database.auto_migrate,
+                        progress=progress,
+                    )
                     runtime.services.provide_db(opened.db)
                     lock = InstanceLock(opened.db, runtime.services.instance_id)
                     await _take_over(runtime, lock)
@@ -374,6 +383,7 @@ async def _serve(runtime: Runtime, starting: trio.CancelScope, early: EarlyStart
                 log.info("stopped during the start", exit_code=EX_OK)
                 return EX_OK
             runtime.start_domain()
+            progress("starting the workers and the bot…")
             return await _supervise(runtime, lock)
         finally:
             with trio.CancelScope(shield=True):
@@ -381,6 +391,10 @@ async def _serve(runtime: Runtime, starting: trio.CancelScope, early: EarlyStart
                     await lock.close()
                 if opened is not None:
                     await opened.close()
+
+
+def _silent(text: str) -> None:
+    pass
 
 
 async def _take_over(runtime: Runtime, lock: InstanceLock) -> None:

@@ -12,11 +12,14 @@ from starlette.routing import Route
 
 from runtime.app import base_url, build_runtime, serve
 from runtime.app._early import EarlyStart
+from runtime.app._ports import BoundPorts
 from runtime.config import Settings
 from runtime.logs import get_logger
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
+
+from ._banner import announce_when_served
 
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_PASSWORD = "sandbox-panel-password"
@@ -110,6 +113,7 @@ async def run_sandbox(
 
     ``early``: what the command line started before (see ``serve``)."""
     log = get_logger("sandbox")
+    bound = early.ports if early is not None else BoundPorts()
     emulator = TelegramEmulator(
         bot_username="vpnbot_sandbox_bot", bot_name="VPN Sandbox", retention=SANDBOX_RETENTION
     )
@@ -117,7 +121,9 @@ async def run_sandbox(
     cryptobot = FakeCryptoBot(CRYPTOBOT_TOKEN)
     async with trio.open_nursery() as nursery:
         telegram_url: str = await nursery.start(
-            lambda task_status: emulator.serve(port=ports.telegram, task_status=task_status)
+            lambda task_status: emulator.serve(
+                port=ports.telegram, sock=bound.get("telegram"), task_status=task_status
+            )
         )
         panel_url: str = await nursery.start(panel.serve)
         cryptobot_url: str = await nursery.start(cryptobot.serve)
@@ -134,24 +140,15 @@ async def run_sandbox(
             operator_routes=[chat_page_route(telegram_url)],
             production=False,
         )
-        operator = base_url(settings.http.host, settings.http.port)
-        log.info(
-            "sandbox ready",
-            chat=f"{operator}/sandbox",
-            status=f"{operator}/status",
-            stop="Ctrl+C",
-        )
-        lines = [
-            "",
-            "vpnbot sandbox: the real runtime against local stand-ins",
-            f"  chat with the bot:  {operator}/sandbox",
-            f"  actor table:        {operator}/status",
-            f"  metrics:            {operator}/metrics",
-        ]
-        if settings.http.public.enabled:
-            public = base_url(settings.http.public.host, settings.http.public.port)
-            lines.append(f"  webhooks (public):  {public}/webhooks/payments/<provider>")
-        print("\n".join([*lines, "  stop:               Ctrl+C", ""]), flush=True)
+        http = settings.http
+        if http.enabled:
+            operator = base_url(http.host, bound.port("operator") or http.port)
+            public = None
+            if http.public.enabled:
+                public = base_url(http.public.host, bound.port("public") or http.public.port)
+            nursery.start_soon(announce_when_served, operator, public)
+        else:
+            log.warning("the operator listener is off (http.enabled): no chat page")
         code = await serve(runtime, early=early)
         nursery.cancel_scope.cancel()
     return code
