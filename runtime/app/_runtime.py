@@ -47,6 +47,7 @@ from ._listeners import PUBLIC_HTTP_ACTOR, listeners
 from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._preflight import Preflight
 from ._services import plugin_services
+from ._settle import settle_when_ready
 from .exit_codes import EX_CONFIG, EX_OK, EX_TEMPFAIL
 
 
@@ -432,6 +433,7 @@ async def _supervise(runtime: Runtime, lock: InstanceLock) -> int:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(keep_instance, lock, instance_lost)
+        nursery.start_soon(settle_when_ready, runtime.supervisor.ready)
         log.info(
             "starting",
             actors=[s.name for s in runtime.supervisor.statuses],

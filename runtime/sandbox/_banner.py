@@ -15,6 +15,7 @@ import httpx
 import trio
 
 from runtime.logs import get_logger
+from runtime.plugin_api.peer import shared_tls_context
 
 POLL_SECONDS = 0.2
 REQUEST_TIMEOUT = 5.0
@@ -56,7 +57,7 @@ async def announce_when_served(
 ) -> None:
     """Print the banner once ``{operator}/sandbox`` answers 200, then a line once
     ``/readyz`` does. Runs until both happened (the caller cancels it at a stop)."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=shared_tls_context()) as client:
         await wait_until_answers(client, f"{operator}/sandbox")
         get_logger("sandbox").info(
             "sandbox ready", chat=f"{operator}/sandbox", status=f"{operator}/status", stop="Ctrl+C"
