@@ -2,7 +2,8 @@
 
 The imports and the assembly leave freed memory inside the allocator's heap, and hundreds
 of thousands of objects (modules, classes, pydantic's schemas) that live as long as the
-process. Once every critical actor is up: one full collection, then ``gc.freeze()`` (the
+process. A little after every critical actor is up (not at once: the first requests that
+see the service ready are not held up by it): one full collection, then ``gc.freeze()`` (the
 survivors leave the collector's generations, so later collections stop walking them), and
 glibc's ``malloc_trim(0)``, which gives the heap's free pages back to the system.
 """
@@ -32,6 +33,10 @@ def malloc_trim() -> bool:
     return True
 
 
+SETTLE_AFTER_SECONDS = 2.0
+
+
 async def settle_when_ready(ready: trio.Event) -> None:
     await ready.wait()
+    await trio.sleep(SETTLE_AFTER_SECONDS)
     settle()

@@ -3,8 +3,8 @@
 A banner that says "chat with the bot" while the page does not answer yet (the database
 still starting) or never will (its port taken) sends the reader to a dead link. So the
 sandbox asks for the page itself, on the operator listener, and prints the banner after the
-first 200; then it says when the bot is ready too (``/readyz``), which may come later on a
-first start (the bot's import).
+first 200; then it says when the bot is ready too (what ``/readyz`` reports), which may
+come later on a first start (the bot's import).
 """
 
 from __future__ import annotations
@@ -53,17 +53,25 @@ def _print(text: str) -> None:
 
 
 async def announce_when_served(
-    operator: str, public: str | None, say: Callable[[str], None] = _print
+    operator: str,
+    public: str | None,
+    ready: trio.Event,
+    say: Callable[[str], None] = _print,
 ) -> None:
-    """Print the banner once ``{operator}/sandbox`` answers 200, then a line once
-    ``/readyz`` does. Runs until both happened (the caller cancels it at a stop)."""
+    """Print the banner once ``{operator}/sandbox`` answers 200, then a line once the
+    supervisor is ``ready`` (every critical actor up: what ``/readyz`` reports). Runs until
+    both happened (the caller cancels it at a stop).
+
+    The page is asked for until it answers; while its listener is not serving yet, a
+    request waits in the socket's backlog (bound at the start) rather than being refused,
+    so this is a few requests, not a busy loop. Readiness is waited for in-process."""
     async with httpx.AsyncClient(verify=shared_tls_context()) as client:
         await wait_until_answers(client, f"{operator}/sandbox")
-        get_logger("sandbox").info(
-            "sandbox ready", chat=f"{operator}/sandbox", status=f"{operator}/status", stop="Ctrl+C"
-        )
-        say(banner(operator, public))
-        if not await answers(client, f"{operator}/readyz"):
-            say("vpnbot: the bot is still starting: it answers in the chat once ready…")
-            await wait_until_answers(client, f"{operator}/readyz")
-        say("vpnbot: the bot is ready")
+    get_logger("sandbox").info(
+        "sandbox ready", chat=f"{operator}/sandbox", status=f"{operator}/status", stop="Ctrl+C"
+    )
+    say(banner(operator, public))
+    if not ready.is_set():
+        say("vpnbot: the bot is still starting: it answers in the chat once ready…")
+        await ready.wait()
+    say("vpnbot: the bot is ready")

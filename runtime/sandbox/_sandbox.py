@@ -146,7 +146,7 @@ async def run_sandbox(
             public = None
             if http.public.enabled:
                 public = base_url(http.public.host, bound.port("public") or http.public.port)
-            nursery.start_soon(announce_when_served, operator, public)
+            nursery.start_soon(announce_when_served, operator, public, runtime.supervisor.ready)
         else:
             log.warning("the operator listener is off (http.enabled): no chat page")
         code = await serve(runtime, early=early)

@@ -11,7 +11,7 @@ import trio.testing
 from runtime.app._settle import malloc_trim, settle_when_ready
 
 
-async def test_once_ready_the_heap_is_frozen_and_trimmed() -> None:
+async def test_once_ready_the_heap_is_frozen_and_trimmed(autojump_clock: trio.abc.Clock) -> None:
     ready = trio.Event()
     frozen_before = gc.get_freeze_count()
     try:
@@ -20,6 +20,8 @@ async def test_once_ready_the_heap_is_frozen_and_trimmed() -> None:
             await trio.testing.wait_all_tasks_blocked()
             assert gc.get_freeze_count() == frozen_before
             ready.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert gc.get_freeze_count() == frozen_before, "not at once: requests come first"
         assert gc.get_freeze_count() > frozen_before
     finally:
         gc.unfreeze()
