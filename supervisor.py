@@ -11,8 +11,9 @@
                                         process them again
 
 Exit codes: 0 clean stop, 69 instance unreachable (status), 70 unexpected error,
-75 temporary (a failure budget escalated, the database is unreachable: systemd restarts
-the service), 78 the configuration or the database schema needs an operator.
+71 a listening port cannot be bound (the message names it and its setting), 75 temporary
+(a failure budget escalated, the database is unreachable: systemd restarts the service),
+78 the configuration or the database schema needs an operator.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from runtime.app._early import EarlyStart
     from runtime.config import Settings
 
-from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE
+from runtime.app.exit_codes import EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE, EX_UNAVAILABLE
 
 # Each command imports what it uses when it runs: `vpnbot --help`, `status` or `check-config`
 # never pay for the bot (aiogram), and only `run` pays for the HTTP server.
@@ -89,6 +90,10 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], early: EarlyStart
     sandbox = args.sandbox or path is None
     if args.fresh and not _start_afresh(path, settings):
         return EX_CONFIG
+    if sandbox:
+        early.progress = _say
+    if not _bind_ports(settings, args.telegram_port if sandbox else None, early):
+        return EX_OSERR
     if settings.database.dsn is None:
         early.start_server(Path(settings.database.data_dir))
     if sandbox or settings.telegram.token is not None:
@@ -150,6 +155,34 @@ def _start_afresh(path: Path | None, settings: Settings) -> bool:
         + (", ".join(str(p) for p in removed) if removed else "nothing (no state yet)"),
         file=sys.stderr,
     )
+    return True
+
+
+def _say(text: str) -> None:
+    print(f"vpnbot: {text}", flush=True)
+
+
+def _bind_ports(settings: Settings, telegram_port: int | None, early: EarlyStart) -> bool:
+    """Bind every listening port before anything slow starts; False (said on stderr) when
+    one cannot be bound. ``telegram_port``: the sandbox's emulator."""
+    from runtime.app._ports import PortUnavailable, PortUse, http_ports
+
+    uses = http_ports(settings)
+    if telegram_port is not None:
+        uses.append(
+            PortUse(
+                "telegram",
+                "the sandbox's Telegram emulator",
+                "127.0.0.1",
+                telegram_port,
+                "vpnbot run --telegram-port",
+            )
+        )
+    try:
+        early.ports.bind(uses)
+    except PortUnavailable as exc:
+        print(f"vpnbot run: {exc}", file=sys.stderr)
+        return False
     return True
 
 

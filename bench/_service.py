@@ -53,6 +53,9 @@ dsn = "{dsn}"
 [http]
 port = {port}
 
+[http.public]
+port = 0
+
 [telegram]
 token = "{TOKEN}"
 api_base = "{telegram}"

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from runtime.alerts import Alert, AlertDeliveryError
+from runtime.plugin_api.peer import shared_tls_context
 
 from .webhook import _redact
 
@@ -70,7 +71,9 @@ class TelegramSink:
     async def send(self, alert: Alert) -> None:
         text = format_alert(alert)
         failures: list[str] = []
-        async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as client:
+        async with httpx.AsyncClient(
+            timeout=self._timeout, transport=self._transport, verify=shared_tls_context()
+        ) as client:
             for chat_id in self._chat_ids:
                 error = await self._send_one(client, chat_id, text)
                 if error is not None:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from runtime.alerts import Alert, AlertDeliveryError
+from runtime.plugin_api.peer import shared_tls_context
 
 SIGNATURE_HEADER = "X-Vpnbot-Signature"
 
@@ -68,7 +69,7 @@ class WebhookSink:
         failure: str | None = None
         try:
             async with httpx.AsyncClient(
-                timeout=self._timeout, transport=self._transport
+                timeout=self._timeout, transport=self._transport, verify=shared_tls_context()
             ) as client:
                 response = await client.post(self._url, content=body, headers=headers)
         except httpx.HTTPError as exc:

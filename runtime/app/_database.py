@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +91,12 @@ async def connect(settings: DatabaseSettings, *, early: EarlyStart | None = None
     return OpenDatabase(db, embedded)
 
 
-async def ensure_schema(opened: OpenDatabase, *, auto_migrate: bool) -> None:
-    """Refuse a database that is behind unless migrating is allowed (always for embedded)."""
+async def ensure_schema(
+    opened: OpenDatabase, *, auto_migrate: bool, progress: Callable[[str], None] | None = None
+) -> None:
+    """Refuse a database that is behind unless migrating is allowed (always for embedded).
+
+    ``progress`` is told before migrations are applied."""
     log = get_logger("storage")
     try:
         pending = await pending_migrations(opened.db)
@@ -104,6 +109,8 @@ async def ensure_schema(opened: OpenDatabase, *, auto_migrate: bool) -> None:
                 "run `vpnbot migrate`, or set database.auto_migrate = true",
                 EX_CONFIG,
             )
+        if progress is not None:
+            progress(f"migrating ({len(pending)} migration(s))…")
         applied = await apply_migrations(opened.db)
         log.info("migrations applied", migrations=[m.label for m in applied])
     except MigrationError as exc:

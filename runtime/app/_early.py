@@ -33,8 +33,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ._ports import BoundPorts
+
 if TYPE_CHECKING:
     from runtime.storage import EmbeddedPostgres
+
+
+def _silent(text: str) -> None:
+    pass
 
 
 class Terminated(BaseException):
@@ -60,6 +66,10 @@ class EarlyStart:
         self._server_start: Future[str] | None = None
         self._threads: list[threading.Thread] = []
         self._previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
+        self.ports = BoundPorts()
+        """The listening sockets bound first (``BoundPorts.bind``); closed by ``close``."""
+        self.progress: Callable[[str], None] = _silent
+        """Where the start says what it is doing (the sandbox prints it)."""
 
     def watch_signals(self) -> None:
         for signum in _STOP_SIGNALS:
@@ -96,6 +106,10 @@ class EarlyStart:
         from runtime.storage import EmbeddedPostgres
 
         server = self._server = EmbeddedPostgres(data_dir)
+        first = not (server.data_dir / "PG_VERSION").exists()
+        self.progress(
+            "starting PostgreSQL (first start: initdb)…" if first else "starting PostgreSQL…"
+        )
         started: Future[str] = Future()
         self._server_start = started
 
@@ -143,6 +157,7 @@ class EarlyStart:
             server.stop_blocking()
         for thread in self._threads:
             thread.join()
+        self.ports.close()
 
     def _start_thread(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=f"early-{name}", daemon=True)

@@ -47,6 +47,7 @@ from ._listeners import PUBLIC_HTTP_ACTOR, listeners
 from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._preflight import Preflight
 from ._services import plugin_services
+from ._settle import settle_when_ready
 from .exit_codes import EX_CONFIG, EX_OK, EX_TEMPFAIL
 
 
@@ -340,6 +341,10 @@ async def serve(
     tells its Telegram emulator where the inbox left off).
     """
     starting = trio.CancelScope()
+    if early is not None:
+        for endpoint, name in ((runtime.http, "operator"), (runtime.public_http, "public")):
+            if endpoint is not None:
+                endpoint.adopt(early.ports.get(name))
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal, runtime.supervisor, starting, early)
         code = await _serve(runtime, starting, early, on_connected)
@@ -354,6 +359,7 @@ async def _serve(
     on_connected: OnConnected | None,
 ) -> int:
     log = get_logger("supervisor")
+    progress = early.progress if early is not None else _silent
 
     def leaked(message: str, error: BaseException | None) -> None:
         runtime.alerts.submit(
@@ -373,7 +379,11 @@ async def _serve(
             with starting:
                 try:
                     opened = await connect(runtime.settings.database, early=early)
-                    await ensure_schema(opened, auto_migrate=runtime.settings.database.auto_migrate)
+                    await ensure_schema(
+                        opened,
+                        auto_migrate=runtime.settings.database.auto_migrate,
+                        progress=progress,
+                    )
                     runtime.services.provide_db(opened.db)
                     lock = InstanceLock(opened.db, runtime.services.instance_id)
                     await _take_over(runtime, lock)
@@ -388,6 +398,7 @@ async def _serve(
                 log.info("stopped during the start", exit_code=EX_OK)
                 return EX_OK
             runtime.start_domain()
+            progress("starting the workers and the bot…")
             return await _supervise(runtime, lock)
         finally:
             with trio.CancelScope(shield=True):
@@ -395,6 +406,10 @@ async def _serve(
                     await lock.close()
                 if opened is not None:
                     await opened.close()
+
+
+def _silent(text: str) -> None:
+    pass
 
 
 async def _take_over(runtime: Runtime, lock: InstanceLock) -> None:
@@ -432,6 +447,7 @@ async def _supervise(runtime: Runtime, lock: InstanceLock) -> int:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(keep_instance, lock, instance_lost)
+        nursery.start_soon(settle_when_ready, runtime.supervisor.ready)
         log.info(
             "starting",
             actors=[s.name for s in runtime.supervisor.statuses],

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from runtime.app import base_url, build_runtime, serve
 from runtime.app._early import EarlyStart
+from runtime.app._ports import BoundPorts
 from runtime.config import Settings
 from runtime.logs import get_logger, log_failure
 from runtime.storage import Database
@@ -22,6 +23,7 @@ from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
 from runtime.web import HttpEndpoint
 
+from ._banner import announce_when_served
 from ._icon import favicon_route
 from ._state import Kept, cryptobot_state_path, keep_saved, load_state, telegram_state_path
 
@@ -136,6 +138,7 @@ async def run_sandbox(
 
     ``early``: what the command line started before (see ``serve``)."""
     log = get_logger("sandbox")
+    bound = early.ports if early is not None else BoundPorts()
     emulator = TelegramEmulator(
         bot_username="vpnbot_sandbox_bot",
         bot_name="VPN Sandbox",
@@ -154,7 +157,9 @@ async def run_sandbox(
         for peer, path in kept:
             nursery.start_soon(keep_saved, peer, path)
         telegram_url: str = await nursery.start(
-            lambda task_status: emulator.serve(port=ports.telegram, task_status=task_status)
+            lambda task_status: emulator.serve(
+                port=ports.telegram, sock=bound.get("telegram"), task_status=task_status
+            )
         )
         panel_url: str = await nursery.start(panel.serve)
         cryptobot_url: str = await nursery.start(cryptobot.serve)
@@ -173,24 +178,15 @@ async def run_sandbox(
             production=False,
         )
         cryptobot.webhook_url = lambda: _webhook_url(runtime.public_http, "cryptobot")
-        operator = base_url(settings.http.host, settings.http.port)
-        log.info(
-            "sandbox ready",
-            chat=f"{operator}/sandbox",
-            status=f"{operator}/status",
-            stop="Ctrl+C",
-        )
-        lines = [
-            "",
-            "vpnbot sandbox: the real runtime against local stand-ins",
-            f"  chat with the bot:  {operator}/sandbox",
-            f"  actor table:        {operator}/status",
-            f"  metrics:            {operator}/metrics",
-        ]
-        if settings.http.public.enabled:
-            public = base_url(settings.http.public.host, settings.http.public.port)
-            lines.append(f"  webhooks (public):  {public}/webhooks/payments/<provider>")
-        print("\n".join([*lines, "  stop:               Ctrl+C", ""]), flush=True)
+        http = settings.http
+        if http.enabled:
+            operator = base_url(http.host, bound.port("operator") or http.port)
+            public = None
+            if http.public.enabled:
+                public = base_url(http.public.host, bound.port("public") or http.public.port)
+            nursery.start_soon(announce_when_served, operator, public, runtime.supervisor.ready)
+        else:
+            log.warning("the operator listener is off (http.enabled): no chat page")
         code = await serve(
             runtime, early=early, on_connected=lambda db: continue_updates(emulator, db)
         )

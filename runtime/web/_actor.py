@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,12 @@ DEFAULT_LIMITS = RequestLimits()
 _APP_QUEUE = 2
 """Body chunks (up to 64 KiB each) hypercorn holds per request while the route is not
 reading: what an unread upload can cost us, per connection."""
+
+
+def hypercorn_bind(sock: socket.socket) -> str:
+    """hypercorn's ``bind`` to serve ``sock``: a duplicate of it, which hypercorn owns and
+    closes when it stops."""
+    return f"fd://{os.dup(sock.fileno())}"
 
 
 class HttpEndpoint:
@@ -45,6 +53,14 @@ class HttpEndpoint:
         self.name = name
         self._on_listening = on_listening
         self.urls: list[str] = []
+        self._socket: socket.socket | None = None
+
+    def adopt(self, sock: socket.socket | None) -> None:
+        """Serve ``sock`` (bound and listening already) instead of binding ``host:port``.
+
+        The caller keeps it open: each start serves a duplicate, so the port stays ours
+        across restarts of the actor."""
+        self._socket = sock
 
     def _config(self) -> Config:
         from hypercorn.config import Config
@@ -52,6 +68,8 @@ class HttpEndpoint:
         config = Config()
         host = f"[{self._host}]" if ":" in self._host else self._host
         config.bind = [f"{host}:{self._port}"]
+        if self._socket is not None:
+            config.bind = [hypercorn_bind(self._socket)]
         config.accesslog = None
         config.errorlog = None
         config.graceful_timeout = 3.0

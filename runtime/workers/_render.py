@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import segno
-
 from runtime.i18n import Translator, format_date, format_money
 
 BROADCAST = "broadcast"
@@ -45,6 +43,8 @@ class BadNotification(ValueError):
 
 def qr_png(data: str, *, scale: int = 8, border: int = 4) -> bytes:
     """``data`` as a QR code PNG, in memory."""
+    import segno  # only when an access link is sent: not a cost of every start
+
     code = segno.make(data, error="m", boost_error=True, micro=False)
     out = io.BytesIO()
     code.save(out, kind="png", scale=scale, border=border)

@@ -299,13 +299,18 @@ budget_max_failures = "many"
     assert "http.prot" in check.stderr
 
 
+ANY_PORTS = {"VPNBOT_HTTP__PORT": "0", "VPNBOT_HTTP__PUBLIC__PORT": "0"}
+"""Listeners on ports of the system's choosing: these runs are about their exit code, and
+``run`` binds its ports before anything else (a taken default port would exit 71)."""
+
+
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "supervisor.py"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **ANY_PORTS, "PYTHONPATH": str(ROOT)},
     )
 
 
@@ -416,7 +421,7 @@ def _cli(*args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **ANY_PORTS, "PYTHONPATH": str(ROOT)},
     )
 
 

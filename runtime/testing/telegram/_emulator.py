@@ -44,6 +44,8 @@ from ._state import (
 )
 
 if TYPE_CHECKING:
+    import socket
+
     import httpx
     from aiogram import Bot
     from aiogram.client.session.aiohttp import AiohttpSession
@@ -283,12 +285,16 @@ class TelegramEmulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        sock: socket.socket | None = None,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve until cancelled; ``task_status.started(url)``."""
+        """Serve until cancelled; ``task_status.started(url)``.
+
+        ``sock``: a socket bound and listening already, served instead of ``host:port``
+        (the caller keeps it open and closes it)."""
         from ._server import serve
 
-        await serve(self, host=host, port=port, task_status=task_status)
+        await serve(self, host=host, port=port, sock=sock, task_status=task_status)
 
     @asynccontextmanager
     async def running(self, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -165,10 +167,12 @@ async def serve(
     *,
     host: str,
     port: int,
+    sock: socket.socket | None = None,
     task_status: trio.TaskStatus[str],
 ) -> None:
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    # A socket given is served through a duplicate, which hypercorn closes when it stops.
+    config.bind = [f"fd://{os.dup(sock.fileno())}" if sock is not None else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
