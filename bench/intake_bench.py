@@ -154,6 +154,17 @@ def serve_vpnbot(api: str, dsn: str, token: str) -> None:
     if not profile:
         trio.run(main)
         return
+    if profile.endswith(".yappi"):  # every thread: the asyncio loop runs in one of its own
+        import yappi
+
+        yappi.set_clock_type("cpu")
+        yappi.start()
+        try:
+            trio.run(main)
+        finally:
+            yappi.stop()
+            yappi.get_func_stats().save(profile, type="pstat")
+        return
     import cProfile
 
     cProfile.runctx("trio.run(main)", globals(), {"trio": trio, "main": main}, profile)

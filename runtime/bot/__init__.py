@@ -159,4 +159,4 @@ def telegram_webhook_routes(services: Services) -> list[Route]:
         if bot is not None:
             bot.processor.wakeup.set()
 
-    return webhook_routes(services.settings, lambda: services.db, wake)
+    return webhook_routes(services.settings, lambda: services.db, wake, lambda: services.alerts)

@@ -19,7 +19,6 @@ from typing import Any
 
 import trio
 from aiogram import Bot, Dispatcher
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand, Update
 from starlette.routing import Route
@@ -37,6 +36,7 @@ from runtime.workers import wakeups_of
 
 from . import keyboards
 from ._context import BotContext
+from ._dispatch import JsonBodySession, await_plain_callables
 from ._inbox import InboxProcessor
 from ._middleware import HandlerBoundary
 from ._polling import ALLOWED_UPDATES, Poller
@@ -59,6 +59,7 @@ def build_dispatcher(ctx: BotContext, alerts: Callable[[], Any]) -> Dispatcher:
     dispatcher = Dispatcher(disable_fsm=True, ctx=ctx)
     dispatcher.update.outer_middleware(HandlerBoundary(ctx, alerts))
     dispatcher.include_routers(*routers())
+    await_plain_callables(dispatcher)
     return dispatcher
 
 
@@ -116,6 +117,7 @@ class TelegramBot:
             self._db,
             holder=services.lease_holder(POLLER_ACTOR),
             on_stored=self.processor.wakeup.set,
+            alerts=lambda: services.alerts,
             link=self.link,
             timeout=settings.bot.polling_timeout_seconds,
             lease_ttl=lease_ttl,
@@ -140,14 +142,16 @@ class TelegramBot:
         return bot_specs(self.settings, run_bot=self.run_bot, run_poller=self.run_poller)
 
     def webhook_routes(self) -> list[Route]:
-        return webhook_routes(self.settings, self._db, self.processor.wakeup.set)
+        return webhook_routes(
+            self.settings, self._db, self.processor.wakeup.set, lambda: self.services.alerts
+        )
 
     # -- Bot sessions --------------------------------------------------------------------
 
     def new_bot(self) -> Bot:
         """A Bot whose calls report to ``link``, and time out well inside a handler's
         time (a Telegram that does not answer is then seen as unreachable)."""
-        session = AiohttpSession(
+        session = JsonBodySession(
             api=TelegramAPIServer.from_base(self.settings.telegram.api_base),
             timeout=self.processor.handler_timeout / 2,
         )

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import trio
 from aiogram import Bot
+from aiogram.methods import GetUpdates
 
 from runtime.bridge import run_asyncio
 from runtime.logs import get_logger, log_failure
@@ -26,6 +27,7 @@ from runtime.storage.leases import LeaseKeeper, LeaseLost
 from runtime.supervision import ActorContext, Backoff, backoff_delay
 
 from ._inbox import report_failure
+from ._renumbered import AlertSubmitter, report_went_back
 from ._telegram_link import TelegramLink
 
 LEASE = "telegram-polling"
@@ -37,15 +39,18 @@ SHORT_POLL_PAUSE = 1.0
 _log = get_logger("bot.polling")
 
 
+class RawGetUpdates(GetUpdates):
+    """``getUpdates`` answered with the JSON objects Telegram sent, unparsed: they are
+    stored as they came and parsed once, when handled."""
+
+    __returning__ = list[dict[str, Any]]
+
+
 async def _get_updates(bot: Bot, offset: int | None, poll_seconds: int) -> list[dict[str, Any]]:
     """asyncio side: one getUpdates, as the JSON objects Telegram sent."""
-    updates = await bot.get_updates(
-        offset=offset,
-        timeout=poll_seconds,
-        allowed_updates=ALLOWED_UPDATES,
-        request_timeout=poll_seconds + 15,
-    )
-    return [u.model_dump(mode="json", exclude_unset=True, by_alias=True) for u in updates]
+    method = RawGetUpdates(offset=offset, timeout=poll_seconds, allowed_updates=ALLOWED_UPDATES)
+    updates = await bot(method, request_timeout=poll_seconds + 15)
+    return cast(list[dict[str, Any]], updates)
 
 
 class Poller:
@@ -55,6 +60,7 @@ class Poller:
         *,
         holder: str,
         on_stored: Callable[[], None],
+        alerts: Callable[[], AlertSubmitter] | None = None,
         timeout: int = 25,
         lease_ttl: float = 30.0,
         backoff: Backoff = POLL_BACKOFF,
@@ -64,6 +70,7 @@ class Poller:
         self.link = link if link is not None else TelegramLink()
         self.holder = holder
         self._on_stored = on_stored
+        self._alerts = alerts
         self.timeout = timeout
         self.lease_ttl = lease_ttl
         self.backoff = backoff
@@ -103,7 +110,7 @@ class Poller:
                     webhook_deleted = True
                 updates = await run_asyncio(_get_updates, bot, offset, self.timeout)
                 if updates:
-                    await self._store(updates, keeper)
+                    await self._store(updates, keeper, fresh_page=offset is None)
                     offset = max(int(u["update_id"]) for u in updates) + 1
                 elif self.timeout == 0:
                     await trio.sleep(SHORT_POLL_PAUSE)  # short polling: do not spin
@@ -123,13 +130,19 @@ class Poller:
                 failures = 0
                 ctx.record_success()
 
-    async def _store(self, updates: Sequence[dict[str, Any]], keeper: LeaseKeeper) -> None:
+    async def _store(
+        self, updates: Sequence[dict[str, Any]], keeper: LeaseKeeper, *, fresh_page: bool
+    ) -> None:
         """The whole page in one statement; the caller acknowledges it (the next offset)
-        only once this returned."""
+        only once this returned. ``fresh_page``: the first page since polling started."""
         lease = keeper.lease
         if lease is None:
             raise LeaseLost("the polling lease is not held")
-        self.stored += await inbox.store(self._db(), _storable(updates), lease=lease)
+        stored = await inbox.store(
+            self._db(), _storable(updates), lease=lease, fresh_page=fresh_page
+        )
+        self.stored += stored
+        report_went_back(stored, self._alerts)
         self._on_stored()
 
 

@@ -43,7 +43,10 @@ HOT_METHODS: tuple[type[TelegramMethod[Any]], ...] = (
 )
 """The methods the bot calls while it serves updates."""
 
-KEPT: tuple[type[Any], ...] = tuple(
-    Response[method.__returning__]  # type: ignore[name-defined]
-    for method in HOT_METHODS
+KEPT: tuple[type[Any], ...] = (
+    *(
+        Response[method.__returning__]  # type: ignore[name-defined]
+        for method in HOT_METHODS
+    ),
+    Response[list[dict[str, Any]]],  # the poller's getUpdates, unparsed
 )

@@ -136,6 +136,10 @@ class TelegramLink:
         self._back_since = -math.inf
         self._changed = trio.Event()
         self._probes = 0
+        self._down_reports = 0
+        """Failures handed over to trio by the middleware (asyncio's side writes it)."""
+        self._down_reports_seen = 0
+        """Those trio has taken in (trio's side writes it)."""
 
     @property
     def down(self) -> bool:
@@ -210,15 +214,24 @@ class TelegramLink:
         except Exception as exc:
             trouble = _trouble_of(exc)
             if trouble is not None and trouble.kind is Trouble.UNREACHABLE:
+                self._down_reports += 1
                 call_trio_soon(self._unreachable_since, trouble.description, started)
             elif isinstance(exc, TelegramAPIError) and evidence:
-                call_trio_soon(self.answered)  # Telegram answered; it refused this one call
+                self._answered_soon()  # Telegram answered; it refused this one call
             raise
         if evidence:
-            call_trio_soon(self.answered)
+            self._answered_soon()
         return response
 
+    def _answered_soon(self) -> None:
+        """Hand the answer over to trio only when it can change something: the link is
+        down, or a failure on its way there may take it down first. While Telegram
+        answers, a call costs no hand-over."""
+        if self.reason is not None or self._down_reports != self._down_reports_seen:
+            call_trio_soon(self.answered)
+
     def _unreachable_since(self, reason: str, call_started: float) -> None:
+        self._down_reports_seen += 1
         self.unreachable(reason, call_started=call_started)
 
     # -- waiting on it -----------------------------------------------------------------

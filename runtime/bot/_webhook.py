@@ -26,6 +26,8 @@ from runtime.logs import correlation, get_logger, log_failure
 from runtime.storage import Database, inbox
 from runtime.web import LimitedRoute
 
+from ._renumbered import AlertSubmitter, report_went_back
+
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY = 1 << 20
 """Telegram does not bound an update's size; 1 MiB holds the largest we have seen many times
@@ -42,7 +44,10 @@ def webhook_path(settings: Settings) -> str | None:
 
 
 def webhook_routes(
-    settings: Settings, db: Callable[[], Database], on_stored: Callable[[], None]
+    settings: Settings,
+    db: Callable[[], Database],
+    on_stored: Callable[[], None],
+    alerts: Callable[[], AlertSubmitter] | None = None,
 ) -> list[Route]:
     """The webhook route, or none unless ``bot.mode`` is ``webhook``."""
     path = webhook_path(settings)
@@ -76,10 +81,11 @@ def webhook_routes(
             return Response(status_code=400)
         with correlation(None, update_id=update_id):
             try:
-                await inbox.store(db(), [update])
+                stored = await inbox.store(db(), [update])
             except Exception as exc:
                 log_failure(_log, exc, operation="webhook")
                 return Response(status_code=503)
+            report_went_back(stored, alerts)
         on_stored()
         return Response(status_code=200)
 

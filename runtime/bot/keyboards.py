@@ -72,20 +72,43 @@ def home_button(ctx: BotContext, lang: str) -> InlineKeyboardButton:
     return _button(ctx.t(lang, "menu.home"), Nav(to="home"))
 
 
+_MENUS_KEPT = 64
+"""Main menus kept built, per context: a handful of languages times a few balances."""
+_menus: dict[int, tuple[BotContext, dict[tuple[str, bool, str], InlineKeyboardMarkup]]] = {}
+
+
 def main_menu(ctx: BotContext, lang: str, user: User | None) -> InlineKeyboardMarkup:
-    """Built row by row (no ``InlineKeyboardBuilder``: it deep-copies every button, the
-    most expensive part of answering ``/start``)."""
+    """Built once per language, trial offer and balance, and kept (the most frequent
+    answer: a keyboard is a dozen pydantic models, and it never changes once sent)."""
+    trial = ctx.catalog.trial is not None and (user is None or user.trial_used_at is None)
+    balance = ctx.money(
+        user.balance_minor if user else 0, ctx.settings.billing.balance_currency, lang=lang
+    )
+    held = _menus.get(id(ctx))
+    if held is None or held[0] is not ctx:
+        if len(_menus) >= _MENUS_KEPT:
+            _menus.clear()
+        held = _menus[id(ctx)] = (ctx, {})
+    menus = held[1]
+    key = (lang, trial, balance)
+    menu = menus.get(key)
+    if menu is None:
+        if len(menus) >= _MENUS_KEPT:
+            menus.clear()
+        menu = menus[key] = _build_main_menu(ctx, lang, trial, balance)
+    return menu
+
+
+def _build_main_menu(ctx: BotContext, lang: str, trial: bool, balance: str) -> InlineKeyboardMarkup:
+    """Built row by row (no ``InlineKeyboardBuilder``: it deep-copies every button)."""
     rows: list[list[InlineKeyboardButton]] = []
-    if ctx.catalog.trial is not None and (user is None or user.trial_used_at is None):
+    if trial:
         rows.append([_button(ctx.t(lang, "menu.trial"), Nav(to="trial"))])
     rows.append(
         [
             _button(ctx.t(lang, "menu.plans"), Nav(to="plans")),
             _button(ctx.t(lang, "menu.subscription"), Nav(to="sub")),
         ]
-    )
-    balance = ctx.money(
-        user.balance_minor if user else 0, ctx.settings.billing.balance_currency, lang=lang
     )
     rows.append(
         [

@@ -137,34 +137,137 @@ def check_update(update: object) -> int:
     return _valid(update)[0]
 
 
+RENUMBERED_KEYS = 2**62
+"""Where the keys of renumbered updates start: past any id Telegram gives."""
+_RENUMBER_LOCK = 0x7670_6E62_6952
+"""Serialises the processes that store renumbered updates (a transaction lock)."""
+
+
+class Stored(int):
+    """What ``store`` did: the number of updates that were new (renumbered ones included),
+    and those that came with an id going backwards:
+
+    - ``renumbered``: ``(id it came with, key it is kept under)`` of each update whose id
+      was stored already with other content: its sender numbered updates anew. It is kept
+      under a key of its own (``RENUMBERED_KEYS`` and up, in the order received) and
+      handled once like any other; a redelivery of it is recognised by its content;
+    - ``went_back``: ids of a fresh ``getUpdates`` page (the first after polling starts)
+      stored as new though lower than the highest id already settled.
+
+    The real Bot API never does either; an emulator that restarted does.
+    """
+
+    renumbered: tuple[tuple[int, int], ...]
+    went_back: tuple[int, ...]
+
+    def __new__(
+        cls,
+        new: int,
+        renumbered: Sequence[tuple[int, int]] = (),
+        went_back: Sequence[int] = (),
+    ) -> Stored:
+        stored = super().__new__(cls, new)
+        stored.renumbered = tuple(renumbered)
+        stored.went_back = tuple(went_back)
+        return stored
+
+    @property
+    def went_backwards(self) -> bool:
+        return bool(self.renumbered or self.went_back)
+
+
+_STORE = """
+with page as (
+    select u.update_id, u.payload, u.ord
+    from unnest($1::bigint[], $2::jsonb[]) with ordinality as u(update_id, payload, ord)
+),
+inserted as (
+    insert into telegram_updates (update_id, payload)
+    select update_id, payload from page
+    on conflict (update_id) do nothing
+    returning update_id
+),
+settled as (
+    select max(update_id) as top from telegram_updates
+    where $3 and update_id < $4 and processed_at is not null
+)
+select p.ord, p.update_id, i.update_id is not null as new,
+       coalesce(t.payload <> p.payload, false) as differs,
+       coalesce(p.update_id < s.top, false) as went_back
+from page p
+left join inserted i on i.update_id = p.update_id
+left join telegram_updates t on t.update_id = p.update_id
+cross join settled s
+order by p.ord
+"""
+# ``t`` is what was stored before this statement (a data-modifying CTE's rows are not
+# visible to the rest of it): an update just inserted joins no row there.
+
+_STORE_RENUMBERED = """
+with page as (
+    select u.payload, u.ord from unnest($1::jsonb[]) with ordinality as u(payload, ord)
+),
+unseen as (
+    select p.payload, p.ord from page p
+    where not exists (
+        select 1 from telegram_updates r where r.update_id >= $2 and r.payload = p.payload
+    )
+),
+top as (
+    select coalesce(max(update_id), $2 - 1) as top from telegram_updates where update_id >= $2
+)
+insert into telegram_updates (update_id, payload)
+select top.top + row_number() over (order by u.ord), u.payload from unseen u, top
+returning update_id, (payload ->> 'update_id')::bigint as telegram_update_id
+"""
+
+
 async def store(
-    db: Database, updates: Sequence[Mapping[str, Any]], *, lease: Lease | None = None
-) -> int:
+    db: Database,
+    updates: Sequence[Mapping[str, Any]],
+    *,
+    lease: Lease | None = None,
+    fresh_page: bool = False,
+) -> Stored:
     """Store updates (each a Bot API ``Update`` object as JSON) in one transaction.
 
-    Updates already stored are left as they are (a redelivery, a second webhook call).
-    Returns how many were new. With ``lease`` the write happens only while the lease is
-    current (``LeaseLost`` otherwise). Safe to retry, but not retried here: the caller
-    must not acknowledge when this raises.
+    An update already stored with the same content is left as it is (a redelivery, a
+    second webhook call); one whose id was stored with other content is new and kept
+    under a key of its own (see ``Stored``). Returns how many were new, with what went
+    backwards. ``fresh_page``: the updates are the first page of a ``getUpdates`` without
+    an offset, whose ids should all be above those already settled. With ``lease`` the
+    write happens only while the lease is current (``LeaseLost`` otherwise). Safe to
+    retry, but not retried here: the caller must not acknowledge when this raises.
     """
     rows = [_valid(update) for update in updates]
     if not rows and lease is None:
-        return 0
+        return Stored(0)
 
-    async def unit(conn: Connection) -> int:
+    async def unit(conn: Connection) -> Stored:
         if lease is not None:
             await check_fence(conn, lease)
         if not rows:
-            return 0
-        inserted = await conn.fetch(
-            "insert into telegram_updates (update_id, payload)"
-            " select u.update_id, u.payload from unnest($1::bigint[], $2::jsonb[])"
-            " as u(update_id, payload)"
-            " on conflict (update_id) do nothing returning update_id",
+            return Stored(0)
+        found = await conn.fetch(
+            _STORE,
             [r[0] for r in rows],
             [r[1] for r in rows],
+            fresh_page,
+            RENUMBERED_KEYS,
         )
-        return len(inserted)
+        new = {row["update_id"] for row in found if row["new"]}
+        went_back = sorted({row["update_id"] for row in found if row["new"] and row["went_back"]})
+        differing: list[dict[str, Any]] = []
+        for row in found:
+            payload = rows[row["ord"] - 1][1]
+            if row["differs"] and payload not in differing:
+                differing.append(payload)
+        if not differing:
+            return Stored(len(new), (), went_back)
+        await conn.execute("select pg_advisory_xact_lock($1)", _RENUMBER_LOCK)
+        kept = await conn.fetch(_STORE_RENUMBERED, differing, RENUMBERED_KEYS)
+        renumbered = sorted((row["telegram_update_id"], row["update_id"]) for row in kept)
+        return Stored(len(new) + len(kept), renumbered, went_back)
 
     return await db.transaction(unit)
 
