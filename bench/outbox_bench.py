@@ -29,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 KIND = "bench.job"
 SIDES = ("vpnbot", "vpnbot-1", "pgqueuer")
-"""``vpnbot``: claim a batch, complete it (two statements per batch, as the workers do);
-``vpnbot-1``: ``complete_and_claim`` (one statement per batch); pgqueuer: the peer."""
+"""``vpnbot``: ``outbox_lanes.drain``, two lanes per consumer, each completing a batch and
+claiming the next in one statement; ``vpnbot-1``: the same on one lane; pgqueuer: the peer."""
+LANES = {"vpnbot": 2, "vpnbot-1": 1}
 SETTINGS = ((1, 10), (4, 10), (1, 50), (4, 50))
 """(consumers, batch): the batch is both the enqueue batch and the claim batch."""
 
@@ -49,15 +50,16 @@ def _chunks(n: int, size: int) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def vpnbot_run(dsn: str, consumers: int, batch: int, jobs: int, *, combined: bool = False) -> Run:
-    """The project's outbox as its workers use it: trio tasks sharing one pool; each
-    claims a batch and completes it, or with ``combined`` completes it and claims the next
-    in one statement."""
+def vpnbot_run(dsn: str, consumers: int, batch: int, jobs: int, *, lanes: int = 2) -> Run:
+    """The project's outbox as its workers use it: trio tasks sharing one pool of a
+    connection per consumer and one more (the producer's, as pgqueuer's); each consumer
+    drains the queue with ``outbox_lanes.drain`` on ``lanes`` lanes."""
     sys.path.insert(0, str(ROOT))
     import trio
 
     from runtime.bridge import asyncio_loop
-    from runtime.storage import Database, outbox
+    from runtime.storage import Database, outbox, outbox_lanes
+    from runtime.storage.outbox import Claimed, Job
 
     async def main() -> Run:
         async with asyncio_loop():
@@ -71,22 +73,21 @@ def vpnbot_run(dsn: str, consumers: int, batch: int, jobs: int, *, combined: boo
                 enqueued = time.perf_counter()
                 done = 0
 
+                async def handle(claimed: Claimed) -> list[Job]:
+                    return claimed  # the side effect would happen here
+
                 async def consumer(owner: str) -> None:
                     nonlocal done
-                    got = await outbox.claim(
-                        db, kinds=[KIND], owner=owner, limit=batch, claim_seconds=60
+                    completed = await outbox_lanes.drain(
+                        db,
+                        handle,
+                        kinds=[KIND],
+                        owner=owner,
+                        limit=batch,
+                        claim_seconds=60,
+                        lanes=lanes,
                     )
-                    while got:
-                        if combined:
-                            counted, got = await outbox.complete_and_claim(
-                                db, got, kinds=[KIND], owner=owner, limit=batch, claim_seconds=60
-                            )
-                        else:
-                            counted = await outbox.complete(db, got, owner=owner)
-                            got = await outbox.claim(
-                                db, kinds=[KIND], owner=owner, limit=batch, claim_seconds=60
-                            )
-                        done += len(counted)  # not `done += await ...`: it would lose counts
+                    done += completed  # not `done += await ...`: it would lose counts
 
                 async with trio.open_nursery() as nursery:
                     for i in range(consumers):
@@ -165,8 +166,8 @@ def pgqueuer_run(dsn: str, consumers: int, batch: int, jobs: int) -> Run:
 DATABASE = {"vpnbot": "vpnbot", "vpnbot-1": "vpnbot", "pgqueuer": "pgqueuer"}
 
 RUNNERS: dict[str, Callable[[str, int, int, int], Run]] = {
-    "vpnbot": vpnbot_run,
-    "vpnbot-1": functools.partial(vpnbot_run, combined=True),
+    "vpnbot": functools.partial(vpnbot_run, lanes=LANES["vpnbot"]),
+    "vpnbot-1": functools.partial(vpnbot_run, lanes=LANES["vpnbot-1"]),
     "pgqueuer": pgqueuer_run,
 }
 

@@ -231,7 +231,7 @@ with {settle}due as materialized (
            attempts - (claimed_by is not null)::int as attempts,
            lost_claims + (claimed_by is not null and started_at is not null)::int as lost_claims
     from outbox
-    where status = 'pending' and {kinds} and next_attempt_at <= now(){exclude}
+    where status = 'pending' and {kinds} and next_attempt_at <= now(){exclude}{lazy}
     order by next_attempt_at, id
     limit $2
     for update skip locked
@@ -287,11 +287,21 @@ select 'done', id, null, null, null, null, null, null, null, null, null, null, n
 from settled"""
 
 
+# A claim alone need not wait for the disk: this setting lasts for the statement's own
+# transaction, which commits without waiting for its WAL to be flushed. If the server
+# crashes before the flush, the claim is gone and the job due again, as if its claimer had
+# died; any durable outcome of the job (``complete``, ``record``, ``fail``) flushes the WAL
+# up to its own commit, so the claim it fences is on disk by then. The filter is an
+# InitPlan: it runs once, before the scan.
+_LAZY_COMMIT = "\n      and (select set_config('synchronous_commit', 'off', true)) = 'off'"
+
+
 def _claim_query(*, one_kind: bool, settle: bool) -> str:
     return _CLAIM.format(
         settle=_SETTLE if settle else "",
         kinds="kind = $1::text" if one_kind else "kind = any($1::text[])",
         exclude=" and id <> all($6::bigint[])" if settle else "",
+        lazy="" if settle else _LAZY_COMMIT,
         settled=_SETTLED_ROWS if settle else "",
     )
 
