@@ -104,3 +104,30 @@ async def test_a_failing_handler_stops_every_lane_and_is_raised_as_it_is(db: Dat
     assert 0 < await db.read(held) <= 10  # left to their claims' expiry (or a take-back)
     with pytest.raises(ValueError):
         await drain(db, handle, kinds=[KIND], owner="w", limit=5, claim_seconds=60, lanes=0)
+
+
+async def test_batches_that_finish_together_are_completed_in_one_statement(
+    db: Database,
+) -> None:
+    from runtime.storage.outbox import claim
+    from runtime.storage.outbox_lanes import _Settler
+
+    await add_jobs(db, 50)
+    batches = [
+        await claim(db, kinds=[KIND], owner="w", limit=10, claim_seconds=60) for _ in "12345"
+    ]
+    settler = _Settler(db, "w")
+    counted: list[frozenset[int]] = []
+
+    async def settle(jobs: Claimed) -> None:
+        counted.append(await settler.settle(jobs))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(settler.run)
+        async with trio.open_nursery() as lanes:
+            for jobs in batches:
+                lanes.start_soon(settle, jobs)
+        nursery.cancel_scope.cancel()
+    assert sorted(sorted(c) for c in counted) == sorted(sorted(j.id for j in b) for b in batches)
+    assert settler.statements < len(batches)
+    assert await counts(db) == {"pending": 0, "done": 50, "dead": 0}
