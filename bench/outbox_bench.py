@@ -41,6 +41,8 @@ class Run:
     seconds: float
     enqueue_seconds: float
     cpu_seconds: float
+    server_cpu_seconds: float = 0.0
+    """PostgreSQL's CPU over the run (every server process), measured from outside."""
 
 
 # -- one run, in a process of its own -----------------------------------------------------
@@ -203,7 +205,44 @@ async def _reset(dsns: dict[str, str]) -> None:
             await conn.close()
 
 
-def _child(side: str, dsn: str, consumers: int, batch: int, jobs: int) -> Run:
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def _server_cpu(postmaster: int) -> float:
+    """CPU so far of the server: the postmaster's own and that of its exited children
+    (reaped into its cutime and cstime), plus each live child's."""
+    ticks = sum(int(f) for f in _stat(postmaster)[11:15])
+    try:
+        with open(f"/proc/{postmaster}/task/{postmaster}/children") as found:
+            live = [int(child) for child in found.read().split()]
+    except OSError:
+        live = []
+    for pid in live:
+        try:
+            ticks += sum(int(f) for f in _stat(pid)[11:13])
+        except OSError:
+            continue  # exited meanwhile: its time is in the postmaster's cutime now
+    return ticks / TICKS
+
+
+async def _postmaster(dsn: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend: int = await conn.fetchval("select pg_backend_pid()")
+        return int(_stat(backend)[1])
+    finally:
+        await conn.close()
+
+
+def _child(side: str, dsn: str, consumers: int, batch: int, jobs: int, postmaster: int) -> Run:
+    server_before = _server_cpu(postmaster)
     out = subprocess.run(
         [
             *(sys.executable, __file__, "--child", side, "--dsn", dsn),
@@ -214,19 +253,22 @@ def _child(side: str, dsn: str, consumers: int, batch: int, jobs: int) -> Run:
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    server = _server_cpu(postmaster) - server_before
     if out.returncode != 0:
         raise RuntimeError(f"the {side} run failed:\n{out.stderr[-3000:]}")
-    return Run(**json.loads(out.stdout.strip().splitlines()[-1]))
+    run = json.loads(out.stdout.strip().splitlines()[-1])
+    return Run(**{**run, "server_cpu_seconds": server})
 
 
 def measure(dsns: dict[str, str], jobs: int, rounds: int) -> dict[tuple[int, int, str], list[Run]]:
     results: dict[tuple[int, int, str], list[Run]] = {}
+    postmaster = asyncio.run(_postmaster(dsns["vpnbot"]))
     for number in range(rounds):
         for consumers, batch in SETTINGS:
             order = SIDES if number % 2 == 0 else SIDES[::-1]
             for side in order:
                 asyncio.run(_reset(dsns))
-                run = _child(side, dsns[DATABASE[side]], consumers, batch, jobs)
+                run = _child(side, dsns[DATABASE[side]], consumers, batch, jobs, postmaster)
                 results.setdefault((consumers, batch, side), []).append(run)
                 print(
                     f"  round {number + 1}: {side:<8} consumers {consumers} batch {batch:>2}:"
@@ -241,23 +283,31 @@ def report(results: dict[tuple[int, int, str], list[Run]], jobs: int, rounds: in
         f"outbox: enqueue (in batches) + claim + complete of {jobs} jobs, durable commits,"
         f" {rounds} interleaved rounds",
         f"  {'consumers':>9} {'batch':>5} {'queue':<9} {'jobs/s median':>13} {'min-max':>11}"
-        f" {'CPU ms/job':>10} {'enqueue s':>9} {'ratio':>6}",
+        f" {'CPU ms/job':>10} {'PG ms/job':>9} {'enqueue s':>9} {'consume s':>9}"
+        f" {'ratio':>6} {'consume':>7}",
     ]
     for consumers, batch in SETTINGS:
-        peer = statistics.median(jobs / r.seconds for r in results[consumers, batch, "pgqueuer"])
+        peer_runs = results[consumers, batch, "pgqueuer"]
+        peer = statistics.median(jobs / r.seconds for r in peer_runs)
+        peer_consume = statistics.median(r.seconds - r.enqueue_seconds for r in peer_runs)
         for side in SIDES:
             runs = results[consumers, batch, side]
             rates = [jobs / r.seconds for r in runs]
             median = statistics.median(rates)
+            consume = statistics.median(r.seconds - r.enqueue_seconds for r in runs)
             lines.append(
                 f"  {consumers:>9} {batch:>5} {side:<9} {median:>13.0f}"
                 f" {min(rates):>5.0f}-{max(rates):<5.0f}"
-                f" {statistics.median(r.cpu_seconds for r in runs) * 1e3 / jobs:>10.2f}"
+                f" {statistics.median(r.cpu_seconds for r in runs) * 1e3 / jobs:>10.3f}"
+                f" {statistics.median(r.server_cpu_seconds for r in runs) * 1e3 / jobs:>9.3f}"
                 f" {statistics.median(r.enqueue_seconds for r in runs):>9.2f}"
-                f" {median / peer:>5.2f}x"
+                f" {consume:>9.2f}"
+                f" {median / peer:>5.2f}x {peer_consume / consume:>6.2f}x"
             )
     lines.append("  ratio: median jobs/s against pgqueuer's in the same run (higher is better)")
+    lines.append("  consume: the same for the consuming phase alone (the run less its enqueue)")
     lines.append("  CPU ms/job: the client process's CPU (user + system), PostgreSQL excluded")
+    lines.append("  PG ms/job: the PostgreSQL server's CPU over the run (every process)")
     return "\n".join(lines)
 
 

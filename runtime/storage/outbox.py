@@ -292,8 +292,8 @@ from settled"""
 # crashes before the flush, the claim is gone and the job due again, as if its claimer had
 # died; any durable outcome of the job (``complete``, ``record``, ``fail``) flushes the WAL
 # up to its own commit, so the claim it fences is on disk by then. The filter is an
-# InitPlan: it runs once, before the scan.
-_LAZY_COMMIT = "\n      and (select set_config('synchronous_commit', 'off', true)) = 'off'"
+# InitPlan: it runs once, before the scan. (For the due scan of a claim statement.)
+LAZY_COMMIT = "\n      and (select set_config('synchronous_commit', 'off', true)) = 'off'"
 
 
 def _claim_query(*, one_kind: bool, settle: bool) -> str:
@@ -301,7 +301,7 @@ def _claim_query(*, one_kind: bool, settle: bool) -> str:
         settle=_SETTLE if settle else "",
         kinds="kind = $1::text" if one_kind else "kind = any($1::text[])",
         exclude=" and id <> all($6::bigint[])" if settle else "",
-        lazy="" if settle else _LAZY_COMMIT,
+        lazy="" if settle else LAZY_COMMIT,
         settled=_SETTLED_ROWS if settle else "",
     )
 

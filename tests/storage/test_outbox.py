@@ -568,6 +568,16 @@ async def test_a_claim_alone_commits_without_waiting_for_the_disk_and_outcomes_w
         return await setting_after(conn, _CLAIM_QUERIES[True, False])
 
     assert await db.transaction(claim_alone) == (2, "off")
+
+    async def notifications_claim(conn: Connection) -> str:
+        from runtime.storage.scans import _CLAIM_DIRECT
+
+        await conn.execute("set local synchronous_commit = on")
+        await conn.fetch(_CLAIM_DIRECT, 1, "w", timedelta(seconds=30), False)
+        value: str = await conn.fetchval("show synchronous_commit")
+        return value
+
+    assert await db.transaction(notifications_claim) == "off"
     (job,) = await claim(db, kinds=[KIND], owner="w", limit=1, claim_seconds=30)
 
     async def settle_and_claim(conn: Connection) -> tuple[int, str]:
