@@ -8,7 +8,8 @@ queue (both durable: ``synchronous_commit`` at its default, on), and for every
 Python process (so neither side pays for the other's imports or loop patches): it enqueues
 the jobs in batches, then its consumers claim and complete them until the queue is empty.
 A run ends when every job is committed as done. Prints jobs/s (median and min-max over
-the rounds), the client CPU per job, the ratio to pgqueuer, and the machine load.
+the rounds), the client's and PostgreSQL's CPU per job, the enqueue and consuming phases,
+the ratios to pgqueuer (the whole run's and the consuming phase's), and the machine load.
 """
 
 from __future__ import annotations
