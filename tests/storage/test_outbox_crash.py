@@ -11,6 +11,7 @@ default the test servers of the other tests turn off.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -158,7 +159,9 @@ async def test_jobs_reported_done_before_a_crash_are_not_run_again(
 ) -> None:
     await enqueue_jobs(db, kind=KIND, jobs=[(f"j{i}", {"i": i}) for i in range(300)])
     ran: Counter[int] = Counter()
-    reported: set[int] = set()
+    reported: Counter[int] = Counter()
+    at_crash: Counter[int] = Counter()
+    """How often each job had run when the server was killed, for the jobs reported done."""
     batches = 0
 
     async def handle(jobs: list[Any]) -> list[Any]:
@@ -171,9 +174,12 @@ async def test_jobs_reported_done_before_a_crash_are_not_run_again(
         reported.update(ids)
         batches += 1
         if batches == 5:  # crash the server right after this completion returned
+            at_crash.update({i: ran[i] for i in reported})
             os.kill(victim, signal.SIGKILL)
 
-    with pytest.raises(Exception):  # noqa: B017 - the connection's end, in whatever words
+    # A statement on a killed connection usually ends the drain; a lane that was between
+    # statements may reconnect once the recovery is done, and go on.
+    with contextlib.suppress(Exception):
         await drain(
             db,
             handle,
@@ -184,20 +190,20 @@ async def test_jobs_reported_done_before_a_crash_are_not_run_again(
             lanes=2,
             on_done=on_done,
         )
-    assert len(reported) >= 50 and len(ran) < 300
+    assert len(at_crash) >= 50
 
     after = await recovered(dsn, victim)
     try:
         done = {r["id"] for r in await rows(after, "select id from outbox where status = 'done'")}
-        assert reported <= done, "a job reported done was lost in the crash"
-        before = Counter(ran)
+        assert set(at_crash) <= done, "a job reported done was lost in the crash"
         await take_back(after, owner_prefix="crash:")  # the restarted instance's first step
         total = await drain(
             after, handle, kinds=[KIND], owner="crash:2", limit=10, claim_seconds=600
         )
         assert total == 300 - len(done)
-        run_again = {i for i in reported if ran[i] > before[i]}
+        run_again = {i for i, times in at_crash.items() if ran[i] > times}
         assert not run_again, f"jobs run again after they were reported done: {run_again}"
+        assert set(reported.values()) == {1}
         assert await counts(after) == {"pending": 0, "done": 300, "dead": 0}
         assert set(ran) == {r["id"] for r in await rows(after, "select id from outbox")}
     finally:
