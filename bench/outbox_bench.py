@@ -8,7 +8,8 @@ queue (both durable: ``synchronous_commit`` at its default, on), and for every
 Python process (so neither side pays for the other's imports or loop patches): it enqueues
 the jobs in batches, then its consumers claim and complete them until the queue is empty.
 A run ends when every job is committed as done. Prints jobs/s (median and min-max over
-the rounds), the client CPU per job, the ratio to pgqueuer, and the machine load.
+the rounds), the client's and PostgreSQL's CPU per job, the enqueue and consuming phases,
+the ratios to pgqueuer (the whole run's and the consuming phase's), and the machine load.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 KIND = "bench.job"
 SIDES = ("vpnbot", "vpnbot-1", "pgqueuer")
-"""``vpnbot``: claim a batch, complete it (two statements per batch, as the workers do);
-``vpnbot-1``: ``complete_and_claim`` (one statement per batch); pgqueuer: the peer."""
+"""``vpnbot``: ``outbox_lanes.drain`` with four lanes per consumer (their completions
+written together); ``vpnbot-1``: the same on one lane; pgqueuer: the peer."""
+LANES = {"vpnbot": 4, "vpnbot-1": 1}
 SETTINGS = ((1, 10), (4, 10), (1, 50), (4, 50))
 """(consumers, batch): the batch is both the enqueue batch and the claim batch."""
 
@@ -40,6 +42,8 @@ class Run:
     seconds: float
     enqueue_seconds: float
     cpu_seconds: float
+    server_cpu_seconds: float = 0.0
+    """PostgreSQL's CPU over the run (every server process), measured from outside."""
 
 
 # -- one run, in a process of its own -----------------------------------------------------
@@ -49,15 +53,16 @@ def _chunks(n: int, size: int) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def vpnbot_run(dsn: str, consumers: int, batch: int, jobs: int, *, combined: bool = False) -> Run:
-    """The project's outbox as its workers use it: trio tasks sharing one pool; each
-    claims a batch and completes it, or with ``combined`` completes it and claims the next
-    in one statement."""
+def vpnbot_run(dsn: str, consumers: int, batch: int, jobs: int, *, lanes: int = 4) -> Run:
+    """The project's outbox as its workers use it: trio tasks sharing one pool of a
+    connection per consumer and one more (the producer's, as pgqueuer's); each consumer
+    drains the queue with ``outbox_lanes.drain`` on ``lanes`` lanes."""
     sys.path.insert(0, str(ROOT))
     import trio
 
     from runtime.bridge import asyncio_loop
-    from runtime.storage import Database, outbox
+    from runtime.storage import Database, outbox, outbox_lanes
+    from runtime.storage.outbox import Claimed, Job
 
     async def main() -> Run:
         async with asyncio_loop():
@@ -71,22 +76,21 @@ def vpnbot_run(dsn: str, consumers: int, batch: int, jobs: int, *, combined: boo
                 enqueued = time.perf_counter()
                 done = 0
 
+                async def handle(claimed: Claimed) -> list[Job]:
+                    return claimed  # the side effect would happen here
+
                 async def consumer(owner: str) -> None:
                     nonlocal done
-                    got = await outbox.claim(
-                        db, kinds=[KIND], owner=owner, limit=batch, claim_seconds=60
+                    completed = await outbox_lanes.drain(
+                        db,
+                        handle,
+                        kinds=[KIND],
+                        owner=owner,
+                        limit=batch,
+                        claim_seconds=60,
+                        lanes=lanes,
                     )
-                    while got:
-                        if combined:
-                            counted, got = await outbox.complete_and_claim(
-                                db, got, kinds=[KIND], owner=owner, limit=batch, claim_seconds=60
-                            )
-                        else:
-                            counted = await outbox.complete(db, got, owner=owner)
-                            got = await outbox.claim(
-                                db, kinds=[KIND], owner=owner, limit=batch, claim_seconds=60
-                            )
-                        done += len(counted)  # not `done += await ...`: it would lose counts
+                    done += completed  # not `done += await ...`: it would lose counts
 
                 async with trio.open_nursery() as nursery:
                     for i in range(consumers):
@@ -165,8 +169,8 @@ def pgqueuer_run(dsn: str, consumers: int, batch: int, jobs: int) -> Run:
 DATABASE = {"vpnbot": "vpnbot", "vpnbot-1": "vpnbot", "pgqueuer": "pgqueuer"}
 
 RUNNERS: dict[str, Callable[[str, int, int, int], Run]] = {
-    "vpnbot": vpnbot_run,
-    "vpnbot-1": functools.partial(vpnbot_run, combined=True),
+    "vpnbot": functools.partial(vpnbot_run, lanes=LANES["vpnbot"]),
+    "vpnbot-1": functools.partial(vpnbot_run, lanes=LANES["vpnbot-1"]),
     "pgqueuer": pgqueuer_run,
 }
 
@@ -202,7 +206,44 @@ async def _reset(dsns: dict[str, str]) -> None:
             await conn.close()
 
 
-def _child(side: str, dsn: str, consumers: int, batch: int, jobs: int) -> Run:
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def _server_cpu(postmaster: int) -> float:
+    """CPU so far of the server: the postmaster's own and that of its exited children
+    (reaped into its cutime and cstime), plus each live child's."""
+    ticks = sum(int(f) for f in _stat(postmaster)[11:15])
+    try:
+        with open(f"/proc/{postmaster}/task/{postmaster}/children") as found:
+            live = [int(child) for child in found.read().split()]
+    except OSError:
+        live = []
+    for pid in live:
+        try:
+            ticks += sum(int(f) for f in _stat(pid)[11:13])
+        except OSError:
+            continue  # exited meanwhile: its time is in the postmaster's cutime now
+    return ticks / TICKS
+
+
+async def _postmaster(dsn: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend: int = await conn.fetchval("select pg_backend_pid()")
+        return int(_stat(backend)[1])
+    finally:
+        await conn.close()
+
+
+def _child(side: str, dsn: str, consumers: int, batch: int, jobs: int, postmaster: int) -> Run:
+    server_before = _server_cpu(postmaster)
     out = subprocess.run(
         [
             *(sys.executable, __file__, "--child", side, "--dsn", dsn),
@@ -213,19 +254,22 @@ def _child(side: str, dsn: str, consumers: int, batch: int, jobs: int) -> Run:
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    server = _server_cpu(postmaster) - server_before
     if out.returncode != 0:
         raise RuntimeError(f"the {side} run failed:\n{out.stderr[-3000:]}")
-    return Run(**json.loads(out.stdout.strip().splitlines()[-1]))
+    run = json.loads(out.stdout.strip().splitlines()[-1])
+    return Run(**{**run, "server_cpu_seconds": server})
 
 
 def measure(dsns: dict[str, str], jobs: int, rounds: int) -> dict[tuple[int, int, str], list[Run]]:
     results: dict[tuple[int, int, str], list[Run]] = {}
+    postmaster = asyncio.run(_postmaster(dsns["vpnbot"]))
     for number in range(rounds):
         for consumers, batch in SETTINGS:
             order = SIDES if number % 2 == 0 else SIDES[::-1]
             for side in order:
                 asyncio.run(_reset(dsns))
-                run = _child(side, dsns[DATABASE[side]], consumers, batch, jobs)
+                run = _child(side, dsns[DATABASE[side]], consumers, batch, jobs, postmaster)
                 results.setdefault((consumers, batch, side), []).append(run)
                 print(
                     f"  round {number + 1}: {side:<8} consumers {consumers} batch {batch:>2}:"
@@ -240,23 +284,31 @@ def report(results: dict[tuple[int, int, str], list[Run]], jobs: int, rounds: in
         f"outbox: enqueue (in batches) + claim + complete of {jobs} jobs, durable commits,"
         f" {rounds} interleaved rounds",
         f"  {'consumers':>9} {'batch':>5} {'queue':<9} {'jobs/s median':>13} {'min-max':>11}"
-        f" {'CPU ms/job':>10} {'enqueue s':>9} {'ratio':>6}",
+        f" {'CPU ms/job':>10} {'PG ms/job':>9} {'enqueue s':>9} {'consume s':>9}"
+        f" {'ratio':>6} {'consume':>7}",
     ]
     for consumers, batch in SETTINGS:
-        peer = statistics.median(jobs / r.seconds for r in results[consumers, batch, "pgqueuer"])
+        peer_runs = results[consumers, batch, "pgqueuer"]
+        peer = statistics.median(jobs / r.seconds for r in peer_runs)
+        peer_consume = statistics.median(r.seconds - r.enqueue_seconds for r in peer_runs)
         for side in SIDES:
             runs = results[consumers, batch, side]
             rates = [jobs / r.seconds for r in runs]
             median = statistics.median(rates)
+            consume = statistics.median(r.seconds - r.enqueue_seconds for r in runs)
             lines.append(
                 f"  {consumers:>9} {batch:>5} {side:<9} {median:>13.0f}"
                 f" {min(rates):>5.0f}-{max(rates):<5.0f}"
-                f" {statistics.median(r.cpu_seconds for r in runs) * 1e3 / jobs:>10.2f}"
+                f" {statistics.median(r.cpu_seconds for r in runs) * 1e3 / jobs:>10.3f}"
+                f" {statistics.median(r.server_cpu_seconds for r in runs) * 1e3 / jobs:>9.3f}"
                 f" {statistics.median(r.enqueue_seconds for r in runs):>9.2f}"
-                f" {median / peer:>5.2f}x"
+                f" {consume:>9.2f}"
+                f" {median / peer:>5.2f}x {peer_consume / consume:>6.2f}x"
             )
     lines.append("  ratio: median jobs/s against pgqueuer's in the same run (higher is better)")
+    lines.append("  consume: the same for the consuming phase alone (the run less its enqueue)")
     lines.append("  CPU ms/job: the client process's CPU (user + system), PostgreSQL excluded")
+    lines.append("  PG ms/job: the PostgreSQL server's CPU over the run (every process)")
     return "\n".join(lines)
 
 

@@ -16,7 +16,10 @@ inside a unit of work), so the job exists exactly when the change committed. Wor
    which, to alert).
 
 Every one of these is a single statement, committed on its own (no ``BEGIN``/``COMMIT``
-around it): a job reported complete is committed.
+around it): a job reported complete is committed. A claim alone commits without waiting
+for its WAL to reach the disk (a claim lost in a server crash leaves its job due again, as
+a dead claimer's does); every outcome waits, and flushes the claim it fences with it.
+``outbox_lanes.drain`` runs batches on several lanes whose completions share a commit.
 
 ``complete``, ``record`` and ``fail`` count only for the claim that is still current: the
 row must be claimed by this owner under the number of the claim (``claims`` counts every
@@ -231,7 +234,7 @@ with {settle}due as materialized (
            attempts - (claimed_by is not null)::int as attempts,
            lost_claims + (claimed_by is not null and started_at is not null)::int as lost_claims
     from outbox
-    where status = 'pending' and {kinds} and next_attempt_at <= now(){exclude}
+    where status = 'pending' and {kinds} and next_attempt_at <= now(){exclude}{lazy}
     order by next_attempt_at, id
     limit $2
     for update skip locked
@@ -287,11 +290,21 @@ select 'done', id, null, null, null, null, null, null, null, null, null, null, n
 from settled"""
 
 
+# A claim alone need not wait for the disk: this setting lasts for the statement's own
+# transaction, which commits without waiting for its WAL to be flushed. If the server
+# crashes before the flush, the claim is gone and the job due again, as if its claimer had
+# died; any durable outcome of the job (``complete``, ``record``, ``fail``) flushes the WAL
+# up to its own commit, so the claim it fences is on disk by then. The filter is an
+# InitPlan: it runs once, before the scan. (For the due scan of a claim statement.)
+LAZY_COMMIT = "\n      and (select set_config('synchronous_commit', 'off', true)) = 'off'"
+
+
 def _claim_query(*, one_kind: bool, settle: bool) -> str:
     return _CLAIM.format(
         settle=_SETTLE if settle else "",
         kinds="kind = $1::text" if one_kind else "kind = any($1::text[])",
         exclude=" and id <> all($6::bigint[])" if settle else "",
+        lazy="" if settle else LAZY_COMMIT,
         settled=_SETTLED_ROWS if settle else "",
     )
 

@@ -21,7 +21,7 @@ import asyncpg
 
 from . import job_kinds
 from ._database import Connection, Database, fetch_one
-from .outbox import Job
+from .outbox import LAZY_COMMIT, Job
 
 # -- payments ------------------------------------------------------------------------------
 
@@ -236,8 +236,8 @@ async def recipients(db: Database, chat_ids: Iterable[int]) -> dict[int, Recipie
 
 # The partial index outbox_notify_direct matches these literal predicates (a parameter
 # would keep the planner from proving that the index applies). Lost claims are counted as
-# in ``outbox.claim``.
-_CLAIM_DIRECT = """
+# in ``outbox.claim``, and like its claims this one commits without waiting for the disk.
+_CLAIM_DIRECT = f"""
 with due as materialized (
     select id,
            attempts - (claimed_by is not null)::int as attempts,
@@ -245,7 +245,8 @@ with due as materialized (
     from outbox
     where status = 'pending' and kind = 'telegram.notify' and dedup_key not like 'broadcast:%'
       and next_attempt_at <= now()
-      and lost_claims + (claimed_by is not null and started_at is not null)::int < max_attempts
+      and lost_claims + (claimed_by is not null and started_at is not null)::int
+          < max_attempts{LAZY_COMMIT}
     order by next_attempt_at, id
     limit $1
     for update skip locked

@@ -549,3 +549,38 @@ async def test_a_claim_reads_its_kind_in_index_order_without_sorting_the_backlog
 
     text = await db.transaction(plan)
     assert "outbox_claim" in text and "Sort" not in text, text
+
+
+async def test_a_claim_alone_commits_without_waiting_for_the_disk_and_outcomes_wait(
+    db: Database,
+) -> None:
+    from runtime.storage.outbox import _CLAIM_QUERIES
+
+    await add_jobs(db, 4)
+    args = (KIND, 2, "w", timedelta(seconds=30), True)
+
+    async def setting_after(conn: Connection, query: str, *extra: Any) -> tuple[int, str]:
+        await conn.execute("set local synchronous_commit = on")  # the test server's is off
+        rows = await conn.fetch(query, *args, *extra)
+        return len(rows), await conn.fetchval("show synchronous_commit")
+
+    async def claim_alone(conn: Connection) -> tuple[int, str]:
+        return await setting_after(conn, _CLAIM_QUERIES[True, False])
+
+    assert await db.transaction(claim_alone) == (2, "off")
+
+    async def notifications_claim(conn: Connection) -> str:
+        from runtime.storage.scans import _CLAIM_DIRECT
+
+        await conn.execute("set local synchronous_commit = on")
+        await conn.fetch(_CLAIM_DIRECT, 1, "w", timedelta(seconds=30), False)
+        value: str = await conn.fetchval("show synchronous_commit")
+        return value
+
+    assert await db.transaction(notifications_claim) == "off"
+    (job,) = await claim(db, kinds=[KIND], owner="w", limit=1, claim_seconds=30)
+
+    async def settle_and_claim(conn: Connection) -> tuple[int, str]:
+        return await setting_after(conn, _CLAIM_QUERIES[True, True], [job.id], [job.claim])
+
+    assert await db.transaction(settle_and_claim) == (2, "on")  # one done, one claimed

@@ -1,0 +1,133 @@
+"""``outbox_lanes.drain``: batches on several lanes, each job done and completed once."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import trio
+
+from runtime.storage import Connection, Database
+from runtime.storage.outbox import Claimed, Job, counts, enqueue_jobs, fail
+from runtime.storage.outbox_lanes import drain
+
+KIND = "test.job"
+
+
+async def add_jobs(db: Database, n: int) -> None:
+    await enqueue_jobs(db, kind=KIND, jobs=[(f"j{i}", {"i": i}) for i in range(n)])
+
+
+@pytest.mark.parametrize(("consumers", "lanes"), [(1, 1), (1, 3), (3, 2)])
+async def test_every_job_is_handled_and_completed_once(
+    db: Database, consumers: int, lanes: int
+) -> None:
+    await add_jobs(db, 600)
+    handled: Counter[int] = Counter()
+    reported: Counter[int] = Counter()
+    in_flight = 0
+    most_in_flight = 0
+    totals: list[int] = []
+
+    async def handle(jobs: Claimed) -> list[Job]:
+        nonlocal in_flight, most_in_flight
+        handled.update(j.id for j in jobs)
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        await trio.sleep(0.001)
+        in_flight -= 1
+        return list(jobs)
+
+    async def consumer(owner: str) -> None:
+        total = await drain(
+            db,
+            handle,
+            kinds=[KIND],
+            owner=owner,
+            limit=7,
+            claim_seconds=60,
+            lanes=lanes,
+            on_done=reported.update,
+        )
+        totals.append(total)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(consumers):
+            nursery.start_soon(consumer, f"consumer-{i}")
+
+    assert len(handled) == 600 and set(handled.values()) == {1}
+    assert set(reported) == set(handled) and set(reported.values()) == {1}
+    assert sum(totals) == 600
+    assert most_in_flight > 1 if lanes * consumers > 1 else most_in_flight == 1
+    assert await counts(db) == {"pending": 0, "done": 600, "dead": 0}
+
+
+async def test_only_the_jobs_the_handler_returns_are_completed(db: Database) -> None:
+    await add_jobs(db, 40)
+
+    async def handle(jobs: Claimed) -> list[Job]:
+        done = []
+        for job in jobs:
+            if job.payload["i"] % 4 == 0:
+                await fail(db, job, owner=job.claimed_by, error="no", permanent=True)
+            else:
+                done.append(job)
+        return done
+
+    total = await drain(db, handle, kinds=[KIND], owner="w", limit=6, claim_seconds=60, lanes=2)
+    assert total == 30
+    assert await counts(db) == {"pending": 0, "done": 30, "dead": 10}
+
+
+async def test_a_failing_handler_stops_every_lane_and_is_raised_as_it_is(db: Database) -> None:
+    await add_jobs(db, 100)
+    batches = 0
+
+    async def handle(jobs: Claimed) -> list[Job]:
+        nonlocal batches
+        batches += 1
+        if batches == 3:
+            raise LookupError("the side effect failed")
+        await trio.sleep(0.001)
+        return list(jobs)
+
+    with pytest.raises(LookupError, match="side effect"):
+        await drain(db, handle, kinds=[KIND], owner="w", limit=5, claim_seconds=60, lanes=2)
+    assert batches <= 4  # the other lane stopped at its next checkpoint
+
+    async def held(conn: Connection) -> int:
+        value: int = await conn.fetchval(
+            "select count(*) from outbox where status = 'pending' and claimed_by = 'w'"
+        )
+        return value
+
+    assert 0 < await db.read(held) <= 10  # left to their claims' expiry (or a take-back)
+    with pytest.raises(ValueError):
+        await drain(db, handle, kinds=[KIND], owner="w", limit=5, claim_seconds=60, lanes=0)
+
+
+async def test_batches_that_finish_together_are_completed_in_one_statement(
+    db: Database,
+) -> None:
+    from runtime.storage.outbox import claim
+    from runtime.storage.outbox_lanes import _Settler
+
+    await add_jobs(db, 50)
+    batches = [
+        await claim(db, kinds=[KIND], owner="w", limit=10, claim_seconds=60) for _ in "12345"
+    ]
+    settler = _Settler(db, "w")
+    counted: list[frozenset[int]] = []
+
+    async def settle(jobs: Claimed) -> None:
+        counted.append(await settler.settle(jobs))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(settler.run)
+        async with trio.open_nursery() as lanes:
+            for jobs in batches:
+                lanes.start_soon(settle, jobs)
+        nursery.cancel_scope.cancel()
+    assert sorted(sorted(c) for c in counted) == sorted(sorted(j.id for j in b) for b in batches)
+    assert settler.statements < len(batches)
+    assert await counts(db) == {"pending": 0, "done": 50, "dead": 0}
