@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from runtime.config import Settings
 from runtime.logs import get_logger, log_failure
 from runtime.storage import Database
 from runtime.storage.update_ids import highest_seen
+from runtime.testing.fakes._base import FakePeer
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
@@ -25,7 +27,14 @@ from runtime.web import HttpEndpoint
 
 from ._banner import announce_when_served
 from ._icon import favicon_route
-from ._state import Kept, cryptobot_state_path, keep_saved, load_state, telegram_state_path
+from ._state import (
+    Kept,
+    cryptobot_state_path,
+    keep_saved,
+    load_state,
+    marzban_state_path,
+    telegram_state_path,
+)
 
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_PASSWORD = "sandbox-panel-password"
@@ -36,9 +45,42 @@ FIRST_USER_ID = 100000001
 
 @dataclass(frozen=True)
 class SandboxPorts:
-    """The emulator's port; the runtime's own listeners come from ``[http]`` as always."""
+    """The emulator's port, and the fake peers' beside it (stable, so the links in the
+    chats still open after a restart; 0 when the emulator's is 0). The runtime's own
+    listeners come from ``[http]`` as always."""
 
     telegram: int = 8081
+
+    @property
+    def panel(self) -> int:
+        return _beside(self.telegram, 1)
+
+    @property
+    def cryptobot(self) -> int:
+        return _beside(self.telegram, 2)
+
+
+def _beside(port: int, offset: int) -> int:
+    return port + offset if port and port + offset <= 65535 else 0
+
+
+async def start_fake(nursery: trio.Nursery, peer: FakePeer, port: int, what: str) -> str:
+    """Serve ``peer`` on ``port``, else (in use) on a free port with a warning: the fakes
+    are the sandbox's own, not worth ending the start for. Returns its URL."""
+    try:
+        url: str = await nursery.start(partial(peer.serve, port=port))
+    except OSError as exc:
+        get_logger("sandbox").warning(
+            "a sandbox peer's port is in use: it listens on a free port instead, "
+            "so its links from before this start will not open",
+            operation="start_fake",
+            peer=what,
+            port=port,
+            error=exc.strerror or str(exc),
+            outcome="degraded",
+        )
+        url = await nursery.start(peer.serve)
+    return url
 
 
 def sandbox_settings(
@@ -150,6 +192,7 @@ async def run_sandbox(
     kept: list[tuple[Kept, Path]] = [
         (emulator, telegram_state_path(base)),
         (cryptobot, cryptobot_state_path(base)),
+        (panel, marzban_state_path(base)),
     ]
     for peer, path in kept:
         load_state(peer, path)
@@ -161,8 +204,8 @@ async def run_sandbox(
                 port=ports.telegram, sock=bound.get("telegram"), task_status=task_status
             )
         )
-        panel_url: str = await nursery.start(panel.serve)
-        cryptobot_url: str = await nursery.start(cryptobot.serve)
+        panel_url = await start_fake(nursery, panel, ports.panel, "the fake Marzban panel")
+        cryptobot_url = await start_fake(nursery, cryptobot, ports.cryptobot, "the fake CryptoBot")
         cryptobot.page_base_url = cryptobot_url
         settings = sandbox_settings(
             base,

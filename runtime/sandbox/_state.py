@@ -3,7 +3,9 @@
 The embedded PostgreSQL keeps the bot's side under ``database.data_dir`` (``var/pgdata``);
 the Telegram emulator's (users, chats, pending updates, the update counter) is kept in
 ``sandbox-telegram.json`` in the same parent directory, the fake CryptoBot's invoices in
-``sandbox-cryptobot.json``. All survive a restart; ``vpnbot run --fresh`` removes them.
+``sandbox-cryptobot.json``, the fake Marzban panel's users (their expiry, traffic and
+proxies) and its subscription secret, so every subscription link in the chats still opens,
+in ``sandbox-marzban.json``. All survive a restart; ``vpnbot run --fresh`` removes them.
 A file is written whole to a temporary file and renamed over the old one, so a crash leaves
 the old file or the new one, never half of one. A file that cannot be read is logged and
 set aside (renamed ``.unreadable``): that peer starts afresh.
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 TELEGRAM_STATE = "sandbox-telegram.json"
 CRYPTOBOT_STATE = "sandbox-cryptobot.json"
+MARZBAN_STATE = "sandbox-marzban.json"
 MAX_STATE_BYTES = 64 * 1024 * 1024
 """A larger file is not read: the emulator's retention keeps it far smaller."""
 SAVE_PAUSE = 0.5
@@ -36,7 +39,7 @@ _log = get_logger("sandbox")
 
 
 class Kept(Protocol):
-    """A peer whose state is kept (the Telegram emulator, the fake CryptoBot)."""
+    """A peer whose state is kept (the Telegram emulator, the fake CryptoBot and Marzban)."""
 
     revision: int
     """Grows with every change."""
@@ -60,6 +63,10 @@ def telegram_state_path(settings: Settings) -> Path:
 
 def cryptobot_state_path(settings: Settings) -> Path:
     return state_dir(settings) / CRYPTOBOT_STATE
+
+
+def marzban_state_path(settings: Settings) -> Path:
+    return state_dir(settings) / MARZBAN_STATE
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -182,7 +189,7 @@ def server_pid(data_dir: Path) -> int | None:
 
 
 def remove_state(settings: Settings) -> list[Path]:
-    """Remove the sandbox's state (the embedded server's data dir and the emulator's file);
+    """Remove the sandbox's state (the embedded server's data dir and the peers' files);
     returns what was removed. ``StateInUse`` while a server runs on that data dir."""
     removed = []
     data_dir = Path(settings.database.data_dir).expanduser()
@@ -194,7 +201,11 @@ def remove_state(settings: Settings) -> list[Path]:
     if data_dir.exists():
         shutil.rmtree(data_dir)
         removed.append(data_dir)
-    files = (telegram_state_path(settings), cryptobot_state_path(settings))
+    files = (
+        telegram_state_path(settings),
+        cryptobot_state_path(settings),
+        marzban_state_path(settings),
+    )
     for path in (p for f in files for p in (f, f.with_name(f.name + ".unreadable"))):
         if path.exists():
             path.unlink()

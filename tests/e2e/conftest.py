@@ -4,8 +4,10 @@ Chromium for the pages, for the end-to-end tests."""
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,15 +30,37 @@ CHROMIUM_ARGS = [
 ]
 
 
+def free_port_and_two_beside() -> int:
+    """A port free with the two after it (the fake peers'), below the range the system
+    hands out to outgoing connections, so none takes it between two starts."""
+    for _ in range(200):
+        port = random.randrange(20_000, 32_000)
+        if all(_free(port + offset) for offset in range(3)):
+            return port
+    raise AssertionError("no three free ports in a row")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class SandboxProcess:
     """`vpnbot run` in ``directory`` (its state under ``directory/var``): started and
-    stopped as often as a test likes, on fresh ports each time. Output goes to a file: a
-    pipe nobody reads would stop the process once it filled."""
+    stopped as often as a test likes, on a fresh operator port each time and the same
+    emulator port (so the same ports for the fake peers beside it, as a person's sandbox
+    has). Output goes to a file: a pipe nobody reads would stop the process once it
+    filled."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.process: subprocess.Popen[str] | None = None
         self.http_port = 0
+        self.telegram_port = 0
         self.starts = 0
 
     @property
@@ -51,9 +75,10 @@ class SandboxProcess:
         assert self.process is None, "already running"
         self.starts += 1
         self.http_port = free_port()
+        self.telegram_port = self.telegram_port or free_port_and_two_beside()
         env = sandbox_env(self.http_port)
         command = [sys.executable, str(ROOT / "supervisor.py"), "run"]
-        command += ["--telegram-port", str(free_port()), *extra]
+        command += ["--telegram-port", str(self.telegram_port), *extra]
         with self.output.open("w") as out:
             self.process = subprocess.Popen(
                 command, cwd=self.directory, env=env, stdout=out, stderr=subprocess.STDOUT

@@ -12,6 +12,7 @@ deadline: the suite runs with every CPU busy.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -161,3 +162,33 @@ def test_the_banner_comes_after_the_page_answers_and_progress_lines_before_it(
     run.wait_for(lambda: "vpnbot: the bot is ready" in run.output(), "the bot ready")
     ready = httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=30)
     assert ready.status_code == 200, run.tail()
+
+
+def test_a_fake_peers_port_in_use_is_a_warning_not_the_end_of_the_start(
+    sandbox: Callable[..., Sandbox],
+) -> None:
+    """The fake panel's port (the emulator's + 1) taken: it listens elsewhere, said once."""
+    with socket.socket() as panel_port:
+        for _ in range(200):
+            telegram_port = random.randrange(20_000, 32_000)
+            try:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", telegram_port))
+                panel_port.bind(("127.0.0.1", telegram_port + 1))
+            except OSError:
+                continue
+            break
+        else:
+            pytest.fail("no free port with a free one beside it")
+        panel_port.listen()
+        http_port = _free_port()
+        run = sandbox(http_port=http_port, public_port=0, telegram_port=telegram_port)
+        run.wait_for(lambda: "vpnbot: the bot is ready" in run.output(), "the bot ready")
+    warnings = [
+        line
+        for line in (run.output() + run.errors()).splitlines()
+        if "port is in use" in line and "start_fake" in line
+    ]
+    assert len(warnings) == 1, run.tail()
+    assert str(telegram_port + 1) in warnings[0]
+    assert httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=30).status_code == 200

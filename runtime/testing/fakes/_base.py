@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ class FakePeer:
     """Subclass and implement ``routes``; tests drive it with the fault methods.
 
     ``running()`` serves it with hypercorn on 127.0.0.1 (an ephemeral port) inside the
-    current trio run and yields the base URL. Every request is recorded in ``requests``.
+    current trio run and yields the base URL; ``serve(port=...)`` serves on a given port.
+    Every request is recorded in ``requests``.
     """
 
     name = "peer"
@@ -145,21 +147,36 @@ class FakePeer:
 
         return app
 
-    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, port: int = 0, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve on 127.0.0.1 until cancelled; ``task_status.started(url)``.
+
+        ``port``: 0 for any free one; another is bound here first, so one in use raises
+        ``OSError`` from this call (not from inside a task group) before anything starts."""
         config = Config()
-        config.bind = ["127.0.0.1:0"]
         config.accesslog = None
         config.errorlog = None
         if self._certfile:
             config.certfile = self._certfile
             config.keyfile = self._keyfile
+        sock = None
+        if port:
+            from runtime.app._ports import listening_socket
 
-        async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(
-                lambda task_status: serve(self.app(), config, task_status=task_status)  # type: ignore[arg-type]
-            )
-            self.url = binds[0]
-            task_status.started(self.url)
+            sock = listening_socket("127.0.0.1", port)
+        # hypercorn serves (and closes) a duplicate of the socket bound here
+        config.bind = [f"fd://{os.dup(sock.fileno())}" if sock is not None else "127.0.0.1:0"]
+        try:
+            async with trio.open_nursery() as nursery:
+                binds: list[str] = await nursery.start(
+                    lambda task_status: serve(self.app(), config, task_status=task_status)  # type: ignore[arg-type]
+                )
+                self.url = binds[0]
+                task_status.started(self.url)
+        finally:
+            if sock is not None:
+                sock.close()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[str]:

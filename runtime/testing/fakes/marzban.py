@@ -42,6 +42,11 @@ Modelled on the panel's source (``app/routers``, ``app/db/crud.py``, ``app/model
   maps ``https://host/<prefix>/`` to the panel: the panel itself does not know the prefix,
   so relative subscription URLs leave it out.
 
+Beyond the panel, for the sandbox: ``snapshot`` / ``restore`` keep the users and the
+subscription signing secret across restarts (every subscription link issued before still
+opens), ``revision`` / ``wait_changed`` say when there is something new to keep. Admin tokens
+are not kept: a restarted panel asks for a new login, as after a reinstall.
+
 Not modelled: ``on_hold`` timing, ``next_plan``, non-sudo admins and ownership (403),
 node usage, templates, ``revoke_sub``, the user-agent specific subscription formats (Clash,
 sing-box, v2ray-json) and the other admin routes.
@@ -58,10 +63,12 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import trio
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -81,6 +88,11 @@ DEFAULT_INBOUNDS: dict[str, list[str]] = {
     "trojan": ["Trojan Websocket TLS"],
 }
 SERVER_ADDRESS = "203.0.113.10"
+STATUSES = ("active", "disabled", "limited", "expired", "on_hold")
+KEEP_USERS = 10_000
+"""Users a ``snapshot`` keeps, the newest; a larger ``restore`` is refused."""
+MAX_USER_AGENT = 512
+"""The panel's column for a subscription client's user agent."""
 
 
 class _Invalid(Exception):
@@ -138,6 +150,53 @@ class FakeMarzban(FakePeer):
         self.issued_tokens: list[str] = []
         self._token_expiry: dict[str, float | None] = {}
         self._secret_key = secrets.token_hex(32)
+        self.revision = 0
+        """Grows with every change to the users made through the API or the controls
+        below (see ``snapshot``)."""
+        self._changed = trio.Event()
+
+    # -- keeping the users across restarts (the sandbox) ---------------------------------
+
+    def snapshot(self, keep: int = KEEP_USERS) -> dict[str, Any]:
+        """The newest ``keep`` users and the subscription secret, as JSON-ready data. A
+        user's reset log is kept as its sum: only the sum is ever answered."""
+        newest = sorted(self.users.values(), key=lambda u: u["created"])
+        users = []
+        for user in newest[-keep:] if keep > 0 else []:
+            kept = deepcopy(user)
+            kept["reset_logs"] = [sum(user["reset_logs"])] if user["reset_logs"] else []
+            users.append(kept)
+        return {"version": 1, "secret_key": self._secret_key, "users": users}
+
+    def restore(self, data: Any) -> None:
+        """Take back a ``snapshot``; ``ValueError`` (and no change) when it is not one."""
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise ValueError("not a fake Marzban snapshot of version 1")
+        secret, users = data.get("secret_key"), data.get("users")
+        if not isinstance(secret, str) or not 32 <= len(secret) <= 256:
+            raise ValueError("no subscription secret of 32 to 256 characters")
+        if not isinstance(users, list) or len(users) > KEEP_USERS:
+            raise ValueError(f"users is not a list of at most {KEEP_USERS}")
+        restored: dict[str, dict[str, Any]] = {}
+        for user in users:
+            kept = _kept_user(user)
+            if kept["username"] in restored:
+                raise ValueError(f"user {kept['username']!r} twice")
+            restored[kept["username"]] = kept
+        self.users = restored
+        self._secret_key = secret
+        self._touch()
+
+    async def wait_changed(self, revision: int) -> int:
+        """Wait until ``revision`` is behind; returns the current one."""
+        while self.revision == revision:
+            await self._changed.wait()
+        return self.revision
+
+    def _touch(self) -> None:
+        self.revision += 1
+        self._changed.set()
+        self._changed = trio.Event()
 
     # -- test controls -------------------------------------------------------------------
 
@@ -147,10 +206,12 @@ class FakeMarzban(FakePeer):
 
     def set_used_traffic(self, username: str, used_bytes: int) -> None:
         self.users[username]["used_traffic"] = used_bytes
+        self._touch()
 
     def use_traffic(self, username: str, data_bytes: int) -> None:
         """The user moved ``data_bytes`` more bytes through the panel's nodes."""
         self.users[username]["used_traffic"] += data_bytes
+        self._touch()
 
     def add_user(
         self, username: str, *, without_inbounds: bool = False, **fields: Any
@@ -162,6 +223,7 @@ class FakeMarzban(FakePeer):
             body.setdefault("inbounds", {})
         user = self._new_user(body)
         self.users[username] = user
+        self._touch()
         return user
 
     def user_inbounds(self, username: str) -> dict[str, list[str]]:
@@ -288,6 +350,7 @@ class FakeMarzban(FakePeer):
             return _detail(409, "User already exists")
         user = self._new_user(body)
         self.users[user["username"]] = user
+        self._touch()
         return JSONResponse(self._answer(user))
 
     async def _get(self, request: Request) -> Response:
@@ -316,6 +379,7 @@ class FakeMarzban(FakePeer):
             if not self.inbounds.get(kind):
                 return _detail(400, f"Protocol {kind} is disabled on your server")
         self._apply(user, body)
+        self._touch()
         return JSONResponse(self._answer(user))
 
     async def _delete(self, request: Request) -> Response:
@@ -323,6 +387,7 @@ class FakeMarzban(FakePeer):
             return denied
         if self.users.pop(request.path_params["username"], None) is None:
             return _detail(404, "User not found")
+        self._touch()
         return _detail(200, "User successfully deleted")
 
     async def _reset(self, request: Request) -> Response:
@@ -337,6 +402,7 @@ class FakeMarzban(FakePeer):
         # UserStatus.disabled)` is a substring test against "expired".
         if user["status"] not in "expired":
             user["status"] = "active"
+        self._touch()
         return JSONResponse(self._answer(user))
 
     async def _subscription(self, request: Request) -> Response:
@@ -347,7 +413,8 @@ class FakeMarzban(FakePeer):
         if "text/html" in request.headers.get("accept", ""):
             return HTMLResponse(f"<html><body><h1>{user['username']}</h1></body></html>")
         user["sub_updated_at"] = datetime.fromtimestamp(self.clock(), UTC).isoformat()
-        user["sub_last_user_agent"] = request.headers.get("user-agent", "")
+        user["sub_last_user_agent"] = request.headers.get("user-agent", "")[:MAX_USER_AGENT]
+        self._touch()
         info = {
             "upload": 0,
             "download": user["used_traffic"],
@@ -555,6 +622,9 @@ class FakeMarzban(FakePeer):
             user["status"] = "limited"
         elif user["expire"] and user["expire"] <= self.clock():
             user["status"] = "expired"
+        else:
+            return
+        self._touch()
 
     def _links(self, user: dict[str, Any]) -> list[str]:
         links = []
@@ -599,3 +669,64 @@ class FakeMarzban(FakePeer):
                 "discord_webhook": None,
             },
         }
+
+
+def _optional(kind: type | tuple[type, ...]) -> Callable[[Any], bool]:
+    return lambda v: v is None or (isinstance(v, kind) and not isinstance(v, bool))
+
+
+def _count(v: Any) -> bool:
+    return _is_int(v) and v >= 0
+
+
+def _texts(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(t, str) for t in v)
+
+
+_KEPT_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "username": lambda v: isinstance(v, str) and USERNAME_PATTERN.match(v) is not None,
+    "proxies": lambda v: isinstance(v, dict) and bool(v) and set(v) <= set(PROXY_TYPES),
+    "excluded": lambda v: isinstance(v, dict) and all(_texts(t) for t in v.values()),
+    "expire": lambda v: v is None or _count(v),
+    "data_limit": lambda v: v is None or _count(v),
+    "data_limit_reset_strategy": lambda v: v in RESET_STRATEGIES,
+    "note": lambda v: v is None or (isinstance(v, str) and len(v) <= 500),
+    "status": lambda v: v in STATUSES,
+    "used_traffic": _count,
+    "reset_logs": lambda v: isinstance(v, list) and all(_count(n) for n in v),
+    "created": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "created_at": lambda v: isinstance(v, str),
+    "on_hold_expire_duration": lambda v: v is None or _count(v),
+    "on_hold_timeout": _optional(str),
+    "auto_delete_in_days": lambda v: v is None or _count(v),
+    "next_plan": _optional(dict),
+    "sub_updated_at": _optional(str),
+    "sub_last_user_agent": lambda v: v is None or (isinstance(v, str) and len(v) <= 512),
+    "online_at": _optional(str),
+}
+_PROXY_FIELDS = {
+    "vmess": {"id"},
+    "vless": {"id", "flow"},
+    "trojan": {"password", "flow"},
+    "shadowsocks": {"password", "method"},
+}
+
+
+def _kept_user(user: Any) -> dict[str, Any]:
+    """A user from a snapshot, checked field by field; ``ValueError`` naming the first
+    field that is not what the fake stores."""
+    if not isinstance(user, dict) or set(user) != set(_KEPT_FIELDS):
+        raise ValueError("a user without the fields the fake stores")
+    for field, valid in _KEPT_FIELDS.items():
+        if not valid(user[field]):
+            raise ValueError(f"user {str(user.get('username'))[:40]!r}: a bad {field}")
+    for kind, settings in user["proxies"].items():
+        if not (
+            isinstance(settings, dict)
+            and set(settings) == _PROXY_FIELDS[kind]
+            and all(v is None or isinstance(v, str) for v in settings.values())
+        ):
+            raise ValueError(f"user {user['username']!r}: bad {kind} proxy settings")
+    if not set(user["excluded"]) <= set(user["proxies"]):
+        raise ValueError(f"user {user['username']!r}: exclusions for a proxy it lacks")
+    return deepcopy(user)
