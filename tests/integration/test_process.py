@@ -206,7 +206,9 @@ def test_crashing_actor_is_restarted_with_backoff_then_parked_and_alerted_once(
         assert crashy["restarts"] == 3
         assert crashy["last_failure"]["type"] == "bug"
         assert "crashy fell over" in crashy["last_failure"]["message"]
-        assert sorted(set(restarts_seen)) == list(range(min(restarts_seen), 4))
+        # the status only ever counts up; each restart and its delay is in the log (below):
+        # sampling the status over HTTP may miss one on a busy machine
+        assert restarts_seen == sorted(restarts_seen) and restarts_seen[-1] == 3
         for name in ("steady", "http", "alerts", "database"):
             assert actor(document, name)["state"] == "running", name
         assert actor(document, "steady")["restarts"] == 0
