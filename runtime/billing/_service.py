@@ -386,6 +386,52 @@ class Billing:
         )
         return refunded
 
+    async def refunded_by_provider(
+        self, provider: str, external_id: str, *, payer_id: int
+    ) -> store.Refunded | None:
+        """A refund the provider reports (Telegram's ``refunded_payment``): one we made
+        comes back as such a notice and changes nothing; one made elsewhere (Telegram's
+        support, a dispute) is recorded as an admin's refund by hand is, taking back what the
+        payment gave, and the admins are told. Returns what was recorded, if anything.
+
+        The notice names a charge; it counts only for a credited payment of that payer, so
+        it can neither refund someone else's payment nor one that was never credited.
+        """
+        operation = "billing.refund_notice"
+        payment = await store.by_charge(self._db, provider, external_id)
+        if payment is None or payment.user_id != payer_id:
+            self._log.warning(
+                "refund notice for no payment of this payer: ignored",
+                operation=operation,
+                provider=provider,
+                outcome=Outcome.SKIPPED,
+            )
+            return None
+        if payment.status == "refunded":
+            return None
+        try:
+            refunded = await self.refund(payment.id, through_provider=False)
+        except DomainError:
+            self._log.info(
+                "refund notice for a payment that was not credited: ignored",
+                operation=operation,
+                payment_id=payment.id,
+                status=payment.status,
+                outcome=Outcome.SKIPPED,
+            )
+            return None
+        self._alerts.submit(
+            Alert(
+                severity=Severity.WARNING,
+                key=f"refund_outside:{payment.id}",
+                component="billing",
+                title="a payment was refunded outside the bot",
+                text=f"{provider} refunded payment {payment.id} of user {payment.user_id}"
+                " without the bot asking; it is recorded and what it bought was taken back.",
+            )
+        )
+        return refunded
+
 
 def refusal_alert(confirmed: ConfirmedPayment, result: Finalized) -> Alert:
     """The alert for a refused charge. Its key is built from our own data only (the

@@ -199,6 +199,10 @@ class BotServices:
     async def refund(self, payment_id: str, *, through_provider: bool) -> payment_store.Refunded:
         return await self.billing.refund(payment_id, through_provider=through_provider)
 
+    async def stars_refunded(self, charge_id: str, *, payer_id: int) -> None:
+        """Telegram's ``refunded_payment``: see ``Billing.refunded_by_provider``."""
+        await self.billing.refunded_by_provider("stars", charge_id, payer_id=payer_id)
+
     async def create_broadcast(
         self, created_by: int, audience: str, text: str
     ) -> tuple[admin.Broadcast, int]:

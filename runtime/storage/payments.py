@@ -174,6 +174,20 @@ async def get(db: Database, payment_id: str) -> Payment | None:
     return await db.read(unit)
 
 
+async def by_charge(db: Database, provider: str, external_id: str) -> Payment | None:
+    """The payment ``provider`` knows as ``external_id`` (its charge id), if any."""
+
+    async def unit(conn: Connection) -> Payment | None:
+        row = await conn.fetchrow(
+            f"select {_COLUMNS} from payments where provider = $1 and external_id = $2",
+            provider,
+            external_id,
+        )
+        return _payment(row) if row else None
+
+    return await db.read(unit)
+
+
 async def finalize(
     db: Database,
     charge: Charge,

@@ -415,6 +415,30 @@ async def test_an_admin_refunds_a_payment(emulator: TelegramEmulator, shop: Shop
 
 
 @pytest.mark.parametrize("mode", ["polling"])
+async def test_a_refund_telegram_makes_takes_back_access(
+    emulator: TelegramEmulator, shop: Shop
+) -> None:
+    """Telegram gives the Stars back without the bot asking (its support, a dispute): the
+    bot records the refund from the ``refunded_payment`` it receives and revokes access."""
+    user = emulator.create_user(first_name="Ann", language_code="en")
+    async with running(shop):
+        hello = user.send_command("buy")
+        plans = await user.wait_for_message(after=hello)
+        plan = await press(emulator, user, plans, "1 month", "Choose how to pay")
+        user.press(plan, text="Telegram Stars")
+        invoice = await user.wait_for_message(lambda m: m.invoice is not None)
+        assert (await user.pay(invoice)).ok
+        await eventually(shop, "select status from payments", "finalized")
+        (charge,) = emulator.payments()
+        emulator.refund_payment(charge.telegram_payment_charge_id)
+        await eventually(shop, "select status from payments", "refunded")
+        await eventually(shop, "select status from subscriptions", "revoked")
+        told = "select count(*) from outbox where dedup_key like 'notify:refund:%'"
+        await eventually(shop, told, 1)
+    assert emulator.payments()[0].refunded
+
+
+@pytest.mark.parametrize("mode", ["polling"])
 async def test_telegram_failures_are_ridden_out(emulator: TelegramEmulator, shop: Shop) -> None:
     tr = load_translator()
     user = emulator.create_user(first_name="Ann", language_code="en")

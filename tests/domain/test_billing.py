@@ -475,3 +475,38 @@ async def test_a_purchase_whose_plan_left_the_catalog_fails_and_changes_nothing(
     stored = await payments.get(db, intent.id)
     assert stored is not None and stored.status == "created"
     assert await outbox_rows(db) == [] and await subs.of_user(db, USER) == []
+
+
+async def test_a_refund_telegram_made_elsewhere_is_recorded_once_and_told(
+    billing: Billing, db: Database, alerts: Alerts
+) -> None:
+    """Telegram's support gave the Stars back: access goes, the user is told, the admins are
+    alerted; the same notice again (a redelivered update) changes nothing."""
+    checkout = await billing.buy(USER, "month", "stars")
+    await billing.confirm(paid(checkout.payment.id))
+    refunded = await billing.refunded_by_provider("stars", "charge-1", payer_id=USER)
+    assert refunded is not None and refunded.access_revoked
+    assert await billing.refunded_by_provider("stars", "charge-1", payer_id=USER) is None
+    stars = billing.providers["stars"]
+    assert isinstance(stars, InChatProvider) and stars.refunds == []  # nothing sent back again
+    assert (await subs.of_user(db, USER))[0].status == "revoked"
+    notices = [key for kind, key in await outbox_rows(db) if key.startswith("notify:refund:")]
+    assert notices == [f"notify:refund:{checkout.payment.id}"]
+    assert alerts.keys() == [f"refund_outside:{checkout.payment.id}"]
+
+
+async def test_a_refund_notice_counts_only_for_a_credited_payment_of_its_payer(
+    billing: Billing, db: Database, alerts: Alerts
+) -> None:
+    """Another user's charge, an unknown charge, a payment we refunded ourselves: nothing
+    is recorded, nothing taken back, nobody alerted."""
+    checkout = await billing.buy(USER, "month", "stars")
+    await billing.confirm(paid(checkout.payment.id))
+    assert await billing.refunded_by_provider("stars", "charge-1", payer_id=USER + 1) is None
+    assert await billing.refunded_by_provider("stars", "no-such-charge", payer_id=USER) is None
+    assert (await subs.of_user(db, USER))[0].status == "active"
+    await billing.refund(checkout.payment.id)  # ours: Telegram's notice of it follows
+    assert await billing.refunded_by_provider("stars", "charge-1", payer_id=USER) is None
+    notices = [key for kind, key in await outbox_rows(db) if key.startswith("notify:refund:")]
+    assert len(notices) == 1
+    assert alerts.keys() == []

@@ -125,9 +125,13 @@ async def successful_payment(message: Message, ctx: BotContext, lang: str) -> No
         await message.answer(ctx.t(lang, refused))
 
 
-async def refunded_payment(message: Message) -> None:
-    """A refund we made (``billing.refund``) coming back as a service message: the user
-    is told by the notifier, so nothing to do here."""
+async def refunded_payment(message: Message, ctx: BotContext) -> None:
+    """Telegram gave a Stars payment back: one we refunded changes nothing; one refunded
+    elsewhere is recorded, and the notifier tells the user what it took back."""
+    refunded = message.refunded_payment
+    assert refunded is not None
+    payer = message.from_user.id if message.from_user is not None else message.chat.id
+    await call_trio(ctx.svc.stars_refunded, refunded.telegram_payment_charge_id, payer_id=payer)
 
 
 def build_router() -> Router:
