@@ -128,3 +128,40 @@ def test_rich_stays_importable_for_whatever_else_wants_it() -> None:
         timeout=300,
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize("path", [None, EXAMPLE_CONFIG], ids=["sandbox", "example"])
+def test_assembling_the_runtime_leaves_babel_unimported(path: Path | None) -> None:
+    """``check-config`` assembles the runtime as ``run`` does: an idle service formats
+    nothing, so it holds neither Babel nor any language's CLDR data."""
+    token = {"VPNBOT_TELEGRAM__TOKEN": "123456:AAcheckConfigToken0123456789abcdefg"}
+    code, modules = _imported("check-config", *([str(path)] if path else []), env=token)
+    assert code == 0
+    assert "runtime" in modules
+    assert "babel" not in modules
+
+
+def test_babel_and_a_languages_data_load_on_its_first_formatting() -> None:
+    check = (
+        "import json, sys\n"
+        "import runtime.app, runtime.bot, runtime.workers\n"
+        "from runtime.i18n import format_money, load_translator, plural_category\n"
+        "load_translator()\n"
+        "before = 'babel' in sys.modules\n"
+        "text = format_money(19900, 'RUB', language='ru')\n"
+        "form = plural_category('ru', 3)\n"
+        "import babel.localedata\n"
+        "print(json.dumps([before, text, form, sorted(babel.localedata._cache)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    before, text, form, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before is False
+    assert (text, form) == ("199,00\xa0₽", "few")
+    assert set(loaded) == {"root", "ru"}
