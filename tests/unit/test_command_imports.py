@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,57 @@ def test_babel_and_a_languages_data_load_on_its_first_formatting() -> None:
     assert before is False
     assert (text, form) == ("199,00\xa0₽", "few")
     assert set(loaded) == {"root", "ru"}
+
+
+UNCONFIGURED_BACKENDS = """
+import json, sys
+from runtime.config import Settings
+from runtime.plugin_api import load_plugins
+settings = Settings.model_validate(json.loads(sys.argv[1]))
+loaded = load_plugins(settings, environ={})
+print(json.dumps({
+    "backends": [backend.name for backend in loaded.vpn_backends()],
+    "problems": [problem.plugin for problem in loaded.problems],
+    "provides": {row["name"]: row["provides"] for row in loaded.describe()},
+    "modules": sorted(m for m in sys.modules if m.startswith("plugins.")),
+}))
+"""
+VPN_PLUGINS = ("marzban", "outline", "remnawave", "xui")
+
+
+def _plugins_loaded(settings: dict[str, object]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", UNCONFIGURED_BACKENDS, json.dumps(settings)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_an_unconfigured_vpn_plugin_loads_without_its_backend_and_models() -> None:
+    """Each VPN plugin is loaded and lists its offer; its backend, client and pydantic
+    models (about 1 MB for 3x-ui) are imported only when its table is configured."""
+    report = _plugins_loaded({})
+    assert report["backends"] == [] and report["problems"] == []
+    for plugin in VPN_PLUGINS:
+        assert f"plugins.{plugin}" in report["modules"]
+        assert f"{plugin} (off: set plugins.settings.{plugin})" in report["provides"][plugin]
+        assert [m for m in report["modules"] if m.startswith(f"plugins.{plugin}.")] == []
+
+
+def test_a_configured_vpn_plugin_imports_its_backend() -> None:
+    xui = {
+        "base_url": "https://panel.example.com:2053/AbCdEf/",
+        "username": "admin",
+        "password": "secret-password",
+        "inbound_ids": [1],
+        "subscription_base_url": "https://sub.example.com:2096/sub/",
+    }
+    report = _plugins_loaded({"plugins": {"settings": {"xui": xui}}})
+    assert report["backends"] == ["xui"] and report["problems"] == []
+    assert "plugins.xui.backend" in report["modules"]
+    assert "plugins.marzban.backend" not in report["modules"]
