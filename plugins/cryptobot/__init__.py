@@ -8,17 +8,17 @@ currency (see ``amounts``): ``prices = { cryptobot = { RUB = 19900 } }`` with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from runtime.config import ConfigError, ConfigProblem, validate_section
 from runtime.plugin_api import Offer, OfferKind, PaymentProvider, hookimpl
 
-from .amounts import ASSET_DECIMALS, UnknownExponent, exponent
-from .provider import CryptoBotProvider
-from .settings import NETWORK_URLS, CryptoBotSettings
-
 if TYPE_CHECKING:
     from runtime.config import Settings
+
+    from .provider import CryptoBotProvider
+    from .settings import NETWORK_URLS, CryptoBotSettings
 
 __all__ = [
     "NETWORK_URLS",
@@ -31,8 +31,26 @@ __all__ = [
 
 PLUGIN = "cryptobot"
 
+_LAZY = {
+    "CryptoBotProvider": ".provider",
+    "CryptoBotSettings": ".settings",
+    "NETWORK_URLS": ".settings",
+}
+"""The provider, its client and models: imported when the plugin is configured."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 def build_provider(config: CryptoBotSettings, *, default_expires_in: int) -> CryptoBotProvider:
+    from .provider import CryptoBotProvider
+
     return CryptoBotProvider(
         config.token_value(),
         base_url=config.api_url(),
@@ -46,6 +64,8 @@ def build_provider(config: CryptoBotSettings, *, default_expires_in: int) -> Cry
 
 def _price_problems(settings: Settings, config: CryptoBotSettings) -> list[ConfigProblem]:
     """Plan prices this provider could not charge, found now rather than at a purchase."""
+    from .amounts import ASSET_DECIMALS, UnknownExponent, exponent
+
     crypto = config.currency_type == "crypto"
     problems = []
     for plan_id, plan in settings.plans.items():
@@ -68,6 +88,8 @@ def vpnbot_payment_providers(settings: Settings) -> list[PaymentProvider]:
     table = settings.plugins.settings.get(PLUGIN)
     if table is None:
         return []
+    from .settings import CryptoBotSettings
+
     config = validate_section(CryptoBotSettings, table, path=f"plugins.settings.{PLUGIN}")
     problems = _price_problems(settings, config)
     if problems:

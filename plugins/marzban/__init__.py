@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from runtime.config import validate_section
 from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
 
-from .backend import MarzbanBackend
-from .client import MarzbanClient
-from .settings import MarzbanSettings
-
 if TYPE_CHECKING:
     from runtime.config import Settings
+
+    from .backend import MarzbanBackend
+    from .client import MarzbanClient
+    from .settings import MarzbanSettings
 
 __all__ = [
     "MarzbanBackend",
@@ -24,6 +25,22 @@ __all__ = [
 
 PLUGIN_NAME = "marzban"
 
+_LAZY = {
+    "MarzbanBackend": ".backend",
+    "MarzbanClient": ".client",
+    "MarzbanSettings": ".settings",
+}
+"""The backend, its client and settings: imported when the plugin is configured."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 @hookimpl
 def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
@@ -31,6 +48,9 @@ def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
     table = settings.plugins.settings.get(PLUGIN_NAME)
     if table is None:
         return []
+    from .backend import MarzbanBackend
+    from .settings import MarzbanSettings
+
     config = validate_section(MarzbanSettings, table, path=f"plugins.settings.{PLUGIN_NAME}")
     return [MarzbanBackend(config, name=PLUGIN_NAME)]
 

@@ -16,18 +16,19 @@ access keys.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from runtime.config import validate_section
 from runtime.logs import add_secrets
 from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
 
-from .backend import OutlineBackend
-from .settings import OutlineSettings
-
 if TYPE_CHECKING:
     from runtime.config import Settings
+
+    from .backend import OutlineBackend
+    from .settings import OutlineSettings
 
 __all__ = [
     "OutlineBackend",
@@ -39,9 +40,26 @@ __all__ = [
 
 PLUGIN = "outline"
 
+_LAZY = {
+    "OutlineBackend": ".backend",
+    "OutlineSettings": ".settings",
+}
+"""The backend and its settings: imported when the plugin is configured."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 def build_backend(config: OutlineSettings) -> OutlineBackend:
     """The backend for these settings; its secret URL is masked in every log line from now."""
+    from .backend import OutlineBackend
+
     api_url = config.api_url_value()
     add_secrets([api_url, urlsplit(api_url).path.strip("/")])
     return OutlineBackend(
@@ -54,6 +72,8 @@ def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
     table = settings.plugins.settings.get(PLUGIN)
     if table is None:
         return []
+    from .settings import OutlineSettings
+
     config = validate_section(OutlineSettings, table, path=f"plugins.settings.{PLUGIN}")
     return [build_backend(config)]
 

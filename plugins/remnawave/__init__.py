@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from runtime.config import validate_section
 from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
 
-from .backend import RemnawaveBackend
-from .client import RemnawaveClient
-from .settings import RemnawaveSettings
-
 if TYPE_CHECKING:
     from runtime.config import Settings
+
+    from .backend import RemnawaveBackend
+    from .client import RemnawaveClient
+    from .settings import RemnawaveSettings
 
 __all__ = [
     "RemnawaveBackend",
@@ -24,6 +25,22 @@ __all__ = [
 
 PLUGIN_NAME = "remnawave"
 
+_LAZY = {
+    "RemnawaveBackend": ".backend",
+    "RemnawaveClient": ".client",
+    "RemnawaveSettings": ".settings",
+}
+"""The backend, its client and settings: imported when the plugin is configured."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 @hookimpl
 def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
@@ -32,6 +49,9 @@ def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
     table = settings.plugins.settings.get(PLUGIN_NAME)
     if table is None:
         return []
+    from .backend import RemnawaveBackend
+    from .settings import RemnawaveSettings
+
     config = validate_section(RemnawaveSettings, table, path=f"plugins.settings.{PLUGIN_NAME}")
     return [RemnawaveBackend(config, name=PLUGIN_NAME)]
 

@@ -14,18 +14,19 @@ the plugin offers nothing::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from runtime.config import validate_section
 from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
 
-from .backend import XuiBackend
-from .client import RouteNotFound, XuiClient
-from .identity import Identity
-from .settings import XuiSettings
-
 if TYPE_CHECKING:
     from runtime.config import Settings
+
+    from .backend import XuiBackend
+    from .client import RouteNotFound, XuiClient
+    from .identity import Identity
+    from .settings import XuiSettings
 
 __all__ = [
     "Identity",
@@ -39,12 +40,34 @@ __all__ = [
 
 PLUGIN = "xui"
 
+_LAZY = {
+    "Identity": ".identity",
+    "RouteNotFound": ".client",
+    "XuiBackend": ".backend",
+    "XuiClient": ".client",
+    "XuiSettings": ".settings",
+}
+"""The backend, its client and models: imported when the plugin is configured (their
+pydantic models cost about 1 MB of memory that a service without 3x-ui need not hold)."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 @hookimpl
 def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
     table = settings.plugins.settings.get(PLUGIN)
     if table is None:
         return []
+    from .backend import XuiBackend
+    from .settings import XuiSettings
+
     config = validate_section(XuiSettings, table, path=f"plugins.settings.{PLUGIN}")
     return [XuiBackend.from_settings(config, name=PLUGIN)]
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from babel import Locale
+if TYPE_CHECKING:
+    from babel import Locale
 
 CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
 """CLDR's plural categories; ``other`` is in every language and is the fallback."""
@@ -12,6 +14,8 @@ CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
 
 @lru_cache(maxsize=64)
 def _locale(language: str) -> Locale:
+    from babel import Locale
+
     return Locale.parse(language)
 
 

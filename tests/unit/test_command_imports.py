@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,96 @@ def test_rich_stays_importable_for_whatever_else_wants_it() -> None:
         timeout=300,
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize("path", [None, EXAMPLE_CONFIG], ids=["sandbox", "example"])
+def test_assembling_the_runtime_leaves_babel_unimported(path: Path | None) -> None:
+    """``check-config`` assembles the runtime as ``run`` does: an idle service formats
+    nothing, so it holds neither Babel nor any language's CLDR data."""
+    token = {"VPNBOT_TELEGRAM__TOKEN": "123456:AAcheckConfigToken0123456789abcdefg"}
+    code, modules = _imported("check-config", *([str(path)] if path else []), env=token)
+    assert code == 0
+    assert "runtime" in modules
+    assert "babel" not in modules
+
+
+def test_babel_and_a_languages_data_load_on_its_first_formatting() -> None:
+    check = (
+        "import json, sys\n"
+        "import runtime.app, runtime.bot, runtime.workers\n"
+        "from runtime.i18n import format_money, load_translator, plural_category\n"
+        "load_translator()\n"
+        "before = 'babel' in sys.modules\n"
+        "text = format_money(19900, 'RUB', language='ru')\n"
+        "form = plural_category('ru', 3)\n"
+        "import babel.localedata\n"
+        "print(json.dumps([before, text, form, sorted(babel.localedata._cache)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    before, text, form, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before is False
+    assert (text, form) == ("199,00\xa0₽", "few")
+    assert set(loaded) == {"root", "ru"}
+
+
+UNCONFIGURED_BACKENDS = """
+import json, sys
+from runtime.config import Settings
+from runtime.plugin_api import load_plugins
+settings = Settings.model_validate(json.loads(sys.argv[1]))
+loaded = load_plugins(settings, environ={})
+print(json.dumps({
+    "backends": [backend.name for backend in loaded.vpn_backends()],
+    "payment_providers": [provider.name for provider in loaded.payment_providers()],
+    "problems": [problem.plugin for problem in loaded.problems],
+    "provides": {row["name"]: row["provides"] for row in loaded.describe()},
+    "modules": sorted(m for m in sys.modules if m.startswith("plugins.")),
+}))
+"""
+LAZY_PLUGINS = ("cryptobot", "marzban", "outline", "remnawave", "xui")
+
+
+def _plugins_loaded(settings: dict[str, object]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", UNCONFIGURED_BACKENDS, json.dumps(settings)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_an_unconfigured_plugin_loads_without_its_backend_and_models() -> None:
+    """Each plugin is loaded and lists its offer; its backend or provider, client and
+    pydantic models (about 1 MB for 3x-ui) are imported only when its table is configured."""
+    report = _plugins_loaded({})
+    assert report["backends"] == [] and report["problems"] == []
+    assert report["payment_providers"] == []
+    for plugin in LAZY_PLUGINS:
+        assert f"plugins.{plugin}" in report["modules"]
+        assert f"{plugin} (off: set plugins.settings.{plugin})" in report["provides"][plugin]
+        assert [m for m in report["modules"] if m.startswith(f"plugins.{plugin}.")] == []
+
+
+def test_a_configured_plugin_imports_its_backend() -> None:
+    xui = {
+        "base_url": "https://panel.example.com:2053/AbCdEf/",
+        "username": "admin",
+        "password": "secret-password",
+        "inbound_ids": [1],
+        "subscription_base_url": "https://sub.example.com:2096/sub/",
+    }
+    report = _plugins_loaded({"plugins": {"settings": {"xui": xui}}})
+    assert report["backends"] == ["xui"] and report["problems"] == []
+    assert "plugins.xui.backend" in report["modules"]
+    assert "plugins.marzban.backend" not in report["modules"]
