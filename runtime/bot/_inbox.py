@@ -11,6 +11,12 @@ statement (``inbox.mark_many_processed``): its handler's effects are committed b
 and until the settle commits a crash only makes it run again, as a crash mid-handler
 would. ``processed`` counts an update once its settle committed.
 
+The bot's feed runs on asyncio's side (``OnAsyncio``): each claimed batch then crosses
+the seam once, each chat's updates run in order in one asyncio task there, and finished
+updates come back in groups (``_chains``). A feed on trio's side (tests) runs a trio task
+per chat instead. Either way, an update not run to its end (a stop, a cancellation) is
+released at once, so it runs again without waiting for its claim to expire.
+
 A claimed update carries its sender's user record as the claim read it, so the handler
 boundary need not record a contact that changes nothing. It is dropped when an update of
 the same chat finished in this process after that claim was made (it may be stale).
