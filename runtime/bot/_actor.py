@@ -13,6 +13,7 @@ outlives a cancellation; each actor closes its Bot's HTTP session when it stops.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -37,7 +38,7 @@ from runtime.workers import wakeups_of
 from . import keyboards
 from ._context import BotContext
 from ._dispatch import JsonBodySession, await_plain_callables
-from ._inbox import InboxProcessor
+from ._inbox import InboxProcessor, OnAsyncio
 from ._middleware import HandlerBoundary
 from ._polling import ALLOWED_UPDATES, Poller
 from ._responses import KEPT as _KEPT_RESPONSES  # noqa: F401 - held for the process's life
@@ -191,7 +192,7 @@ class TelegramBot:
                 nursery.start_soon(self.link.probe_while_down, lambda: self._probe(bot))
                 nursery.start_soon(self._watch_broadcasts, bot)
                 nursery.start_soon(self._prune)
-                await self.processor.run(ctx, lambda update, cid: self.feed(bot, update, cid))
+                await self.processor.run(ctx, self.on_asyncio(bot))
                 nursery.cancel_scope.cancel()
 
     async def run_poller(
@@ -203,6 +204,11 @@ class TelegramBot:
 
     async def _probe(self, bot: Bot) -> None:
         await run_asyncio(bot.get_me, request_timeout=max(1, int(self.link.probe_timeout)))
+
+    def on_asyncio(self, bot: Bot) -> OnAsyncio:
+        """The feed the inbox runs: claimed batches cross into asyncio once each, and
+        their updates go through the dispatcher there (``_feed_aio``)."""
+        return OnAsyncio(functools.partial(self._feed_aio, bot))
 
     async def feed(self, bot: Bot, update: InboxUpdate, correlation_id: str) -> Any:
         """Run one stored update through the dispatcher: one crossing into asyncio.

@@ -3,27 +3,48 @@
 - aiogram runs a filter or handler that is a plain function (every magic filter, ``F.x``)
   through ``asyncio.to_thread``: a hand-over to a worker thread and back for each check,
   several per update. ``await_plain_callables`` makes them coroutines that call the plain
-  function inline (magic filters only read the event).
+  function inline (magic filters only read the event). It also gives each observer a
+  middleware chain built without ``functools.wraps`` (aiogram builds one per event and
+  observer, and copying the handler's metadata onto it was most of that cost).
 - ``JsonBodySession`` sends each Bot API request as a JSON body instead of aiogram's
   url-encoded form (which prepares every field, dumps nested objects to JSON and then
-  percent-quotes them); a request that uploads a file still goes as a form.
+  percent-quotes them); a request that uploads a file still goes as a form. A keyboard
+  marked with ``kept`` (built once and never changed, such as the main menu) is dumped
+  and prepared once, not on every request that carries it.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
-from typing import Any, cast
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from aiogram import Bot, Router
 from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.dispatcher.event.handler import CallableObject
+from aiogram.dispatcher.event.bases import MiddlewareType, NextMiddlewareType
+from aiogram.dispatcher.event.handler import CallableObject, CallbackType
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
+from aiogram.types import TelegramObject
 from aiohttp import ClientError
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+_KEPT_MAX = 256
+_kept: dict[int, tuple[object, dict[str, Any] | None]] = {}
+"""By ``id``: a kept markup (held, so its id stays its own) and its prepared form."""
+
+M = TypeVar("M")
+
+
+def kept(markup: M) -> M:
+    """Mark ``markup`` as never changed from now on: requests carrying it reuse the form
+    it was first sent in. Returns it."""
+    if len(_kept) >= _KEPT_MAX:
+        _kept.clear()
+    _kept[id(markup)] = (markup, None)
+    return markup
 
 
 def _inline(callable_object: CallableObject) -> None:
@@ -38,12 +59,28 @@ def _inline(callable_object: CallableObject) -> None:
     callable_object.awaitable = True
 
 
+def _wrap_middlewares(
+    middlewares: Sequence[MiddlewareType[TelegramObject]], handler: CallbackType
+) -> NextMiddlewareType[TelegramObject]:
+    """aiogram's ``MiddlewareManager.wrap_middlewares`` without ``functools.wraps``."""
+
+    def handler_wrapper(event: TelegramObject, kwargs: dict[str, Any]) -> Any:
+        return handler(event, **kwargs)
+
+    middleware: NextMiddlewareType[TelegramObject] = handler_wrapper
+    for m in reversed(middlewares):
+        middleware = functools.partial(m, middleware)
+    return middleware
+
+
 def await_plain_callables(router: Router) -> int:
     """Make every plain-function filter and handler of ``router`` and the routers inside it
     run inline; returns how many were changed."""
     changed = 0
     for each in router.chain_tail:
         for observer in each.observers.values():
+            for manager in (observer.middleware, observer.outer_middleware):
+                manager.wrap_middlewares = _wrap_middlewares  # type: ignore[method-assign,assignment]
             for handler in [observer._handler, *observer.handlers]:
                 for item in [handler, *(handler.filters or ())]:
                     if not item.awaitable:
@@ -63,7 +100,23 @@ class JsonBodySession(AiohttpSession):
     ) -> TelegramType:
         files: dict[str, Any] = {}
         body: dict[str, Any] = {}
-        for key, value in method.model_dump(warnings=False).items():
+        markup = getattr(method, "reply_markup", None)
+        held = _kept.get(id(markup)) if markup is not None else None
+        if held is not None and held[0] is markup:
+            prepared_markup = held[1]
+            if prepared_markup is None:
+                prepared_markup = self.prepare_value(
+                    cast(Any, markup).model_dump(warnings=False),
+                    bot=bot,
+                    files=files,
+                    _dumps_json=False,
+                )
+                _kept[id(markup)] = (markup, prepared_markup)
+            body["reply_markup"] = prepared_markup
+            dumped = method.model_dump(warnings=False, exclude={"reply_markup"})
+        else:
+            dumped = method.model_dump(warnings=False)
+        for key, value in dumped.items():
             prepared = self.prepare_value(value, bot=bot, files=files, _dumps_json=False)
             if prepared is None or prepared == "":
                 continue

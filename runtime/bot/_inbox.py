@@ -11,6 +11,12 @@ statement (``inbox.mark_many_processed``): its handler's effects are committed b
 and until the settle commits a crash only makes it run again, as a crash mid-handler
 would. ``processed`` counts an update once its settle committed.
 
+The bot's feed runs on asyncio's side (``OnAsyncio``): each claimed batch then crosses
+the seam once, each chat's updates run in order in one asyncio task there, and finished
+updates come back in groups (``_chains``). A feed on trio's side (tests) runs a trio task
+per chat instead. Either way, an update not run to its end (a stop, a cancellation) is
+released at once, so it runs again without waiting for its claim to expire.
+
 A claimed update carries its sender's user record as the claim read it, so the handler
 boundary need not record a contact that changes nothing. It is dropped when an update of
 the same chat finished in this process after that claim was made (it may be stale).
@@ -41,18 +47,30 @@ from typing import Any, Protocol
 import trio
 
 from runtime.alerts import Alert, Severity
+from runtime.bridge import run_asyncio
 from runtime.failures import TELEGRAM, Failure, FailureType, Outcome
 from runtime.logs import correlation, get_logger, log_failure
 from runtime.storage import Database, inbox
 from runtime.storage.inbox import InboxUpdate
 from runtime.supervision import ActorContext, Backoff, backoff_delay
 
+from ._chains import Batch, ChatChains, Report, RunOne
 from ._middleware import HandlerFailed, Next, next_step
+from ._seam import call_trio_soon
 from ._telegram_link import TelegramLink, TelegramTrouble, Trouble, telegram_trouble
 
 Feed = Callable[[InboxUpdate, str], Awaitable[Any]]
 """Runs one update's handlers (trio side; crosses into asyncio) given the update and its
 correlation id; returns what the dispatcher returned (a ``HandlerFailed`` on failure)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OnAsyncio:
+    """A feed whose ``run_one`` runs one update on asyncio's side (the dispatcher): each
+    claimed batch then crosses the seam once, and its updates run there (``_chains``)."""
+
+    run_one: RunOne
+
 
 RETRY_BACKOFF = Backoff(min=2.0, max=300.0, multiplier=2.0, jitter=0.2)
 """Between attempts of an update whose handler failed transiently: 2 s, 4 s ... 5 min."""
@@ -146,7 +164,7 @@ class InboxProcessor:
         self._claim_cause: str | None = None
         """The dependency the last failed claim named (the database, usually)."""
 
-    async def run(self, ctx: ActorContext, feed: Feed) -> None:
+    async def run(self, ctx: ActorContext, feed: Feed | OnAsyncio) -> None:
         """Claim and process until ``ctx.stop_requested``; updates in flight finish."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow_telegram, ctx)
@@ -231,7 +249,10 @@ class InboxProcessor:
     # -- processing ----------------------------------------------------------------------
 
     async def process(
-        self, claimed: Sequence[InboxUpdate], feed: Feed, stop: trio.Event | None = None
+        self,
+        claimed: Sequence[InboxUpdate],
+        feed: Feed | OnAsyncio,
+        stop: trio.Event | None = None,
     ) -> None:
         """Process a claimed batch to the end: every update handled and settled."""
         async with self._pipeline(feed, stop) as add:
@@ -244,7 +265,7 @@ class InboxProcessor:
 
     @contextlib.asynccontextmanager
     async def _pipeline(
-        self, feed: Feed, stop: trio.Event | None
+        self, feed: Feed | OnAsyncio, stop: trio.Event | None
     ) -> AsyncIterator[Callable[[Sequence[InboxUpdate], int], None]]:
         """Yields ``add(claimed, claim_number)``, which starts handling a claimed batch;
         on exit, waits until every update added is handled and settled."""
@@ -252,25 +273,34 @@ class InboxProcessor:
         async with trio.open_nursery() as settling:
             settling.start_soon(self._settle_finished, closed)
             async with trio.open_nursery() as handling:
-
-                def add(claimed: Sequence[InboxUpdate], number: int) -> None:
-                    for update in claimed:
-                        key = _chat_key(update)
-                        if key in self._finished_while_claiming:
-                            update = dataclasses.replace(update, sender=None)
-                        self._in_flight += 1
-                        queue = self._chats.get(key)
-                        if queue is not None:
-                            queue.append((update, number))
-                            continue
-                        self._chats[key] = deque([(update, number)])
-                        handling.start_soon(self._run_chat, key, feed, stop)
-
-                yield add
+                if isinstance(feed, OnAsyncio):
+                    yield self._batches(feed, stop, handling)
+                else:
+                    yield self._per_chat(feed, stop, handling)
             closed.set()
             self._done_added.set()
             settling.cancel_scope.deadline = trio.current_time() + 30
         # Whatever is still unsettled after that runs again once its claim expires.
+
+    def _per_chat(
+        self, feed: Feed, stop: trio.Event | None, handling: trio.Nursery
+    ) -> Callable[[Sequence[InboxUpdate], int], None]:
+        """``add`` for a feed on trio's side: a task per chat, a crossing per update."""
+
+        def add(claimed: Sequence[InboxUpdate], number: int) -> None:
+            for update in claimed:
+                key = _chat_key(update)
+                if key in self._finished_while_claiming:
+                    update = dataclasses.replace(update, sender=None)
+                self._in_flight += 1
+                queue = self._chats.get(key)
+                if queue is not None:
+                    queue.append((update, number))
+                    continue
+                self._chats[key] = deque([(update, number)])
+                handling.start_soon(self._run_chat, key, feed, stop)
+
+        return add
 
     async def _run_chat(self, key: object, feed: Feed, stop: trio.Event | None) -> None:
         """One chat's updates, in order, including those added while they run."""
@@ -296,6 +326,78 @@ class InboxProcessor:
             del self._chats[key]
             if queue:
                 self._finish(len(queue))
+
+    def _batches(
+        self, feed: OnAsyncio, stop: trio.Event | None, handling: trio.Nursery
+    ) -> Callable[[Sequence[InboxUpdate], int], None]:
+        """``add`` for a feed on asyncio's side: one crossing per claimed batch, and the
+        reports of finished updates come back together (``_chains``)."""
+
+        def report(reports: list[Report]) -> None:
+            done = 0
+            for each in reports:
+                each.batch.reported[each.index] = True
+                update = each.batch.updates[each.index]
+                result = each.result
+                if each.error is not None:
+                    with correlation(each.correlation_id, update_id=update.update_id):
+                        result = self._failed_outside(update, each.error)
+                if not isinstance(result, HandlerFailed) or result.next is Next.DONE:
+                    self._done.append(update)
+                    done += 1
+                    continue
+                handling.start_soon(self._settle_one_failed, update, result, each.correlation_id)
+            if done:
+                self._done_added.set()
+                self._finish(done)
+
+        chains = ChatChains(
+            feed.run_one,
+            timeout=self.handler_timeout,
+            report=report,
+            hand_over=call_trio_soon,
+            claims=lambda: self._claims,
+            stopping=lambda: stop is not None and stop.is_set(),
+        )
+
+        def add(claimed: Sequence[InboxUpdate], number: int) -> None:
+            if not claimed:
+                return
+            self._in_flight += len(claimed)
+            batch = Batch(number, list(claimed), [False] * len(claimed))
+            keys = [_chat_key(update) for update in claimed]
+            handling.start_soon(self._run_batch, chains, batch, keys)
+
+        return add
+
+    async def _run_batch(self, chains: ChatChains, batch: Batch, keys: list[object]) -> None:
+        try:
+            await run_asyncio(chains.run_batch, batch, keys)
+        except Exception as exc:  # the seam itself: its updates run again
+            log_failure(_log, exc, operation="bot.update", outcome=Outcome.DEGRADED)
+        finally:
+            # Not run to their end (a stop, a cancellation): hand them back so they run
+            # again at once rather than after their claims expire.
+            left = [
+                update
+                for update, seen in zip(batch.updates, batch.reported, strict=True)
+                if not seen
+            ]
+            if left:
+                await self._release(left)
+                self._finish(len(left))
+
+    async def _settle_one_failed(
+        self, update: InboxUpdate, result: HandlerFailed, correlation_id: str
+    ) -> None:
+        with correlation(correlation_id, update_id=update.update_id):
+            try:
+                await self._settle_failed(update, result)
+            except Exception as exc:
+                # The claim expires and the update runs again: handlers are safe to repeat.
+                log_failure(_log, exc, operation="bot.inbox.settle", outcome=Outcome.DEGRADED)
+            finally:
+                self._finish(1)
 
     def _finish(self, count: int) -> None:
         before = self.max_in_flight - self._in_flight
@@ -345,23 +447,27 @@ class InboxProcessor:
         try:
             with trio.fail_after(self.handler_timeout):
                 return await feed(update, correlation_id)
-        except Exception as exc:  # outside the handler boundary: parsing, the bridge, time
-            trouble = telegram_trouble(exc)
-            if trouble is None and isinstance(exc, trio.TooSlowError) and self.link.down:
-                trouble = TelegramTrouble(Trouble.UNREACHABLE, f"{self.link.reason} (timed out)")
-            failure = log_failure(
-                _log,
-                exc,
-                operation="bot.update",
-                attempt=update.attempts,
-                outcome=Outcome.DEGRADED if trouble is not None else Outcome.FAILED,
-            )
-            payment = _is_payment(update)
-            if trouble is not None:
-                return HandlerFailed(failure, Next.WAIT_FOR_TELEGRAM, payment, telegram=trouble)
-            pre_checkout = "pre_checkout_query" in update.payload
-            step = next_step(failure, payment=payment, pre_checkout=pre_checkout)
-            return HandlerFailed(failure, step, payment)
+        except Exception as exc:
+            return self._failed_outside(update, exc)
+
+    def _failed_outside(self, update: InboxUpdate, exc: Exception) -> HandlerFailed:
+        """A failure outside the handler boundary: parsing, the bridge, time."""
+        trouble = telegram_trouble(exc)
+        if trouble is None and isinstance(exc, trio.TooSlowError) and self.link.down:
+            trouble = TelegramTrouble(Trouble.UNREACHABLE, f"{self.link.reason} (timed out)")
+        failure = log_failure(
+            _log,
+            exc,
+            operation="bot.update",
+            attempt=update.attempts,
+            outcome=Outcome.DEGRADED if trouble is not None else Outcome.FAILED,
+        )
+        payment = _is_payment(update)
+        if trouble is not None:
+            return HandlerFailed(failure, Next.WAIT_FOR_TELEGRAM, payment, telegram=trouble)
+        pre_checkout = "pre_checkout_query" in update.payload
+        step = next_step(failure, payment=payment, pre_checkout=pre_checkout)
+        return HandlerFailed(failure, step, payment)
 
     async def _settle_failed(self, update: InboxUpdate, result: HandlerFailed) -> None:
         db = self._db()

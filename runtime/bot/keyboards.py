@@ -13,6 +13,7 @@ from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
 
 from ._context import BotContext
+from ._dispatch import kept
 
 
 class Nav(CallbackData, prefix="nav"):
@@ -95,7 +96,7 @@ def main_menu(ctx: BotContext, lang: str, user: User | None) -> InlineKeyboardMa
     if menu is None:
         if len(menus) >= _MENUS_KEPT:
             menus.clear()
-        menu = menus[key] = _build_main_menu(ctx, lang, trial, balance)
+        menu = menus[key] = kept(_build_main_menu(ctx, lang, trial, balance))
     return menu
 
 

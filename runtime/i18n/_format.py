@@ -40,9 +40,11 @@ def currency_exponent(currency: str) -> int:
     return get_currency_precision(currency)
 
 
+@lru_cache(maxsize=4096)
 def format_money(amount_minor: int, currency: str, *, language: str) -> str:
     """``19900, "RUB"``: ``199,00 ₽`` in Russian, ``₽199.00`` in English;
-    ``150, "XTR"``: ``150 ⭐`` / ``⭐150``."""
+    ``150, "XTR"``: ``150 ⭐`` / ``⭐150``. Kept per amount: Babel's formatting costs
+    more than the rest of a main menu, which shows the balance on every ``/start``."""
     from babel.numbers import get_currency_symbol, parse_pattern
 
     locale = _locale(language)

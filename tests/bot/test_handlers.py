@@ -58,9 +58,7 @@ class Driver:
         claimed = await inbox.claim(
             self.shop.db, owner=self.tb.processor.owner, limit=100, claim_seconds=60
         )
-        await self.tb.processor.process(
-            claimed, lambda update, cid: self.tb.feed(self.bot, update, cid)
-        )
+        await self.tb.processor.process(claimed, self.tb.on_asyncio(self.bot))
         return self.session.take()
 
     def message(self, uid: int, lang: str = "en", **content: Any) -> dict[str, Any]:
@@ -483,9 +481,7 @@ async def test_a_failing_payment_update_is_retried_and_alerts(
     await shop.db.transaction(_due_now)
     claimed = await inbox.claim(shop.db, owner="t", limit=10, claim_seconds=60)
     assert [u.update_id for u in claimed] == [paid["update_id"]]
-    await driver.tb.processor.process(
-        claimed, lambda update, cid: driver.tb.feed(driver.bot, update, cid)
-    )
+    await driver.tb.processor.process(claimed, driver.tb.on_asyncio(driver.bot))
     assert await shop.value("select status from payments") == "finalized"
 
 
