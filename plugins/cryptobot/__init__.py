@@ -8,11 +8,10 @@ currency (see ``amounts``): ``prices = { cryptobot = { RUB = 19900 } }`` with
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from runtime.config import ConfigError, ConfigProblem, validate_section
-from runtime.plugin_api import Offer, OfferKind, PaymentProvider, hookimpl
+from runtime.plugin_api import Offer, OfferKind, PaymentProvider, hookimpl, lazy_exports
 
 if TYPE_CHECKING:
     from runtime.config import Settings
@@ -39,13 +38,7 @@ _LAZY = {
 """The provider, its client and models: imported when the plugin is configured."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def build_provider(config: CryptoBotSettings, *, default_expires_in: int) -> CryptoBotProvider:

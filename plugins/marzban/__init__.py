@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from runtime.config import validate_section
-from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
+from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl, lazy_exports
 
 if TYPE_CHECKING:
     from runtime.config import Settings
@@ -33,13 +32,7 @@ _LAZY = {
 """The backend, its client and settings: imported when the plugin is configured."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

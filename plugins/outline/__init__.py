@@ -16,13 +16,12 @@ access keys.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from runtime.config import validate_section
 from runtime.logs import add_secrets
-from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
+from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl, lazy_exports
 
 if TYPE_CHECKING:
     from runtime.config import Settings
@@ -47,13 +46,7 @@ _LAZY = {
 """The backend and its settings: imported when the plugin is configured."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def build_backend(config: OutlineSettings) -> OutlineBackend:

@@ -14,11 +14,10 @@ the plugin offers nothing::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from runtime.config import validate_section
-from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl
+from runtime.plugin_api import Offer, OfferKind, VpnBackend, hookimpl, lazy_exports
 
 if TYPE_CHECKING:
     from runtime.config import Settings
@@ -51,13 +50,7 @@ _LAZY = {
 pydantic models cost about 1 MB of memory that a service without 3x-ui need not hold)."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

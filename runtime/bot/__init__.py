@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import importlib
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
+from runtime.lazy import lazy_exports
 from runtime.plugin_api import Services
 from runtime.supervision import ActorContext, ActorSpec
 
@@ -70,13 +71,7 @@ _LAZY = {
 never run the bot, and the configuration check (it needs only ``_specs``), should not pay."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 BOT_LIBRARIES = (

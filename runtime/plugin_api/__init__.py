@@ -6,6 +6,8 @@ A plugin is a module (or object) with ``@hookimpl`` functions named after the ho
 listed in ``settings.plugins.paths``.
 """
 
+from runtime.lazy import lazy_exports
+
 from ._manager import (
     BUILTIN_PLUGINS,
     DISABLE_ENV_VAR,
@@ -60,5 +62,6 @@ __all__ = [
     "WebhookRejected",
     "hookimpl",
     "hookspec",
+    "lazy_exports",
     "load_plugins",
 ]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from runtime.lazy import lazy_exports
+
 if TYPE_CHECKING:
     from . import job_kinds, leases, outbox, payments, subscriptions, users
     from ._database import Connection, Database, Work
@@ -57,12 +59,10 @@ _LAZY = {
 _MODULES = frozenset({"job_kinds", "leases", "outbox", "payments", "subscriptions", "users"})
 
 
+_exported = lazy_exports(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> Any:
     if name in _MODULES:
         return importlib.import_module(f".{name}", __name__)
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+    return _exported(name)
