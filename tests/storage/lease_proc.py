@@ -7,7 +7,9 @@ line on stdin, so racers start together. Then, until it has held the lease N tim
 acquire; under the fence, log the start of the hold in ``lease_log`` (on the database's
 clock); hold briefly; under the fence, log its end; release. Hold number K stalls for S
 seconds (longer than the ttl) before logging its end, so the lease expires under it: that
-end write must be refused. Prints a JSON summary.
+end write must be refused. A starved process may outlive a ttl elsewhere too, and is
+refused there as well. Prints a JSON summary: holds, refusals, whether the stalled hold's
+end was refused, and the holds refused before their first write (never logged).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ async def main(args: argparse.Namespace) -> None:
         try:
             print("ready", flush=True)
             await trio.to_thread.run_sync(sys.stdin.readline)
-            holds = refused = 0
+            holds = refused = stalled_refused = unlogged = 0
             while holds < args.holds:
                 lease = await acquire(db, NAME, args.holder, args.ttl)
                 if lease is None:
@@ -40,13 +42,25 @@ async def main(args: argparse.Namespace) -> None:
                 holds += 1
                 try:
                     row = await db.transaction(_start(lease))
-                    await trio.sleep(args.stall if holds == args.stall_at else 0.01)
-                    await db.transaction(_end(lease, row))
-                except LeaseLost:
+                except LeaseLost:  # starved past the ttl before its first write
                     refused += 1
+                    unlogged += 1
+                else:
+                    try:
+                        await trio.sleep(args.stall if holds == args.stall_at else 0.01)
+                        await db.transaction(_end(lease, row))
+                    except LeaseLost:
+                        refused += 1
+                        stalled_refused += holds == args.stall_at
                 await release(db, lease)
                 await trio.sleep(0.003)  # let the other racer in
-            print(json.dumps({"holds": holds, "refused": refused}), flush=True)
+            summary = {
+                "holds": holds,
+                "refused": refused,
+                "stalled_refused": stalled_refused,
+                "unlogged": unlogged,
+            }
+            print(json.dumps(summary), flush=True)
         finally:
             await db.close()
 

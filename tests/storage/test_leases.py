@@ -344,11 +344,14 @@ async def test_racing_processes_never_hold_the_lease_together(
             if r.process.returncode is None:
                 r.process.kill()
 
-    # each stalled past its ttl once: that end write was refused by the fence
-    assert summaries == [{"holds": 20, "refused": 1}] * 2
+    # each stalled past its ttl once: that end write was refused by the fence (a process
+    # starved past its ttl elsewhere, on a busy machine, is refused there too)
+    for summary in summaries:
+        assert summary["holds"] == 20 and summary["stalled_refused"] == 1, summary
     log = await fetch(db, "select holder, token, started_at, ended_at from lease_log")
-    assert len(log) == 40
-    assert sum(row["ended_at"] is None for row in log) == 2
+    assert len(log) == 40 - sum(s["unlogged"] for s in summaries)
+    ended_refused = sum(s["refused"] - s["unlogged"] for s in summaries)
+    assert sum(row["ended_at"] is None for row in log) == ended_refused
     assert exclusion_violations(log) == []
     by_token = sorted(log, key=lambda r: r["token"])
     handovers = sum(a["holder"] != b["holder"] for a, b in itertools.pairwise(by_token))
