@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from tests.switches import hide, switch
+
 SPIN = "while True:\n    pass\n"
 _spinners: list[subprocess.Popen[bytes]] = []
 
@@ -21,7 +23,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--busy-cpus",
         type=int,
-        default=int(os.environ.get("VPNBOT_TEST_BUSY_CPUS", "0")),
+        default=int(switch("VPNBOT_TEST_BUSY_CPUS") or "0"),
         metavar="N",
         help="keep N CPUs busy with spinning processes while the tests run "
         "(default: $VPNBOT_TEST_BUSY_CPUS or 0)",
@@ -29,6 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    hide()
     count: int = config.getoption("busy_cpus")
     if count < 0:
         raise pytest.UsageError("--busy-cpus must be 0 or more")

@@ -8,7 +8,6 @@ generous deadlines: the suite runs with every core busy.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import struct
@@ -24,6 +23,7 @@ import pytest
 
 from tests.e2e.sandbox_env import sandbox_env
 from tests.integration.test_process import ROOT, free_port, get_status, wait_for
+from tests.switches import switch
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip(
@@ -214,7 +214,7 @@ def conversation(browser: Any, sandbox: Sandbox) -> int:
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
-    chosen = os.environ.get(SCREENSHOT_DIR)
+    chosen = switch(SCREENSHOT_DIR)
     return Path(chosen) if chosen else tmp_path
 
 
