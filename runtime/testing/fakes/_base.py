@@ -58,6 +58,21 @@ class FakePeer:
         self._certfile = certfile
         self._keyfile = keyfile
         self.url = ""
+        self.revision = 0
+        """Grows with every change to the state a subclass keeps (``_touch``): the sandbox
+        saves a fake's ``snapshot`` when it moves."""
+        self._changed = trio.Event()
+
+    async def wait_changed(self, revision: int) -> int:
+        """Wait until ``revision`` is behind; returns the current one."""
+        while self.revision == revision:
+            await self._changed.wait()
+        return self.revision
+
+    def _touch(self) -> None:
+        self.revision += 1
+        self._changed.set()
+        self._changed = trio.Event()
 
     # -- to implement ----------------------------------------------------------------
 

@@ -44,7 +44,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -114,9 +113,6 @@ class FakeCryptoBot(FakePeer):
         a callable giving it when it is known only later (a listener on port 0)."""
         self.webhook_results: list[int | str] = []
         """What each delivery got: the HTTP status, or the error."""
-        self.revision = 0
-        """Grows with every change to the invoices (see ``snapshot``)."""
-        self._changed = trio.Event()
         self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "getMe": self._get_me,
             "createInvoice": self._create_invoice,
@@ -150,17 +146,6 @@ class FakeCryptoBot(FakePeer):
         self.invoices = invoices
         self._ids = itertools.count(max(next_id, max(invoices, default=0) + 1))
         self._touch()
-
-    async def wait_changed(self, revision: int) -> int:
-        """Wait until ``revision`` is behind; returns the current one."""
-        while self.revision == revision:
-            await self._changed.wait()
-        return self.revision
-
-    def _touch(self) -> None:
-        self.revision += 1
-        self._changed.set()
-        self._changed = trio.Event()
 
     @property
     def bot_username(self) -> str:

@@ -68,7 +68,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-import trio
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -150,10 +149,6 @@ class FakeMarzban(FakePeer):
         self.issued_tokens: list[str] = []
         self._token_expiry: dict[str, float | None] = {}
         self._secret_key = secrets.token_hex(32)
-        self.revision = 0
-        """Grows with every change to the users made through the API or the controls
-        below (see ``snapshot``)."""
-        self._changed = trio.Event()
 
     # -- keeping the users across restarts (the sandbox) ---------------------------------
 
@@ -186,17 +181,6 @@ class FakeMarzban(FakePeer):
         self.users = restored
         self._secret_key = secret
         self._touch()
-
-    async def wait_changed(self, revision: int) -> int:
-        """Wait until ``revision`` is behind; returns the current one."""
-        while self.revision == revision:
-            await self._changed.wait()
-        return self.revision
-
-    def _touch(self) -> None:
-        self.revision += 1
-        self._changed.set()
-        self._changed = trio.Event()
 
     # -- test controls -------------------------------------------------------------------
 
