@@ -64,6 +64,9 @@ def _setup_logging(settings: Settings) -> None:
 
 def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from runtime.app._early import EarlyStart, Terminated
+    from runtime.app._settle import pause_collector
+
+    pause_collector()
 
     early = EarlyStart()
     early.watch_signals()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import trio
+from _bytecode import compile_project
 
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
@@ -126,6 +127,7 @@ class Service:
         )
         self.log_path = workdir / f"vpnbot-{label}.log"
         self._log = self.log_path.open("a")
+        compile_project()
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
             cwd=workdir,

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 import trio
+from _bytecode import compile_project
 from _databases import bench_databases
 
 from runtime.testing.telegram import Limits, Retention, SimUser, TelegramEmulator
@@ -240,6 +241,7 @@ def main() -> None:
     total, rounds, quiet = args.updates, args.rounds, args.quiet_seconds
     if args.quick:
         total, rounds, quiet = 1_000, 1, 5.0
+    compile_project()
     before = load()
     names = {f"r{i}": (f"bench_memory_{i}", True) for i in range(rounds)}
     with bench_databases(names) as dsns, tempfile.TemporaryDirectory(prefix="vpnbot-mem-") as tmp:

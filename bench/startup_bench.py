@@ -5,13 +5,14 @@ poll, and every command that does not run the bot vs `python -c pass`.
 
 Start: the sandbox (`vpnbot run` without a config file: the whole runtime, embedded
 PostgreSQL with its data directory already initialised, migrations, HTTP listeners, the
-bot) from exec until its `/readyz` answers 200 (every critical actor started: the bot's
-poller included), against aiogram's own `start_polling` echo bot (`aiogram_echo_bot.py`)
-from exec until the Telegram emulator sees its first `getUpdates`. Commands: the wall and
-CPU time of `vpnbot --help`, `check-config`, `plugins`, `status`, `config-reference`, each
-in a fresh interpreter, against `python -c pass` and `python -c "import aiogram.types"`.
-Rounds are interleaved (the order rotates each round); medians and min-max are printed,
-with the load average before and after each part.
+bot) from exec until it sends systemd's `READY=1` (every critical actor started: the bot's
+poller included; `/readyz` is checked to answer 200 then), against aiogram's own
+`start_polling` echo bot (`aiogram_echo_bot.py`) from exec until the Telegram emulator sees
+its first `getUpdates`. The project is compiled to bytecode first, as an installed one is.
+Commands: the wall and CPU time of `vpnbot --help`, `check-config`, `plugins`, `status`,
+`config-reference`, each in a fresh interpreter, against `python -c pass` and
+`python -c "import aiogram.types"`. Rounds are interleaved (the order rotates each round);
+medians and min-max are printed, with the load average before and after each part.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import trio
+from _bytecode import compile_project
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -170,25 +172,34 @@ def command_rounds(rounds: int) -> None:
 # -- Start ----------------------------------------------------------------------------------
 
 
-async def wait_ready(port: int, process: trio.Process) -> None:
+async def wait_ready(notify: trio.socket.SocketType, process: trio.Process) -> None:
+    """Until the service sends systemd's ``READY=1`` (every critical actor started).
+    Waiting on the notification, not polling ``/readyz``, leaves the service's CPU to its
+    start."""
+    while True:
+        with trio.move_on_after(0.2):
+            if b"READY=1" in (await notify.recv(4096)).split(b"\n"):
+                return
+        if process.poll() is not None:
+            raise RuntimeError(f"the sandbox exited with {process.returncode} before it was ready")
+
+
+async def check_ready(port: int) -> None:
     async with httpx.AsyncClient() as client:
-        while process.poll() is None:
-            try:
-                answer = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                if answer.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await trio.sleep(0.01)
-    raise RuntimeError(f"the sandbox exited with {process.returncode} before it was ready")
+        answer = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+    if answer.status_code != 200:
+        raise RuntimeError(f"READY=1 was sent but /readyz answers {answer.status_code}")
 
 
 async def sandbox_start(workdir: Path, log: Path) -> tuple[float, float]:
-    """Seconds from exec to the sandbox's /readyz answering 200, and the CPU seconds it
-    used until then; it is stopped after."""
+    """Seconds from exec to the sandbox's ``READY=1`` (``/readyz`` is checked to answer 200
+    then), and the CPU seconds it used until then; it is stopped after."""
     port = free_port()
+    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await notify.bind(str(workdir / "notify.sock"))
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "VPNBOT_CONFIG")},
+        "NOTIFY_SOCKET": str(workdir / "notify.sock"),
         "PYTHONPATH": str(ROOT),
         "VPNBOT_HTTP__PORT": str(port),
         "VPNBOT_HTTP__PUBLIC__PORT": "0",
@@ -197,19 +208,21 @@ async def sandbox_start(workdir: Path, log: Path) -> tuple[float, float]:
     }
     argv = [sys.executable, str(ROOT / "supervisor.py"), "run"]
     argv += ["--telegram-port", str(free_port())]
-    with log.open("ab") as output:
+    with notify, log.open("ab") as output:
         started = time.perf_counter()
         process = await trio.lowlevel.open_process(
             argv, cwd=workdir, env=env, stdout=output, stderr=output
         )
         try:
             with trio.fail_after(300):
-                await wait_ready(port, process)
-            seconds = time.perf_counter() - started
-            cpu = cpu_seconds(process.pid)
+                await wait_ready(notify, process)
+                seconds = time.perf_counter() - started
+                cpu = cpu_seconds(process.pid)
+                await check_ready(port)
         finally:
             process.send_signal(signal.SIGTERM)
             code = await process.wait()
+            (workdir / "notify.sock").unlink()
     if code != 0:
         raise RuntimeError(f"the sandbox exited with {code}; see {log}")
     return seconds, cpu
@@ -255,7 +268,7 @@ async def start_rounds(rounds: int, workdir: Path) -> None:
     print(f"\nstart, {rounds} interleaved rounds (load {before} before, {load()} after)")
     print(f"  {'':52} {'seconds: median (min-max)':>26} {'CPU s until then':>17}")
     for name, runs in (
-        ("vpnbot sandbox, exec → /readyz 200 (warm PostgreSQL)", sandbox),
+        ("vpnbot sandbox, exec → READY=1 (warm PostgreSQL)", sandbox),
         ("plain aiogram start_polling, exec → first getUpdates", peer),
     ):
         walls = [wall for wall, _ in runs]
@@ -287,6 +300,7 @@ def main() -> None:
     import_rounds(args.python or [sys.executable], rounds)
     if args.imports_only:
         return
+    compile_project()
     command_rounds(rounds)
     with tempfile.TemporaryDirectory(prefix="vpnbot-startup-") as tmp:
         trio.run(start_rounds, rounds, Path(tmp))
