@@ -26,6 +26,9 @@ echo "== mypy"
 # it into plugins/example_package/build/, and mypy finds it by the config's mypy_path.
 .venv/bin/mypy --config-file plugins/example_package/pyproject.toml \
     plugins/example_package/src/vpnbot_example plugins/example_package/tests
+# The project compiled to bytecode once, as an install is: the tests start `vpnbot run` in
+# many processes, and where PYTHONDONTWRITEBYTECODE is set each would compile every module.
+.venv/bin/python -m compileall -q runtime plugins supervisor.py >/dev/null
 # Two test processes share the files (most tests wait on processes, peers and timeouts more
 # than they compute), and every core is kept busy by a spinning process, as on a loaded CI
 # machine: no test may depend on the machine's speed. VPNBOT_TEST_BUSY_CPUS=0 runs the tests
