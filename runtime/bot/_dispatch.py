@@ -10,7 +10,9 @@
   url-encoded form (which prepares every field, dumps nested objects to JSON and then
   percent-quotes them); a request that uploads a file still goes as a form. A keyboard
   marked with ``kept`` (built once and never changed, such as the main menu) is dumped
-  and prepared once, not on every request that carries it.
+  and prepared once, not on every request that carries it. It verifies TLS with the
+  process's one client context (``shared_tls_context``): aiogram builds a context of its
+  own for each session, another copy of the whole CA bundle in memory.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import TelegramObject
 from aiohttp import ClientError
+
+from runtime.plugin_api.peer import shared_tls_context
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _KEPT_MAX = 256
@@ -91,6 +95,11 @@ def await_plain_callables(router: Router) -> int:
 
 class JsonBodySession(AiohttpSession):
     """An ``AiohttpSession`` whose requests carry JSON bodies (see the module docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if "ssl" in self._connector_init:
+            self._connector_init["ssl"] = shared_tls_context()
 
     async def make_request(
         self,
