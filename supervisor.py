@@ -65,8 +65,10 @@ def _setup_logging(settings: Settings) -> None:
 def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from runtime.app._early import EarlyStart, Terminated
     from runtime.app._settle import pause_collector
+    from runtime.app._without_http2 import import_httpx_without_http2
 
     pause_collector()
+    import_httpx_without_http2()
 
     early = EarlyStart()
     early.watch_signals()

@@ -16,9 +16,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from runtime.config import Settings
 
-BACKLOG = 100
-"""hypercorn's own default."""
-
 
 @dataclass(frozen=True)
 class PortUse:
@@ -41,21 +38,6 @@ class PortUnavailable(Exception):
             f"choose another port with {use.change}"
         )
         self.use = use
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` and listening, as hypercorn would bind it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host.strip("[]"), port))
-        sock.listen(BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def http_ports(settings: Settings) -> list[PortUse]:
@@ -94,6 +76,8 @@ class BoundPorts:
     def bind(self, uses: list[PortUse]) -> None:
         """Bind every port of ``uses``; raises ``PortUnavailable`` for the first that fails
         (those bound before stay bound until ``close``)."""
+        from runtime.web._server import listening_socket
+
         for use in uses:
             try:
                 self._sockets[use.name] = listening_socket(use.host, use.port)

@@ -3,7 +3,7 @@
 ``operator_app`` serves ``/healthz``, ``/readyz``, ``/status`` and ``/metrics`` (and the
 sandbox's chat page); ``public_app`` serves ``/healthz``, ``/readyz`` and the webhooks.
 ``HttpEndpoint`` runs one of them on its own socket as a supervised actor, behind
-``BoundedRequests`` and hypercorn's header limits (``RequestLimits``).
+``BoundedRequests`` and the HTTP/1.1 server's header limits (``RequestLimits``).
 """
 
 from ._actor import HttpEndpoint

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -10,30 +9,21 @@ import trio
 from runtime.supervision import ActorContext
 
 from ._limits import BoundedRequests, RequestLimits
+from ._server import ServerLimits, listener_for, listening_socket, serve
 
 if TYPE_CHECKING:
-    from hypercorn.config import Config
     from starlette.applications import Starlette
 
 DEFAULT_LIMITS = RequestLimits()
-_APP_QUEUE = 2
-"""Body chunks (up to 64 KiB each) hypercorn holds per request while the route is not
-reading: what an unread upload can cost us, per connection."""
-
-
-def hypercorn_bind(sock: socket.socket) -> str:
-    """hypercorn's ``bind`` to serve ``sock``: a duplicate of it, which hypercorn owns and
-    closes when it stops."""
-    return f"fd://{os.dup(sock.fileno())}"
 
 
 class HttpEndpoint:
-    """Serves a starlette app with hypercorn on trio as a supervised actor, within ``limits``,
-    over HTTP/1.1 only (``keep_to_http1``).
+    """Serves a starlette app on trio as a supervised actor, within ``limits``, over
+    HTTP/1.1 only (``_server``).
 
     The actor is ready once the socket is bound; ``urls`` then holds where it listens
-    (useful with port 0). A stop request lets hypercorn finish requests in flight. The app
-    is built on start, so it may refer to things created after the endpoint.
+    (useful with port 0). A stop request lets requests in flight finish. The app is built
+    on start, so it may refer to things created after the endpoint.
     """
 
     def __init__(
@@ -62,24 +52,6 @@ class HttpEndpoint:
         across restarts of the actor."""
         self._socket = sock
 
-    def _config(self) -> Config:
-        from hypercorn.config import Config
-
-        config = Config()
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        config.bind = [f"{host}:{self._port}"]
-        if self._socket is not None:
-            config.bind = [hypercorn_bind(self._socket)]
-        config.accesslog = None
-        config.errorlog = None
-        config.graceful_timeout = 3.0
-        # Hypercorn's keep-alive timer runs from the connection's start (or its previous
-        # response) until a complete request head: it is the header deadline too.
-        config.keep_alive_timeout = self.limits.header_timeout_seconds
-        config.h11_max_incomplete_size = self.limits.max_header_bytes
-        config.max_app_queue_size = _APP_QUEUE
-        return config
-
     def _bounded_app(self) -> BoundedRequests:
         app = self._app()
         return BoundedRequests(app, self.limits, routes=app.routes, name=self.name)
@@ -97,16 +69,18 @@ class HttpEndpoint:
     async def _serve(
         self, ctx: ActorContext, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        # hypercorn is imported when a listener starts: building one (to check a
-        # configuration) does not need it.
-        from hypercorn.trio import serve
-
-        from ._http1 import keep_to_http1
-
-        keep_to_http1()
+        if self._socket is not None:
+            listener = listener_for(self._socket)
+        else:
+            with listening_socket(self._host, self._port) as bound:
+                listener = listener_for(bound)
         await serve(
-            self._bounded_app(),  # type: ignore[arg-type]
-            self._config(),
-            shutdown_trigger=ctx.stop_requested.wait,
+            self._bounded_app(),
+            listener,
+            limits=ServerLimits(
+                header_timeout=self.limits.header_timeout_seconds,
+                max_header_bytes=self.limits.max_header_bytes,
+            ),
+            stop=ctx.stop_requested.wait,
             task_status=task_status,
         )

@@ -1,9 +1,9 @@
 """Bounded requests: one ASGI layer in front of every listener's routes.
 
-Only HTTP/1.x is served (505 otherwise; see ``_http1``). Hypercorn closes a connection
-that has not sent a complete request head within
-``header_timeout_seconds`` and refuses an incomplete head larger than ``max_header_bytes``;
-a complete one that arrived in one read can be larger, so this layer refuses those (431).
+Only HTTP/1.x is served (505 otherwise; see ``_server``). The server closes a connection
+that has not sent a complete request head within ``header_timeout_seconds`` and refuses an
+incomplete head larger than ``max_header_bytes``; a complete one that arrived in one read
+can be larger, so this layer refuses those (431).
 The body is counted as it arrives, chunked or not, and a route never sees more than its
 limit:
 
@@ -17,11 +17,12 @@ limit:
 
 Routes that need another limit than their listener's are ``LimitedRoute``s.
 
-Hypercorn hands body chunks to the app through a small queue. When a response ends while
-the client is still sending, hypercorn puts ``http.disconnect`` on that queue, and waits
-forever if it is full (the route stopped reading): the connection and its buffers would
-never be freed. So a response that ends before the body does is sent while the rest of the
-queue is drained, and a route that ends without a complete response gets one from here.
+A server may hand body chunks to the app through a queue, and wait forever to put
+``http.disconnect`` on it when a response ends while the client is still sending and the
+route stopped reading (hypercorn does): the connection and its buffers would never be
+freed. So a response that ends before the body does is sent while the rest of the body is
+drained, whatever the server, and a route that ends without a complete response gets one
+from here.
 """
 
 from __future__ import annotations
@@ -271,8 +272,8 @@ class _Exchange:
         if self.body_done or self.gone:
             await self._send(message)
             return
-        # Once the last send returns, hypercorn has queued the disconnect and queues nothing
-        # more: the drain can stop there.
+        # Once the last send returns, the server has seen the response end and hands
+        # nothing more: the drain can stop there.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._drain)
             await self._send(message)

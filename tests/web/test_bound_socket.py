@@ -17,9 +17,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from runtime.app._ports import BoundPorts, PortUnavailable, PortUse, listening_socket
+from runtime.app._ports import BoundPorts, PortUnavailable, PortUse
 from runtime.supervision import ActorSpec, Supervisor
 from runtime.web import HttpEndpoint
+from runtime.web._server import listening_socket
 
 WAIT = 60.0
 

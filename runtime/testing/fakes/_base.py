@@ -177,7 +177,7 @@ class FakePeer:
             config.keyfile = self._keyfile
         sock = None
         if port:
-            from runtime.app._ports import listening_socket
+            from runtime.web._server import listening_socket
 
             sock = listening_socket("127.0.0.1", port)
         # hypercorn serves (and closes) a duplicate of the socket bound here
