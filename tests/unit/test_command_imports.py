@@ -44,15 +44,22 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _imported(*argv: str, env: dict[str, str] | None = None) -> tuple[int, set[str]]:
-    done = subprocess.run(
-        [sys.executable, "-c", REPORT, *argv],
+def _fresh(
+    code: str, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``code`` run in a fresh interpreter from the project's root."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def _imported(*argv: str, env: dict[str, str] | None = None) -> tuple[int, set[str]]:
+    done = _fresh(REPORT, *argv, env=env)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return report["code"], set(report["modules"])
 
@@ -120,14 +127,7 @@ def test_rich_stays_importable_for_whatever_else_wants_it() -> None:
         "    import rich.console\n"
         "print('ok')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", check],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _fresh(check)
     assert done.stdout.strip() == "ok", done.stderr
 
 
@@ -154,14 +154,7 @@ def test_babel_and_a_languages_data_load_on_its_first_formatting() -> None:
         "import babel.localedata\n"
         "print(json.dumps([before, text, form, sorted(babel.localedata._cache)]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", check],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _fresh(check)
     before, text, form, loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert before is False
     assert (text, form) == ("199,00\xa0₽", "few")
@@ -186,14 +179,7 @@ LAZY_PLUGINS = ("cryptobot", "marzban", "outline", "remnawave", "xui")
 
 
 def _plugins_loaded(settings: dict[str, object]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", UNCONFIGURED_BACKENDS, json.dumps(settings)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _fresh(UNCONFIGURED_BACKENDS, json.dumps(settings))
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
 
@@ -222,3 +208,20 @@ def test_a_configured_plugin_imports_its_backend() -> None:
     assert report["backends"] == ["xui"] and report["problems"] == []
     assert "plugins.xui.backend" in report["modules"]
     assert "plugins.marzban.backend" not in report["modules"]
+
+
+def test_the_service_imports_neither_hypercorn_nor_http2() -> None:
+    """What the running service imports (the sandbox's stand-ins aside): hypercorn and h2
+    are a few MB of a memory budget for protocols it does not speak."""
+    check = (
+        "import json, sys\n"
+        "from runtime.app._without_http2 import import_httpx_without_http2\n"
+        "import_httpx_without_http2()\n"
+        "import runtime.app._runtime, runtime.bot._actor, runtime.web._server\n"
+        "import httpx; httpx.AsyncClient()\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    done = _fresh(check)
+    imported = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert not imported & {"hypercorn", "h2", "hpack", "hyperframe", "wsproto"}
+    assert "httpx" in imported

@@ -7,14 +7,9 @@ what clients rely on: connections kept alive and pipelined, HEAD, streamed bodie
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import trio
@@ -29,7 +24,6 @@ from runtime.web._server import ServerLimits, listener_for, listening_socket, se
 
 from .raw_client import WAIT, until_hung_up
 
-ROOT = Path(__file__).resolve().parents[2]
 PATIENT = ServerLimits(header_timeout=WAIT)
 
 
@@ -210,28 +204,3 @@ async def _refused(url: str) -> bool:
         except httpx.ConnectError:
             return True
     return False
-
-
-def test_the_service_imports_neither_hypercorn_nor_http2() -> None:
-    """What the running service imports (the sandbox's stand-ins aside): hypercorn and h2
-    are a few MB of a memory budget for protocols it does not speak."""
-    code = (
-        "import json, sys\n"
-        "from runtime.app._without_http2 import import_httpx_without_http2\n"
-        "import_httpx_without_http2()\n"
-        "import runtime.app._runtime, runtime.bot._actor, runtime.web._server\n"
-        "import httpx; httpx.AsyncClient()\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    imported = set(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert not imported & {"hypercorn", "h2", "hpack", "hyperframe", "wsproto"}
-    assert "httpx" in imported
