@@ -29,6 +29,7 @@ only runs connections:
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1024 * 1024
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _Address = tuple[str, int] | None
+_OUT_OF_CAPACITY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+"""Accepting fails for want of file descriptors or memory: a flood of connections, which
+must not stop the listener; it accepts again a moment later."""
+_CAPACITY_PAUSE_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,13 @@ async def serve(
         async def accept() -> None:
             with accepting:
                 while True:
-                    stream = await listener.accept()
+                    try:
+                        stream = await listener.accept()
+                    except OSError as exc:
+                        if exc.errno not in _OUT_OF_CAPACITY:
+                            raise
+                        await trio.sleep(_CAPACITY_PAUSE_SECONDS)  # as trio's own servers do
+                        continue
                     nursery.start_soon(_Connection(stream, app, limits, connections).run)
 
         nursery.start_soon(accept)
@@ -170,6 +181,8 @@ class _Connection:
                     await self._close()
         except trio.TooSlowError:
             pass  # a response the client would not read: the connection is dropped
+        except Exception as exc:  # one connection's trouble never stops the listener
+            log_failure(_log, exc, operation="http_connection")
         finally:
             self.all.closed()
 

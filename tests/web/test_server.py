@@ -7,9 +7,12 @@ what clients rely on: connections kept alive and pipelined, HEAD, streamed bodie
 
 from __future__ import annotations
 
+import errno
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import httpx
 import trio
@@ -204,3 +207,43 @@ async def _refused(url: str) -> bool:
         except httpx.ConnectError:
             return True
     return False
+
+
+class _FloodedListener(trio.abc.Listener[trio.SocketStream]):
+    """A listener out of file descriptors for its first accepts, as under a flood of
+    connections."""
+
+    def __init__(self, listener: trio.SocketListener, failures: int) -> None:
+        self.listener = listener
+        self.socket = listener.socket
+        self.failures = failures
+
+    async def accept(self) -> trio.SocketStream:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return await self.listener.accept()
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+
+
+async def test_a_listener_out_of_file_descriptors_accepts_again_later() -> None:
+    stop = trio.Event()
+    with listening_socket("127.0.0.1", 0) as sock:
+        flooded = _FloodedListener(listener_for(sock), failures=3)
+    async with trio.open_nursery() as nursery:
+        (url,) = await nursery.start(
+            functools.partial(
+                serve,
+                app(Gate()),
+                cast(trio.SocketListener, flooded),  # serve reads its socket's address
+                limits=PATIENT,
+                stop=stop.wait,
+            )
+        )
+        async with httpx.AsyncClient(timeout=WAIT) as client:
+            answer = await client.get(f"{url}/peer")
+        stop.set()
+    assert answer.status_code == 200
+    assert flooded.failures == 0
