@@ -158,6 +158,17 @@ async def eventually(shop: Shop, sql: str, expected: Any, *args: Any) -> None:
             await trio.sleep(0.05)
 
 
+async def buy_a_month_with_stars(emulator: TelegramEmulator, shop: Shop, user: SimUser) -> None:
+    """``/buy``, one month, Telegram Stars, paid: until the payment is finalized."""
+    hello = user.send_command("buy")
+    plans = await user.wait_for_message(after=hello)
+    plan = await press(emulator, user, plans, "1 month", "Choose how to pay")
+    user.press(plan, text="Telegram Stars")
+    invoice = await user.wait_for_message(lambda m: m.invoice is not None)
+    assert (await user.pay(invoice)).ok
+    await eventually(shop, "select status from payments", "finalized")
+
+
 def assert_transcript_translated(emulator: TelegramEmulator, user: SimUser) -> None:
     for entry in emulator.transcript(user.id):
         if entry.actor != "bot":
@@ -388,13 +399,7 @@ async def test_an_admin_refunds_a_payment(emulator: TelegramEmulator, shop: Shop
     admin = emulator.create_user(ADMIN, first_name="Boss", language_code="en")
     user = emulator.create_user(first_name="Ann", language_code="en")
     async with running(shop):
-        hello = user.send_command("buy")
-        plans = await user.wait_for_message(after=hello)
-        plan = await press(emulator, user, plans, "1 month", "Choose how to pay")
-        user.press(plan, text="Telegram Stars")
-        invoice = await user.wait_for_message(lambda m: m.invoice is not None)
-        assert (await user.pay(invoice)).ok
-        await eventually(shop, "select status from payments", "finalized")
+        await buy_a_month_with_stars(emulator, shop, user)
         payment_id = await shop.value("select id::text from payments")
 
         hello = admin.send_command("user", str(user.id))
@@ -422,13 +427,7 @@ async def test_a_refund_telegram_makes_takes_back_access(
     bot records the refund from the ``refunded_payment`` it receives and revokes access."""
     user = emulator.create_user(first_name="Ann", language_code="en")
     async with running(shop):
-        hello = user.send_command("buy")
-        plans = await user.wait_for_message(after=hello)
-        plan = await press(emulator, user, plans, "1 month", "Choose how to pay")
-        user.press(plan, text="Telegram Stars")
-        invoice = await user.wait_for_message(lambda m: m.invoice is not None)
-        assert (await user.pay(invoice)).ok
-        await eventually(shop, "select status from payments", "finalized")
+        await buy_a_month_with_stars(emulator, shop, user)
         (charge,) = emulator.payments()
         emulator.refund_payment(charge.telegram_payment_charge_id)
         await eventually(shop, "select status from payments", "refunded")

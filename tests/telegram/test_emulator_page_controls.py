@@ -4,6 +4,7 @@ refund Telegram makes, the blocked list, and refusals a browser on another origi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -41,7 +42,9 @@ async def _answer_pre_checkouts(bot: Bot) -> AsyncIterator[Update]:
             yield update
 
 
-async def test_an_expired_invoice_refuses_payment_over_http() -> None:
+@asynccontextmanager
+async def _controlled() -> AsyncIterator[tuple[TelegramEmulator, httpx.AsyncClient, Bot]]:
+    """A running emulator, a client of its control API, and a bot on it (asyncio loop open)."""
     emulator = TelegramEmulator(pre_checkout_timeout=3)
     async with (
         emulator.running() as url,
@@ -49,6 +52,11 @@ async def test_an_expired_invoice_refuses_payment_over_http() -> None:
         asyncio_loop(),
         emulator.bot_client() as bot,
     ):
+        yield emulator, control, bot
+
+
+async def test_an_expired_invoice_refuses_payment_over_http() -> None:
+    async with _controlled() as (emulator, control, bot):
         user = emulator.create_user(4242, "Web")
         friend = emulator.create_user(4343, "Friend")
         message_id = await _invoice(bot, user.id, "RUB", 19900)
@@ -78,13 +86,7 @@ async def test_an_expired_invoice_refuses_payment_over_http() -> None:
 
 
 async def test_a_paid_invoice_cannot_expire() -> None:
-    emulator = TelegramEmulator(pre_checkout_timeout=3)
-    async with (
-        emulator.running() as url,
-        httpx.AsyncClient(base_url=f"{url}/_control") as control,
-        asyncio_loop(),
-        emulator.bot_client() as bot,
-    ):
+    async with _controlled() as (emulator, control, bot):
         user = emulator.create_user(4242, "Web")
         message_id = await _invoice(bot, user.id, "XTR", 150)
         async with trio.open_nursery() as nursery:
@@ -105,13 +107,7 @@ async def test_a_paid_invoice_cannot_expire() -> None:
 
 
 async def test_telegram_refunds_a_stars_payment_as_refund_star_payment_does() -> None:
-    emulator = TelegramEmulator(pre_checkout_timeout=3)
-    async with (
-        emulator.running() as url,
-        httpx.AsyncClient(base_url=f"{url}/_control") as control,
-        asyncio_loop(),
-        emulator.bot_client() as bot,
-    ):
+    async with _controlled() as (emulator, control, bot):
         user = emulator.create_user(4242, "Web")
         stars = await _invoice(bot, user.id, "XTR", 150)
         card = await _invoice(bot, user.id, "RUB", 19900)
