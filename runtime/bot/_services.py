@@ -18,7 +18,7 @@ from runtime.catalog import Catalog
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
 from runtime.plugin_api.payments import TelegramPayment
-from runtime.storage import Database, admin, subscriptions, users
+from runtime.storage import Database, admin, grants, subscriptions, users
 from runtime.storage import payments as payment_store
 from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.payments import Finalized
@@ -170,10 +170,11 @@ class BotServices:
         return await admin.find_user(self.db, query)
 
     async def grant_days(
-        self, who: str, days: int, *, operation_key: str
+        self, who: str, days: int, *, operation_key: str, by: int
     ) -> tuple[int | None, admin.DaysAdjusted | None]:
         """Grant (or, with negative ``days``, take back) days of the user named by id or
-        username; returns their id (None when unknown) and what changed."""
+        username, as the admin ``by``; returns their id (None when unknown) and what
+        changed."""
         card = await admin.find_user(self.db, who)
         if card is None:
             return None, None
@@ -184,6 +185,7 @@ class BotServices:
             days,
             operation_key=operation_key,
             backend=self.default_backend(),
+            actor=grants.admin_actor(by),
             max_attempts=self._services.settings.billing.activation_max_attempts,
         )
 

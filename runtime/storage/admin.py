@@ -20,18 +20,15 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from . import job_kinds
+from . import grants, job_kinds
 from ._database import Connection, Database, fetch_one
 from .outbox import enqueue
 from .payments import _COLUMNS as _PAYMENT_COLUMNS
 from .payments import Payment
 from .subscriptions import _COLUMNS as _SUBSCRIPTION_COLUMNS
-from .subscriptions import Subscription, account_name
+from .subscriptions import Subscription
 from .users import _COLUMNS as _USER_COLUMNS
 from .users import User, lock_user
-
-GRANT_PLAN_ID = "grant"
-"""The plan id of a subscription an admin created by granting days."""
 
 BROADCAST_TEMPLATE = "broadcast"
 AUDIENCES = ("all", "active")
@@ -212,6 +209,8 @@ async def adjust_days(
     *,
     operation_key: str,
     backend: str,
+    actor: str = grants.SYSTEM,
+    reason: str | None = None,
     max_attempts: int = 10,
 ) -> DaysAdjusted | None:
     """Grant (``days`` > 0) or take back (``days`` < 0) days of the user's active
@@ -220,8 +219,8 @@ async def adjust_days(
     ``backend``. Granting extends from max(now, expiry); taking never goes below the start.
 
     ``operation_key`` makes it safe to run twice (a handler retried after a crash): it is
-    the dedup key of the queued job, so a second run finds it and changes nothing.
-    Returns None for an unknown user.
+    the dedup key of the queued job and the audit entry's grant key, so a second run finds
+    it and changes nothing. Returns None for an unknown user.
     """
     if days == 0:
         raise ValueError("days must not be zero")
@@ -248,7 +247,7 @@ async def adjust_days(
             user_id,
         )
         if days > 0:
-            row = await _grant(conn, user_id, current, delta, backend)
+            row = await grants.extend_or_start(conn, user_id, delta, backend)
             revoked = False
         elif current is None:
             return DaysAdjusted(None, revoked=False)
@@ -269,6 +268,16 @@ async def adjust_days(
             )
             revoked = row["status"] == "revoked"
         subscription = Subscription(**dict(row))
+        await grants.note(
+            conn,
+            actor=actor,
+            action="days.grant" if days > 0 else "days.take",
+            user_id=user_id,
+            key=key,
+            days=days,
+            reason=reason,
+            details={"subscription_id": subscription.id, "revoked": revoked},
+        )
         await enqueue(
             conn,
             kind=job_kinds.REVOKE if revoked else job_kinds.ACTIVATE,
@@ -279,42 +288,6 @@ async def adjust_days(
         return DaysAdjusted(subscription, revoked=revoked)
 
     return await db.transaction(unit)
-
-
-async def _grant(
-    conn: Connection,
-    user_id: int,
-    current: asyncpg.Record | None,
-    delta: timedelta,
-    backend: str,
-) -> asyncpg.Record:
-    if current is not None:
-        return await fetch_one(
-            conn,
-            "update subscriptions set expires_at = greatest(now(), expires_at) + $2,"
-            " activation_status = 'pending', next_attempt_at = now(), activation_attempts = 0,"
-            f" last_error = null, updated_at = now() where id = $1"
-            f" returning {_SUBSCRIPTION_COLUMNS}",
-            current["id"],
-            delta,
-        )
-    created = await fetch_one(
-        conn,
-        "insert into subscriptions (user_id, plan_id, kind, starts_at, expires_at,"
-        " vpn_backend, next_attempt_at) values ($1, $2, 'paid', now(), now() + $3, $4, now())"
-        " returning id",
-        user_id,
-        GRANT_PLAN_ID,
-        delta,
-        backend,
-    )
-    return await fetch_one(
-        conn,
-        f"update subscriptions set vpn_account = $2 where id = $1"
-        f" returning {_SUBSCRIPTION_COLUMNS}",
-        created["id"],
-        account_name(user_id, created["id"]),
-    )
 
 
 # -- broadcasts ----------------------------------------------------------------------------

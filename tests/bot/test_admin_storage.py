@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runtime.storage import Connection, Database, admin, job_kinds, users
+from runtime.storage import Connection, Database, admin, grants, job_kinds, users
 from runtime.storage import subscriptions as subs
 from runtime.storage.subscriptions import Terms
 
@@ -114,7 +114,7 @@ async def test_granting_to_a_user_without_access_starts_a_subscription(db: Datab
     result = await admin.adjust_days(db, 6, 3, operation_key="u2", backend="marzban")
     assert result is not None and result.subscription is not None
     sub = result.subscription
-    assert sub.plan_id == admin.GRANT_PLAN_ID and sub.vpn_account == f"u6_s{sub.id}"
+    assert sub.plan_id == grants.GRANT_PLAN_ID and sub.vpn_account == f"u6_s{sub.id}"
     left = sub.expires_at - datetime.now(UTC)
     assert timedelta(days=2, hours=23) < left <= timedelta(days=3)
     assert await admin.adjust_days(db, 404, 3, operation_key="u3", backend="marzban") is None

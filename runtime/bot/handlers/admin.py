@@ -286,8 +286,9 @@ async def grant_command(
         )
         return
     who, days = match[1], int(match[2])
+    admin_id = message.from_user.id if message.from_user else 0
     user_id, result = await call_trio(
-        ctx.svc.grant_days, who, days, operation_key=_operation_key(event_update)
+        ctx.svc.grant_days, who, days, operation_key=_operation_key(event_update), by=admin_id
     )
     await message.answer(
         adjusted_text(ctx, lang, str(user_id or who), result),
@@ -311,6 +312,7 @@ async def grant_button(
         callback_data.arg,
         callback_data.n,
         operation_key=_operation_key(event_update),
+        by=query.from_user.id,
     )
     await answer_quietly(query)
     await bot.send_message(
