@@ -145,11 +145,37 @@ class HandlerBoundary(BaseMiddleware):
                         )
                     data["account"] = account
                     lang = account.language
+                    if account.banned_at is not None and not self._ctx.is_admin(user.id):
+                        return await self._banned(handler, event, data, lang)
                 data["lang"] = lang
                 data["alert"] = self.alert
                 return await handler(event, data)
             except Exception as exc:
                 return await self._failed(exc, event, data, lang, payment)
+
+    async def _banned(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        update: Update,
+        data: dict[str, Any],
+        lang: str,
+    ) -> Any:
+        """A banned user's update: a payment they made is still credited (money is never
+        lost), a checkout is refused, and everything else is ignored (the one message they
+        get was queued with the ban)."""
+        if update.message is not None and update.message.successful_payment is not None:
+            data["lang"] = lang
+            data["alert"] = self.alert
+            return await handler(update, data)
+        if update.pre_checkout_query is not None:
+            bot: Bot = data["bot"]
+            await bot.answer_pre_checkout_query(
+                update.pre_checkout_query.id,
+                ok=False,
+                error_message=self._ctx.t(lang, "moderation.checkout_refused"),
+            )
+        _log.info("ignored: the user is banned", operation="ban")
+        return None
 
     async def _failed(
         self, exc: Exception, update: Update, data: dict[str, Any], lang: str, payment: bool

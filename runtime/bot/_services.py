@@ -18,7 +18,7 @@ from runtime.catalog import Catalog
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
 from runtime.plugin_api.payments import TelegramPayment
-from runtime.storage import Database, admin, grants, subscriptions, users
+from runtime.storage import Database, admin, grants, moderation, subscriptions, users
 from runtime.storage import payments as payment_store
 from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.payments import Finalized
@@ -188,6 +188,46 @@ class BotServices:
             actor=grants.admin_actor(by),
             max_attempts=self._services.settings.billing.activation_max_attempts,
         )
+
+    async def moderate(
+        self, action: str, who: str, *, by: int, key: str, reason: str | None, amount_minor: int = 0
+    ) -> tuple[int | None, moderation.Applied | None]:
+        """An admin's ``action`` (``ban``, ``unban``, ``balance``, ``revoke``) on the user
+        named by id or username; their id (None when unknown) and what it did."""
+        card = await admin.find_user(self.db, who)
+        if card is None:
+            return None, None
+        user_id = card.user.telegram_id
+        actor = grants.admin_actor(by)
+        if action in ("ban", "unban"):
+            done = await moderation.set_ban(
+                self.db, user_id, banned=action == "ban", actor=actor, key=key, reason=reason
+            )
+        elif action == "balance":
+            done = await moderation.adjust_balance(
+                self.db, user_id, amount_minor, actor=actor, key=key, reason=reason or ""
+            )
+        elif action == "revoke":
+            done = await moderation.revoke_access(
+                self.db,
+                user_id,
+                actor=actor,
+                key=key,
+                reason=reason,
+                max_attempts=self._services.settings.billing.activation_max_attempts,
+            )
+        else:
+            raise ValueError(f"unknown moderation action {action!r}")
+        return user_id, done
+
+    async def audit_history(
+        self, who: str, *, limit: int
+    ) -> tuple[int | None, list[grants.AuditEntry]]:
+        card = await admin.find_user(self.db, who)
+        if card is None:
+            return None, []
+        user_id = card.user.telegram_id
+        return user_id, await grants.history(self.db, user_id, limit=limit)
 
     def default_backend(self) -> str:
         """Where granted days go for a user with no subscription: the first plan's backend,

@@ -318,7 +318,10 @@ def admin_user(
                 AdminCb(action="refund", arg=payment_id),
             )
         )
-    builder.row(_button(ctx.t(lang, "admin.refresh_button"), AdminCb(action="user", arg=uid)))
+    builder.row(
+        _button(ctx.t(lang, "moderation.history_button"), AdminCb(action="history", arg=uid)),
+        _button(ctx.t(lang, "admin.refresh_button"), AdminCb(action="user", arg=uid)),
+    )
     builder.row(admin_back_button(ctx, lang))
     return builder.as_markup()
 

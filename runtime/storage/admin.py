@@ -326,9 +326,10 @@ _BROADCAST_COLUMNS = (
 )
 
 _AUDIENCE = {
-    "all": "select telegram_id from users where blocked_bot_at is null",
+    "all": "select telegram_id from users where blocked_bot_at is null and banned_at is null",
     "active": (
-        "select telegram_id from users u where blocked_bot_at is null and exists ("
+        "select telegram_id from users u where blocked_bot_at is null and banned_at is null"
+        " and exists ("
         " select 1 from subscriptions s where s.user_id = u.telegram_id"
         " and s.status = 'active' and s.expires_at > now())"
     ),

@@ -212,24 +212,26 @@ class Recipient:
     chat_id: int
     language: str
     blocked: bool
+    banned: bool = False
+    """Banned by an admin: only receipts for their money reach them."""
 
 
 async def recipients(db: Database, chat_ids: Iterable[int]) -> dict[int, Recipient]:
-    """Language and blocked flag of the users among ``chat_ids`` (admin chats that are
-    not users are left out)."""
+    """Language, blocked and banned flags of the users among ``chat_ids`` (admin chats
+    that are not users are left out)."""
     wanted = sorted(set(chat_ids))
     if not wanted:
         return {}
 
     async def unit(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(
-            "select telegram_id, language, blocked_bot_at is not null as blocked"
-            " from users where telegram_id = any($1::bigint[])",
+            "select telegram_id, language, blocked_bot_at is not null as blocked,"
+            " banned_at is not null as banned from users where telegram_id = any($1::bigint[])",
             wanted,
         )
 
     return {
-        r["telegram_id"]: Recipient(r["telegram_id"], r["language"], r["blocked"])
+        r["telegram_id"]: Recipient(r["telegram_id"], r["language"], r["blocked"], r["banned"])
         for r in await db.read(unit)
     }
 

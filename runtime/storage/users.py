@@ -17,10 +17,13 @@ class User:
     balance_minor: int
     auto_renew: bool
     blocked_bot_at: datetime | None
+    banned_at: datetime | None = None
+    """Banned by an admin: the bot answers once, then ignores everything but payments."""
 
 
 _COLUMNS = (
-    "telegram_id, username, language, trial_used_at, balance_minor, auto_renew, blocked_bot_at"
+    "telegram_id, username, language, trial_used_at, balance_minor, auto_renew, blocked_bot_at,"
+    " banned_at"
 )
 
 

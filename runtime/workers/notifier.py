@@ -78,6 +78,11 @@ MAX_RATE_LIMITED = 10
 """429 answers one message may get before it is failed (and retried later)."""
 CLAIM_MARGIN = 10.0
 BLOCKED = "skipped: the user blocked the bot"
+BANNED = "skipped: the user is banned"
+TO_THE_BANNED = frozenset(
+    {"account_banned", "payment_received", "topup_credited", "payment_refunded"}
+)
+"""What still reaches a banned user: their ban, and receipts for their money."""
 STANDBY_TRIES = 4
 """A standby instance tries to take the lease this many times per ttl: a dead sender is
 replaced within 1.25 ttl (75 s with the default claim time)."""
@@ -330,6 +335,13 @@ class _Batch:
                 return
             if (recipient is not None and recipient.blocked) or chat in self.blocked:
                 self.skipped.setdefault(BLOCKED, []).append(job)
+                continue
+            if (
+                recipient is not None
+                and recipient.banned
+                and job.payload.get("template") not in TO_THE_BANNED
+            ):
+                self.skipped.setdefault(BANNED, []).append(job)
                 continue
             if await self._deliver(chat, job, language) is _Result.RELEASED:
                 self.released.extend(queue[index + 1 :])  # keep the chat's order

@@ -191,6 +191,22 @@ async def test_a_blocked_user_is_marked_and_their_messages_dropped(
     assert [a[1] for a in fake.attempts].count(7) == 1
 
 
+async def test_a_banned_user_gets_their_ban_and_receipts_only(
+    db: Database, services: Services, fake: FakeBotApi
+) -> None:
+    await add_user(db, 17)
+    await fetch(db, "update users set banned_at = now() where telegram_id = 17 returning 1")
+    await notify(db, 17, "account_banned", "ban")
+    await notify(db, 17, "broadcast", "news", text="news")
+    await notify(db, 17, "payment_refunded", "refund", amount_minor=100, currency="RUB")
+    sender = make(services, fake, per_chat_interval=0.01)
+    await drain(sender, db)
+    await sender.close()
+    assert len(fake.texts(17)) == 2 and "news" not in fake.texts(17)
+    skipped = [j for j in await jobs(db) if j["last_error"] == notifier.BANNED]
+    assert [j["payload"]["template"] for j in skipped] == ["broadcast"]
+
+
 async def test_failures_are_retried_then_dead_lettered(
     db: Database, services: Services, alerts: Alerts, fake: FakeBotApi
 ) -> None:

@@ -10,6 +10,7 @@ through to the unknown-command answer, and their button presses to the stale-but
 - ``/refund <payment id>``;
 - ``/broadcast all|active <text>``: a preview, then the broadcast through the outbox, with
   its progress kept up to date in the preview message;
+- ``/ban``, ``/unban``, ``/credit``, ``/revoke``, ``/history``: see ``moderation``;
 - ``/failed``: the updates the bot gave up on (a bug in their handling), newest first;
   ``/replay <update id>`` or ``/replay all`` processes them again once the cause is fixed.
 
