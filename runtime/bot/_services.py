@@ -18,7 +18,7 @@ from runtime.catalog import Catalog
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
 from runtime.plugin_api.payments import TelegramPayment
-from runtime.storage import Database, admin, grants, moderation, subscriptions, users
+from runtime.storage import Database, admin, grants, moderation, reports, subscriptions, users
 from runtime.storage import payments as payment_store
 from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.payments import Finalized
@@ -219,6 +219,9 @@ class BotServices:
         else:
             raise ValueError(f"unknown moderation action {action!r}")
         return user_id, done
+
+    async def report(self, period: str) -> reports.Report:
+        return await reports.report(self.db, period)
 
     async def audit_history(
         self, who: str, *, limit: int

@@ -281,6 +281,9 @@ def admin_back(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
 def admin_menu(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
     builder = InlineKeyboardBuilder()
     builder.button(text=ctx.t(lang, "admin.stats_button"), callback_data=AdminCb(action="stats"))
+    builder.button(
+        text=ctx.t(lang, "report.button"), callback_data=AdminCb(action="report", arg="week")
+    )
     builder.button(text=ctx.t(lang, "admin.status_button"), callback_data=AdminCb(action="status"))
     builder.button(text=ctx.t(lang, "admin.help_button"), callback_data=AdminCb(action="help"))
     builder.adjust(2)

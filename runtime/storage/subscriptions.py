@@ -127,7 +127,8 @@ async def upgrade_target(conn: Connection, user_id: int, backend: str) -> Subscr
 
 
 async def create_trial(conn: Connection, user_id: int, terms: Terms) -> Subscription | None:
-    """Start the user's one trial; None when it was used already (one conditional update)."""
+    """Start the user's one trial; None when it was used already (one conditional update).
+    The trial is written to the audit log (``trial.start``) like every grant."""
     claimed = await conn.fetchval(
         "update users set trial_used_at = now(), updated_at = now()"
         " where telegram_id = $1 and trial_used_at is null returning telegram_id",
@@ -144,6 +145,16 @@ async def create_trial(conn: Connection, user_id: int, terms: Terms) -> Subscrip
         terms.plan_id,
         terms.duration,
         terms.backend,
+    )
+    await conn.execute(
+        "insert into audit_log (actor, user_id, action, grant_key, details)"
+        " values ('user:' || $1::bigint, $1::bigint, 'trial.start', 'trial:' || $1::bigint,"
+        " jsonb_build_object('subscription_id', $2::bigint, 'plan_id', $3::text,"
+        " 'hours', extract(epoch from $4::interval) / 3600))",
+        user_id,
+        row["id"],
+        terms.plan_id,
+        terms.duration,
     )
     return _row(await _name_account(conn, row["id"], user_id))
 

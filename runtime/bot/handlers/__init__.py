@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from . import admin, moderation, payments, user
+from . import admin, admin_reports, moderation, payments, user
 
 
 def routers() -> list[Router]:
@@ -15,6 +15,7 @@ def routers() -> list[Router]:
         payments.build_router(),
         admin.build_router(),
         moderation.build_router(),
+        admin_reports.build_router(),
         user.build_router(),
         user.build_fallback(),
     ]
