@@ -30,7 +30,7 @@ from runtime.failures import Outcome
 from runtime.i18n import Translator, load_translator
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services
-from runtime.storage import Database, admin, inbox, job_kinds, users
+from runtime.storage import Database, admin, gates, inbox, job_kinds, users
 from runtime.storage.inbox import InboxUpdate
 from runtime.supervision import ActorContext, ActorSpec
 from runtime.workers import wakeups_of
@@ -38,6 +38,7 @@ from runtime.workers import wakeups_of
 from . import keyboards
 from ._context import BotContext
 from ._dispatch import JsonBodySession, await_plain_callables
+from ._gate import AccessGate
 from ._inbox import InboxProcessor, OnAsyncio
 from ._middleware import HandlerBoundary
 from ._polling import ALLOWED_UPDATES, Poller
@@ -59,6 +60,7 @@ def build_dispatcher(ctx: BotContext, alerts: Callable[[], Any]) -> Dispatcher:
     """A dispatcher with the handler boundary and every router; handlers get ``ctx``."""
     dispatcher = Dispatcher(disable_fsm=True, ctx=ctx)
     dispatcher.update.outer_middleware(HandlerBoundary(ctx, alerts))
+    dispatcher.update.outer_middleware(AccessGate(ctx))
     dispatcher.include_routers(*routers())
     await_plain_callables(dispatcher)
     return dispatcher
@@ -181,6 +183,7 @@ class TelegramBot:
             if self.settings.bot.mode == "webhook":
                 await self._set_webhook(bot)
             await self._set_commands(bot)
+            await self._announce_reopened()
             task_status.started()
             async with trio.open_nursery() as nursery:
 
@@ -259,6 +262,25 @@ class TelegramBot:
                 await run_asyncio(register)
         except Exception as exc:
             log_failure(_log, exc, operation="bot.commands", outcome=Outcome.DEGRADED)
+
+    async def _announce_reopened(self) -> None:
+        """With purchases open, tell the users who asked while they were paused (once
+        each, whichever instance starts first); a failure only delays it to the next start."""
+        if self.settings.access_rules.purchases_paused:
+            return
+        try:
+            told = await gates.announce_reopened(
+                self._db(), max_attempts=self.settings.notifier.max_attempts
+            )
+        except Exception as exc:
+            log_failure(_log, exc, operation="bot.purchases_reopened", outcome=Outcome.DEGRADED)
+            return
+        if told:
+            _log.info(
+                "purchases reopened: waiting users told",
+                operation="bot.purchases_reopened",
+                users=told,
+            )
 
     # -- broadcasts and housekeeping ----------------------------------------------------
 

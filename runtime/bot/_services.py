@@ -18,7 +18,16 @@ from runtime.catalog import Catalog
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
 from runtime.plugin_api.payments import TelegramPayment
-from runtime.storage import Database, admin, grants, moderation, reports, subscriptions, users
+from runtime.storage import (
+    Database,
+    admin,
+    gates,
+    grants,
+    moderation,
+    reports,
+    subscriptions,
+    users,
+)
 from runtime.storage import payments as payment_store
 from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.payments import Finalized
@@ -219,6 +228,18 @@ class BotServices:
         else:
             raise ValueError(f"unknown moderation action {action!r}")
         return user_id, done
+
+    async def admit(self, user_id: int) -> None:
+        await gates.admit(self.db, user_id)
+
+    async def accept_rules(self, user_id: int, version: int) -> bool:
+        return await gates.accept_rules(self.db, user_id, version)
+
+    async def membership_seen(self, user_id: int) -> None:
+        await gates.membership_seen(self.db, user_id)
+
+    async def wait_for_purchases(self, user_id: int) -> None:
+        await gates.wait_for_purchases(self.db, user_id)
 
     async def report(self, period: str) -> reports.Report:
         return await reports.report(self.db, period)

@@ -57,6 +57,12 @@ class AutoRenewCb(CallbackData, prefix="ar"):
     on: int
 
 
+class GateCb(CallbackData, prefix="gate"):
+    """An access rule's button: ``rules`` (I accept), ``channel`` (I joined)."""
+
+    step: str
+
+
 class AdminCb(CallbackData, prefix="adm"):
     """Admin buttons: ``action`` with an argument (a user id, a payment id...)."""
 

@@ -338,6 +338,53 @@ class AccessSettings(_Section):
     before it is deleted from the panel; 0 deletes it right after."""
 
 
+_CHANNEL = re.compile(r"@[A-Za-z][A-Za-z0-9_]{4,31}|-100\d{5,16}")
+
+
+def _channel(value: str) -> str:
+    if not _CHANNEL.fullmatch(value):
+        raise ValueError("must be a channel's @username or its numeric id (-100...)")
+    return value
+
+
+class AccessRulesSettings(_Section):
+    """``[access_rules]``: who may use the bot, and what they must do first.
+
+    Admins are never held by these rules, and a payment Telegram took is always credited.
+    """
+
+    registration: Literal["open", "closed"] = "open"
+    """``closed``: users the bot has not admitted before are told registration is closed,
+    and nothing else happens for them; known users go on as before."""
+    purchases_paused: bool = False
+    """Users who try to buy are told purchases are paused, and get one message when a
+    start with purchases open follows."""
+    rules: dict[str, Annotated[NonEmptyStr, Field(max_length=4096)]] = Field(default_factory=dict)
+    """The rules a user must accept (a button) before anything else, per language (plain
+    text); empty: no rules to accept."""
+    rules_version: Annotated[int, Field(ge=1)] = 1
+    """Raise it when the rules change: everyone accepts the new version once."""
+    channel: Annotated[str, AfterValidator(_channel)] | None = None
+    """A channel users must be members of (checked with getChatMember: the bot must be an
+    administrator there)."""
+    channel_url: HttpUrl | None = None
+    """The link on the "join" button; ``https://t.me/<username>`` when ``channel`` is a
+    username. Required for a channel given by its numeric id."""
+    channel_recheck_minutes: Annotated[int, Field(ge=1, le=10080)] = 60
+    """How long a membership found is trusted before it is checked again."""
+
+    @model_validator(mode="after")
+    def _channel_link(self) -> AccessRulesSettings:
+        if self.channel is not None and not self.channel.startswith("@") and not self.channel_url:
+            raise CrossFieldError([("channel_url", "is required when channel is a numeric id")])
+        return self
+
+    def join_url(self) -> str | None:
+        if self.channel is None:
+            return None
+        return self.channel_url or f"https://t.me/{self.channel[1:]}"
+
+
 class BotSettings(_Section):
     """``[bot]``: how the bot receives updates and what it tells users."""
 
@@ -470,6 +517,7 @@ class Settings(_Section):
     trial: TrialSettings = Field(default_factory=TrialSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
+    access_rules: AccessRulesSettings = Field(default_factory=AccessRulesSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     wakeups: WakeupsSettings = Field(default_factory=WakeupsSettings)

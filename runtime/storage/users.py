@@ -19,11 +19,17 @@ class User:
     blocked_bot_at: datetime | None
     banned_at: datetime | None = None
     """Banned by an admin: the bot answers once, then ignores everything but payments."""
+    admitted_at: datetime | None = None
+    """Passed registration; None while registration is closed to them."""
+    rules_accepted: int | None = None
+    """The version of the rules they accepted."""
+    channel_checked_at: datetime | None = None
+    """When they were last found in the required channel."""
 
 
 _COLUMNS = (
     "telegram_id, username, language, trial_used_at, balance_minor, auto_renew, blocked_bot_at,"
-    " banned_at"
+    " banned_at, admitted_at, rules_accepted, channel_checked_at"
 )
 
 

@@ -37,6 +37,8 @@ class RecordingSession(BaseSession):
         self.calls: list[Call] = []
         self._ids = itertools.count(1000)
         self._failures: dict[str, list[Exception]] = {}
+        self.channel_members: set[int] = set()
+        """Users getChatMember finds in any channel (others have left it)."""
 
     def fail_next(self, method: str, error: Exception) -> None:
         self._failures.setdefault(method, []).append(error)
@@ -102,4 +104,11 @@ class RecordingSession(BaseSession):
             return User(id=1, is_bot=True, first_name="Bot")  # type: ignore[return-value]
         if name == "getUpdates":
             return []  # type: ignore[return-value]
+        if name == "getChatMember":
+            from aiogram.types import ChatMemberLeft, ChatMemberMember, User
+
+            user = User(id=params["user_id"], is_bot=False, first_name="Member")
+            if params["user_id"] in self.channel_members:
+                return ChatMemberMember(user=user)  # type: ignore[return-value]
+            return ChatMemberLeft(user=user)  # type: ignore[return-value]
         return True  # type: ignore[return-value]
