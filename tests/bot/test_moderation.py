@@ -184,3 +184,27 @@ async def test_non_admins_reach_none_of_it(driver: Driver, shop: Shop) -> None:
     assert [c.method for c in calls] == ["answerCallbackQuery"]
     assert await shop.value("select count(*) from audit_log") == 0
     assert await shop.value("select balance_minor from users where telegram_id = $1", USER) == 0
+
+
+async def test_a_forwarded_message_opens_its_senders_card(driver: Driver, shop: Shop) -> None:
+    await driver.send(USER, "/start")
+    forwarded = driver.message(
+        ADMIN,
+        text="my VPN does not work",
+        forward_origin={"type": "user", "date": 1, "sender_user": driver.person(USER)},
+    )
+    (text,) = texts(await driver.deliver(forwarded))
+    assert text.startswith(f"User {USER} @user{USER}")
+    hidden = driver.message(
+        ADMIN,
+        text="my VPN does not work",
+        forward_origin={"type": "hidden_user", "date": 1, "sender_user_name": "Anna"},
+    )
+    assert texts(await driver.deliver(hidden))[0].startswith("The sender of this message hides")
+    # a user forwarding something to the bot sees no one's card
+    mine = driver.message(
+        USER,
+        text="look",
+        forward_origin={"type": "user", "date": 1, "sender_user": driver.person(ADMIN)},
+    )
+    assert "User 900" not in " ".join(texts(await driver.deliver(mine)))

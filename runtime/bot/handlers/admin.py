@@ -4,8 +4,9 @@ Everyone else never reaches these handlers: the router's filter lets their messa
 through to the unknown-command answer, and their button presses to the stale-button one.
 
 - ``/admin``: the admin menu; ``/stats``; ``/status`` (the supervisor's actor table);
-- ``/user <id|@username>``: a user with their subscriptions and payments, with buttons to
-  grant or take back days and to refund a payment;
+- ``/user <id|@username>`` (or a message of theirs forwarded to the bot): a user with
+  their subscriptions and payments, with buttons to grant or take back days, to refund a
+  payment and to read their history;
 - ``/grant <id|@username> <days>`` (negative days take days back);
 - ``/refund <payment id>``;
 - ``/broadcast all|active <text>``: a preview, then the broadcast through the outbox, with
@@ -30,6 +31,7 @@ from aiogram.types import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
+    MessageOriginUser,
     TelegramObject,
     Update,
 )
@@ -238,6 +240,24 @@ async def user_command(
     if card is None:
         await message.answer(
             ctx.t(lang, "admin.user_not_found", query=query), reply_markup=kb.admin_back(ctx, lang)
+        )
+        return
+    await message.answer(user_text(ctx, lang, card), reply_markup=_user_markup(ctx, lang, card))
+
+
+async def user_from_forward(message: Message, ctx: BotContext, lang: str) -> None:
+    """A user's message forwarded by an admin opens that user's card."""
+    origin = message.forward_origin
+    if not isinstance(origin, MessageOriginUser):
+        await message.answer(
+            ctx.t(lang, "admin.forward_hidden"), reply_markup=kb.admin_back(ctx, lang)
+        )
+        return
+    who = str(origin.sender_user.id)
+    card = await call_trio(ctx.svc.find_user, who)
+    if card is None:
+        await message.answer(
+            ctx.t(lang, "admin.user_not_found", query=who), reply_markup=kb.admin_back(ctx, lang)
         )
         return
     await message.answer(user_text(ctx, lang, card), reply_markup=_user_markup(ctx, lang, card))
@@ -595,6 +615,7 @@ def build_router() -> Router:
     router.callback_query.register(status_screen, kb.AdminCb.filter(F.action == "status"))
     router.message.register(user_command, Command("user"))
     router.callback_query.register(user_screen, kb.AdminCb.filter(F.action == "user"))
+    router.message.register(user_from_forward, F.chat.type == "private", F.forward_origin)
     router.message.register(grant_command, Command("grant"))
     router.callback_query.register(grant_button, kb.AdminCb.filter(F.action == "grant"))
     router.message.register(refund_command, Command("refund"))
