@@ -236,13 +236,7 @@ async def user_command(
     if not query:
         await message.answer(ctx.t(lang, "admin.user_usage"), reply_markup=kb.admin_back(ctx, lang))
         return
-    card = await call_trio(ctx.svc.find_user, query)
-    if card is None:
-        await message.answer(
-            ctx.t(lang, "admin.user_not_found", query=query), reply_markup=kb.admin_back(ctx, lang)
-        )
-        return
-    await message.answer(user_text(ctx, lang, card), reply_markup=_user_markup(ctx, lang, card))
+    await _send_card(message, ctx, lang, query)
 
 
 async def user_from_forward(message: Message, ctx: BotContext, lang: str) -> None:
@@ -253,7 +247,10 @@ async def user_from_forward(message: Message, ctx: BotContext, lang: str) -> Non
             ctx.t(lang, "admin.forward_hidden"), reply_markup=kb.admin_back(ctx, lang)
         )
         return
-    who = str(origin.sender_user.id)
+    await _send_card(message, ctx, lang, str(origin.sender_user.id))
+
+
+async def _send_card(message: Message, ctx: BotContext, lang: str, who: str) -> None:
     card = await call_trio(ctx.svc.find_user, who)
     if card is None:
         await message.answer(

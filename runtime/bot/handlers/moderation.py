@@ -61,6 +61,43 @@ async def _answer(message: Message, ctx: BotContext, lang: str, text: str) -> No
     await message.answer(text, reply_markup=kb.admin_back(ctx, lang))
 
 
+async def _apply(
+    message: Message,
+    update: Update,
+    ctx: BotContext,
+    action: str,
+    who: str,
+    reason: str | None,
+    amount_minor: int = 0,
+) -> tuple[int | None, Applied | None]:
+    return await call_trio(
+        ctx.svc.moderate,
+        action,
+        who,
+        by=_admin(message),
+        key=_key(update),
+        reason=_reason(reason),
+        amount_minor=amount_minor,
+    )
+
+
+def _unapplied(ctx: BotContext, lang: str, who: str, done: Applied | None) -> str | None:
+    """The answer when the action did not run: an unknown user, or a repeated update."""
+    if done is None:
+        return ctx.t(lang, "admin.user_not_found", query=who)
+    if done.repeated:
+        return ctx.t(lang, "admin.repeated")
+    return None
+
+
+_BAN_OUTCOMES = {
+    (True, True): "banned",
+    (True, False): "already_banned",
+    (False, True): "unbanned",
+    (False, False): "not_banned",
+}
+
+
 async def ban_command(
     message: Message, command: CommandObject, event_update: Update, ctx: BotContext, lang: str
 ) -> None:
@@ -71,26 +108,12 @@ async def ban_command(
         await _answer(message, ctx, lang, ctx.t(lang, usage))
         return
     who = match[1]
-    user_id, done = await call_trio(
-        ctx.svc.moderate,
-        "ban" if banning else "unban",
-        who,
-        by=_admin(message),
-        key=_key(event_update),
-        reason=_reason(match[2]),
-    )
-    if done is None:
-        text = ctx.t(lang, "admin.user_not_found", query=who)
-    elif done.repeated:
-        text = ctx.t(lang, "admin.repeated")
-    else:
-        outcome = {
-            (True, True): "banned",
-            (True, False): "already_banned",
-            (False, True): "unbanned",
-            (False, False): "not_banned",
-        }[banning, done.changed]
-        text = ctx.t(lang, f"moderation.{outcome}", user=user_id)
+    action = "ban" if banning else "unban"
+    user_id, done = await _apply(message, event_update, ctx, action, who, match[2])
+    text = _unapplied(ctx, lang, who, done)
+    if text is None:
+        assert done is not None
+        text = ctx.t(lang, f"moderation.{_BAN_OUTCOMES[banning, done.changed]}", user=user_id)
     await _answer(message, ctx, lang, text)
 
 
@@ -104,30 +127,17 @@ async def credit_command(
         await _answer(message, ctx, lang, ctx.t(lang, "moderation.credit_usage"))
         return
     who = match[1]
-    user_id, done = await call_trio(
-        ctx.svc.moderate,
-        "balance",
-        who,
-        by=_admin(message),
-        key=_key(event_update),
-        reason=_reason(match[5]),
-        amount_minor=amount,
-    )
-    await _answer(message, ctx, lang, credited_text(ctx, lang, who, user_id, done, currency))
+    user_id, done = await _apply(message, event_update, ctx, "balance", who, match[5], amount)
+    text = _unapplied(ctx, lang, who, done)
+    if text is None:
+        assert done is not None
+        text = credited_text(ctx, lang, user_id, done, currency)
+    await _answer(message, ctx, lang, text)
 
 
 def credited_text(
-    ctx: BotContext,
-    lang: str,
-    who: str,
-    user_id: int | None,
-    done: Applied | None,
-    currency: str,
+    ctx: BotContext, lang: str, user_id: int | None, done: Applied, currency: str
 ) -> str:
-    if done is None:
-        return ctx.t(lang, "admin.user_not_found", query=who)
-    if done.repeated:
-        return ctx.t(lang, "admin.repeated")
     if not done.changed:
         return ctx.t(lang, "moderation.nothing_taken", user=user_id)
     balance = ctx.money(done.balance_minor or 0, currency, lang=lang)
@@ -144,22 +154,15 @@ async def revoke_command(
         await _answer(message, ctx, lang, ctx.t(lang, "moderation.revoke_usage"))
         return
     who = match[1]
-    user_id, done = await call_trio(
-        ctx.svc.moderate,
-        "revoke",
-        who,
-        by=_admin(message),
-        key=_key(event_update),
-        reason=_reason(match[2]),
-    )
-    if done is None:
-        text = ctx.t(lang, "admin.user_not_found", query=who)
-    elif done.repeated:
-        text = ctx.t(lang, "admin.repeated")
-    elif not done.changed:
-        text = ctx.t(lang, "moderation.nothing_to_revoke", user=user_id)
-    else:
-        text = ctx.t(lang, "moderation.revoked", user=user_id, count=len(done.subscription_ids))
+    user_id, done = await _apply(message, event_update, ctx, "revoke", who, match[2])
+    text = _unapplied(ctx, lang, who, done)
+    if text is None:
+        assert done is not None
+        text = (
+            ctx.t(lang, "moderation.revoked", user=user_id, count=len(done.subscription_ids))
+            if done.changed
+            else ctx.t(lang, "moderation.nothing_to_revoke", user=user_id)
+        )
     await _answer(message, ctx, lang, text)
 
 
