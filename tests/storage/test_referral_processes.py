@@ -19,20 +19,17 @@ from runtime.storage import Database, job_kinds
 from runtime.storage import referrals as store
 from tests.storage.referral_proc import RULES
 from tests.storage.referral_setup import balance, chain, pay, referral_entries, rows, value
+from tests.storage.test_outbox import Claimer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROC = Path(__file__).with_name("referral_proc.py")
 
 
-class Proc:
-    """A referral_proc.py process, read line by line."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self._buffer = b""
+class Proc(Claimer):
+    """A referral_proc.py process, read line by line (as the outbox tests' claimers)."""
 
     @classmethod
-    async def start(cls, dsn: str, owner: str, mode: str, *args: str) -> Proc:
+    async def launch(cls, dsn: str, owner: str, mode: str, *args: str) -> Proc:
         process = await trio.lowlevel.open_process(
             [sys.executable, str(PROC), dsn, owner, mode, *args],
             stdin=subprocess.PIPE,
@@ -44,32 +41,8 @@ class Proc:
         assert await proc.line() == "ready"
         return proc
 
-    async def line(self) -> str:
-        assert self.process.stdout is not None
-        while b"\n" not in self._buffer:
-            with trio.fail_after(60):
-                chunk = await self.process.stdout.receive_some()
-            if not chunk:
-                raise EOFError("the process ended")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
-
-    async def go(self) -> None:
-        assert self.process.stdin is not None
-        await self.process.stdin.send_all(b"go\n")
-
-    async def results(self) -> list[dict[str, Any]]:
-        found = []
-        while (line := await self.line()) != "done":
-            found.append(json.loads(line))
-        with trio.fail_after(60):
-            assert await self.process.wait() == 0
-        return found
-
-    async def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
+    async def stop(self) -> None:
+        self.kill()
         with trio.fail_after(60):
             await self.process.wait()
 
@@ -79,7 +52,7 @@ async def test_two_processes_and_thirty_racers_grant_each_reward_once(
 ) -> None:
     await chain(db, 1, 2, 3)
     payments = [await pay(db, 3, amount=1000) for _ in range(30)]
-    procs = [await Proc.start(database_dsn, f"proc-{n}", "run") for n in range(2)]
+    procs = [await Proc.launch(database_dsn, f"proc-{n}", "run") for n in range(2)]
     try:
         for proc in procs:
             await proc.go()
@@ -89,7 +62,7 @@ async def test_two_processes_and_thirty_racers_grant_each_reward_once(
         ran = [line for proc in procs for line in await proc.results()]
     finally:
         for proc in procs:
-            await proc.kill()
+            await proc.stop()
     assert len(ran) == 30  # every job completed once, by one of the processes
     assert await balance(db, 2) == 30 * 100 and await balance(db, 1) == 30 * 100
     entries = await referral_entries(db)
@@ -116,26 +89,26 @@ async def _one_reward_each(db: Database, payment: str) -> None:
 
 
 async def _rescue(dsn: str) -> list[dict[str, Any]]:
-    rescuer = await Proc.start(dsn, "rescuer", "run")
+    rescuer = await Proc.launch(dsn, "rescuer", "run")
     try:
         await rescuer.go()
         return await rescuer.results()
     finally:
-        await rescuer.kill()
+        await rescuer.stop()
 
 
 async def test_a_process_killed_right_after_the_payment_committed_rewards_once_after(
     db: Database, database_dsn: str
 ) -> None:
     await chain(db, 1, 2, 3)
-    victim = await Proc.start(database_dsn, "victim", "pay-and-die", "--payer", "3")
+    victim = await Proc.launch(database_dsn, "victim", "pay-and-die", "--payer", "3")
     try:
         await victim.go()
         payment = await victim.line()
         with trio.fail_after(60):
             assert await victim.process.wait() == -signal.SIGKILL
     finally:
-        await victim.kill()
+        await victim.stop()
     assert await value(db, "select status from payments where id = $1::uuid", payment) == (
         "finalized"
     )
@@ -149,12 +122,12 @@ async def test_a_worker_killed_after_claiming_leaves_the_rewards_to_the_next(
 ) -> None:
     await chain(db, 1, 2, 3)
     payment = await pay(db, 3, amount=1000)
-    victim = await Proc.start(database_dsn, "victim", "hang", "--ttl", "1")
+    victim = await Proc.launch(database_dsn, "victim", "hang", "--ttl", "1")
     try:
         await victim.go()
         assert len(json.loads(await victim.line())["claimed"]) == 1
     finally:
-        await victim.kill()
+        await victim.stop()
     assert await referral_entries(db) == []
     assert [line["granted"] for line in await _rescue(database_dsn)] == [2]
     await _one_reward_each(db, payment)
@@ -165,11 +138,11 @@ async def test_a_worker_killed_after_the_rewards_before_its_job_completed_grants
 ) -> None:
     await chain(db, 1, 2, 3)
     payment = await pay(db, 3, amount=1000)
-    victim = await Proc.start(database_dsn, "victim", "grant-hang", "--ttl", "1")
+    victim = await Proc.launch(database_dsn, "victim", "grant-hang", "--ttl", "1")
     try:
         await victim.go()
         assert json.loads(await victim.line()) == {"granted": 2}
     finally:
-        await victim.kill()
+        await victim.stop()
     assert [line["granted"] for line in await _rescue(database_dsn)] == [0]
     await _one_reward_each(db, payment)

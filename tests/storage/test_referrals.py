@@ -11,9 +11,11 @@ import asyncpg
 import pytest
 import trio
 
-from runtime.storage import Connection, Database, job_kinds, users
+from runtime.bridge import asyncio_loop
+from runtime.storage import Connection, Database, job_kinds, load_migrations, users
 from runtime.storage import referrals as store
 from runtime.storage.referrals import Level
+from runtime.testing.postgres import TestPostgres
 from tests.storage.referral_setup import (
     RUB,
     balance,
@@ -107,8 +109,8 @@ async def test_unknown_codes_record_a_start_without_source(db: Database) -> None
     assert await store.record_start(db, 7) is None
 
 
-async def test_users_who_existed_before_can_never_be_attributed(db: Database) -> None:
-    # the migration gave every existing user an origin; a user created since has none
+async def test_a_user_who_wrote_before_their_first_start_is_still_attributed(db: Database) -> None:
+    # the origin is written by the first /start, not by the first contact
     await started(db, 1)
     code = await store.code_of(db, 1)
     await users.touch_user(db, 2, username=None, language="en")
@@ -361,3 +363,33 @@ async def test_ad_link_codes_are_unique(db: Database) -> None:
     random.shuffle(made)
     for link in made[:3]:
         assert (await store.ad_link_report(db, link.code)) is not None
+
+
+# -- the migration --------------------------------------------------------------------------
+
+
+async def test_users_from_before_the_migration_can_never_be_attributed(
+    postgres: TestPostgres,
+) -> None:
+    migrations = load_migrations()
+    (ours,) = [m for m in migrations if m.name.endswith("referrals")]
+    async with asyncio_loop():
+        blank = await Database.connect(postgres.new_database(migrated=False), max_size=2)
+        try:
+
+            async def before(conn: Connection) -> None:
+                for migration in migrations[: migrations.index(ours)]:
+                    await conn.execute(migration.sql)
+                await conn.execute("insert into users (telegram_id) values (1), (2)")
+                await conn.execute(ours.sql)
+
+            await blank.transaction(before)
+            assert await store.record_start(blank, 2) is None
+            await started(blank, 3)
+            code = await store.code_of(blank, 3)
+            assert await store.record_start(blank, 1, referral_code=code) is None
+            assert await store.inviter_of(blank, 1) is None
+            found = await rows(blank, "select user_id from user_origins order by user_id")
+            assert [r["user_id"] for r in found] == [1, 2, 3]
+        finally:
+            await blank.close()
