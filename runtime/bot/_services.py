@@ -35,6 +35,10 @@ TELEGRAM_PROVIDERS = ("stars", "card")
 """Providers whose invoices are paid inside Telegram (pre-checkout, successful_payment)."""
 
 
+STARTED_KEPT = 100_000
+"""Users remembered as started, per process (a few MB at most)."""
+
+
 class TrialUsed(DomainError):
     """The user had their trial; ``current`` is it when it still runs."""
 
@@ -58,6 +62,9 @@ class BotServices:
         self._services = services
         self.catalog = catalog
         self.actor_table = actor_table
+        self._started: set[int] = set()
+        """Users known to have started: an origin is never changed, so their next
+        ``/start`` needs no database call."""
 
     @property
     def db(self) -> Database:
@@ -247,14 +254,20 @@ class BotServices:
     async def record_start(self, user_id: int, payload: str | None) -> referral_store.Origin | None:
         """The user's first start and its source (a referral code while referrals are
         enabled, an ad link); a later start changes nothing."""
+        if user_id in self._started:
+            return None
         source = parse_start(payload)
         referral = source.code if source and source.kind == "ref" else None
         if not self._services.settings.referrals.enabled:
             referral = None
         ad = source.code if source and source.kind == "ad" else None
-        return await referral_store.record_start(
+        origin = await referral_store.record_start(
             self.db, user_id, referral_code=referral, ad_code=ad
         )
+        if len(self._started) >= STARTED_KEPT:
+            self._started.clear()
+        self._started.add(user_id)
+        return origin
 
     async def referral_summary(self, user_id: int) -> tuple[str, referral_store.Summary]:
         """The user's referral code (made on first use) and their figures."""

@@ -156,6 +156,7 @@ async def test_an_admins_adlink_arguments_are_checked(driver: Driver, shop: Shop
         "/adlink",
         "/adlink new",
         "/adlink new " + "n" * 65,
+        "/adlink new two\nlines",
         "/adlink ABC",
         "/adlink " + "a" * 17,
         "/adlink list extra",

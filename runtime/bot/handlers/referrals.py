@@ -234,7 +234,8 @@ async def adlink_command(
     words = (command.args or "").strip().split(maxsplit=1)
     first = words[0].lower() if words else ""
     back = kb.admin_back(ctx, lang)
-    if first == "new" and len(words) == 2 and 0 < len(name := words[1].strip()) <= MAX_NAME:
+    name = words[1].strip() if len(words) == 2 else ""
+    if first == "new" and 0 < len(name) <= MAX_NAME and name.isprintable():
         assert message.from_user is not None
         link = await call_trio(
             ctx.svc.create_ad_link,
