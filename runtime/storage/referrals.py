@@ -247,7 +247,7 @@ async def _grant(
             return None
         reward = Reward(number, inviter, days=level.amount)
         template = "referral_reward_days"
-        params = {"days": level.amount, "level": number}
+        params = {"count": level.amount, "level": number}
     else:
         amount = level.balance_for(
             payment["amount_minor"], payment["currency"], rules.balance_currency
