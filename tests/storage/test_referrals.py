@@ -246,6 +246,25 @@ async def test_nothing_is_granted_for_a_payment_refunded_before_the_reward_ran(
     assert await balance(db, 1) == 0
 
 
+async def test_a_refund_racing_the_reward_leaves_nothing_granted_in_the_end(
+    db: Database,
+) -> None:
+    await chain(db, 1, 2)
+    levels = rules(EVERY_50)
+    payments = [await pay(db, 2) for _ in range(20)]
+    async with trio.open_nursery() as nursery:
+        for payment in payments:
+            nursery.start_soon(store.reward_payment, db, payment, levels)
+            nursery.start_soon(refund, db, payment)
+    for payment in payments:  # the clawback jobs the refunds queued, run after them
+        await store.claw_back(db, payment)
+    assert await balance(db, 1) == 0
+    keys = {entry[0] for entry in await referral_entries(db)}
+    for payment in payments:  # each reward was not granted, or granted and taken back
+        granted = f"referral:{payment}:1" in keys
+        assert granted == (f"referral-clawback:{payment}:1" in keys)
+
+
 async def test_first_payment_only_and_every_payment(db: Database) -> None:
     await chain(db, 1, 2, 3)
     levels = rules(FIXED_100, EVERY_50)
