@@ -283,12 +283,12 @@ async def _grant(
 
 
 async def claw_back(
-    db: Database, payment_id: str, *, activation_attempts: int = 10
+    db: Database, payment_id: str, *, balance_currency: str, activation_attempts: int = 10
 ) -> list[Reward]:
     """Take back what a refunded payment's rewards gave, each once: the balance as far as
     it goes (never below zero), the days from the inviter's running subscription (revoked
-    when that leaves no time). Returns what was taken (negative amounts none: the amounts
-    taken, as positive numbers)."""
+    when that leaves no time), and queue each inviter's message. Returns what was taken,
+    as positive amounts."""
 
     async def unit(conn: Connection) -> list[Reward]:
         rows = await conn.fetch(
@@ -317,9 +317,34 @@ async def claw_back(
                 conn, row["user_id"], row["days"], key, details, activation_attempts
             ):
                 taken.append(Reward(number, row["user_id"], days=row["days"]))
+        for reward in taken:
+            await _tell_taken_back(conn, payment_id, reward, balance_currency)
         return taken
 
     return await db.transaction(unit, retry=True)
+
+
+async def _tell_taken_back(
+    conn: Connection, payment_id: str, reward: Reward, balance_currency: str
+) -> None:
+    if reward.days:
+        template = "referral_reward_taken_back_days"
+        params: dict[str, object] = {"count": reward.days, "level": reward.level}
+    elif reward.balance_minor:
+        template = "referral_reward_taken_back_balance"
+        params = {
+            "amount_minor": reward.balance_minor,
+            "currency": balance_currency,
+            "level": reward.level,
+        }
+    else:
+        return  # the reward was spent already: nothing was taken
+    await enqueue(
+        conn,
+        kind=job_kinds.NOTIFY,
+        dedup_key=f"notify:{clawback_key(payment_id, reward.level)}",
+        payload={"chat_id": reward.user_id, "template": template, "params": params},
+    )
 
 
 async def _take_days(

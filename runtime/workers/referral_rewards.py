@@ -42,7 +42,10 @@ async def run_job(db: Database, job: Job, reward_rules: Rules) -> list[Reward]:
     if job.kind == store.REWARD:
         return await store.reward_payment(db, payment_id, reward_rules)
     return await store.claw_back(
-        db, payment_id, activation_attempts=reward_rules.activation_attempts
+        db,
+        payment_id,
+        balance_currency=reward_rules.balance_currency,
+        activation_attempts=reward_rules.activation_attempts,
     )
 
 

@@ -202,7 +202,7 @@ async def test_a_refund_takes_the_rewards_back_once(db: Database) -> None:
     results: list[list[store.Reward]] = []
 
     async def racer() -> None:
-        results.append(await store.claw_back(db, payment))
+        results.append(await store.claw_back(db, payment, balance_currency=RUB))
 
     async with trio.open_nursery() as nursery:
         for _ in range(30):
@@ -210,6 +210,16 @@ async def test_a_refund_takes_the_rewards_back_once(db: Database) -> None:
     taken = sorted((r for result in results for r in result), key=lambda r: r.level)
     assert taken == [store.Reward(1, 2, balance_minor=100), store.Reward(2, 1, balance_minor=50)]
     assert await balance(db, 2) == 0 and await balance(db, 1) == 0
+    told = await rows(
+        db,
+        "select payload from outbox where dedup_key like 'notify:referral-clawback:%'"
+        " order by dedup_key",
+    )
+    assert [(t["payload"]["chat_id"], t["payload"]["params"]["amount_minor"]) for t in told] == [
+        (2, 100),
+        (1, 50),
+    ]
+    assert {t["payload"]["template"] for t in told} == {"referral_reward_taken_back_balance"}
     assert [e[0] for e in await referral_entries(db)] == [
         f"referral-clawback:{payment}:1",
         f"referral-clawback:{payment}:2",
@@ -230,7 +240,9 @@ async def test_a_clawback_never_takes_more_than_the_balance_holds(db: Database) 
 
     await db.transaction(spend)
     await refund(db, payment)
-    assert await store.claw_back(db, payment) == [store.Reward(1, 1, balance_minor=30)]
+    assert await store.claw_back(db, payment, balance_currency=RUB) == [
+        store.Reward(1, 1, balance_minor=30)
+    ]
     assert await balance(db, 1) == 0
 
 
@@ -240,7 +252,7 @@ async def test_nothing_is_granted_for_a_payment_refunded_before_the_reward_ran(
     await chain(db, 1, 2)
     payment = await pay(db, 2)
     await refund(db, payment)
-    assert await store.claw_back(db, payment) == []
+    assert await store.claw_back(db, payment, balance_currency=RUB) == []
     assert await store.reward_payment(db, payment, rules(FIXED_100)) == []
     assert await referral_entries(db) == []
     assert await balance(db, 1) == 0
@@ -257,7 +269,7 @@ async def test_a_refund_racing_the_reward_leaves_nothing_granted_in_the_end(
             nursery.start_soon(store.reward_payment, db, payment, levels)
             nursery.start_soon(refund, db, payment)
     for payment in payments:  # the clawback jobs the refunds queued, run after them
-        await store.claw_back(db, payment)
+        await store.claw_back(db, payment, balance_currency=RUB)
     assert await balance(db, 1) == 0
     keys = {entry[0] for entry in await referral_entries(db)}
     for payment in payments:  # each reward was not granted, or granted and taken back
@@ -302,8 +314,8 @@ async def test_days_are_granted_then_taken_back(db: Database) -> None:
     )
     assert sub["length"].days == 10
     await refund(db, payment)
-    assert await store.claw_back(db, payment) == [store.Reward(1, 1, days=10)]
-    assert await store.claw_back(db, payment) == []
+    assert await store.claw_back(db, payment, balance_currency=RUB) == [store.Reward(1, 1, days=10)]
+    assert await store.claw_back(db, payment, balance_currency=RUB) == []
     (after,) = await rows(db, "select status from subscriptions where id = $1", sub["id"])
     assert after["status"] == "revoked"
     revoke = await value(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from runtime.i18n import load_translator
 from runtime.storage import Database, job_kinds, outbox
 from runtime.storage import referrals as store
 from runtime.workers import referral_rewards, worker_actors
+from runtime.workers._render import Text, render
 from runtime.workers.referral_rewards import ReferralRewards
 from tests.storage.referral_setup import balance, chain, pay, refund
 
@@ -51,6 +53,11 @@ async def test_rewards_then_clawback_through_the_jobs(db: Database, alerts: Aler
     assert await balance(db, 2) == 0
     assert await store.summary(db, 1) == store.Summary(1, 0, 0, 0)
     assert [j["status"] for j in await jobs(db, store.CLAWBACK)] == ["done"]
+    notes = [j["payload"]["template"] for j in await jobs(db, job_kinds.NOTIFY)]
+    assert sorted(n for n in notes if "taken_back" in n) == [
+        "referral_reward_taken_back_balance",
+        "referral_reward_taken_back_days",
+    ]
 
 
 async def test_disabled_referrals_complete_the_jobs_and_grant_nothing(
@@ -87,3 +94,26 @@ async def test_the_worker_runs_as_an_actor_woken_by_the_payment(
             return await balance(db, 1) == 500
 
         await wait_until(rewarded, timeout=30)
+
+
+async def test_every_referral_message_renders_in_both_languages(
+    db: Database, alerts: Alerts
+) -> None:
+    services = make_services(db, make_settings(referrals=REFERRALS), alerts)
+    worker = ReferralRewards(services, "test-owner")
+    await chain(db, 1, 2, 3)
+    payment = await pay(db, 3)
+    await worker.iteration(IterationContext())  # type: ignore[arg-type]
+    await refund(db, payment)
+    await worker.iteration(IterationContext())  # type: ignore[arg-type]
+    payloads = [
+        j["payload"]
+        for j in await jobs(db, job_kinds.NOTIFY)
+        if j["payload"]["template"].startswith("referral")
+    ]
+    assert len(payloads) == 4
+    translator = load_translator()
+    for payload in payloads:
+        for language in ("en", "ru"):
+            (part,) = render(translator, language, payload)
+            assert isinstance(part, Text) and "{" not in part.text, part
