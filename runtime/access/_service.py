@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -89,10 +90,13 @@ class Access:
     def backends(self) -> Mapping[str, VpnBackend]:
         return self._backends
 
-    async def start_trial(self, user_id: int) -> Subscription:
+    async def start_trial(self, user_id: int, *, duration: timedelta | None = None) -> Subscription:
+        """The user's one trial; ``duration`` replaces the trial's own (an invited user's)."""
         terms = self._catalog.trial
         if terms is None:
             raise TrialUnavailable("no trial is offered")
+        if duration is not None:
+            terms = dataclasses.replace(terms, duration=duration)
         subscription = await subs.start_trial(
             self._db, user_id, terms, max_attempts=self._max_attempts
         )

@@ -2,7 +2,10 @@
 
 In order, for users who are not admins:
 
-1. registration: a user never admitted is admitted, or told registration is closed;
+1. registration: a user never admitted is admitted (while registration is open, or
+   invite-only and their first start came through a referral or acquisition link), or
+   told registration is closed (or needs an invitation). A ``/start``'s source is
+   recorded before any rule holds it, so it counts once the user passes;
 2. the rules: shown with an "I accept" button until the current version is accepted;
 3. the channel: a membership not checked within ``channel_recheck_minutes`` is checked
    with getChatMember; a user who is not a member gets a "join" link and an "I joined"
@@ -65,11 +68,17 @@ class AccessGate(BaseMiddleware):
         bot: Bot = data["bot"]
         lang: str = data["lang"]
         step = _gate_step(event)
+        start = _start_payload(event)
+        if start is not None:  # the first start's source counts even if a rule holds it
+            await call_trio(self._ctx.svc.record_start, account.telegram_id, start or None)
         if account.admitted_at is None:
-            if rules.registration == "closed":
-                await self._say(event, bot, account, self._ctx.t(lang, "access.closed"))
+            admitted = await call_trio(
+                self._ctx.svc.admit, account.telegram_id, registration=rules.registration
+            )
+            if not admitted:
+                key = "access.closed" if rules.registration == "closed" else "access.invite_only"
+                await self._say(event, bot, account, self._ctx.t(lang, key))
                 return None
-            await call_trio(self._ctx.svc.admit, account.telegram_id)
         if rules.rules and (account.rules_accepted or 0) < rules.rules_version:
             if step != "rules":
                 await self._say(event, bot, account, *self._rules_screen(lang))
@@ -161,6 +170,17 @@ def _gate_step(event: Update) -> str | None:
         return kb.GateCb.unpack(query.data).step
     except (TypeError, ValueError):
         return None
+
+
+def _start_payload(event: Update) -> str | None:
+    """A ``/start`` message's payload (``""`` without one); None for anything else."""
+    message = event.message
+    if message is None or not message.text:
+        return None
+    command, _, rest = message.text.partition(" ")
+    if command.split("@", 1)[0].lower() != "/start":
+        return None
+    return rest.strip()
 
 
 def _is_purchase(event: Update) -> bool:

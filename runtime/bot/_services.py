@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runtime.access import Access, TrialUnavailable
@@ -18,6 +18,7 @@ from runtime.catalog import Catalog
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
 from runtime.plugin_api.payments import TelegramPayment
+from runtime.referrals import invited_trial, parse_start
 from runtime.storage import (
     Database,
     admin,
@@ -29,6 +30,7 @@ from runtime.storage import (
     users,
 )
 from runtime.storage import payments as payment_store
+from runtime.storage import referrals as referral_store
 from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.payments import Finalized
 from runtime.storage.subscriptions import Subscription
@@ -40,6 +42,10 @@ served at ``/status`` (each actor as ``ActorStatus.to_json()``)."""
 
 TELEGRAM_PROVIDERS = ("stars", "card")
 """Providers whose invoices are paid inside Telegram (pre-checkout, successful_payment)."""
+
+
+STARTED_KEPT = 100_000
+"""Users remembered as started, per process (a few MB at most)."""
 
 
 class TrialUsed(DomainError):
@@ -65,6 +71,9 @@ class BotServices:
         self._services = services
         self.catalog = catalog
         self.actor_table = actor_table
+        self._started: set[int] = set()
+        """Users known to have started: an origin is never changed, so their next
+        ``/start`` needs no database call."""
 
     @property
     def db(self) -> Database:
@@ -124,7 +133,9 @@ class BotServices:
         Safe to run twice: the second run finds the trial the first one started.
         """
         try:
-            return await self.access.start_trial(user_id)
+            return await self.access.start_trial(
+                user_id, duration=await self._invited_trial(user_id)
+            )
         except TrialUnavailable:
             if self.catalog.trial is None:
                 raise
@@ -135,6 +146,12 @@ class BotServices:
             if s.kind == "trial" and s.status == "active" and s.expires_at > now
         ]
         raise TrialUsed(running[0] if running else None)
+
+    async def _invited_trial(self, user_id: int) -> timedelta | None:
+        longer = invited_trial(self._services.settings)
+        if longer is None or await referral_store.inviter_of(self.db, user_id) is None:
+            return None
+        return longer
 
     async def buy(self, user_id: int, plan_id: str, provider: str, *, language: str) -> Checkout:
         return await self.billing.buy(user_id, plan_id, provider, language=language)
@@ -229,8 +246,14 @@ class BotServices:
             raise ValueError(f"unknown moderation action {action!r}")
         return user_id, done
 
-    async def admit(self, user_id: int) -> None:
-        await gates.admit(self.db, user_id)
+    async def admit(self, user_id: int, *, registration: str) -> bool:
+        """Admit a user the bot has not admitted before, if ``registration`` lets them in."""
+        if registration == "open":
+            await gates.admit(self.db, user_id)
+            return True
+        if registration == "invite_only":
+            return await gates.admit_invited(self.db, user_id)
+        return False
 
     async def accept_rules(self, user_id: int, version: int) -> bool:
         return await gates.accept_rules(self.db, user_id, version)
@@ -295,3 +318,44 @@ class BotServices:
     ) -> tuple[admin.Broadcast | None, admin.BroadcastProgress]:
         found = await admin.get_broadcast(self.db, broadcast_id)
         return found, await admin.broadcast_progress(self.db, broadcast_id)
+
+    # -- referrals and acquisition links -------------------------------------------------
+
+    async def record_start(self, user_id: int, payload: str | None) -> referral_store.Origin | None:
+        """The user's first start and its source (a referral code while referrals are
+        enabled, an ad link); a later start changes nothing."""
+        if user_id in self._started:
+            return None
+        source = parse_start(payload)
+        referral = source.code if source and source.kind == "ref" else None
+        if not self._services.settings.referrals.enabled:
+            referral = None
+        ad = source.code if source and source.kind == "ad" else None
+        origin = await referral_store.record_start(
+            self.db, user_id, referral_code=referral, ad_code=ad
+        )
+        if len(self._started) >= STARTED_KEPT:
+            self._started.clear()
+        self._started.add(user_id)
+        return origin
+
+    async def referral_summary(self, user_id: int) -> tuple[str, referral_store.Summary]:
+        """The user's referral code (made on first use) and their figures."""
+        code = await referral_store.code_of(self.db, user_id)
+        return code, await referral_store.summary(self.db, user_id)
+
+    async def referral_statistics(self) -> referral_store.Statistics:
+        return await referral_store.statistics(self.db)
+
+    async def create_ad_link(
+        self, name: str, *, by: int, operation_key: str
+    ) -> referral_store.AdLink:
+        return await referral_store.create_ad_link(
+            self.db, name, by=by, operation_key=operation_key
+        )
+
+    async def ad_links(self) -> list[referral_store.AdLinkTotals]:
+        return await referral_store.ad_links(self.db)
+
+    async def ad_link_report(self, code: str) -> referral_store.AdLinkReport | None:
+        return await referral_store.ad_link_report(self.db, code)

@@ -17,7 +17,7 @@ from ._dispatch import kept
 
 
 class Nav(CallbackData, prefix="nav"):
-    """Open a screen: home, plans, sub, trial, topup, settings, help."""
+    """Open a screen: home, plans, sub, trial, topup, settings, help, ref (referrals)."""
 
     to: str
 
@@ -123,6 +123,8 @@ def _build_main_menu(ctx: BotContext, lang: str, trial: bool, balance: str) -> I
             _button(ctx.t(lang, "menu.settings"), Nav(to="settings")),
         ]
     )
+    if ctx.settings.referrals.enabled:
+        rows.append([_button(ctx.t(lang, "referrals.menu_button"), Nav(to="ref"))])
     rows.append([_button(ctx.t(lang, "menu.help"), Nav(to="help"))])
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
@@ -292,6 +294,9 @@ def admin_menu(ctx: BotContext, lang: str) -> InlineKeyboardMarkup:
     )
     builder.button(text=ctx.t(lang, "admin.status_button"), callback_data=AdminCb(action="status"))
     builder.button(text=ctx.t(lang, "admin.help_button"), callback_data=AdminCb(action="help"))
+    builder.button(
+        text=ctx.t(lang, "referrals.admin_button"), callback_data=AdminCb(action="refstats")
+    )
     builder.adjust(2)
     return builder.as_markup()
 

@@ -330,6 +330,49 @@ class BillingSettings(_Section):
     activation_max_attempts: Annotated[int, Field(ge=1)] = 8
 
 
+class ReferralLevelSettings(_Section):
+    """One entry of ``[referrals] levels``: what a user earns when someone they brought
+    pays (the first entry: the inviter; the second: the inviter's inviter).
+
+    ``reward`` is ``days`` (``amount`` days added to their subscription, or a new one),
+    ``percent`` (``amount`` % of the payment, 1-100, to their balance) or ``fixed``
+    (``amount`` minor units of ``billing.balance_currency`` to their balance). A percentage
+    is paid only for payments in ``billing.balance_currency``: a payment in another currency
+    (Telegram Stars, ``XTR``) earns nothing at a ``percent`` level (use ``days`` or
+    ``fixed`` to reward those). ``payments``: ``first`` rewards only the invited user's
+    first payment, ``every`` each of their payments. Payments from the balance earn
+    nothing (the money was counted when it was topped up); a refunded payment's reward is
+    taken back."""
+
+    reward: Literal["days", "percent", "fixed"]
+    amount: Annotated[int, Field(ge=1, le=10**9)]
+    payments: Literal["first", "every"] = "first"
+
+    @model_validator(mode="after")
+    def _amount_range(self) -> ReferralLevelSettings:
+        if self.reward == "percent" and self.amount > 100:
+            raise CrossFieldError([("amount", "a percentage must be 1-100")])
+        if self.reward == "days" and self.amount > 3660:
+            raise CrossFieldError([("amount", "days must be 1-3660")])
+        return self
+
+
+class ReferralsSettings(_Section):
+    """``[referrals]``: referral links (``/start ref_<code>``) and their rewards.
+
+    Who invited whom is recorded once, at the invited user's first ``/start``. ``levels``
+    (at most two) says what inviters earn; ``invited_trial_hours`` gives invited users a
+    longer trial than ``[trial] duration_hours`` (unset: the same trial). Acquisition
+    links (``/start ad_<code>``, made by admins with ``/adlink``) are counted whether
+    referrals are enabled or not."""
+
+    enabled: bool = False
+    levels: Annotated[list[ReferralLevelSettings], Field(max_length=2)] = Field(
+        default_factory=list
+    )
+    invited_trial_hours: Annotated[int, Field(ge=1, le=24 * 90)] | None = None
+
+
 class AccessSettings(_Section):
     """``[access]``: the VPN accounts of subscriptions that ended."""
 
@@ -353,9 +396,12 @@ class AccessRulesSettings(_Section):
     Admins are never held by these rules, and a payment Telegram took is always credited.
     """
 
-    registration: Literal["open", "closed"] = "open"
-    """``closed``: users the bot has not admitted before are told registration is closed,
-    and nothing else happens for them; known users go on as before."""
+    registration: Literal["open", "invite_only", "closed"] = "open"
+    """``invite_only``: a user the bot has not admitted before is admitted only when their
+    first start came through a referral link (while ``[referrals]`` is enabled) or an
+    acquisition link; ``closed``: such users
+    are told registration is closed. Either way nothing else happens for them, and known
+    users go on as before."""
     purchases_paused: bool = False
     """Users who try to buy are told purchases are paused, and get one message when a
     start with purchases open follows."""
@@ -522,6 +568,7 @@ class Settings(_Section):
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     wakeups: WakeupsSettings = Field(default_factory=WakeupsSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
+    referrals: ReferralsSettings = Field(default_factory=ReferralsSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     actors: dict[str, ActorPolicyOverride] = Field(default_factory=dict)
 

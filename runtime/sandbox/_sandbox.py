@@ -17,7 +17,7 @@ from runtime.app._early import EarlyStart
 from runtime.app._ports import BoundPorts
 from runtime.config import Settings
 from runtime.logs import get_logger, log_failure
-from runtime.storage import Database
+from runtime.storage import Database, referrals
 from runtime.storage.update_ids import highest_seen
 from runtime.testing.fakes._base import FakePeer
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
@@ -117,6 +117,8 @@ def sandbox_settings(
     }
     document["trial"] = {**document["trial"], "enabled": True, "backend": "marzban"}
     document["bot"] = {**document["bot"], "support_contact": "@vpnbot_support"}
+    if not document["referrals"]["enabled"]:
+        document["referrals"] = SANDBOX_REFERRALS
     document["plugins"]["settings"] = {
         **document["plugins"]["settings"],
         "marzban": {"base_url": panel_url, "username": "admin", "password": PANEL_PASSWORD},
@@ -124,6 +126,33 @@ def sandbox_settings(
         "telegram_payments": {"card_provider_token": CARD_TOKEN},
     }
     return Settings.model_validate(_unsecret(document))
+
+
+SANDBOX_REFERRALS: dict[str, Any] = {
+    "enabled": True,
+    "invited_trial_hours": 168,
+    "levels": [
+        {"reward": "percent", "amount": 10, "payments": "every"},
+        {"reward": "days", "amount": 3, "payments": "first"},
+    ],
+}
+"""Referrals as a newcomer sees them: a week's trial for the invited, 10 % of every
+payment in rubles to the inviter, 3 days to the inviter's inviter on the first one."""
+SANDBOX_AD_LINK = "Sandbox welcome"
+
+
+async def sandbox_ad_link(db: Database) -> None:
+    """The sandbox's own acquisition link, made once (``/adlink list`` shows it)."""
+    try:
+        link = await referrals.create_ad_link(
+            db, SANDBOX_AD_LINK, by=FIRST_USER_ID, operation_key="sandbox:welcome"
+        )
+    except Exception as exc:
+        log_failure(get_logger("sandbox"), exc, operation="sandbox_ad_link")
+        return
+    get_logger("sandbox").info(
+        "an acquisition link to try", operation="sandbox_ad_link", start=f"/start ad_{link.code}"
+    )
 
 
 def _unsecret(value: Any) -> Any:
@@ -167,6 +196,11 @@ async def continue_updates(emulator: TelegramEmulator, db: Database) -> None:
         return
     if seen is not None:
         emulator.continue_after(seen)
+
+
+async def _connected(emulator: TelegramEmulator, db: Database) -> None:
+    await continue_updates(emulator, db)
+    await sandbox_ad_link(db)
 
 
 async def run_sandbox(
@@ -230,8 +264,6 @@ async def run_sandbox(
             nursery.start_soon(announce_when_served, operator, public, runtime.supervisor.ready)
         else:
             log.warning("the operator listener is off (http.enabled): no chat page")
-        code = await serve(
-            runtime, early=early, on_connected=lambda db: continue_updates(emulator, db)
-        )
+        code = await serve(runtime, early=early, on_connected=lambda db: _connected(emulator, db))
         nursery.cancel_scope.cancel()
     return code

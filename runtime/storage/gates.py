@@ -24,6 +24,23 @@ async def admit(db: Database, user_id: int) -> None:
     await db.transaction(unit, retry=True)
 
 
+async def admit_invited(db: Database, user_id: int) -> bool:
+    """Admit the user if their first start came through a referral or an acquisition
+    link (``user_origins``); True when they are admitted."""
+
+    async def unit(conn: Connection) -> bool:
+        admitted = await conn.fetchval(
+            "update users set admitted_at = coalesce(admitted_at, now())"
+            " where telegram_id = $1 and exists (select 1 from user_origins o"
+            " where o.user_id = $1 and (o.invited_by is not null or o.ad_link_id is not null))"
+            " returning true",
+            user_id,
+        )
+        return bool(admitted)
+
+    return await db.transaction(unit, retry=True)
+
+
 async def accept_rules(db: Database, user_id: int, version: int) -> bool:
     """Record that the user accepted ``version`` of the rules; False when they had accepted
     it (or a later one) already."""

@@ -22,6 +22,8 @@ actor                       interval  min. sleep on failure  what
 ``expiry_notifications``    120 s     60 s                   paid-subscription reminders
 ``notifier``                1 s (w)   5 s                    every message to users
 ``reconciliation``          600 s     300 s                  missed payments found and credited
+``referral_rewards``        5 s (w)   10 s                   referral rewards of payments, and
+                                                             their clawback on refunds
 ==========================  ========  =====================  ==================================
 
 (w) Woken by committed work (``_wakeups``): a payment's activation and messages start at
@@ -59,6 +61,7 @@ from . import (
     notifier,
     payment_watcher,
     reconciliation,
+    referral_rewards,
     reminders,
 )
 from ._wakeups import Wakeups, wakeups_of
@@ -72,6 +75,7 @@ NAMES = (
     reminders.TRIAL,
     reminders.EXPIRY,
     reconciliation.NAME,
+    referral_rewards.NAME,
     notifier.NAME,
 )
 
@@ -90,6 +94,7 @@ def worker_actors(services: Services) -> list[ActorSpec]:
         reminders.trial_spec(services),
         reminders.expiry_spec(services),
         reconciliation.spec(services),
+        referral_rewards.spec(services),
     ]
     if services.settings.telegram.token is not None:
         specs.append(notifier.spec(services))

@@ -11,7 +11,7 @@ import pytest
 
 from runtime.bot import TelegramBot
 from runtime.bot import keyboards as kb
-from runtime.storage import Database, gates, job_kinds
+from runtime.storage import Database, gates, job_kinds, referrals
 
 from .conftest import ADMIN, Alerts, Shop, build_shop, make_settings
 from .recording import RecordingSession
@@ -29,8 +29,11 @@ async def gated(
 ) -> AsyncIterator[Callable[..., Driver]]:
     shops: list[Shop] = []
 
-    def build(**rules: Any) -> Driver:
-        settings = make_settings("http://127.0.0.1:9", access_rules=rules)
+    def build(referrals: bool = False, **rules: Any) -> Driver:
+        sections: dict[str, Any] = {"access_rules": rules}
+        if referrals:
+            sections["referrals"] = {"enabled": True}
+        settings = make_settings("http://127.0.0.1:9", **sections)
         shop = build_shop(settings, db, panel, crypto, alerts)
         shops.append(shop)
         driver = Driver(shop, TelegramBot(shop.services), RecordingSession())
@@ -173,3 +176,30 @@ async def test_a_payment_is_credited_whatever_the_rules_say(
     assert by_method(calls, "answerPreCheckoutQuery")[0].params["ok"] is True
     await driver.deliver(driver.payment_update(USER, payload, "XTR", 150, "charge-g1"))
     assert await driver.shop.value("select status from payments") == "finalized"
+
+
+async def test_invite_only_admits_users_whose_first_start_was_an_invitation(
+    gated: Callable[..., Driver],
+) -> None:
+    driver = gated(registration="invite_only", referrals=True)
+    await driver.send(ADMIN, "/start")
+    inviter_code = await referrals.code_of(driver.shop.db, ADMIN)
+    calls = await driver.send(USER, "/start")
+    invitation_only = "This bot is by invitation only: open the invitation link you were given."
+    assert texts(calls) == [invitation_only]
+    # first touch wins: a later invitation does not let in a user who started without one
+    assert texts(await driver.send(USER, f"/start ref_{inviter_code}")) == [invitation_only]
+    calls = await driver.send(778, f"/start ref_{inviter_code}")
+    assert MENU[:-3] in texts(calls)[0]
+    assert texts(await driver.send(778, "/help"))[0].startswith("How it works")
+    assert await referrals.inviter_of(driver.shop.db, 778) == ADMIN
+
+
+async def test_a_first_starts_invitation_counts_even_when_a_rule_holds_it(
+    gated: Callable[..., Driver],
+) -> None:
+    driver = gated(rules=RULES, referrals=True)
+    await driver.send(ADMIN, "/start")
+    code = await referrals.code_of(driver.shop.db, ADMIN)
+    assert texts(await driver.send(USER, f"/start ref_{code}")) == ["Be nice. No torrents."]
+    assert await referrals.inviter_of(driver.shop.db, USER) == ADMIN

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from . import admin, admin_reports, moderation, payments, user
+from . import admin, admin_reports, moderation, payments, referrals, user
 
 
 def routers() -> list[Router]:
     """Fresh routers (aiogram attaches a router to one dispatcher only): payments first
-    (they must never fall through), then admin (filtered to admins), then the user
-    flows, then the fallbacks for whatever is left."""
+    (they must never fall through), then referrals (which records every ``/start`` and
+    passes it on), then admin (filtered to admins), then the user flows, then the
+    fallbacks for whatever is left."""
     return [
         payments.build_router(),
+        referrals.build_router(),
         admin.build_router(),
         moderation.build_router(),
         admin_reports.build_router(),
