@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from . import admin, payments, user
+from . import admin, payments, promo, user
 
 
 def routers() -> list[Router]:
@@ -14,6 +14,8 @@ def routers() -> list[Router]:
     return [
         payments.build_router(),
         admin.build_router(),
+        promo.build_admin_router(),
+        promo.build_router(),
         user.build_router(),
         user.build_fallback(),
     ]
