@@ -183,29 +183,17 @@ class Billing:
     ) -> Checkout:
         """``discounted``: priced with the user's discount, which the intent records."""
         provider = self.provider(provider_name)
-        if discounted:
-            payment, _ = await discounts.create_intent(
-                self._db,
-                user_id=user_id,
-                provider=provider_name,
-                amount_minor=amount_minor,
-                currency=currency,
-                purpose=purpose,
-                plan_id=plan_id,
-                ttl_minutes=self._ttl,
-                floors=self._min_prices,
-            )
-        else:
-            payment = await store.create_intent(
-                self._db,
-                user_id=user_id,
-                provider=provider_name,
-                amount_minor=amount_minor,
-                currency=currency,
-                purpose=purpose,
-                plan_id=plan_id,
-                ttl_minutes=self._ttl,
-            )
+        payment = await store.create_intent(
+            self._db,
+            user_id=user_id,
+            provider=provider_name,
+            amount_minor=amount_minor,
+            currency=currency,
+            purpose=purpose,
+            plan_id=plan_id,
+            ttl_minutes=self._ttl,
+            discount_floors=self._min_prices if discounted else None,
+        )
         intent = PaymentIntent(
             id=payment.id,
             user_id=user_id,

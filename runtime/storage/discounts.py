@@ -18,13 +18,9 @@ lock of the user's row, which ``finalize_charge`` takes too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._database import Connection, Database, fetch_one
-from .payments import _COLUMNS as _PAYMENT_COLUMNS
-from .payments import Payment, _payment
-from .users import ensure_user, lock_user
 
 PERSONAL = "personal"
 NEXT_PURCHASE = "next_purchase"
@@ -127,50 +123,6 @@ async def apply(
 
 def source_of(discount: Discount) -> str:
     return f"{discount.kind}:{discount.source}"[:80]
-
-
-async def create_intent(
-    db: Database,
-    *,
-    user_id: int,
-    provider: str,
-    amount_minor: int,
-    currency: str,
-    purpose: str,
-    plan_id: str | None,
-    ttl_minutes: int,
-    floors: Mapping[str, int],
-) -> tuple[Payment, Priced]:
-    """``payments.create_intent`` at the user's discounted price, recording the list
-    price, the percent and its source."""
-
-    async def unit(conn: Connection) -> tuple[Payment, Priced]:
-        await ensure_user(conn, user_id)
-        await lock_user(conn, user_id)
-        priced = await apply(conn, user_id, amount_minor, floors.get(currency, 1))
-        discount = priced.discount
-        row = await fetch_one(
-            conn,
-            "insert into payments (user_id, provider, amount_minor, currency, purpose, plan_id,"
-            " expires_at, original_amount_minor, discount_percent, discount_source,"
-            " next_discount_id) values ($1, $2, $3, $4, $5, $6,"
-            " now() + make_interval(mins => $7), $8, $9, $10, $11)"
-            f" returning {_PAYMENT_COLUMNS}",
-            user_id,
-            provider,
-            priced.amount_minor,
-            currency,
-            purpose,
-            plan_id,
-            ttl_minutes,
-            None if discount is None else priced.original_minor,
-            None if discount is None else discount.percent,
-            None if discount is None else source_of(discount),
-            None if discount is None else discount.next_discount_id,
-        )
-        return _payment(row), priced
-
-    return await db.transaction(unit)
 
 
 async def set_personal(conn: Connection, user_id: int, percent: int, source: str) -> None:
