@@ -150,15 +150,12 @@ async def pay(
         now = await _basis(conn, user_id, terms.backend, lock=True)
         if user is None or now != basis:
             return BalancePayment(Outcome.CHANGED, balance, now)
-        priced = discounts.Priced(price_minor, price_minor, None)
-        if min_price is not None:
-            priced = discounts.price(price_minor, await discounts.best(conn, user_id), min_price)
+        priced = await discounts.priced_for(conn, user_id, price_minor, min_price)
         if balance < priced.amount_minor:
             return BalancePayment(
                 Outcome.INSUFFICIENT, balance, now, price_minor=priced.amount_minor
             )
-        if priced.discount is not None and priced.discount.next_discount_id is not None:
-            await discounts.take_over(conn, priced.discount.next_discount_id)
+        await discounts.claim(conn, priced)
         payment_id = await _record(conn, user_id, external_id, priced, currency, terms)
         if payment_id is None:  # taken by a charge of another user's: not this screen's
             return BalancePayment(Outcome.CHANGED, balance, now)
@@ -198,7 +195,6 @@ async def _record(
     currency: str,
     terms: Terms,
 ) -> str | None:
-    discount = priced.discount
     payment_id: str | None = await conn.fetchval(
         "insert into payments (user_id, provider, external_id, amount_minor, currency,"
         " status, purpose, plan_id, paid_at, finalized_at, original_amount_minor,"
@@ -212,10 +208,7 @@ async def _record(
         currency,
         PURPOSE,
         terms.plan_id,
-        None if discount is None else priced.original_minor,
-        None if discount is None else discount.percent,
-        None if discount is None else discounts.source_of(discount),
-        None if discount is None else discount.next_discount_id,
+        *discounts.recorded(priced),
     )
     return payment_id
 

@@ -110,19 +110,36 @@ async def take_over(conn: Connection, next_discount_id: int) -> None:
     )
 
 
-async def apply(
-    conn: Connection, user_id: int, original_minor: int, floor_minor: int = 1
-) -> Priced:
-    """Price a purchase for the user (whose row the caller has locked) and free the
-    next-purchase discount it uses for the payment the caller records next."""
-    priced = price(original_minor, await best(conn, user_id), floor_minor)
-    if priced.discount is not None and priced.discount.next_discount_id is not None:
-        await take_over(conn, priced.discount.next_discount_id)
-    return priced
-
-
 def source_of(discount: Discount) -> str:
     return f"{discount.kind}:{discount.source}"[:80]
+
+
+def recorded(priced: Priced) -> tuple[int | None, int | None, str | None, int | None]:
+    """What a payment row records of its price: ``original_amount_minor``,
+    ``discount_percent``, ``discount_source`` and ``next_discount_id`` (all None at the
+    list price)."""
+    discount = priced.discount
+    if discount is None:
+        return None, None, None, None
+    return priced.original_minor, discount.percent, source_of(discount), discount.next_discount_id
+
+
+async def priced_for(
+    conn: Connection, user_id: int, original_minor: int, min_price: int | None
+) -> Priced:
+    """The price of a purchase for the user, whose row the caller has locked: with their
+    discount when ``min_price`` is given (discounts are on), else the list price. Nothing
+    is taken over yet (see ``take_over``)."""
+    if min_price is None:
+        return Priced(original_minor, original_minor, None)
+    return price(original_minor, await best(conn, user_id), min_price)
+
+
+async def claim(conn: Connection, priced: Priced) -> None:
+    """Free the next-purchase discount ``priced`` uses (if any) for the payment the caller
+    records next."""
+    if priced.discount is not None and priced.discount.next_discount_id is not None:
+        await take_over(conn, priced.discount.next_discount_id)
 
 
 async def set_personal(conn: Connection, user_id: int, percent: int, source: str) -> None:

@@ -132,12 +132,12 @@ async def create_intent(
 
     async def unit(conn: Connection) -> Payment:
         await ensure_user(conn, user_id)
-        priced = discounts.Priced(amount_minor, amount_minor, None)
+        floor = None
         if discount_floors is not None:
             await lock_user(conn, user_id)
             floor = discount_floors.get(currency, 1)
-            priced = await discounts.apply(conn, user_id, amount_minor, floor)
-        discount = priced.discount
+        priced = await discounts.priced_for(conn, user_id, amount_minor, floor)
+        await discounts.claim(conn, priced)
         row = await fetch_one(
             conn,
             "insert into payments (user_id, provider, amount_minor, currency, purpose, plan_id,"
@@ -152,10 +152,7 @@ async def create_intent(
             purpose,
             plan_id,
             ttl_minutes,
-            None if discount is None else priced.original_minor,
-            None if discount is None else discount.percent,
-            None if discount is None else discounts.source_of(discount),
-            None if discount is None else discount.next_discount_id,
+            *discounts.recorded(priced),
         )
         return _payment(row)
 

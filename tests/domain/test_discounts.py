@@ -3,6 +3,8 @@ stacking, and a next-purchase discount credited at most once."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 import pytest
 import trio
@@ -10,7 +12,7 @@ import trio
 from runtime.billing import Billing
 from runtime.catalog import Catalog
 from runtime.plugin_api.payments import ConfirmedPayment
-from runtime.storage import Connection, Database, discounts, grants, users
+from runtime.storage import Connection, Database, discounts, grants, renewals, users
 from runtime.storage import promo as store
 from runtime.storage.balance_payments import Outcome
 from runtime.storage.discounts import discounted_amount
@@ -240,3 +242,33 @@ async def test_the_balance_floor_is_the_currencys_least_price(
     offer = await billing.balance_offer(USER, "month")
     assert offer is not None and offer.price_minor == 10000
     assert (await billing.buy(USER, "month", "stars")).payment.amount_minor == 15
+
+
+async def test_an_automatic_renewal_gets_the_discount_and_uses_a_next_purchase_one(
+    billing: Billing, db: Database
+) -> None:
+    checkout = await billing.buy(USER, "month", "stars")
+    await billing.confirm(paid(checkout.payment.id, 150, charge="c1"))
+
+    async def top_up(conn: Connection) -> None:
+        await users.add_balance(conn, USER, 50000)
+
+    await db.transaction(top_up)
+    await users.set_auto_renew(db, USER, True)
+    await give(db, "NEXT10", Kind.NEXT_DISCOUNT, 10)
+    [candidate] = await renewals.due(db, lead=timedelta(days=31))
+    result = await renewals.renew(
+        db,
+        candidate,
+        price_minor=19900,
+        currency="RUB",
+        duration=timedelta(days=30),
+        min_price=10000,
+    )
+    assert result.outcome is renewals.Outcome.RENEWED and result.payment_id is not None
+    assert result.balance_minor == 50000 - 17910
+    recorded = await discounts.of_payment(db, result.payment_id)
+    assert recorded is not None
+    assert (recorded.amount_minor, recorded.original_amount_minor) == (17910, 19900)
+    assert recorded.next_discount_id is not None
+    assert await billing.discount(USER) is None  # used up by the renewal
