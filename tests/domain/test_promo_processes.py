@@ -216,3 +216,31 @@ async def test_a_process_killed_after_an_activation_leaves_its_panel_call_to_the
     assert repeat.refusal is Refusal.ALREADY_USED
     assert await value(db, "select count(*) from subscriptions") == 1
     assert alerts.alerts == []
+
+
+async def test_a_free_plan_goes_the_way_of_a_purchase_to_the_access_message(
+    db: Database, catalog: Catalog, alerts: Alerts, panel: FakeMarzban
+) -> None:
+    await store.create(
+        db, NewCode("FREEMONTH", Kind.PLAN, plan_id="month"), actor=grants.admin_actor(1)
+    )
+    plans = {plan.id: plan.terms for plan in catalog.plans}
+    result = await store.activate(db, "FREEMONTH", 99, plans=plans, backend="marzban")
+    assert result.activated is not None and result.activated.subscription is not None
+    backend = MarzbanBackend(
+        MarzbanSettings.model_validate(
+            {"base_url": panel.url, "username": PANEL_ADMIN, "password": PANEL_PASSWORD}
+        )
+    )
+    try:
+        access = Access(db, catalog, {"marzban": backend}, alerts)
+        assert await access.activate_batch("worker") == 1
+    finally:
+        await backend.aclose()
+    [user] = panel.users.values()
+    assert user["data_limit"] == 100 * 2**30  # the plan's terms
+    notice = await value(
+        db, "select payload->>'template' from outbox where kind = 'telegram.notify'"
+    )
+    assert notice == "access_ready"
+    assert await value(db, "select plan_id from subscriptions") == "month"
