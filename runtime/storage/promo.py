@@ -352,19 +352,12 @@ async def _grant(
         return Activated(code, balance_minor=balance)
     if code.kind is Kind.PLAN:
         assert terms is not None
-        subscription = await _free_plan(conn, code, user_id, terms, key, max_attempts)
+        await _noted(conn, code, user_id, days=terms.duration.days, plan_id=terms.plan_id)
+        subscription = await _free_plan(conn, user_id, terms, key, max_attempts)
         return Activated(code, subscription=subscription)
     assert code.amount is not None
     percent = int(code.amount)
-    if not await grants.note(
-        conn,
-        actor=actor,
-        action=f"promo.{code.kind.value}",
-        user_id=user_id,
-        key=key,
-        details={**details, "percent": percent},
-    ):
-        raise _Refused(Refusal.ALREADY_USED, code)
+    await _noted(conn, code, user_id, percent=percent)
     origin = f"promo:{code.id}"
     if code.kind is Kind.DISCOUNT:
         percent = await discounts.raise_personal(conn, user_id, percent, origin)
@@ -373,22 +366,29 @@ async def _grant(
     return Activated(code, percent=percent)
 
 
+async def _noted(
+    conn: Connection, code: PromoCode, user_id: int, *, days: int | None = None, **more: Any
+) -> None:
+    """The audit entry of a grant made here (a plan, a discount), under the code's grant
+    key; a key taken before means this user had it."""
+    if not await grants.note(
+        conn,
+        actor=grants.user_actor(user_id),
+        action=f"promo.{code.kind.value}",
+        user_id=user_id,
+        key=grant_key(code.id, user_id),
+        days=days,
+        details={**_details(code), **more},
+    ):
+        raise _Refused(Refusal.ALREADY_USED, code)
+
+
 async def _free_plan(
-    conn: Connection, code: PromoCode, user_id: int, terms: Terms, key: str, max_attempts: int
+    conn: Connection, user_id: int, terms: Terms, key: str, max_attempts: int
 ) -> Subscription:
     """What a purchase of the plan gives (``subscriptions.extend_or_create``: the paid
     subscription on its backend extended, a trial upgraded, or a new one) with its
     activation job, for nothing."""
-    if not await grants.note(
-        conn,
-        actor=grants.user_actor(user_id),
-        action="promo.plan",
-        user_id=user_id,
-        key=key,
-        days=terms.duration.days,
-        details={**_details(code), "plan_id": terms.plan_id},
-    ):
-        raise _Refused(Refusal.ALREADY_USED, code)
     subscription = await extend_or_create(conn, user_id, terms)
     await enqueue(
         conn,
