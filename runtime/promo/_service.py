@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime.catalog import Catalog
+from runtime.failures import Outcome
+from runtime.logs import get_logger
 from runtime.storage import Connection, Database, discounts, grants
 from runtime.storage import promo as store
 from runtime.storage.admin import find_user
@@ -40,10 +42,12 @@ class Promos:
         self._catalog = catalog
         self._backend = backend
         self._attempts = activation_max_attempts
+        self._log = get_logger("promo")
 
     async def activate(self, user_id: int, code: str) -> Activation:
-        """Activate ``code`` (as ``rules.normalize`` gives it) for the user, once."""
-        return await store.activate(
+        """Activate ``code`` (as ``rules.normalize`` gives it) for the user, once. Logged
+        with our own ids only: the text a user typed never reaches a log line."""
+        result = await store.activate(
             self._db,
             code,
             user_id,
@@ -51,6 +55,15 @@ class Promos:
             backend=self._backend(),
             max_attempts=self._attempts,
         )
+        self._log.info(
+            "promo code activated" if result.refusal is None else "promo code refused",
+            operation="promo.activate",
+            user_id=user_id,
+            code_id=result.code.id if result.code is not None else None,
+            refusal=result.refusal.value if result.refusal is not None else None,
+            outcome=Outcome.SUCCESS if result.refusal is None else Outcome.SKIPPED,
+        )
+        return result
 
     async def create(self, new: NewCode, *, by: int) -> PromoCode | None:
         """The new code; None when one of that name exists. ``UnknownPlan`` when a plan
