@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 from ._database import Connection, Database, fetch_one
 
-PERSONAL = "personal"
-NEXT_PURCHASE = "next_purchase"
 MAX_SOURCE = 64
 
 
