@@ -111,7 +111,7 @@ _COLUMNS = (
 )
 
 
-def _code(row: asyncpg.Record) -> PromoCode:
+def _code(row: asyncpg.Record | dict[str, Any]) -> PromoCode:
     values = dict(row)
     values["kind"] = Kind(values["kind"])
     return PromoCode(**values)
@@ -238,8 +238,8 @@ class _Refused(DomainError):
         self.code = code
 
 
-_WHY_NOT = """
-select
+_FIND_AND_CHECK = f"""
+select {_COLUMNS},
     case when c.disabled_at is not null then 'disabled'
          when c.valid_from is not null and c.valid_from > now() then 'not_yet'
          when c.valid_until is not null and c.valid_until <= now() then 'expired'
@@ -252,7 +252,7 @@ select
              select 1 from subscriptions s where s.user_id = $2 and s.kind = 'paid'
              and s.status = 'active' and s.expires_at > now()) then 'has_subscription'
     end as refusal
-from promo_codes c where c.id = $1
+from promo_codes c where c.code = $1
 """
 
 
@@ -272,11 +272,12 @@ async def activate(
     async def unit(conn: Connection) -> Activated:
         await ensure_user(conn, user_id)
         await lock_user(conn, user_id)
-        row = await conn.fetchrow(f"select {_COLUMNS} from promo_codes where code = $1", code)
+        row = await conn.fetchrow(_FIND_AND_CHECK, code, user_id)
         if row is None:
             raise _Refused(Refusal.UNKNOWN, None)
-        found = _code(row)
-        why = await conn.fetchval(_WHY_NOT, found.id, user_id)
+        values = dict(row)
+        why = values.pop("refusal")
+        found = _code(values)
         if why is not None:
             raise _Refused(Refusal(why), found)
         terms = plans.get(found.plan_id) if found.plan_id else None
