@@ -26,6 +26,7 @@ from runtime.failures import classify
 from runtime.logs import correlation, get_logger
 from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, load_plugins
+from runtime.promo import seed_codes
 from runtime.storage import Database, MigrationError, apply_migrations
 from runtime.storage.instances import InstanceLock
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
@@ -83,6 +84,8 @@ class Runtime:
                 balance_currency=billing.balance_currency,
                 invoice_ttl_minutes=billing.invoice_ttl_minutes,
                 activation_max_attempts=billing.activation_max_attempts,
+                discounts_enabled=self.settings.promo.enabled,
+                min_prices=self.settings.promo.min_price,
             ),
             Access(
                 db,
@@ -387,6 +390,7 @@ async def _serve(
                     runtime.services.provide_db(opened.db)
                     lock = InstanceLock(opened.db, runtime.services.instance_id)
                     await _take_over(runtime, lock)
+                    await seed_codes(opened.db, runtime.settings.promo)
                     if on_connected is not None:
                         await on_connected(opened.db)
                 except StartupError as exc:

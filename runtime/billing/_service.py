@@ -20,9 +20,10 @@ from runtime.plugin_api.payments import (
     WebhookReceiver,
     WebhookRejected,
 )
-from runtime.storage import Database, balance_payments
+from runtime.storage import Database, balance_payments, discounts
 from runtime.storage import payments as store
 from runtime.storage.balance_payments import BalancePayment, Basis
+from runtime.storage.discounts import Discount
 from runtime.storage.payments import Charge, Finalized, Payment, Verdict
 
 from ._doors import authenticate, receivers_of
@@ -49,6 +50,8 @@ class BalanceOffer:
     currency: str
     balance_minor: int
     basis: Basis
+    discount: Discount | None = None
+    """The discount in ``price_minor``, if any."""
 
     @property
     def covered(self) -> bool:
@@ -74,9 +77,13 @@ class Billing:
         balance_currency: str,
         invoice_ttl_minutes: int = 60,
         activation_max_attempts: int = 10,
+        discounts_enabled: bool = False,
+        min_prices: Mapping[str, int] | None = None,
     ) -> None:
         """``activation_max_attempts``: attempts of the activation job a credited purchase
-        queues (``[billing] activation_max_attempts``)."""
+        queues (``[billing] activation_max_attempts``). ``discounts_enabled``: purchases
+        of plans get the user's discount (``runtime.storage.discounts``), never below
+        ``min_prices`` (minor units per currency, ``[promo] min_price``)."""
         if activation_max_attempts < 1:
             raise ValueError("activation_max_attempts must be at least 1")
         self._db = db
@@ -87,12 +94,27 @@ class Billing:
         self._balance_currency = balance_currency
         self._ttl = invoice_ttl_minutes
         self._activation_attempts = activation_max_attempts
+        self._discounts = discounts_enabled
+        self._min_prices = dict(min_prices or {})
         self._terms = {plan.id: plan.terms for plan in catalog.plans}
         self._log = get_logger("billing")
 
     @property
     def providers(self) -> Mapping[str, PaymentProvider]:
         return self._providers
+
+    async def discount(self, user_id: int) -> Discount | None:
+        """The discount the user's next purchase of a plan gets now, if any."""
+        if not self._discounts:
+            return None
+        return await discounts.offered(self._db, user_id)
+
+    def discounted(self, amount_minor: int, currency: str, discount: Discount | None) -> int:
+        """What a plan listed at ``amount_minor`` costs with ``discount``."""
+        return discounts.price(amount_minor, discount, self.min_price(currency)).amount_minor
+
+    def min_price(self, currency: str) -> int:
+        return self._min_prices.get(currency, 1)
 
     def provider(self, name: str) -> PaymentProvider:
         try:
@@ -125,6 +147,7 @@ class Billing:
             title=plan.title(language),
             description=plan.title(language),
             start_parameter=PLANS_START_PARAMETER,
+            discounted=self._discounts,
         )
 
     async def top_up(
@@ -156,7 +179,9 @@ class Billing:
         title: str,
         description: str,
         start_parameter: str,
+        discounted: bool = False,
     ) -> Checkout:
+        """``discounted``: priced with the user's discount, which the intent records."""
         provider = self.provider(provider_name)
         payment = await store.create_intent(
             self._db,
@@ -167,11 +192,12 @@ class Billing:
             purpose=purpose,
             plan_id=plan_id,
             ttl_minutes=self._ttl,
+            discount_floors=self._min_prices if discounted else None,
         )
         intent = PaymentIntent(
             id=payment.id,
             user_id=user_id,
-            amount_minor=amount_minor,
+            amount_minor=payment.amount_minor,
             currency=currency,
             purpose=purpose,
             title=title,
@@ -201,7 +227,15 @@ class Billing:
         if plan is None or price is None:
             return None
         found = await balance_payments.quote(self._db, user_id, plan.backend)
-        return BalanceOffer(price, self._balance_currency, found.balance_minor, found.basis)
+        discount = await self.discount(user_id)
+        priced = discounts.price(price, discount, self.min_price(self._balance_currency))
+        return BalanceOffer(
+            priced.amount_minor,
+            self._balance_currency,
+            found.balance_minor,
+            found.basis,
+            priced.discount,
+        )
 
     async def pay_from_balance(self, user_id: int, plan_id: str, basis: Basis) -> BalancePayment:
         """Buy ``plan_id`` with the balance, once for the ``basis`` the user was shown
@@ -219,6 +253,7 @@ class Billing:
             price_minor=price,
             currency=self._balance_currency,
             activation_attempts=self._activation_attempts,
+            min_price=self.min_price(self._balance_currency) if self._discounts else None,
         )
         self._log.info(
             "paid from the balance"

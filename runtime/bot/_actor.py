@@ -51,7 +51,7 @@ from .handlers import admin as admin_handlers
 from .handlers import routers
 from .handlers._common import edit_quietly
 
-COMMANDS = ("start", "subscription", "buy", "balance", "settings", "help")
+COMMANDS = ("start", "subscription", "buy", "balance", "settings", "promo", "help")
 
 _log = get_logger("bot")
 

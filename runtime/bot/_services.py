@@ -18,6 +18,7 @@ from runtime.catalog import Catalog
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
 from runtime.plugin_api.payments import TelegramPayment
+from runtime.promo import Promos
 from runtime.referrals import invited_trial, parse_start
 from runtime.storage import (
     Database,
@@ -32,6 +33,7 @@ from runtime.storage import (
 from runtime.storage import payments as payment_store
 from runtime.storage import referrals as referral_store
 from runtime.storage.balance_payments import BalancePayment, Basis
+from runtime.storage.discounts import Discount
 from runtime.storage.payments import Finalized
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
@@ -155,6 +157,20 @@ class BotServices:
 
     async def buy(self, user_id: int, plan_id: str, provider: str, *, language: str) -> Checkout:
         return await self.billing.buy(user_id, plan_id, provider, language=language)
+
+    async def discount(self, user_id: int) -> Discount | None:
+        """The discount the user's next purchase gets (for the prices on screen)."""
+        return await self.billing.discount(user_id)
+
+    @property
+    def promo(self) -> Promos:
+        """Promo codes and personal discounts (``runtime.promo``)."""
+        return Promos(
+            self.db,
+            self.catalog,
+            backend=self.default_backend,
+            activation_max_attempts=self._services.settings.billing.activation_max_attempts,
+        )
 
     async def balance_offer(self, user_id: int, plan_id: str) -> BalanceOffer | None:
         return await self.billing.balance_offer(user_id, plan_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
@@ -61,6 +61,13 @@ class GateCb(CallbackData, prefix="gate"):
     """An access rule's button: ``rules`` (I accept), ``channel`` (I joined)."""
 
     step: str
+
+
+class PromoCb(CallbackData, prefix="pro"):
+    """An admin's button on promo code ``code``: ``action`` is ``info`` or ``off``."""
+
+    action: str
+    code: str
 
 
 class AdminCb(CallbackData, prefix="adm"):
@@ -125,7 +132,10 @@ def _build_main_menu(ctx: BotContext, lang: str, trial: bool, balance: str) -> I
     )
     if ctx.settings.referrals.enabled:
         rows.append([_button(ctx.t(lang, "referrals.menu_button"), Nav(to="ref"))])
-    rows.append([_button(ctx.t(lang, "menu.help"), Nav(to="help"))])
+    last = [_button(ctx.t(lang, "menu.help"), Nav(to="help"))]
+    if ctx.settings.promo.enabled:
+        last.append(_button(ctx.t(lang, "promo.button"), Nav(to="promo")))
+    rows.append(last)
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
@@ -163,9 +173,11 @@ def pay_options(
     plan: Plan,
     providers: Sequence[str],
     from_balance: tuple[str, BalanceCb] | None = None,
+    price_text: Callable[[int, str], str] | None = None,
 ) -> InlineKeyboardMarkup:
     """``from_balance``: the price, formatted, and the button's data, when the balance
-    covers the plan."""
+    covers the plan. ``price_text``: formats a list price (amount, currency) as the user
+    pays it (a discount); plain money by default."""
     builder = InlineKeyboardBuilder()
     if from_balance is not None:
         label = ctx.t(lang, "plans.pay_from_balance", price=from_balance[0])
@@ -180,7 +192,9 @@ def pay_options(
                     lang,
                     "plans.pay_with",
                     provider=ctx.provider_label(lang, name),
-                    price=ctx.money(price.amount_minor, price.currency, lang=lang),
+                    price=price_text(price.amount_minor, price.currency)
+                    if price_text is not None
+                    else ctx.money(price.amount_minor, price.currency, lang=lang),
                 ),
                 BuyCb(plan=plan.id, provider=name),
             )

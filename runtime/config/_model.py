@@ -11,6 +11,7 @@ import importlib.util
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -24,6 +25,8 @@ from pydantic import (
     SecretStr,
     model_validator,
 )
+
+from runtime.promo import rules as promo_rules
 
 # --- problems -------------------------------------------------------------------------------
 
@@ -373,6 +376,69 @@ class ReferralsSettings(_Section):
     invited_trial_hours: Annotated[int, Field(ge=1, le=24 * 90)] | None = None
 
 
+def _promo_code(value: str) -> str:
+    if promo_rules.normalize(value) != value.upper() or value != value.strip():
+        raise ValueError(
+            f"must be {promo_rules.MIN_LENGTH}-{promo_rules.MAX_LENGTH} characters of"
+            " A-Z, a-z, 0-9, _ and - (codes are case-insensitive)"
+        )
+    return value.upper()
+
+
+def _min_prices(value: dict[str, int]) -> dict[str, int]:
+    for currency, amount in value.items():
+        if not _CURRENCY.fullmatch(currency):
+            raise ValueError(f"currency {currency!r} must be an upper-case code")
+        if amount <= 0:
+            raise ValueError(f"{currency}: the least price must be a positive integer")
+    return value
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("must carry a time zone, e.g. 2027-01-31T00:00:00Z")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class PromoCodeSettings(_Section):
+    """``[promo.codes.<CODE>]``: a code created at start when no code of that name exists;
+    what an admin changed since (disabling it included) is kept."""
+
+    kind: Literal["days", "balance", "plan", "discount", "next_discount"]
+    value: int | str
+    max_activations: Annotated[int, Field(ge=1, le=promo_rules.MAX_ACTIVATIONS)] | None = None
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
+    new_users_only: bool = False
+    without_subscription: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PromoCodeSettings:
+        problems = []
+        why = promo_rules.value_problem(self.kind, self.value)
+        if why is not None:
+            problems.append(("value", why))
+        if self.valid_from and self.valid_until and self.valid_until <= self.valid_from:
+            problems.append(("valid_until", "must be later than valid_from"))
+        if problems:
+            raise CrossFieldError(problems)
+        return self
+
+
+class PromoSettings(_Section):
+    """``[promo]``: promo codes and discounts."""
+
+    enabled: bool = True
+    min_price: Annotated[dict[str, int], AfterValidator(_min_prices)] = Field(default_factory=dict)
+    """The least a discount may bring a price to, in minor units per currency."""
+    codes: dict[Annotated[str, AfterValidator(_promo_code)], PromoCodeSettings] = Field(
+        default_factory=dict
+    )
+
+
 class AccessSettings(_Section):
     """``[access]``: the VPN accounts of subscriptions that ended."""
 
@@ -564,6 +630,8 @@ class Settings(_Section):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     access_rules: AccessRulesSettings = Field(default_factory=AccessRulesSettings)
+
+    promo: PromoSettings = Field(default_factory=PromoSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     wakeups: WakeupsSettings = Field(default_factory=WakeupsSettings)
@@ -586,6 +654,9 @@ class Settings(_Section):
             problems.append(("bot.webhook_secret", 'required when bot.mode is "webhook"'))
         if self.trial.enabled and self.trial.backend is None:
             problems.append(("trial.backend", "required when trial.enabled is true"))
+        for name, code in self.promo.codes.items():
+            if code.kind == "plan" and code.value not in self.plans:
+                problems.append((f"promo.codes.{name}.value", f"names no plan: {code.value!r}"))
         if problems:
             raise CrossFieldError(problems)
         return self

@@ -11,7 +11,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from ._model import ActorPolicyOverride, PlanSettings, Settings
+from ._model import ActorPolicyOverride, PlanSettings, PromoCodeSettings, Settings
 
 _KEY = re.compile(r"^#?([A-Za-z0-9_]+) = ")
 _TABLE = re.compile(r"^#?\[([^\]]+)\]")
@@ -38,6 +38,7 @@ def _descriptions(text: str) -> dict[str, str]:
         if table_match := _TABLE.match(line):
             table = re.sub(r"^actors\.[^.]+", "actors.<name>", table_match[1])
             table = re.sub(r"^plans\.[^.]+", "plans.<id>", table)
+            table = re.sub(r"^promo\.codes\.[^.]+", "promo.codes.<CODE>", table)
         elif key_match := _KEY.match(line):
             found[f"{table}.{key_match[1]}" if table else key_match[1]] = " ".join(comment)
         comment = []
@@ -87,6 +88,9 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
             continue
         if path == "plans":
             rows.extend(_rows(PlanSettings, "plans.<id>"))
+            continue
+        if path == "promo.codes":
+            rows.extend(_rows(PromoCodeSettings, "promo.codes.<CODE>"))
             continue
         rows.append((path, _type_name(annotation), _default(info)))
     return rows

@@ -39,6 +39,13 @@ from ._state import (
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_PASSWORD = "sandbox-panel-password"
 CARD_TOKEN = "284685063:TEST:sandbox-card-provider"
+SANDBOX_CODES: dict[str, dict[str, Any]] = {
+    "WELCOME": {"kind": "days", "value": 7, "new_users_only": True},
+    "SAVE20": {"kind": "next_discount", "value": 20, "max_activations": 100},
+    "GIFT50": {"kind": "balance", "value": 5000},
+}
+"""Promo codes a sandbox starts with (``/promo WELCOME``), unless the configuration names
+its own."""
 FIRST_USER_ID = 100000001
 """The emulator's first simulated user: the sandbox makes them the admin."""
 
@@ -116,6 +123,10 @@ def sandbox_settings(
         },
     }
     document["trial"] = {**document["trial"], "enabled": True, "backend": "marzban"}
+    document["promo"] = {
+        **document["promo"],
+        "codes": document["promo"]["codes"] or SANDBOX_CODES,
+    }
     document["bot"] = {**document["bot"], "support_contact": "@vpnbot_support"}
     if not document["referrals"]["enabled"]:
         document["referrals"] = SANDBOX_REFERRALS

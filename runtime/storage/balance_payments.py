@@ -27,7 +27,7 @@ from datetime import datetime
 
 import asyncpg
 
-from . import job_kinds
+from . import discounts, job_kinds
 from ._database import Connection, Database
 from .outbox import enqueue
 from .renewals import PROVIDER, PURPOSE, period_charge_id
@@ -75,6 +75,8 @@ class BalancePayment:
     """The basis as it is now (after a payment: the paid one)."""
     payment_id: str | None = None
     subscription: Subscription | None = None
+    price_minor: int | None = None
+    """What the payment charged (the list price less a discount), once it is made."""
 
 
 _LATEST = "select coalesce(max(id), 0) from subscriptions where user_id = $1"
@@ -124,9 +126,11 @@ async def pay(
     price_minor: int,
     currency: str,
     activation_attempts: int = 10,
+    min_price: int | None = None,
 ) -> BalancePayment:
     """Buy ``terms`` for ``price_minor`` of the balance, once for ``basis``; see the module
-    docstring."""
+    docstring. With ``min_price``, the user's discount applies (not below it) and the
+    payment records it, as an invoice's intent does (``runtime.storage.discounts``)."""
     if price_minor <= 0:
         raise ValueError("a price must be positive")
     external_id = charge_id(user_id, basis)
@@ -135,7 +139,7 @@ async def pay(
         user = await lock_user(conn, user_id)
         balance = user.balance_minor if user is not None else 0
         done = await conn.fetchrow(
-            "select id::text as id, subscription_id from payments"
+            "select id::text as id, subscription_id, amount_minor from payments"
             " where provider = $1 and external_id = $2 and user_id = $3",
             PROVIDER,
             external_id,
@@ -146,12 +150,16 @@ async def pay(
         now = await _basis(conn, user_id, terms.backend, lock=True)
         if user is None or now != basis:
             return BalancePayment(Outcome.CHANGED, balance, now)
-        if balance < price_minor:
-            return BalancePayment(Outcome.INSUFFICIENT, balance, now)
-        payment_id = await _record(conn, user_id, external_id, price_minor, currency, terms)
+        priced = await discounts.priced_for(conn, user_id, price_minor, min_price)
+        if balance < priced.amount_minor:
+            return BalancePayment(
+                Outcome.INSUFFICIENT, balance, now, price_minor=priced.amount_minor
+            )
+        await discounts.claim(conn, priced)
+        payment_id = await _record(conn, user_id, external_id, priced, currency, terms)
         if payment_id is None:  # taken by a charge of another user's: not this screen's
             return BalancePayment(Outcome.CHANGED, balance, now)
-        left = await spend_balance(conn, user_id, price_minor)
+        left = await spend_balance(conn, user_id, priced.amount_minor)
         if left is None:  # the row is locked: the balance cannot have moved
             raise AssertionError("the locked balance changed under a payment")
         subscription = await extend_or_create(conn, user_id, terms)
@@ -173,6 +181,7 @@ async def pay(
             Basis(subscription.id, _period(subscription.expires_at)),
             payment_id,
             subscription,
+            priced.amount_minor,
         )
 
     return await db.transaction(unit)
@@ -182,22 +191,24 @@ async def _record(
     conn: Connection,
     user_id: int,
     external_id: str,
-    price_minor: int,
+    priced: discounts.Priced,
     currency: str,
     terms: Terms,
 ) -> str | None:
     payment_id: str | None = await conn.fetchval(
         "insert into payments (user_id, provider, external_id, amount_minor, currency,"
-        " status, purpose, plan_id, paid_at, finalized_at)"
-        " values ($1, $2, $3, $4, $5, 'finalized', $6, $7, now(), now())"
+        " status, purpose, plan_id, paid_at, finalized_at, original_amount_minor,"
+        " discount_percent, discount_source, next_discount_id)"
+        " values ($1, $2, $3, $4, $5, 'finalized', $6, $7, now(), now(), $8, $9, $10, $11)"
         " on conflict (provider, external_id) do nothing returning id::text",
         user_id,
         PROVIDER,
         external_id,
-        price_minor,
+        priced.amount_minor,
         currency,
         PURPOSE,
         terms.plan_id,
+        *discounts.recorded(priced),
     )
     return payment_id
 
@@ -209,4 +220,6 @@ async def _already(
     if done["subscription_id"] is not None:
         subscription = await fetch(conn, done["subscription_id"])
     now = await _basis(conn, user_id, terms.backend, lock=False)
-    return BalancePayment(Outcome.ALREADY_PAID, balance, now, done["id"], subscription)
+    return BalancePayment(
+        Outcome.ALREADY_PAID, balance, now, done["id"], subscription, done["amount_minor"]
+    )

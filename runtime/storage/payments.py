@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from . import job_kinds
+from . import discounts, job_kinds
 from ._database import Connection, Database, fetch_one
 from .outbox import enqueue
 from .subscriptions import Subscription, Terms, from_stored
@@ -123,23 +123,36 @@ async def create_intent(
     purpose: str,
     plan_id: str | None,
     ttl_minutes: int,
+    discount_floors: Mapping[str, int] | None = None,
 ) -> Payment:
-    """Store what the user is about to pay before any provider call."""
+    """Store what the user is about to pay before any provider call. With
+    ``discount_floors`` (least prices per currency) ``amount_minor`` is the list price and
+    the user's discount applies (``discounts.apply``): the intent asks the discounted
+    amount and records the list price, the percent and its source."""
 
     async def unit(conn: Connection) -> Payment:
         await ensure_user(conn, user_id)
+        floor = None
+        if discount_floors is not None:
+            await lock_user(conn, user_id)
+            floor = discount_floors.get(currency, 1)
+        priced = await discounts.priced_for(conn, user_id, amount_minor, floor)
+        await discounts.claim(conn, priced)
         row = await fetch_one(
             conn,
             "insert into payments (user_id, provider, amount_minor, currency, purpose, plan_id,"
-            " expires_at) values ($1, $2, $3, $4, $5, $6, now() + make_interval(mins => $7))"
+            " expires_at, original_amount_minor, discount_percent, discount_source,"
+            " next_discount_id) values ($1, $2, $3, $4, $5, $6,"
+            " now() + make_interval(mins => $7), $8, $9, $10, $11)"
             f" returning {_COLUMNS}",
             user_id,
             provider,
-            amount_minor,
+            priced.amount_minor,
             currency,
             purpose,
             plan_id,
             ttl_minutes,
+            *discounts.recorded(priced),
         )
         return _payment(row)
 

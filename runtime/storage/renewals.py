@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from . import job_kinds
+from . import discounts, job_kinds
 from ._database import Connection, Database, fetch_one
 from .outbox import enqueue
 from .users import lock_user, spend_balance
@@ -165,8 +165,11 @@ async def renew(
     duration: timedelta,
     activation_attempts: int = 8,
     notify_attempts: int = 8,
+    min_price: int | None = None,
 ) -> Renewal:
-    """Renew ``candidate`` for ``duration`` from its balance, or remind its user once."""
+    """Renew ``candidate`` for ``duration`` from its balance, or remind its user once.
+    With ``min_price``, the user's discount applies to ``price_minor`` (not below it), as
+    for any purchase (``runtime.storage.discounts``)."""
     if price_minor <= 0:
         raise ValueError("a renewal price must be positive")
 
@@ -184,7 +187,9 @@ async def renew(
             return Renewal(Outcome.SKIPPED, row["expires_at"], reason="renewed meanwhile")
         if not user.auto_renew:
             return Renewal(Outcome.SKIPPED, row["expires_at"], reason="auto-renew is off")
-        if user.balance_minor < price_minor:
+        priced = await discounts.priced_for(conn, candidate.user_id, price_minor, min_price)
+        price = priced.amount_minor
+        if user.balance_minor < price:
             reminded = await enqueue(
                 conn,
                 kind=job_kinds.NOTIFY,
@@ -194,7 +199,7 @@ async def renew(
                     "template": "renewal_insufficient",
                     "params": {
                         "subscription_id": candidate.subscription_id,
-                        "amount_minor": price_minor,
+                        "amount_minor": price,
                         "currency": currency,
                         "balance_minor": user.balance_minor,
                         "expires_at": candidate.expires_at.isoformat(),
@@ -209,23 +214,27 @@ async def renew(
                 balance_minor=user.balance_minor,
                 reminded=reminded,
             )
+        await discounts.claim(conn, priced)
         payment_id = await conn.fetchval(
             "insert into payments (user_id, provider, external_id, amount_minor, currency,"
-            " status, purpose, plan_id, subscription_id, paid_at, finalized_at)"
-            " values ($1, $2, $3, $4, $5, 'finalized', $6, $7, $8, now(), now())"
+            " status, purpose, plan_id, subscription_id, paid_at, finalized_at,"
+            " original_amount_minor, discount_percent, discount_source, next_discount_id)"
+            " values ($1, $2, $3, $4, $5, 'finalized', $6, $7, $8, now(), now(),"
+            " $9, $10, $11, $12)"
             " on conflict (provider, external_id) do nothing returning id::text",
             candidate.user_id,
             PROVIDER,
             renewal_charge_id(candidate.subscription_id, candidate.expires_at),
-            price_minor,
+            price,
             currency,
             PURPOSE,
             candidate.plan_id,
             candidate.subscription_id,
+            *discounts.recorded(priced),
         )
         if payment_id is None:
             return Renewal(Outcome.SKIPPED, row["expires_at"], reason="period charged already")
-        balance = await spend_balance(conn, candidate.user_id, price_minor)
+        balance = await spend_balance(conn, candidate.user_id, price)
         if balance is None:  # the row is locked: the balance cannot have moved
             raise AssertionError("the locked balance changed under a renewal")
         extended = await fetch_one(
@@ -254,7 +263,7 @@ async def renew(
                 "template": "renewed",
                 "params": {
                     "subscription_id": candidate.subscription_id,
-                    "amount_minor": price_minor,
+                    "amount_minor": price,
                     "currency": currency,
                     "balance_minor": int(balance),
                     "expires_at": new_expiry.isoformat(),

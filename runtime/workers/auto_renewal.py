@@ -25,6 +25,7 @@ from runtime.failures import Outcome
 from runtime.logs import get_logger
 from runtime.plugin_api import Services
 from runtime.storage import renewals
+from runtime.storage.discounts import discounted_amount
 from runtime.storage.renewals import Candidate
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 
@@ -47,6 +48,10 @@ class AutoRenewal:
         self.services = services
         self.catalog = Catalog.from_settings(settings)
         self.currency = settings.billing.balance_currency
+        self.min_price = (
+            settings.promo.min_price.get(self.currency, 1) if settings.promo.enabled else None
+        )
+        """Discounts on: the least a discounted renewal costs (``[promo] min_price``)."""
         self.lead = timedelta(hours=settings.reminders.auto_renew_lead_hours)
         self.activation_attempts = settings.billing.activation_max_attempts
         self.notify_attempts = settings.notifier.max_attempts
@@ -82,7 +87,8 @@ class AutoRenewal:
                 )
                 self._items.labels(NAME, "unavailable").inc()
             return None
-        if candidate.balance_minor < price and candidate.reminded_low:
+        least = price if self.min_price is None else discounted_amount(price, 99, self.min_price)
+        if candidate.balance_minor < least and candidate.reminded_low:
             return None  # told already this period; a top-up shows in the next scan
         result = await renewals.renew(
             self.services.db,
@@ -92,6 +98,7 @@ class AutoRenewal:
             duration=plan.duration,
             activation_attempts=self.activation_attempts,
             notify_attempts=self.notify_attempts,
+            min_price=self.min_price,
         )
         self._items.labels(NAME, result.outcome.value).inc()
         fields: dict[str, Any] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from . import admin, admin_reports, moderation, payments, referrals, user
+from . import admin, admin_reports, moderation, payments, promo, referrals, user
 
 
 def routers() -> list[Router]:
@@ -18,6 +18,8 @@ def routers() -> list[Router]:
         admin.build_router(),
         moderation.build_router(),
         admin_reports.build_router(),
+        promo.build_admin_router(),
+        promo.build_router(),
         user.build_router(),
         user.build_fallback(),
     ]

@@ -75,7 +75,8 @@ async def admin_menu_screen(query: CallbackQuery, bot: Bot, ctx: BotContext, lan
 
 
 async def admin_help(query: CallbackQuery, bot: Bot, ctx: BotContext, lang: str) -> None:
-    await show(query, bot, ctx.t(lang, "admin.help"), kb.admin_back(ctx, lang))
+    text = ctx.t(lang, "admin.help") + "\n" + ctx.t(lang, "promo.admin_help")
+    await show(query, bot, text, kb.admin_back(ctx, lang))
 
 
 def stats_text(ctx: BotContext, lang: str, stats: store.Statistics) -> str:

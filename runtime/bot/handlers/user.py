@@ -30,6 +30,7 @@ from .._seam import call_trio
 from .._services import TrialUsed
 from ..qr import qr_png
 from ._common import answer_quietly, show
+from .promo import price_label
 
 _log = get_logger("bot")
 
@@ -124,11 +125,13 @@ async def plans(event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang:
     if not on_sale:
         await _reply(event, bot, ctx.t(lang, "plans.none"), kb.back_home(ctx, lang))
         return
+    assert event.from_user is not None
+    discount = await call_trio(ctx.svc.discount, event.from_user.id)
     items = []
     for plan, providers in on_sale:
         price = plan.price(providers[0])
         assert price is not None
-        items.append((plan, ctx.money(price.amount_minor, price.currency, lang=lang)))
+        items.append((plan, price_label(ctx, lang, price.amount_minor, price.currency, discount)))
     await _reply(event, bot, ctx.t(lang, "plans.title"), kb.plan_list(ctx, lang, items))
 
 
@@ -155,13 +158,22 @@ async def plan_details(
         limits="\n".join(limits),
     )
     offer = await call_trio(ctx.svc.balance_offer, query.from_user.id, plan.id)
+    discount = await call_trio(ctx.svc.discount, query.from_user.id)
     from_balance = None
     if offer is not None and offer.covered:
         from_balance = (
             ctx.money(offer.price_minor, offer.currency, lang=lang),
             kb.BalanceCb(plan=plan.id, sub=offer.basis.subscription_id, at=offer.basis.mark),
         )
-    await show(query, bot, text, kb.pay_options(ctx, lang, plan, providers, from_balance))
+    markup = kb.pay_options(
+        ctx,
+        lang,
+        plan,
+        providers,
+        from_balance,
+        lambda amount, currency: price_label(ctx, lang, amount, currency, discount),
+    )
+    await show(query, bot, text, markup)
 
 
 async def pay_from_balance(
@@ -182,6 +194,7 @@ async def pay_from_balance(
         await show(query, bot, ctx.t(lang, "checkout.unavailable"), kb.back_home(ctx, lang))
         return
     left = ctx.money(result.balance_minor, currency, lang=lang)
+    price = result.price_minor or price
     if result.outcome in (Outcome.PAID, Outcome.ALREADY_PAID) and result.subscription:
         text = ctx.t(
             lang,
