@@ -25,7 +25,7 @@ from runtime.config import ConfigProblem, Settings
 from runtime.failures import classify
 from runtime.logs import correlation, get_logger
 from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
-from runtime.plugin_api import LoadedPlugins, Services, load_plugins
+from runtime.plugin_api import LoadedPlugins, Services, capabilities_of, load_plugins
 from runtime.storage import Database, MigrationError, apply_migrations
 from runtime.storage.instances import InstanceLock
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
@@ -244,7 +244,7 @@ def _assemble(
     catalog = Catalog.from_settings(settings)
     preflight.add(
         catalog.problems(
-            backends=[b.name for b in plugins.vpn_backends()],
+            backends={b.name: capabilities_of(b) for b in plugins.vpn_backends()},
             providers=[p.name for p in plugins.payment_providers()],
         )
     )

@@ -291,6 +291,14 @@ def _prices(value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 
 PlanId = Annotated[str, AfterValidator(_plan_id)]
+PlanAudience = Literal["everyone", "new"]
+"""The user groups a plan can be limited to (``runtime.catalog.AUDIENCES``)."""
+
+
+def _everyone() -> list[PlanAudience]:
+    return ["everyone"]
+
+
 Titles = Annotated[dict[str, NonEmptyStr], Field(min_length=1)]
 
 
@@ -306,7 +314,15 @@ class PlanSettings(_Section):
     backend: NonEmptyStr
     prices: Annotated[dict[str, dict[str, int]], AfterValidator(_prices)]
     traffic_limit_gb: Annotated[int, Field(ge=0)] = 0
+    """Traffic per paid period; 0: unlimited. The plan's backend must enforce it."""
     device_limit: Annotated[int, Field(ge=0)] = 0
+    """Devices (connections, hardware ids) at once; 0: unlimited. The plan's backend must
+    enforce it."""
+    order: int | None = None
+    """Where the plan is listed: lower first; plans without ``order`` follow in config
+    order. Several durations of one offer are several plans with the same title."""
+    audience: Annotated[list[PlanAudience], Field(min_length=1)] = Field(default_factory=_everyone)
+    """Who may see and buy it (any of): ``everyone``, ``new`` (no paid payment yet)."""
 
 
 class TrialSettings(_Section):
@@ -365,6 +381,45 @@ class WakeupsSettings(_Section):
 
     enabled: bool = True
     fallback_interval_seconds: PositiveSeconds = 30.0
+
+
+class TrafficPackageSettings(_Section):
+    """``[[traffic.packages]]``: extra traffic for the current period, bought on its own.
+
+    ``prices`` as a plan's: ``{ stars = { XTR = 50 }, cryptobot = { USDT = 100 } }``.
+    """
+
+    id: PlanId
+    gb: Annotated[int, Field(ge=1, le=1_000_000)]
+    prices: Annotated[dict[str, dict[str, int]], AfterValidator(_prices)]
+
+
+class TrafficSettings(_Section):
+    """``[traffic]``: used traffic shown to users, traffic reminders, top-ups and devices."""
+
+    packages: list[TrafficPackageSettings] = Field(default_factory=list)
+    usage_cache_seconds: PositiveSeconds = 60.0
+    """How long a panel's usage figure is shown before the panel is asked again."""
+    panel_timeout_seconds: PositiveSeconds = 3.0
+    """How long the subscription screen waits for a panel before it shows the cached
+    figure, or "unknown"."""
+    reminder_percents: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(max_length=5)] = (
+        Field(default_factory=lambda: [80, 100])
+    )
+    """Reminders once per period when this share of the traffic is used (100: used up)."""
+    scan_interval_seconds: PositiveSeconds = 600.0
+    """How often the traffic reminders read the panels' usage."""
+    device_reset_cooldown_hours: Annotated[float, Field(ge=0, le=24 * 365)] = 24.0
+    """How often a user may reset a subscription's devices."""
+
+    @model_validator(mode="after")
+    def _unique_packages(self) -> TrafficSettings:
+        seen: set[str] = set()
+        for index, package in enumerate(self.packages):
+            if package.id in seen:
+                raise CrossFieldError([(f"packages.{index}.id", f"{package.id!r} is repeated")])
+            seen.add(package.id)
+        return self
 
 
 class RemindersSettings(_Section):
@@ -474,6 +529,7 @@ class Settings(_Section):
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     wakeups: WakeupsSettings = Field(default_factory=WakeupsSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     actors: dict[str, ActorPolicyOverride] = Field(default_factory=dict)
 
