@@ -20,6 +20,8 @@ actor                       interval  min. sleep on failure  what
 ``auto_renewal``            300 s     300 s                  renewals from the balance
 ``trial_notifications``     120 s     60 s                   trial reminders
 ``expiry_notifications``    120 s     60 s                   paid-subscription reminders
+``traffic_notifications``   600 s     60 s                   traffic reminders, once per
+                                                             period and threshold
 ``notifier``                1 s (w)   5 s                    every message to users
 ``reconciliation``          600 s     300 s                  missed payments found and credited
 ==========================  ========  =====================  ==================================
@@ -60,6 +62,7 @@ from . import (
     payment_watcher,
     reconciliation,
     reminders,
+    traffic_reminders,
 )
 from ._wakeups import Wakeups, wakeups_of
 
@@ -71,6 +74,7 @@ NAMES = (
     auto_renewal.NAME,
     reminders.TRIAL,
     reminders.EXPIRY,
+    traffic_reminders.NAME,
     reconciliation.NAME,
     notifier.NAME,
 )
@@ -89,6 +93,7 @@ def worker_actors(services: Services) -> list[ActorSpec]:
         auto_renewal.spec(services),
         reminders.trial_spec(services),
         reminders.expiry_spec(services),
+        traffic_reminders.spec(services),
         reconciliation.spec(services),
     ]
     if services.settings.telegram.token is not None:
