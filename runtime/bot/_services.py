@@ -8,7 +8,7 @@ database, billing and access exist only once the runtime has started.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.payments import Finalized
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
+from runtime.traffic import Traffic, TrafficStatus, traffic_of
 
 ActorTable = Callable[[], Mapping[str, Any]]
 """Returns the supervisor's status document: ``{"state", "ready", "actors": [...]}`` as
@@ -47,6 +48,8 @@ class Overview:
 
     user: User
     active: tuple[Subscription, ...]
+    traffic: Mapping[int, TrafficStatus] = field(default_factory=dict)
+    """Used and allowed traffic by subscription id, where known (``runtime.traffic``)."""
 
 
 class BotServices:
@@ -68,6 +71,11 @@ class BotServices:
     @property
     def access(self) -> Access:
         return self._services.access
+
+    @property
+    def traffic(self) -> Traffic:
+        """Plans' limits at work: usage, traffic top-ups, devices."""
+        return traffic_of(self._services)
 
     def provider_names(self) -> list[str]:
         """The payment providers that are loaded, in their order."""
@@ -92,7 +100,11 @@ class BotServices:
             for s in await subscriptions.of_user(self.db, user_id)
             if s.status == "active" and s.expires_at > now
         ]
-        return Overview(found, tuple(running))
+        try:
+            traffic = self.traffic
+        except RuntimeError:  # not started yet
+            return Overview(found, tuple(running))
+        return Overview(found, tuple(running), await traffic.statuses(running))
 
     async def subscription(self, user_id: int, subscription_id: int) -> Subscription | None:
         found = await subscriptions.get(self.db, subscription_id)

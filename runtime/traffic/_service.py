@@ -6,7 +6,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import trio
 
@@ -18,7 +18,7 @@ from runtime.plugin_api import Services
 from runtime.plugin_api.limits import Device, DeviceManager, capabilities_of
 from runtime.plugin_api.payments import PaymentIntent, PaymentProvider
 from runtime.plugin_api.vpn import VpnBackend
-from runtime.storage import Database
+from runtime.storage import Database, subscriptions
 from runtime.storage import payments as payment_store
 from runtime.storage import traffic as store
 from runtime.storage.subscriptions import Subscription, Terms, account_name
@@ -196,6 +196,42 @@ class Traffic:
             outcome="success",
         )
         return Checkout(payment, invoice)
+
+    # -- what a user asks, for a subscription of theirs ---------------------------------
+
+    async def running_of(self, user_id: int, subscription_id: int) -> Subscription | None:
+        """The user's subscription if it is theirs and running; ids from outside are
+        bounded here (a callback's number is no PostgreSQL bigint necessarily)."""
+        if not 0 < subscription_id < 2**63:
+            return None
+        found = await subscriptions.get(self._db, subscription_id)
+        if found is None or found.user_id != user_id or found.status != "active":
+            return None
+        return found if found.expires_at > datetime.now(UTC) else None
+
+    async def buy_for(
+        self, user_id: int, subscription_id: int, package_id: str, provider: str, *, title: str
+    ) -> Checkout:
+        subscription = await self.running_of(user_id, subscription_id)
+        if subscription is None:
+            raise NotOnSale("no such running subscription of this user")
+        return await self.buy(user_id, subscription, package_id, provider, title=title)
+
+    async def devices_of(
+        self, user_id: int, subscription_id: int
+    ) -> tuple[Subscription, list[Device]] | None:
+        """None: no such running subscription of the user, or its panel keeps no devices.
+        Raises when the panel fails (the caller says "try later")."""
+        subscription = await self.running_of(user_id, subscription_id)
+        if subscription is None or self.device_manager(subscription) is None:
+            return None
+        return subscription, await self.devices(subscription)
+
+    async def reset_devices_of(self, user_id: int, subscription_id: int) -> DeviceReset | None:
+        subscription = await self.running_of(user_id, subscription_id)
+        if subscription is None or self.device_manager(subscription) is None:
+            return None
+        return await self.reset_devices(subscription)
 
     # -- devices -------------------------------------------------------------------------
 

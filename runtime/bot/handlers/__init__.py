@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from . import admin, payments, user
+from . import admin, limits, payments, user
 
 
 def routers() -> list[Router]:
@@ -14,6 +14,7 @@ def routers() -> list[Router]:
     return [
         payments.build_router(),
         admin.build_router(),
+        limits.build_router(),
         user.build_router(),
         user.build_fallback(),
     ]

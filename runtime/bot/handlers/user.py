@@ -4,6 +4,7 @@ balance, settings and help. Each handler parses, makes one trio call, and replie
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandStart
@@ -23,6 +24,7 @@ from runtime.logs import get_logger, log_failure
 from runtime.storage.balance_payments import Basis, Outcome
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
+from runtime.traffic import TrafficStatus
 
 from .. import keyboards as kb
 from .._context import BotContext
@@ -30,6 +32,7 @@ from .._seam import call_trio
 from .._services import TrialUsed
 from ..qr import qr_png
 from ._common import answer_quietly, show
+from ._limits_view import limit_buttons, traffic_line, with_limit_buttons
 
 _log = get_logger("bot")
 
@@ -254,8 +257,12 @@ async def my_subscription(
     user = event.from_user
     assert user is not None
     overview = await call_trio(ctx.svc.overview, user.id)
-    text = subscription_text(ctx, lang, overview.user, overview.active)
-    await _reply(event, bot, text, kb.subscription_actions(ctx, lang, overview.active))
+    text = subscription_text(ctx, lang, overview.user, overview.active, overview.traffic)
+    markup = with_limit_buttons(
+        kb.subscription_actions(ctx, lang, overview.active),
+        limit_buttons(ctx, lang, overview.active, overview.traffic),
+    )
+    await _reply(event, bot, text, markup)
 
 
 def _plan_title(ctx: BotContext, lang: str, subscription: Subscription) -> str:
@@ -266,7 +273,11 @@ def _plan_title(ctx: BotContext, lang: str, subscription: Subscription) -> str:
 
 
 def subscription_text(
-    ctx: BotContext, lang: str, user: User, active: tuple[Subscription, ...]
+    ctx: BotContext,
+    lang: str,
+    user: User,
+    active: tuple[Subscription, ...],
+    traffic: Mapping[int, TrafficStatus] | None = None,
 ) -> str:
     if not active:
         return ctx.t(lang, "subscription.none")
@@ -284,6 +295,9 @@ def subscription_text(
             expires=ctx.date(subscription.expires_at, lang=lang),
             left=ctx.time_left(lang, subscription.expires_at),
         )
+        usage = traffic_line(ctx, lang, (traffic or {}).get(subscription.id))
+        if usage:
+            block += "\n" + usage
         if subscription.access_url:
             block += "\n" + ctx.t(lang, "subscription.link", url=subscription.access_url)
         else:
