@@ -14,11 +14,11 @@ from typing import Any
 
 from runtime.access import Access, TrialUnavailable
 from runtime.billing import BalanceOffer, Billing, Checkout
-from runtime.catalog import Catalog
+from runtime.catalog import Catalog, admits
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
 from runtime.plugin_api.payments import TelegramPayment
-from runtime.storage import Database, admin, grants, subscriptions, users
+from runtime.storage import Database, admin, audiences, grants, subscriptions, users
 from runtime.storage import payments as payment_store
 from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.payments import Finalized
@@ -139,13 +139,30 @@ class BotServices:
         ]
         raise TrialUsed(running[0] if running else None)
 
+    async def admitted_plans(self, user_id: int) -> frozenset[str]:
+        """The plans this user may see and buy (their ``audience``)."""
+        customer = await audiences.customer(self.db, user_id)
+        return frozenset(plan.id for plan in self.catalog.plans if admits(plan, customer))
+
+    async def _admitted(self, user_id: int, plan_id: str) -> bool:
+        plan = self.catalog.find(plan_id)
+        if plan is None or plan.audience == ("everyone",):
+            return True  # an unknown plan is refused further on, as before
+        return plan_id in await self.admitted_plans(user_id)
+
     async def buy(self, user_id: int, plan_id: str, provider: str, *, language: str) -> Checkout:
+        if not await self._admitted(user_id, plan_id):
+            raise DomainError(f"plan {plan_id!r} is not offered to this user")
         return await self.billing.buy(user_id, plan_id, provider, language=language)
 
     async def balance_offer(self, user_id: int, plan_id: str) -> BalanceOffer | None:
+        if not await self._admitted(user_id, plan_id):
+            return None
         return await self.billing.balance_offer(user_id, plan_id)
 
     async def pay_from_balance(self, user_id: int, plan_id: str, basis: Basis) -> BalancePayment:
+        if not await self._admitted(user_id, plan_id):
+            raise DomainError(f"plan {plan_id!r} is not offered to this user")
         return await self.billing.pay_from_balance(user_id, plan_id, basis)
 
     async def top_up(

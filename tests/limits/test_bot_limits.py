@@ -47,6 +47,7 @@ SETTINGS: dict[str, Any] = {
             {"id": "gb10", "gb": 10, "prices": {"stars": {"XTR": 50}, "card": {"RUB": 9900}}}
         ],
         "usage_cache_seconds": 0.001,
+        "panel_timeout_seconds": 1.0,
         "device_reset_cooldown_hours": 24,
     },
     "billing": {"balance_currency": "RUB"},
@@ -242,3 +243,29 @@ async def test_forged_buttons_change_nothing(emulator: TelegramEmulator, shop: S
     assert shop.alerts.alerts == []  # type: ignore[attr-defined]
     failed = await shop.value("select count(*) from telegram_updates where processed_at is null")
     assert failed == 0
+
+
+@pytest.mark.parametrize("fault", ["hangs", "fails", "lies"])
+async def test_a_panel_that_hangs_fails_or_lies_does_not_break_the_screen(
+    emulator: TelegramEmulator, shop: Shop, fault: str
+) -> None:
+    tr = load_translator()
+    panel: FakeRemnawave = shop.panel  # type: ignore[assignment]
+    user = emulator.create_user(first_name="Lia", language_code="en")
+    async with running(shop):
+        account = await subscribe(shop, user, f"c-{fault}")
+        if fault == "hangs":
+            panel.delay_next(60, times=5)
+        elif fault == "fails":
+            panel.fail_next(500, times=5)
+        else:
+            user_on_panel = panel.user(account)
+            assert user_on_panel is not None
+            user_on_panel["usedTrafficBytes"] = -(2**62)
+        user.send_command("subscription")
+        screen = await shown(emulator, user, "1 month", seconds=10)
+        expected = tr.t("en", "limits.traffic_unknown", limit="100.0")
+        if fault == "lies":  # the plugin counts a negative figure as nothing used
+            expected = "Traffic: 0.0 GB of 100.0 GB used"
+        assert expected in screen.content
+        assert "Access link" in screen.content

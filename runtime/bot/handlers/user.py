@@ -123,7 +123,10 @@ def _on_sale(ctx: BotContext) -> list[tuple[Plan, list[str]]]:
 
 
 async def plans(event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang: str) -> None:
-    on_sale = _on_sale(ctx)
+    user = event.from_user
+    assert user is not None
+    admitted = await call_trio(ctx.svc.admitted_plans, user.id)
+    on_sale = [(plan, names) for plan, names in _on_sale(ctx) if plan.id in admitted]
     if not on_sale:
         await _reply(event, bot, ctx.t(lang, "plans.none"), kb.back_home(ctx, lang))
         return
