@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import trio
 from aiogram import Bot, Router
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -24,13 +25,15 @@ from .._context import BotContext
 from .._seam import call_trio
 from ._common import answer_quietly, show
 from ._limits_view import DevicesCb, DevicesResetCb, TrafficBuyCb, TrafficCb, back_button, button
-from .user import send_checkout
+from .user import checkout_in_chat
 
 _log = get_logger("bot")
 
 LABEL_LENGTH = 60
 """A device's label as the panel reports it, cut to this many characters."""
 SHOWN_DEVICES = 20
+PANEL_FAILURES = (DependencyError, trio.TooSlowError)
+"""What a panel's device call may fail with: the user is asked to try again later."""
 
 
 # -- extra traffic -----------------------------------------------------------------------
@@ -96,23 +99,18 @@ async def buy_package(
         return
     await answer_quietly(query)
     title = ctx.t(lang, "limits.package_invoice_title", gb=package.gb)
-    try:
-        checkout = await call_trio(
-            service.buy_for,
-            query.from_user.id,
-            callback_data.sub,
-            package.id,
-            provider,
-            title=title,
-        )
-    except DependencyError as exc:
-        log_failure(_log, exc, operation="traffic.checkout", provider=provider)
-        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.provider_down"))
-        return
-    except DomainError:
-        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.unavailable"))
-        return
-    await send_checkout(bot, ctx, lang, query.from_user.id, checkout, title)
+    user_id = query.from_user.id
+    await checkout_in_chat(
+        bot,
+        ctx,
+        lang,
+        user_id,
+        lambda: call_trio(
+            service.buy_for, user_id, callback_data.sub, package.id, provider, title=title
+        ),
+        title=title,
+        provider=provider,
+    )
 
 
 # -- devices -----------------------------------------------------------------------------
@@ -138,22 +136,22 @@ def _printable(label: str) -> str:
     return flat[:LABEL_LENGTH] or "?"
 
 
+async def _say(query: CallbackQuery, bot: Bot, ctx: BotContext, lang: str, key: str) -> None:
+    await show(query, bot, ctx.t(lang, key), kb.to_subscription(ctx, lang))
+
+
 async def devices(
     query: CallbackQuery, callback_data: DevicesCb, bot: Bot, ctx: BotContext, lang: str
 ) -> None:
     service = ctx.svc.traffic
     try:
         found = await call_trio(service.devices_of, query.from_user.id, callback_data.sub)
-    except Exception as exc:  # the panel's failure: the user tries again later
+    except PANEL_FAILURES as exc:
         log_failure(_log, exc, operation="devices.list")
-        await show(
-            query, bot, ctx.t(lang, "limits.devices_unavailable"), kb.to_subscription(ctx, lang)
-        )
+        await _say(query, bot, ctx, lang, "limits.devices_unavailable")
         return
     if found is None:
-        await show(
-            query, bot, ctx.t(lang, "limits.devices_unsupported"), kb.to_subscription(ctx, lang)
-        )
+        await _say(query, bot, ctx, lang, "limits.devices_unsupported")
         return
     subscription, listed = found
     terms = ctx.svc.access.terms_of(subscription)
@@ -171,11 +169,9 @@ async def reset_devices(
     service = ctx.svc.traffic
     try:
         result = await call_trio(service.reset_devices_of, query.from_user.id, callback_data.sub)
-    except Exception as exc:
+    except PANEL_FAILURES as exc:
         log_failure(_log, exc, operation="devices.reset")
-        await show(
-            query, bot, ctx.t(lang, "limits.devices_unavailable"), kb.to_subscription(ctx, lang)
-        )
+        await _say(query, bot, ctx, lang, "limits.devices_unavailable")
         return
     if result is None:
         text = ctx.t(lang, "limits.devices_unsupported")

@@ -4,7 +4,7 @@ balance, settings and help. Each handler parses, makes one trio call, and replie
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandStart
@@ -378,18 +378,39 @@ async def top_up(
         return
     await answer_quietly(query)
     title = ctx.t(lang, "balance.invoice_title", amount=ctx.money(amount, currency, lang=lang))
+    await checkout_in_chat(
+        bot,
+        ctx,
+        lang,
+        query.from_user.id,
+        lambda: call_trio(ctx.svc.top_up, query.from_user.id, amount, provider, title=title),
+        title=title,
+        provider=provider,
+    )
+
+
+async def checkout_in_chat(
+    bot: Bot,
+    ctx: BotContext,
+    lang: str,
+    chat_id: int,
+    start: Callable[[], Awaitable[Checkout]],
+    *,
+    title: str,
+    provider: str,
+) -> None:
+    """Run ``start`` (one trio call that makes a checkout) and send what it made, or
+    say why there is nothing to pay."""
     try:
-        checkout = await call_trio(
-            ctx.svc.top_up, query.from_user.id, amount, provider, title=title
-        )
+        checkout = await start()
     except DependencyError as exc:
         log_failure(_log, exc, operation="checkout", provider=provider)
-        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.provider_down"))
+        await bot.send_message(chat_id, ctx.t(lang, "checkout.provider_down"))
         return
     except DomainError:
-        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.unavailable"))
+        await bot.send_message(chat_id, ctx.t(lang, "checkout.unavailable"))
         return
-    await send_checkout(bot, ctx, lang, query.from_user.id, checkout, title)
+    await send_checkout(bot, ctx, lang, chat_id, checkout, title)
 
 
 # -- settings ----------------------------------------------------------------------------

@@ -315,28 +315,22 @@ class FakeRemnawave(FakePeer):
         return user_id, str(hwid)
 
     async def _delete_device(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
-            return denied
-        try:
-            user_id, hwid = await self._device_body(request, with_hwid=True)
-        except _Invalid as exc:
-            return self._invalid(exc.issues)
-        if user_id not in self.users:
-            return self._error(request, "A025")
-        kept = [d for d in self.devices.get(user_id, []) if d["hwid"] != hwid]
-        self.devices[user_id] = kept
-        return self._device_list(user_id)
+        return await self._forget_devices(request, every=False)
 
     async def _delete_devices(self, request: Request) -> Response:
+        return await self._forget_devices(request, every=True)
+
+    async def _forget_devices(self, request: Request, *, every: bool) -> Response:
         if (denied := self._denied(request)) is not None:
             return denied
         try:
-            user_id, _ = await self._device_body(request, with_hwid=False)
+            user_id, hwid = await self._device_body(request, with_hwid=not every)
         except _Invalid as exc:
             return self._invalid(exc.issues)
         if user_id not in self.users:
             return self._error(request, "A025")
-        self.devices[user_id] = []
+        devices = self.devices.get(user_id, [])
+        self.devices[user_id] = [] if every else [d for d in devices if d["hwid"] != hwid]
         return self._device_list(user_id)
 
     def _error(self, request: Request, code: str) -> JSONResponse:
