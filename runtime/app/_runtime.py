@@ -29,6 +29,7 @@ from runtime.plugin_api import LoadedPlugins, Services, capabilities_of, load_pl
 from runtime.storage import Database, MigrationError, apply_migrations
 from runtime.storage.instances import InstanceLock
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
+from runtime.traffic import package_problems
 from runtime.web import HttpEndpoint, alert_summary, operator_app, public_app
 from runtime.workers import NAMES as WORKER_ACTOR_NAMES
 from runtime.workers import worker_actors
@@ -242,10 +243,18 @@ def _assemble(
     )
     services.provide_alerts(alerts)
     catalog = Catalog.from_settings(settings)
+    providers = [p.name for p in plugins.payment_providers()]
     preflight.add(
         catalog.problems(
             backends={b.name: capabilities_of(b) for b in plugins.vpn_backends()},
-            providers=[p.name for p in plugins.payment_providers()],
+            providers=providers,
+        )
+    )
+    preflight.add(
+        package_problems(
+            settings.traffic,
+            providers=providers,
+            limited_plans=any(plan.traffic_limit_bytes for plan in catalog.plans),
         )
     )
     holder: dict[str, Supervisor] = {}

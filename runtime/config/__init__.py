@@ -33,6 +33,7 @@ from ._model import (
     TrialSettings,
     WakeupsSettings,
     WebhookAlertSettings,
+    priced_items,
     production_problems,
 )
 from ._reference import reference_markdown
@@ -64,6 +65,7 @@ __all__ = [
     "WakeupsSettings",
     "WebhookAlertSettings",
     "load_settings",
+    "priced_items",
     "production_problems",
     "reference_markdown",
     "suggest",

@@ -566,6 +566,15 @@ class Settings(_Section):
         return [value for value in dict.fromkeys(values) if value]
 
 
+def priced_items(settings: Settings) -> Iterator[tuple[str, dict[str, dict[str, int]]]]:
+    """Everything sold for a price: (its key path, its prices by provider and currency).
+    Payment plugins check the currencies they take against all of them."""
+    for plan_id, plan in settings.plans.items():
+        yield f"plans.{plan_id}", plan.prices
+    for index, package in enumerate(settings.traffic.packages):
+        yield f"traffic.packages[{index}]", package.prices
+
+
 def production_problems(settings: Settings) -> list[ConfigProblem]:
     """What a configuration must have to serve users, beyond being valid on its own.
 

@@ -37,6 +37,8 @@ class TrafficOrder:
     keep_as_balance: bool
     """The price is in the balance currency: a payment that arrives after the subscription
     ended stays on the balance instead of being recorded as an unapplied top-up."""
+    activation_attempts: int = 8
+    """Attempts of the activation job that raises the panel's limit."""
 
 
 async def create_order(
@@ -75,12 +77,13 @@ async def create_order(
         )
         await conn.execute(
             "insert into traffic_orders (payment_id, subscription_id, package, bytes,"
-            " keep_as_balance) values ($1, $2, $3, $4, $5)",
+            " keep_as_balance, activation_attempts) values ($1, $2, $3, $4, $5, $6)",
             row["id"] if isinstance(row["id"], uuid.UUID) else uuid.UUID(str(row["id"])),
             order.subscription_id,
             order.package,
             order.bytes,
             order.keep_as_balance,
+            order.activation_attempts,
         )
         return _payment(row)
 
@@ -92,9 +95,7 @@ async def credit(db: Database, payment_id: str) -> str:
     that says ``duplicate``; for tests and repairs."""
 
     async def unit(conn: Connection) -> str:
-        return str(
-            await conn.fetchval("select limits_credit_traffic($1, 8)", uuid.UUID(payment_id))
-        )
+        return str(await conn.fetchval("select limits_credit_traffic($1)", uuid.UUID(payment_id)))
 
     return await db.transaction(unit, retry=True)
 

@@ -8,6 +8,7 @@ from ._service import (
     NotOnSale,
     Traffic,
     TrafficStatus,
+    package_problems,
     traffic_of,
 )
 from ._usage import UsageReader, believable
@@ -21,5 +22,6 @@ __all__ = [
     "TrafficStatus",
     "UsageReader",
     "believable",
+    "package_problems",
     "traffic_of",
 ]

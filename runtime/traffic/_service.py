@@ -4,14 +4,14 @@ current period, list and reset their devices."""
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import trio
 
 from runtime.billing import Checkout
-from runtime.config import TrafficPackageSettings, TrafficSettings
+from runtime.config import ConfigProblem, TrafficPackageSettings, TrafficSettings
 from runtime.failures import DomainError
 from runtime.logs import get_logger
 from runtime.plugin_api import Services
@@ -77,6 +77,7 @@ class Traffic:
         *,
         balance_currency: str,
         invoice_ttl_minutes: int = 60,
+        activation_attempts: int = 8,
     ) -> None:
         self._db = db
         self._terms_of = terms_of
@@ -85,6 +86,7 @@ class Traffic:
         self._settings = settings
         self._balance_currency = balance_currency
         self._ttl = invoice_ttl_minutes
+        self._activation_attempts = activation_attempts
         self.usage = UsageReader(
             backends, ttl=settings.usage_cache_seconds, timeout=settings.panel_timeout_seconds
         )
@@ -166,6 +168,7 @@ class Traffic:
                 package=package.id,
                 bytes=package.gb * GIB,
                 keep_as_balance=currency == self._balance_currency,
+                activation_attempts=self._activation_attempts,
             ),
             ttl_minutes=self._ttl,
         )
@@ -294,6 +297,37 @@ def traffic_of(services: Services) -> Traffic:
             settings.traffic,
             balance_currency=settings.billing.balance_currency,
             invoice_ttl_minutes=settings.billing.invoice_ttl_minutes,
+            activation_attempts=settings.billing.activation_max_attempts,
         )
         _shared[services] = found
+    return found
+
+
+def package_problems(
+    settings: TrafficSettings, *, providers: Collection[str], limited_plans: bool
+) -> list[ConfigProblem]:
+    """Traffic packages priced by a provider no plugin offers, or in several currencies
+    by one provider (an invoice is in one), or on sale with no plan to add traffic to."""
+    found = []
+    for index, package in enumerate(settings.packages):
+        where = f"traffic.packages[{index}]"
+        for provider, by_currency in package.prices.items():
+            if provider not in providers:
+                found.append(
+                    ConfigProblem(
+                        f"{where}.prices.{provider}",
+                        f"no payment provider {provider!r} is loaded"
+                        f" (loaded: {', '.join(sorted(providers)) or 'none'})",
+                    )
+                )
+            elif len(by_currency) != 1:
+                found.append(
+                    ConfigProblem(f"{where}.prices.{provider}", "give one currency per provider")
+                )
+    if settings.packages and not limited_plans:
+        found.append(
+            ConfigProblem(
+                "traffic.packages", "no plan limits traffic: there is nothing to add traffic to"
+            )
+        )
     return found

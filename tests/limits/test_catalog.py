@@ -142,3 +142,43 @@ def test_a_repeated_package_id_is_named(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(config, environ={})
     assert [p.path for p in caught.value.problems] == ["traffic.packages.1.id"]
+
+
+def test_traffic_packages_are_checked_against_the_providers_and_plans() -> None:
+    found = settings(
+        {"mz": plan("marzban", traffic_limit_gb=50)},
+        traffic={
+            "packages": [
+                {"id": "ok", "gb": 10, "prices": {"cryptobot": {"USD": 100}}},
+                {"id": "gone", "gb": 10, "prices": {"stars": {"XTR": 5}}},
+                {"id": "two", "gb": 10, "prices": {"cryptobot": {"USD": 1, "EUR": 1}}},
+                {"id": "asset", "gb": 10, "prices": {"cryptobot": {"TON": 1}}},
+            ]
+        },
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_configuration(found, environ={})
+    assert [p.path for p in caught.value.problems] == ["traffic.packages[3].prices.cryptobot.TON"]
+    packages = found.traffic.packages[:3]
+    fixed = found.model_copy(
+        update={"traffic": found.traffic.model_copy(update={"packages": packages})}
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_configuration(fixed, environ={})
+    assert [(p.path, p.reason) for p in caught.value.problems] == [
+        (
+            "traffic.packages[1].prices.stars",
+            "no payment provider 'stars' is loaded (loaded: cryptobot)",
+        ),
+        ("traffic.packages[2].prices.cryptobot", "give one currency per provider"),
+    ]
+
+
+def test_traffic_packages_without_a_limited_plan_are_refused() -> None:
+    found = settings(
+        {"mz": plan("marzban")},
+        traffic={"packages": [{"id": "ok", "gb": 10, "prices": {"cryptobot": {"USD": 100}}}]},
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_configuration(found, environ={})
+    assert [p.path for p in caught.value.problems] == ["traffic.packages"]

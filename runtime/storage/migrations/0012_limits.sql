@@ -11,9 +11,10 @@ create table traffic_orders (
     subscription_id  bigint not null references subscriptions (id),
     package          text not null check (length(package) between 1 and 32),
     bytes            bigint not null check (bytes > 0),
-    keep_as_balance  boolean not null
+    keep_as_balance  boolean not null,
     -- true: the price is in the balance currency, so a payment whose subscription ended
     -- meanwhile stays on the balance; false: it is recorded as an unapplied top-up
+    activation_attempts integer not null check (activation_attempts >= 1)
 );
 
 -- One row per credited top-up; the sum for a subscription's current period raises the
@@ -48,7 +49,7 @@ create table device_resets (
     last_reset_at    timestamptz not null
 );
 
-create function limits_credit_traffic(p_payment uuid, p_attempts integer) returns text
+create function limits_credit_traffic(p_payment uuid) returns text
 language plpgsql as $$
 declare
     ord traffic_orders;
@@ -87,7 +88,7 @@ begin
     if applied then
         insert into outbox (kind, dedup_key, payload, max_attempts)
         values ('vpn.activate', 'activate:' || sub.id || ':traffic:' || p_payment,
-                jsonb_build_object('subscription_id', sub.id), p_attempts)
+                jsonb_build_object('subscription_id', sub.id), ord.activation_attempts)
         on conflict (dedup_key) do nothing;
     end if;
     insert into outbox (kind, dedup_key, payload)
@@ -109,7 +110,7 @@ $$;
 create function limits_payment_finalized() returns trigger
 language plpgsql as $$
 begin
-    perform limits_credit_traffic(new.id, 8);
+    perform limits_credit_traffic(new.id);
     return null;
 end
 $$;
