@@ -16,7 +16,7 @@ from runtime.plugin_api.vpn import VpnBackend
 MAX_BYTES = 2**60
 """More than any panel counts (an exbibyte): a larger figure is not believed."""
 MAX_ENTRIES = 100_000
-"""The cache forgets everything when it grows past this (one entry per account)."""
+"""The cache (a figure and a lock per account) forgets everything when it grows past this."""
 
 _log = get_logger("traffic")
 
@@ -55,6 +55,9 @@ class UsageReader:
         cached = self._cache.get(key)
         if cached is not None and trio.current_time() - cached.at < self._ttl:
             return cached
+        if len(self._locks) >= MAX_ENTRIES:
+            self._locks.clear()  # a lock held now is kept by its holders; harmless
+            self._cache.clear()
         lock = self._locks.setdefault(key, trio.Lock())
         async with lock:  # one panel call per account at a time; the rest read its result
             cached = self._cache.get(key)
@@ -62,12 +65,9 @@ class UsageReader:
                 return cached
             fresh = await self._read(backend, account)
             if fresh is not None:
-                if len(self._cache) >= MAX_ENTRIES:
-                    self._cache.clear()
                 self._cache[key] = fresh
                 return fresh
             return cached
-        # the lock entry stays: one small object per account seen
 
     async def _read(self, backend: str, account: str) -> Usage | None:
         found = self._backends.get(backend)

@@ -105,3 +105,15 @@ async def test_a_backend_that_does_not_read_usage_is_not_asked() -> None:
     assert await reader.used("stub", "acc") is None
     assert await reader.used("missing", "acc") is None
     assert panel.calls == 0
+
+
+async def test_the_cache_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    from runtime.traffic import _usage
+
+    monkeypatch.setattr(_usage, "MAX_ENTRIES", 3)
+    reader = UsageReader({"stub": StubPanel()}, ttl=60, timeout=3)
+    for index in range(10):
+        assert await reader.used("stub", f"account-{index}") is not None
+        assert len(reader._cache) <= 3 and len(reader._locks) <= 3
