@@ -51,12 +51,6 @@ class TrafficStatus:
             return None
         return max(0, self.limit_bytes - self.used_bytes)
 
-    @property
-    def percent(self) -> int | None:
-        if not self.limit_bytes or self.used_bytes is None:
-            return None
-        return min(100, self.used_bytes * 100 // self.limit_bytes)
-
 
 @dataclass(frozen=True, slots=True)
 class DeviceReset:
