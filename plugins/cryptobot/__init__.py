@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from runtime.config import ConfigError, ConfigProblem, validate_section
+from runtime.config import ConfigError, ConfigProblem, priced_items, validate_section
 from runtime.plugin_api import Offer, OfferKind, PaymentProvider, hookimpl, lazy_exports
 
 if TYPE_CHECKING:
@@ -61,9 +61,9 @@ def _price_problems(settings: Settings, config: CryptoBotSettings) -> list[Confi
 
     crypto = config.currency_type == "crypto"
     problems = []
-    for plan_id, plan in settings.plans.items():
-        for currency in plan.prices.get(PLUGIN, {}):
-            path = f"plans.{plan_id}.prices.{PLUGIN}.{currency}"
+    for where, prices in priced_items(settings):
+        for currency in prices.get(PLUGIN, {}):
+            path = f"{where}.prices.{PLUGIN}.{currency}"
             if not crypto and (currency in ASSET_DECIMALS or currency in config.asset_decimals):
                 problems.append(
                     ConfigProblem(path, 'is a crypto asset but currency_type is "fiat"')

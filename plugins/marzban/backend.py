@@ -18,7 +18,8 @@
   relative one is appended to ``subscription_base_url`` (or ``base_url``) keeping its path,
   so a panel behind a path prefix gets working links. The URL embeds the current second
   and changes from one second to the next (old ones keep working): never compare it.
-- Marzban has no device limit: ``AccountSpec.device_limit`` is ignored.
+- Marzban has no device limit: ``AccountSpec.device_limit`` is ignored, and the backend
+  does not declare it (``capabilities``), so a plan that limits devices is refused on it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import httpx
 
 from runtime.failures import DependencyError
 from runtime.logs import get_logger
+from runtime.plugin_api.limits import BackendCapabilities
 from runtime.plugin_api.vpn import Account, AccountSpec, PeriodMark, enter_period
 
 from .client import MarzbanClient
@@ -44,6 +46,8 @@ NOTE_MAX_LENGTH = 500
 
 
 class MarzbanBackend:
+    capabilities = BackendCapabilities(traffic_limit=True, usage=True)
+
     def __init__(
         self,
         settings: MarzbanSettings,
@@ -198,6 +202,8 @@ class MarzbanBackend:
             expires_at=datetime.fromtimestamp(expire, UTC) if expire else None,
             enabled=status in _ENABLED_STATUSES,
             limited=status == "limited",
+            used_bytes=_used(user),
+            traffic_limit_bytes=_limit(user),
         )
 
 
@@ -208,6 +214,11 @@ def _mapping(value: Any) -> dict[str, Any]:
 def _used(user: dict[str, Any]) -> int:
     used = user.get("used_traffic")
     return used if isinstance(used, int) and not isinstance(used, bool) and used > 0 else 0
+
+
+def _limit(user: dict[str, Any]) -> int | None:
+    limit = user.get("data_limit")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
 
 
 def _vanished(name: str) -> DependencyError:

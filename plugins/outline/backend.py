@@ -47,6 +47,7 @@ import httpx
 
 from runtime.failures import DependencyError
 from runtime.logs import get_logger
+from runtime.plugin_api.limits import BackendCapabilities
 from runtime.plugin_api.vpn import Account, AccountSpec
 
 from .client import OutlineClient
@@ -86,6 +87,9 @@ def _own_limit(key: dict[str, Any]) -> int | None:
 
 
 class OutlineBackend:
+    capabilities = BackendCapabilities(traffic_limit=True, usage=True)
+    """Outline keys have a data limit and a transfer count; no device limit."""
+
     """Access keys on one Outline server (``name = "outline"``)."""
 
     name = "outline"
@@ -226,9 +230,8 @@ class OutlineBackend:
         if not isinstance(key_id, str) or not isinstance(access_url, str) or not access_url:
             raise DependencyError("outline: an access key came back without id or accessUrl")
         limit = await self._limit_of(key)
-        limited = False
-        if limit:
-            limited = (await self._client.transferred()).get(key_id, 0) >= limit
+        used = (await self._client.transferred()).get(key_id, 0)
+        limited = bool(limit) and used >= (limit or 0)
         return Account(
             name=name,
             reference=key_id,
@@ -236,4 +239,6 @@ class OutlineBackend:
             expires_at=None,
             enabled=_own_limit(key) != DISABLED_LIMIT and not limited,
             limited=limited,
+            used_bytes=used,
+            traffic_limit_bytes=limit or None,
         )

@@ -15,6 +15,9 @@
   open (with the usage seen) in the PATCH of the values, closed after the reset. The
   panel's own ``lastTrafficResetAt`` is not used for this: it is the panel's clock, and a
   periodic ``trafficLimitStrategy`` moves it too.
+- HWID devices (``GET /api/hwid/devices/{id}``, ``POST /api/hwid/devices/delete`` with
+  ``userId`` and ``hwid``) are listed and deleted for users; the panel enforces
+  ``hwidDeviceLimit`` only with its HWID device limit feature turned on.
 - A PATCH that sets ACTIVE makes a LIMITED user ACTIVE until the panel's next traffic
   check: ``limited`` is therefore worked out from the used and allowed bytes, not the
   status alone.
@@ -29,6 +32,7 @@ import httpx
 
 from runtime.failures import DependencyError
 from runtime.logs import get_logger
+from runtime.plugin_api.limits import BackendCapabilities, Device
 from runtime.plugin_api.vpn import Account, AccountSpec, PeriodMark, enter_period
 
 from .client import RemnawaveClient
@@ -41,6 +45,10 @@ LAPSE_MARGIN = timedelta(seconds=60)
 
 
 class RemnawaveBackend:
+    capabilities = BackendCapabilities(
+        traffic_limit=True, device_limit=True, usage=True, devices=True
+    )
+
     def __init__(
         self,
         settings: RemnawaveSettings,
@@ -149,6 +157,20 @@ class RemnawaveBackend:
     async def health(self) -> None:
         await self._client.probe()
 
+    # -- DeviceManager -------------------------------------------------------------------
+
+    async def devices(self, name: str) -> list[Device]:
+        user = await self._client.get_user(name)
+        if user is None:
+            return []
+        return [d for d in map(_device, await self._client.hwid_devices(user["id"])) if d]
+
+    async def delete_device(self, name: str, device_id: str) -> bool:
+        user = await self._client.get_user(name)
+        if user is None:
+            return False
+        return await self._client.delete_hwid_device(user["id"], device_id)
+
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -186,4 +208,18 @@ def _account(user: dict[str, Any]) -> Account:
         expires_at=_parse(user.get("expireAt")),
         enabled=status == "ACTIVE" and not limited,
         limited=limited,
+        used_bytes=_used(user),
+        traffic_limit_bytes=limit or None,
     )
+
+
+def _device(raw: Any) -> Device | None:
+    """One entry of the panel's HWID list; None for one without a usable id."""
+    if not isinstance(raw, dict):
+        return None
+    hwid = raw.get("hwid")
+    if not isinstance(hwid, str) or not hwid:
+        return None
+    words = [raw.get(k) for k in ("platform", "deviceModel", "osVersion")]
+    label = " ".join(w for w in words if isinstance(w, str) and w) or hwid
+    return Device(id=hwid, label=label, added_at=_parse(raw.get("createdAt")))

@@ -108,6 +108,22 @@ class RemnawaveClient(PeerClient):
         response, _ = await self._call("POST", f"/api/users/{user_id}/actions/reset-traffic")
         return self._user(response)
 
+    async def hwid_devices(self, user_id: int) -> list[Any]:
+        """``GET /api/hwid/devices/{id}``: the user's devices (``{total, devices}``)."""
+        response, _ = await self._call("GET", f"/api/hwid/devices/{user_id}")
+        return _devices(self._response(response))
+
+    async def delete_hwid_device(self, user_id: int, hwid: str) -> bool:
+        """``POST /api/hwid/devices/delete``; False when the user had no such device."""
+        before = await self.hwid_devices(user_id)
+        if not any(isinstance(d, dict) and d.get("hwid") == hwid for d in before):
+            return False
+        response, _ = await self._call(
+            "POST", "/api/hwid/devices/delete", json={"userId": user_id, "hwid": hwid}
+        )
+        self._response(response)
+        return True
+
     async def delete_user(self, user_id: int) -> None:
         """Delete; a user already gone is fine."""
         await self._call("DELETE", f"/api/users/{user_id}", accept=(404,))
@@ -117,12 +133,15 @@ class RemnawaveClient(PeerClient):
         query the panel has (a unique index); a missing user is a healthy answer."""
         await self._call("GET", f"/api/users/by-username/{HEALTH_PROBE}", accept=(404,))
 
-    def _user(self, response: httpx.Response) -> dict[str, Any]:
+    def _response(self, response: httpx.Response) -> Any:
         try:
             body = response.json()
         except ValueError:
             body = None
-        user = body.get("response") if isinstance(body, dict) else None
+        return body.get("response") if isinstance(body, dict) else None
+
+    def _user(self, response: httpx.Response) -> dict[str, Any]:
+        user = self._response(response)
         if not isinstance(user, dict) or not isinstance(user.get("id"), int):
             raise DependencyError(
                 f"remnawave: unexpected answer to {response.request.method} "
@@ -130,3 +149,8 @@ class RemnawaveClient(PeerClient):
                 "is this a Remnawave 3.x panel?"
             )
         return user
+
+
+def _devices(answer: Any) -> list[Any]:
+    devices = answer.get("devices") if isinstance(answer, dict) else None
+    return devices if isinstance(devices, list) else []

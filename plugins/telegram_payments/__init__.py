@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from runtime.config import ConfigError, ConfigProblem, validate_section
+from runtime.config import ConfigError, ConfigProblem, priced_items, validate_section
 from runtime.plugin_api import Offer, OfferKind, PaymentProvider, hookimpl
 
 from .client import BotApiPaymentsClient
@@ -38,11 +38,10 @@ PLUGIN = "telegram_payments"
 def _price_problems(settings: Settings, provider: str, currency: str) -> list[ConfigProblem]:
     return [
         ConfigProblem(
-            f"plans.{plan_id}.prices.{provider}.{code}",
-            f"the {provider} provider takes {currency} only",
+            f"{where}.prices.{provider}.{code}", f"the {provider} provider takes {currency} only"
         )
-        for plan_id, plan in settings.plans.items()
-        for code in plan.prices.get(provider, {})
+        for where, prices in priced_items(settings)
+        for code in prices.get(provider, {})
         if code != currency
     ]
 

@@ -28,6 +28,7 @@ import trio
 
 from runtime.failures import DependencyError
 from runtime.logs import add_secrets, get_logger
+from runtime.plugin_api.limits import BackendCapabilities
 from runtime.plugin_api.vpn import Account, AccountSpec, PeriodMark, enter_period
 
 from . import records
@@ -49,6 +50,9 @@ PROBE_EMAIL = "vpnbot-api-probe"
 
 class XuiBackend:
     """A ``VpnBackend`` over one 3x-ui panel."""
+
+    capabilities = BackendCapabilities(traffic_limit=True, device_limit=True, usage=True)
+    """``totalGB`` per client; ``limitIp`` (enforced by the panel's IP limit job)."""
 
     def __init__(
         self,

@@ -244,4 +244,6 @@ def to_account(
         expires_at=expires_at,
         enabled=enabled,
         limited=limited and client.get("enable") is True and not lapsed,
+        used_bytes=traffic.used if traffic is not None else None,
+        traffic_limit_bytes=total or None,
     )

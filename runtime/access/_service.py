@@ -12,10 +12,10 @@ from runtime.catalog import Catalog
 from runtime.failures import DependencyError, DomainError, Outcome, classify
 from runtime.logs import correlation, get_logger, log_failure
 from runtime.plugin_api.vpn import Account, AccountSpec, VpnBackend
-from runtime.storage import Database, job_kinds, outbox
+from runtime.storage import Database, job_kinds, outbox, traffic
 from runtime.storage import subscriptions as subs
 from runtime.storage.outbox import DeadLetter, FailOutcome, Job
-from runtime.storage.subscriptions import Subscription, account_name
+from runtime.storage.subscriptions import Subscription, Terms, account_name
 
 
 class AlertSubmitter(Protocol):
@@ -104,18 +104,28 @@ class Access:
             raise TrialUnavailable("the trial was used already")
         return subscription
 
-    def _spec(self, subscription: Subscription) -> AccountSpec:
-        terms = (
-            self._catalog.trial
-            if subscription.kind == "trial"
-            else (plan.terms if (plan := self._catalog.find(subscription.plan_id)) else None)
-        )
+    def terms_of(self, subscription: Subscription) -> Terms | None:
+        """The limits a subscription runs under: its plan's, or the trial's."""
+        if subscription.kind == "trial":
+            return self._catalog.trial
+        plan = self._catalog.find(subscription.plan_id)
+        return plan.terms if plan else None
+
+    async def _spec(self, subscription: Subscription) -> AccountSpec:
+        """The account's values; a limited plan's traffic grows by the current period's
+        top-ups (``runtime.storage.traffic``)."""
+        terms = self.terms_of(subscription)
+        limit = terms.traffic_limit_bytes if terms else None
+        if limit is not None:
+            limit += await traffic.extra_bytes(
+                self._db, subscription.id, subscription.period_started_at
+            )
         return AccountSpec(
             name=subscription.vpn_account or account_name(subscription.user_id, subscription.id),
             expires_at=subscription.expires_at,
             telegram_id=subscription.user_id,
             period_start=subscription.period_started_at,
-            traffic_limit_bytes=terms.traffic_limit_bytes if terms else None,
+            traffic_limit_bytes=limit,
             device_limit=terms.device_limit if terms else None,
         )
 
@@ -179,7 +189,7 @@ class Access:
             await outbox.complete(self._db, job, owner=owner)
             return
         backend = self._backends.get(subscription.vpn_backend)
-        spec = self._spec(subscription)
+        spec = await self._spec(subscription)
         try:
             if backend is None:
                 raise DomainError(f"VPN backend {subscription.vpn_backend!r} is not loaded")

@@ -25,11 +25,12 @@ from runtime.config import ConfigProblem, Settings
 from runtime.failures import classify
 from runtime.logs import correlation, get_logger
 from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
-from runtime.plugin_api import LoadedPlugins, Services, load_plugins
+from runtime.plugin_api import LoadedPlugins, Services, capabilities_of, load_plugins
 from runtime.promo import seed_codes
 from runtime.storage import Database, MigrationError, apply_migrations
 from runtime.storage.instances import InstanceLock
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
+from runtime.traffic import package_problems
 from runtime.web import HttpEndpoint, alert_summary, operator_app, public_app
 from runtime.workers import NAMES as WORKER_ACTOR_NAMES
 from runtime.workers import worker_actors
@@ -245,10 +246,18 @@ def _assemble(
     )
     services.provide_alerts(alerts)
     catalog = Catalog.from_settings(settings)
+    providers = [p.name for p in plugins.payment_providers()]
     preflight.add(
         catalog.problems(
-            backends=[b.name for b in plugins.vpn_backends()],
-            providers=[p.name for p in plugins.payment_providers()],
+            backends={b.name: capabilities_of(b) for b in plugins.vpn_backends()},
+            providers=providers,
+        )
+    )
+    preflight.add(
+        package_problems(
+            settings.traffic,
+            providers=providers,
+            limited_plans=any(plan.traffic_limit_bytes for plan in catalog.plans),
         )
     )
     holder: dict[str, Supervisor] = {}

@@ -8,13 +8,13 @@ database, billing and access exist only once the runtime has started.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runtime.access import Access, TrialUnavailable
 from runtime.billing import BalanceOffer, Billing, Checkout
-from runtime.catalog import Catalog
+from runtime.catalog import Catalog, admits
 from runtime.failures import DomainError
 from runtime.plugin_api import Services
 from runtime.plugin_api.payments import TelegramPayment
@@ -23,6 +23,7 @@ from runtime.referrals import invited_trial, parse_start
 from runtime.storage import (
     Database,
     admin,
+    audiences,
     gates,
     grants,
     moderation,
@@ -37,6 +38,7 @@ from runtime.storage.discounts import Discount
 from runtime.storage.payments import Finalized
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
+from runtime.traffic import Traffic, TrafficStatus, traffic_of
 
 ActorTable = Callable[[], Mapping[str, Any]]
 """Returns the supervisor's status document: ``{"state", "ready", "actors": [...]}`` as
@@ -64,6 +66,8 @@ class Overview:
 
     user: User
     active: tuple[Subscription, ...]
+    traffic: Mapping[int, TrafficStatus] = field(default_factory=dict)
+    """Used and allowed traffic by subscription id, where known (``runtime.traffic``)."""
 
 
 class BotServices:
@@ -89,6 +93,11 @@ class BotServices:
     def access(self) -> Access:
         return self._services.access
 
+    @property
+    def traffic(self) -> Traffic:
+        """Plans' limits at work: usage, traffic top-ups, devices."""
+        return traffic_of(self._services)
+
     def provider_names(self) -> list[str]:
         """The payment providers that are loaded, in their order."""
         try:
@@ -112,7 +121,11 @@ class BotServices:
             for s in await subscriptions.of_user(self.db, user_id)
             if s.status == "active" and s.expires_at > now
         ]
-        return Overview(found, tuple(running))
+        try:
+            traffic = self.traffic
+        except RuntimeError:  # not started yet
+            return Overview(found, tuple(running))
+        return Overview(found, tuple(running), await traffic.statuses(running))
 
     async def subscription(self, user_id: int, subscription_id: int) -> Subscription | None:
         found = await subscriptions.get(self.db, subscription_id)
@@ -155,7 +168,20 @@ class BotServices:
             return None
         return longer
 
+    async def admitted_plans(self, user_id: int) -> frozenset[str]:
+        """The plans this user may see and buy (their ``audience``)."""
+        customer = await audiences.customer(self.db, user_id)
+        return frozenset(plan.id for plan in self.catalog.plans if admits(plan, customer))
+
+    async def _admitted(self, user_id: int, plan_id: str) -> bool:
+        plan = self.catalog.find(plan_id)
+        if plan is None or plan.audience == ("everyone",):
+            return True  # an unknown plan is refused further on, as before
+        return plan_id in await self.admitted_plans(user_id)
+
     async def buy(self, user_id: int, plan_id: str, provider: str, *, language: str) -> Checkout:
+        if not await self._admitted(user_id, plan_id):
+            raise DomainError(f"plan {plan_id!r} is not offered to this user")
         return await self.billing.buy(user_id, plan_id, provider, language=language)
 
     async def discount(self, user_id: int) -> Discount | None:
@@ -173,9 +199,13 @@ class BotServices:
         )
 
     async def balance_offer(self, user_id: int, plan_id: str) -> BalanceOffer | None:
+        if not await self._admitted(user_id, plan_id):
+            return None
         return await self.billing.balance_offer(user_id, plan_id)
 
     async def pay_from_balance(self, user_id: int, plan_id: str, basis: Basis) -> BalancePayment:
+        if not await self._admitted(user_id, plan_id):
+            raise DomainError(f"plan {plan_id!r} is not offered to this user")
         return await self.billing.pay_from_balance(user_id, plan_id, basis)
 
     async def top_up(

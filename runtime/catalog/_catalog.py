@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from runtime.config import ConfigProblem, PlanSettings, Settings
 from runtime.failures import DomainError
+from runtime.plugin_api.limits import NO_CAPABILITIES, BackendCapabilities
 from runtime.storage.subscriptions import Terms
 
 GIB = 2**30
@@ -32,6 +33,8 @@ class Plan:
     prices: tuple[Price, ...]
     traffic_limit_bytes: int | None
     device_limit: int | None
+    audience: tuple[str, ...] = ("everyone",)
+    """Who may see and buy it: names of ``runtime.catalog.audiences`` (any of them)."""
 
     def title(self, language: str) -> str:
         return (
@@ -72,7 +75,39 @@ def _plan(plan_id: str, plan: PlanSettings) -> Plan:
         prices=prices,
         traffic_limit_bytes=plan.traffic_limit_gb * GIB or None,
         device_limit=plan.device_limit or None,
+        audience=tuple(plan.audience),
     )
+
+
+def _ordered(plans: Mapping[str, PlanSettings]) -> list[tuple[str, PlanSettings]]:
+    """By ``order`` (plans without one after those with it), then in config order."""
+    indexed = list(enumerate(plans.items()))
+    indexed.sort(key=lambda item: (item[1][1].order is None, item[1][1].order or 0, item[0]))
+    return [entry for _, entry in indexed]
+
+
+def limit_problems(
+    where: str, backend: str, capabilities: BackendCapabilities, *, traffic: bool, devices: bool
+) -> list[ConfigProblem]:
+    """Limits ``where`` asks of ``backend`` that it cannot enforce."""
+    found = []
+    if traffic and not capabilities.traffic_limit:
+        found.append(
+            ConfigProblem(
+                f"{where}.traffic_limit_gb",
+                f"VPN backend {backend!r} cannot enforce a traffic limit:"
+                " set 0 (unlimited) or use a backend that can",
+            )
+        )
+    if devices and not capabilities.device_limit:
+        found.append(
+            ConfigProblem(
+                f"{where}.device_limit",
+                f"VPN backend {backend!r} cannot enforce a device limit:"
+                " set 0 (unlimited) or use a backend that can",
+            )
+        )
+    return found
 
 
 class Catalog:
@@ -82,7 +117,7 @@ class Catalog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalog:
-        plans = {plan_id: _plan(plan_id, plan) for plan_id, plan in settings.plans.items()}
+        plans = {plan_id: _plan(plan_id, plan) for plan_id, plan in _ordered(settings.plans)}
         trial = None
         if settings.trial.enabled and settings.trial.backend:
             trial = Terms(
@@ -108,9 +143,15 @@ class Catalog:
         return self._plans.get(plan_id) if plan_id else None
 
     def problems(
-        self, *, backends: Collection[str], providers: Collection[str]
+        self,
+        *,
+        backends: Collection[str] | Mapping[str, BackendCapabilities],
+        providers: Collection[str],
     ) -> list[ConfigProblem]:
-        """Plans that name a backend or provider no loaded plugin offers."""
+        """Plans that name a backend or provider no loaded plugin offers, or limits their
+        backend cannot enforce (``backends`` maps names to what each declares; a plain
+        collection of names declares nothing)."""
+        declared = backends if isinstance(backends, Mapping) else {}
         found = []
         for plan in self._plans.values():
             if plan.backend not in backends:
@@ -120,6 +161,14 @@ class Catalog:
                         f"no VPN backend {plan.backend!r} is loaded"
                         f" (loaded: {', '.join(sorted(backends)) or 'none'})",
                     )
+                )
+            else:
+                found += limit_problems(
+                    f"plans.{plan.id}",
+                    plan.backend,
+                    declared.get(plan.backend, NO_CAPABILITIES),
+                    traffic=plan.traffic_limit_bytes is not None,
+                    devices=plan.device_limit is not None,
                 )
             per_provider: dict[str, int] = {}
             for price in plan.prices:
@@ -143,5 +192,15 @@ class Catalog:
         if self.trial is not None and self.trial.backend not in backends:
             found.append(
                 ConfigProblem("trial.backend", f"no VPN backend {self.trial.backend!r} is loaded")
+            )
+        elif self.trial is not None:
+            # not the device limit: ``[trial] device_limit`` defaults to 1, so refusing it
+            # would stop every configuration with a trial on a panel without device limits
+            found += limit_problems(
+                "trial",
+                self.trial.backend,
+                declared.get(self.trial.backend, NO_CAPABILITIES),
+                traffic=self.trial.traffic_limit_bytes is not None,
+                devices=False,
             )
         return found

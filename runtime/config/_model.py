@@ -294,6 +294,14 @@ def _prices(value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 
 PlanId = Annotated[str, AfterValidator(_plan_id)]
+PlanAudience = Literal["everyone", "new"]
+"""The user groups a plan can be limited to (``runtime.catalog.AUDIENCES``)."""
+
+
+def _everyone() -> list[PlanAudience]:
+    return ["everyone"]
+
+
 Titles = Annotated[dict[str, NonEmptyStr], Field(min_length=1)]
 
 
@@ -309,7 +317,15 @@ class PlanSettings(_Section):
     backend: NonEmptyStr
     prices: Annotated[dict[str, dict[str, int]], AfterValidator(_prices)]
     traffic_limit_gb: Annotated[int, Field(ge=0)] = 0
+    """Traffic per paid period; 0: unlimited. The plan's backend must enforce it."""
     device_limit: Annotated[int, Field(ge=0)] = 0
+    """Devices (connections, hardware ids) at once; 0: unlimited. The plan's backend must
+    enforce it."""
+    order: int | None = None
+    """Where the plan is listed: lower first; plans without ``order`` follow in config
+    order. Several durations of one offer are several plans with the same title."""
+    audience: Annotated[list[PlanAudience], Field(min_length=1)] = Field(default_factory=_everyone)
+    """Who may see and buy it (any of): ``everyone``, ``new`` (no paid payment yet)."""
 
 
 class TrialSettings(_Section):
@@ -526,6 +542,45 @@ class WakeupsSettings(_Section):
     fallback_interval_seconds: PositiveSeconds = 30.0
 
 
+class TrafficPackageSettings(_Section):
+    """``[[traffic.packages]]``: extra traffic for the current period, bought on its own.
+
+    ``prices`` as a plan's: ``{ stars = { XTR = 50 }, cryptobot = { USDT = 100 } }``.
+    """
+
+    id: PlanId
+    gb: Annotated[int, Field(ge=1, le=1_000_000)]
+    prices: Annotated[dict[str, dict[str, int]], AfterValidator(_prices)]
+
+
+class TrafficSettings(_Section):
+    """``[traffic]``: used traffic shown to users, traffic reminders, top-ups and devices."""
+
+    packages: list[TrafficPackageSettings] = Field(default_factory=list)
+    usage_cache_seconds: PositiveSeconds = 60.0
+    """How long a panel's usage figure is shown before the panel is asked again."""
+    panel_timeout_seconds: PositiveSeconds = 3.0
+    """How long the subscription screen waits for a panel before it shows the cached
+    figure, or "unknown"."""
+    reminder_percents: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(max_length=5)] = (
+        Field(default_factory=lambda: [80, 100])
+    )
+    """Reminders once per period when this share of the traffic is used (100: used up)."""
+    scan_interval_seconds: PositiveSeconds = 600.0
+    """How often the traffic reminders read the panels' usage."""
+    device_reset_cooldown_hours: Annotated[float, Field(ge=0, le=24 * 365)] = 24.0
+    """How often a user may reset a subscription's devices."""
+
+    @model_validator(mode="after")
+    def _unique_packages(self) -> TrafficSettings:
+        seen: set[str] = set()
+        for index, package in enumerate(self.packages):
+            if package.id in seen:
+                raise CrossFieldError([(f"packages.{index}.id", f"{package.id!r} is repeated")])
+            seen.add(package.id)
+        return self
+
+
 class RemindersSettings(_Section):
     """``[reminders]``: when users hear that access is about to end (hours before)."""
 
@@ -637,6 +692,8 @@ class Settings(_Section):
     wakeups: WakeupsSettings = Field(default_factory=WakeupsSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
     referrals: ReferralsSettings = Field(default_factory=ReferralsSettings)
+
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     actors: dict[str, ActorPolicyOverride] = Field(default_factory=dict)
 
@@ -674,6 +731,15 @@ class Settings(_Section):
         values = [*_model_secrets(self), *self._credential_values]
         values.extend(_plugin_secrets(self.plugins.settings))
         return [value for value in dict.fromkeys(values) if value]
+
+
+def priced_items(settings: Settings) -> Iterator[tuple[str, dict[str, dict[str, int]]]]:
+    """Everything sold for a price: (its key path, its prices by provider and currency).
+    Payment plugins check the currencies they take against all of them."""
+    for plan_id, plan in settings.plans.items():
+        yield f"plans.{plan_id}", plan.prices
+    for index, package in enumerate(settings.traffic.packages):
+        yield f"traffic.packages[{index}]", package.prices
 
 
 def production_problems(settings: Settings) -> list[ConfigProblem]:

@@ -18,6 +18,7 @@ from ._manager import (
     load_plugins,
 )
 from .hookspecs import hookimpl, hookspec
+from .limits import BackendCapabilities, Device, DeviceManager, capabilities_of
 from .offers import Offer, OfferKind
 from .payments import (
     AuthenticatedDelivery,
@@ -41,7 +42,10 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "AlertSink",
     "AuthenticatedDelivery",
+    "BackendCapabilities",
     "ConfirmedPayment",
+    "Device",
+    "DeviceManager",
     "Invoice",
     "InvoiceState",
     "InvoiceStatus",
@@ -60,6 +64,7 @@ __all__ = [
     "VpnBackend",
     "WebhookReceiver",
     "WebhookRejected",
+    "capabilities_of",
     "hookimpl",
     "hookspec",
     "lazy_exports",

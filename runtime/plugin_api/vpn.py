@@ -76,6 +76,11 @@ class Account:
     limited: bool = False
     """It cannot connect only because its period's traffic is used up (``enabled`` is
     False then)."""
+    used_bytes: int | None = None
+    """Traffic used in the current period as the panel counts it; None: the backend does
+    not read it (``BackendCapabilities.usage``)."""
+    traffic_limit_bytes: int | None = None
+    """The traffic limit the panel applies now; None: unlimited, or not read."""
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -93,7 +93,9 @@ async def start_fake(nursery: trio.Nursery, peer: FakePeer, port: int, what: str
 def sandbox_settings(
     base: Settings, *, telegram_url: str, token: str, panel_url: str, cryptobot_url: str
 ) -> Settings:
-    """The base settings pointed at the local peers, with plans, a trial and an admin."""
+    """The base settings pointed at the local peers, with plans (one limits traffic: the
+    fake Marzban enforces traffic limits, not device limits), a traffic package, a trial
+    and an admin."""
     document: dict[str, Any] = base.model_dump(mode="python")
     document["telegram"] = {
         **document["telegram"],
@@ -112,15 +114,25 @@ def sandbox_settings(
                 "card": {"RUB": 19900},
                 "cryptobot": {"RUB": 19900},
             },
-            "device_limit": 3,
+            "traffic_limit_gb": 50,
         },
         "quarter": {
             "title": {"en": "3 months", "ru": "3 месяца"},
             "duration_days": 90,
             "backend": "marzban",
             "prices": {"stars": {"XTR": 400}, "card": {"RUB": 49900}},
-            "device_limit": 5,
         },
+    }
+    document["traffic"] = {
+        **document["traffic"],
+        "packages": document["traffic"]["packages"]
+        or [
+            {
+                "id": "gb10",
+                "gb": 10,
+                "prices": {"stars": {"XTR": 50}, "card": {"RUB": 9900}, "cryptobot": {"RUB": 9900}},
+            }
+        ],
     }
     document["trial"] = {**document["trial"], "enabled": True, "backend": "marzban"}
     document["promo"] = {

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from runtime.failures import DependencyError, FailureType, classify
+from runtime.plugin_api.limits import capabilities_of
 from runtime.plugin_api.vpn import AccountSpec, VpnBackend
 
 from .fakes import FakePeer
@@ -154,6 +155,52 @@ class VpnBackendContract:
         assert found is not None and found.limited and not found.enabled
         again = await subject.backend.ensure_account(renewed)
         assert again.limited and not again.enabled, "a retry must not reset the usage again"
+
+    async def test_declared_usage_is_read_and_a_new_period_resets_it(
+        self, subject: BackendUnderTest
+    ) -> None:
+        """A backend that declares ``usage`` reports the period's bytes and limit."""
+        if not capabilities_of(subject.backend).usage:
+            pytest.skip("the backend does not declare usage")
+        if subject.use_traffic is None:
+            pytest.skip("no use_traffic given: cannot spend an account's traffic")
+        started = datetime.now(UTC).replace(microsecond=0) - timedelta(days=29)
+        first = _spec("c_usage_1", days=1, period_start=started, traffic_limit_bytes=TRAFFIC_LIMIT)
+        created = await subject.backend.ensure_account(first)
+        assert created.used_bytes == 0
+        assert created.traffic_limit_bytes == TRAFFIC_LIMIT
+        await _use(subject, first.name, TRAFFIC_LIMIT // 4)
+        found = await subject.backend.get_account(first.name)
+        assert found is not None and found.used_bytes == TRAFFIC_LIMIT // 4
+        renewed = _spec(
+            first.name,
+            days=31,
+            period_start=started + timedelta(days=29),
+            traffic_limit_bytes=TRAFFIC_LIMIT,
+        )
+        assert (await subject.backend.ensure_account(renewed)).used_bytes == 0
+
+    async def test_a_raised_limit_in_the_same_period_restores_access_without_a_reset(
+        self, subject: BackendUnderTest
+    ) -> None:
+        """A traffic top-up: the same period, a higher absolute limit, the usage kept."""
+        if not capabilities_of(subject.backend).traffic_limit:
+            pytest.skip("the backend does not declare traffic limits")
+        if subject.use_traffic is None:
+            pytest.skip("no use_traffic given: cannot spend an account's traffic")
+        spec = _spec("c_raise_1", traffic_limit_bytes=TRAFFIC_LIMIT)
+        await subject.backend.ensure_account(spec)
+        await _use(subject, spec.name, TRAFFIC_LIMIT)
+        spent = await subject.backend.ensure_account(spec)
+        assert spent.limited and not spent.enabled
+        raised = replace(spec, traffic_limit_bytes=2 * TRAFFIC_LIMIT)
+        account = await subject.backend.ensure_account(raised)
+        again = await subject.backend.ensure_account(raised)
+        assert account.enabled and not account.limited
+        assert again.enabled
+        if capabilities_of(subject.backend).usage:
+            assert again.used_bytes == TRAFFIC_LIMIT, "a raised limit keeps the usage"
+            assert again.traffic_limit_bytes == 2 * TRAFFIC_LIMIT
 
     async def test_ensure_twice_gives_one_state(self, subject: BackendUnderTest) -> None:
         spec = _spec("c_twice_1")

@@ -20,6 +20,8 @@ actor                       interval  min. sleep on failure  what
 ``auto_renewal``            300 s     300 s                  renewals from the balance
 ``trial_notifications``     120 s     60 s                   trial reminders
 ``expiry_notifications``    120 s     60 s                   paid-subscription reminders
+``traffic_notifications``   600 s     60 s                   traffic reminders, once per
+                                                             period and threshold
 ``notifier``                1 s (w)   5 s                    every message to users
 ``reconciliation``          600 s     300 s                  missed payments found and credited
 ``referral_rewards``        5 s (w)   10 s                   referral rewards of payments, and
@@ -63,6 +65,7 @@ from . import (
     reconciliation,
     referral_rewards,
     reminders,
+    traffic_reminders,
 )
 from ._wakeups import Wakeups, wakeups_of
 
@@ -74,6 +77,7 @@ NAMES = (
     auto_renewal.NAME,
     reminders.TRIAL,
     reminders.EXPIRY,
+    traffic_reminders.NAME,
     reconciliation.NAME,
     referral_rewards.NAME,
     notifier.NAME,
@@ -93,6 +97,7 @@ def worker_actors(services: Services) -> list[ActorSpec]:
         auto_renewal.spec(services),
         reminders.trial_spec(services),
         reminders.expiry_spec(services),
+        traffic_reminders.spec(services),
         reconciliation.spec(services),
         referral_rewards.spec(services),
     ]

@@ -105,7 +105,7 @@ duration_hours = 24
 title = {{ en = "1 month", ru = "1 месяц" }}
 duration_days = 30
 backend = "marzban"
-device_limit = 3
+traffic_limit_gb = 100
 prices = {{ stars = {{ XTR = 150 }}, card = {{ RUB = {PRICE} }} }}
 
 [plugins.settings.marzban]

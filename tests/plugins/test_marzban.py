@@ -687,3 +687,36 @@ def test_the_plugin_loader_offers_the_backend_and_stops_on_a_bad_table() -> None
         load_plugins(
             settings_with({"base_url": "https://p", "username": "u"}), entry_points=entry_points
         )
+
+
+# -- plan limits -------------------------------------------------------------------------
+
+
+async def test_the_traffic_limit_is_set_on_create_and_on_extend_and_usage_is_read(
+    backend: MarzbanBackend, fake: FakeMarzban
+) -> None:
+    first = spec("u_lim_1", traffic_limit_bytes=5 * GIB, device_limit=2)
+    created = await backend.ensure_account(first)
+    user = fake.users["u_lim_1"]
+    assert user["data_limit"] == 5 * GIB
+    assert user["data_limit_reset_strategy"] == "no_reset"
+    assert (created.used_bytes, created.traffic_limit_bytes) == (0, 5 * GIB)
+    fake.use_traffic("u_lim_1", 3 * GIB)
+    extended = await backend.ensure_account(
+        replace(
+            first, expires_at=first.expires_at + timedelta(days=30), traffic_limit_bytes=8 * GIB
+        )
+    )
+    assert fake.users["u_lim_1"]["data_limit"] == 8 * GIB
+    assert (extended.used_bytes, extended.traffic_limit_bytes) == (3 * GIB, 8 * GIB)
+    unlimited = await backend.ensure_account(replace(first, traffic_limit_bytes=None))
+    assert fake.users["u_lim_1"]["data_limit"] in (0, None)
+    assert unlimited.traffic_limit_bytes is None
+
+
+def test_marzban_declares_traffic_but_no_device_limit() -> None:
+    from runtime.plugin_api import capabilities_of
+
+    declared = capabilities_of(MarzbanBackend)
+    assert declared.traffic_limit and declared.usage
+    assert not declared.device_limit and not declared.devices

@@ -608,3 +608,18 @@ def test_a_bad_settings_table_is_a_config_error(table: dict[str, Any], key: str)
         f"plugins.settings.outline.{key}"
     ]
     assert SECRET not in str(caught.value)
+
+
+# -- plan limits -------------------------------------------------------------------------
+
+
+async def test_the_data_limit_is_set_and_raised_and_usage_is_read(
+    backend: OutlineBackend, fake: FakeOutline
+) -> None:
+    created = await backend.ensure_account(spec("lim_1", limit=5 * 2**30))
+    assert fake.key_named("lim_1")["dataLimit"] == {"bytes": 5 * 2**30}
+    assert (created.used_bytes, created.traffic_limit_bytes) == (0, 5 * 2**30)
+    fake.use_traffic("lim_1", 2**30)
+    raised = await backend.ensure_account(spec("lim_1", limit=6 * 2**30))
+    assert fake.key_named("lim_1")["dataLimit"] == {"bytes": 6 * 2**30}
+    assert (raised.used_bytes, raised.traffic_limit_bytes) == (2**30, 6 * 2**30)

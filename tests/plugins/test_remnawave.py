@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -491,3 +492,71 @@ def test_the_plugin_loader_offers_the_backend_and_stops_on_a_bad_table() -> None
     assert loaded.problems == []
     with pytest.raises(ConfigError):
         load_plugins(settings_with({**BASE, "internal_squads": []}), entry_points=entry_points)
+
+
+# -- plan limits and devices -------------------------------------------------------------
+
+
+async def test_limits_are_set_on_create_and_on_extend_and_usage_is_read(
+    backend: RemnawaveBackend, fake: FakeRemnawave
+) -> None:
+    first = spec("lim_1", traffic_limit_bytes=5 * 2**30, device_limit=2)
+    created = await backend.ensure_account(first)
+    user = fake.user("lim_1")
+    assert user is not None
+    assert (user["trafficLimitBytes"], user["hwidDeviceLimit"]) == (5 * 2**30, 2)
+    assert user["trafficLimitStrategy"] == "NO_RESET"
+    assert (created.used_bytes, created.traffic_limit_bytes) == (0, 5 * 2**30)
+    fake.use_traffic("lim_1", 2**30)
+    extended = await backend.ensure_account(
+        replace(
+            first,
+            expires_at=first.expires_at + timedelta(days=30),
+            traffic_limit_bytes=9 * 2**30,
+            device_limit=4,
+        )
+    )
+    assert (user["trafficLimitBytes"], user["hwidDeviceLimit"]) == (9 * 2**30, 4)
+    assert (extended.used_bytes, extended.traffic_limit_bytes) == (2**30, 9 * 2**30)
+
+
+async def test_devices_are_listed_limited_and_deleted(
+    backend: RemnawaveBackend, fake: FakeRemnawave
+) -> None:
+    await backend.ensure_account(spec("dev_1", device_limit=2))
+    assert await backend.devices("dev_1") == []
+    assert fake.add_device("dev_1", "hw-phone", platform="iOS", model="iPhone 15")
+    assert fake.add_device("dev_1", "hw-laptop", platform="Windows", model="")
+    assert not fake.add_device("dev_1", "hw-third"), "the panel keeps to hwidDeviceLimit"
+    listed = await backend.devices("dev_1")
+    assert [d.id for d in listed] == ["hw-phone", "hw-laptop"]
+    assert listed[0].label == "iOS iPhone 15" and listed[1].label == "Windows"
+    assert await backend.delete_device("dev_1", "hw-phone")
+    assert not await backend.delete_device("dev_1", "hw-phone"), "gone already"
+    assert [d.id for d in await backend.devices("dev_1")] == ["hw-laptop"]
+    assert fake.add_device("dev_1", "hw-third"), "a deleted device frees its place"
+    assert await backend.devices("nobody") == []
+    assert not await backend.delete_device("nobody", "hw-laptop")
+
+
+async def test_a_client_over_the_device_limit_gets_no_config(
+    backend: RemnawaveBackend, fake: FakeRemnawave
+) -> None:
+    fake.serve_subscriptions_here()
+    account = await backend.ensure_account(spec("dev_2", device_limit=1))
+    async with httpx.AsyncClient() as client:
+        first = await client.get(account.access_url, headers={"x-hwid": "a"})
+        second = await client.get(account.access_url, headers={"x-hwid": "b"})
+    assert "0.0.0.0" not in base64.b64decode(first.text).decode()
+    assert "device%20limit" in base64.b64decode(second.text).decode()
+
+
+async def test_a_lying_device_list_gives_no_devices(
+    backend: RemnawaveBackend, fake: FakeRemnawave
+) -> None:
+    await backend.ensure_account(spec("dev_3"))
+    fake.add_device("dev_3", "ok")
+    user = fake.user("dev_3")
+    assert user is not None
+    fake.devices[user["id"]] += [{"hwid": 5}, "junk", {"hwid": ""}]
+    assert [d.id for d in await backend.devices("dev_3")] == ["ok"]

@@ -786,3 +786,34 @@ def test_the_hook_rejects_a_bad_table(changes: dict[str, Any], where: str) -> No
         vpnbot_vpn_backends(settings)
     assert any(problem.path.startswith(where) for problem in caught.value.problems)
     assert PASSWORD not in str(caught.value) and TOKEN not in str(caught.value)
+
+
+# -- plan limits -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["inbounds", "clients"])
+async def test_limits_are_set_on_create_and_on_extend_and_usage_is_read(
+    api: str, panels: Callable[[XuiBackend], XuiBackend]
+) -> None:
+    fake = make_fake(api)
+    async with fake.running() as url:
+        backend = panels(make_backend(url))
+        first = spec("lim_1", traffic_limit_bytes=5 * 2**30, device_limit=2)
+        created = await backend.ensure_account(first)
+        client = fake.client("lim_1")
+        assert client is not None
+        assert (client["totalGB"], client["limitIp"]) == (5 * 2**30, 2)
+        assert (created.used_bytes, created.traffic_limit_bytes) == (0, 5 * 2**30)
+        fake.use_traffic("lim_1", 2**30)
+        extended = await backend.ensure_account(
+            replace(
+                first,
+                expires_at=first.expires_at + timedelta(days=30),
+                traffic_limit_bytes=7 * 2**30,
+                device_limit=3,
+            )
+        )
+        client = fake.client("lim_1")
+        assert client is not None
+        assert (client["totalGB"], client["limitIp"]) == (7 * 2**30, 3)
+        assert (extended.used_bytes, extended.traffic_limit_bytes) == (2**30, 7 * 2**30)

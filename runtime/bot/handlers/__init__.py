@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from . import admin, admin_reports, moderation, payments, promo, referrals, user
+from . import admin, admin_reports, limits, moderation, payments, promo, referrals, user
 
 
 def routers() -> list[Router]:
@@ -20,6 +20,7 @@ def routers() -> list[Router]:
         admin_reports.build_router(),
         promo.build_admin_router(),
         promo.build_router(),
+        limits.build_router(),
         user.build_router(),
         user.build_fallback(),
     ]

@@ -4,6 +4,7 @@ balance, settings and help. Each handler parses, makes one trio call, and replie
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandStart
@@ -23,6 +24,7 @@ from runtime.logs import get_logger, log_failure
 from runtime.storage.balance_payments import Basis, Outcome
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
+from runtime.traffic import TrafficStatus
 
 from .. import keyboards as kb
 from .._context import BotContext
@@ -30,6 +32,7 @@ from .._seam import call_trio
 from .._services import TrialUsed
 from ..qr import qr_png
 from ._common import answer_quietly, show
+from ._limits_view import limit_buttons, traffic_line, with_limit_buttons
 from .promo import price_label
 
 _log = get_logger("bot")
@@ -121,7 +124,10 @@ def _on_sale(ctx: BotContext) -> list[tuple[Plan, list[str]]]:
 
 
 async def plans(event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang: str) -> None:
-    on_sale = _on_sale(ctx)
+    user = event.from_user
+    assert user is not None
+    admitted = await call_trio(ctx.svc.admitted_plans, user.id)
+    on_sale = [(plan, names) for plan, names in _on_sale(ctx) if plan.id in admitted]
     if not on_sale:
         await _reply(event, bot, ctx.t(lang, "plans.none"), kb.back_home(ctx, lang))
         return
@@ -267,8 +273,12 @@ async def my_subscription(
     user = event.from_user
     assert user is not None
     overview = await call_trio(ctx.svc.overview, user.id)
-    text = subscription_text(ctx, lang, overview.user, overview.active)
-    await _reply(event, bot, text, kb.subscription_actions(ctx, lang, overview.active))
+    text = subscription_text(ctx, lang, overview.user, overview.active, overview.traffic)
+    markup = with_limit_buttons(
+        kb.subscription_actions(ctx, lang, overview.active),
+        limit_buttons(ctx, lang, overview.active, overview.traffic),
+    )
+    await _reply(event, bot, text, markup)
 
 
 def _plan_title(ctx: BotContext, lang: str, subscription: Subscription) -> str:
@@ -279,7 +289,11 @@ def _plan_title(ctx: BotContext, lang: str, subscription: Subscription) -> str:
 
 
 def subscription_text(
-    ctx: BotContext, lang: str, user: User, active: tuple[Subscription, ...]
+    ctx: BotContext,
+    lang: str,
+    user: User,
+    active: tuple[Subscription, ...],
+    traffic: Mapping[int, TrafficStatus] | None = None,
 ) -> str:
     if not active:
         return ctx.t(lang, "subscription.none")
@@ -297,6 +311,9 @@ def subscription_text(
             expires=ctx.date(subscription.expires_at, lang=lang),
             left=ctx.time_left(lang, subscription.expires_at),
         )
+        usage = traffic_line(ctx, lang, (traffic or {}).get(subscription.id))
+        if usage:
+            block += "\n" + usage
         if subscription.access_url:
             block += "\n" + ctx.t(lang, "subscription.link", url=subscription.access_url)
         else:
@@ -374,18 +391,39 @@ async def top_up(
         return
     await answer_quietly(query)
     title = ctx.t(lang, "balance.invoice_title", amount=ctx.money(amount, currency, lang=lang))
+    await checkout_in_chat(
+        bot,
+        ctx,
+        lang,
+        query.from_user.id,
+        lambda: call_trio(ctx.svc.top_up, query.from_user.id, amount, provider, title=title),
+        title=title,
+        provider=provider,
+    )
+
+
+async def checkout_in_chat(
+    bot: Bot,
+    ctx: BotContext,
+    lang: str,
+    chat_id: int,
+    start: Callable[[], Awaitable[Checkout]],
+    *,
+    title: str,
+    provider: str,
+) -> None:
+    """Run ``start`` (one trio call that makes a checkout) and send what it made, or
+    say why there is nothing to pay."""
     try:
-        checkout = await call_trio(
-            ctx.svc.top_up, query.from_user.id, amount, provider, title=title
-        )
+        checkout = await start()
     except DependencyError as exc:
         log_failure(_log, exc, operation="checkout", provider=provider)
-        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.provider_down"))
+        await bot.send_message(chat_id, ctx.t(lang, "checkout.provider_down"))
         return
     except DomainError:
-        await bot.send_message(query.from_user.id, ctx.t(lang, "checkout.unavailable"))
+        await bot.send_message(chat_id, ctx.t(lang, "checkout.unavailable"))
         return
-    await send_checkout(bot, ctx, lang, query.from_user.id, checkout, title)
+    await send_checkout(bot, ctx, lang, chat_id, checkout, title)
 
 
 # -- settings ----------------------------------------------------------------------------

@@ -32,10 +32,17 @@ Modelled on the panel's source:
   LIMITED) are applied whenever a user is read or written (unless ``review_on_read`` is
   turned off, to see a user between two runs of them).
 
+- HWID devices (the panel's HWID device limit turned on): a client that fetches the
+  subscription with an ``x-hwid`` header registers that device (with ``x-device-os``,
+  ``x-device-model``); past the user's ``hwidDeviceLimit`` (0: none) a new device gets the
+  placeholder config instead. ``GET /api/hwid/devices/{id}`` lists them (``{total,
+  devices}``), ``POST /api/hwid/devices/delete {userId, hwid}`` and ``.../delete-all
+  {userId}`` forget them and answer the list left.
+
 Not modelled: the connection the panel closes on requests without
 ``X-Forwarded-For`` / ``X-Forwarded-Proto: https`` when reached without its reverse
-proxy (requests record the headers instead), API token scopes, bulk routes, HWID devices,
-external squads, nodes.
+proxy (requests record the headers instead), API token scopes, bulk routes, HWID
+statistics and blocking, external squads, nodes.
 """
 
 from __future__ import annotations
@@ -193,6 +200,8 @@ class FakeRemnawave(FakePeer):
         """False: the periodic jobs have not run yet (a user over its traffic stays ACTIVE
         for a while on the real panel)."""
         self._ids = itertools.count(1)
+        self.devices: dict[int, list[dict[str, Any]]] = {}
+        """A user's id -> its HWID devices, oldest first."""
 
     # -- test controls -------------------------------------------------------------------
 
@@ -222,6 +231,39 @@ class FakeRemnawave(FakePeer):
         user["usedTrafficBytes"] += data_bytes
         user["lifetimeUsedTrafficBytes"] += data_bytes
 
+    def add_device(
+        self, username: str, hwid: str, *, platform: str = "Android", model: str = "Pixel"
+    ) -> bool:
+        """A client with that hardware id fetched the subscription: registered unless
+        the user's device limit is reached (True when it is registered now or was)."""
+        user = self.user(username)
+        assert user is not None, username
+        return self._register_device(user, hwid, platform, model)
+
+    def _register_device(
+        self, user: dict[str, Any], hwid: str, platform: str | None, model: str | None
+    ) -> bool:
+        devices = self.devices.setdefault(user["id"], [])
+        if any(d["hwid"] == hwid for d in devices):
+            return True
+        limit = user.get("hwidDeviceLimit") or 0
+        if limit and len(devices) >= limit:
+            return False
+        now = _iso(_now())
+        devices.append(
+            {
+                "hwid": hwid,
+                "userId": user["id"],
+                "platform": platform,
+                "osVersion": None,
+                "deviceModel": model,
+                "userAgent": None,
+                "createdAt": now,
+                "updatedAt": now,
+            }
+        )
+        return True
+
     def serve_subscriptions_here(self) -> None:
         """Point subscription URLs at this fake's own subscription route (once running)."""
         scheme, _, rest = self.url.partition("://")
@@ -240,7 +282,56 @@ class FakeRemnawave(FakePeer):
             Route("/api/users/{user_id}/actions/{action}", self._action, methods=["POST"]),
             Route("/api/system/metadata", self._metadata, methods=["GET"]),
             Route("/api/sub/{short_uuid}", self._subscription, methods=["GET"]),
+            Route("/api/hwid/devices/delete", self._delete_device, methods=["POST"]),
+            Route("/api/hwid/devices/delete-all", self._delete_devices, methods=["POST"]),
+            Route("/api/hwid/devices/{user_id}", self._devices, methods=["GET"]),
         ]
+
+    def _device_list(self, user_id: int) -> JSONResponse:
+        devices = self.devices.get(user_id, [])
+        return JSONResponse({"response": {"total": len(devices), "devices": list(devices)}})
+
+    async def _devices(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        try:
+            user_id = self._user_id(request)
+        except _Invalid as exc:
+            return self._invalid(exc.issues)
+        if user_id not in self.users:
+            return self._error(request, "A025")
+        return self._device_list(user_id)
+
+    async def _device_body(self, request: Request, *, with_hwid: bool) -> tuple[int, str]:
+        body = await self._body(request)
+        user_id, hwid = body.get("userId"), body.get("hwid")
+        issues = []
+        if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
+            issues.append({"code": "invalid_type", "path": ["userId"], "message": "Invalid"})
+        if with_hwid and not isinstance(hwid, str):
+            issues.append({"code": "invalid_type", "path": ["hwid"], "message": "Invalid"})
+        if issues or not isinstance(user_id, int):
+            raise _Invalid(issues)
+        return user_id, str(hwid)
+
+    async def _delete_device(self, request: Request) -> Response:
+        return await self._forget_devices(request, every=False)
+
+    async def _delete_devices(self, request: Request) -> Response:
+        return await self._forget_devices(request, every=True)
+
+    async def _forget_devices(self, request: Request, *, every: bool) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        try:
+            user_id, hwid = await self._device_body(request, with_hwid=not every)
+        except _Invalid as exc:
+            return self._invalid(exc.issues)
+        if user_id not in self.users:
+            return self._error(request, "A025")
+        devices = self.devices.get(user_id, [])
+        self.devices[user_id] = [] if every else [d for d in devices if d["hwid"] != hwid]
+        return self._device_list(user_id)
 
     def _error(self, request: Request, code: str) -> JSONResponse:
         status, message = ERRORS[code]
@@ -362,6 +453,7 @@ class FakeRemnawave(FakePeer):
             return self._invalid(exc.issues)
         if self.users.pop(user_id, None) is None:
             return self._error(request, "A025")
+        self.devices.pop(user_id, None)
         return Response(status_code=204)
 
     async def _action(self, request: Request) -> Response:
@@ -410,8 +502,13 @@ class FakeRemnawave(FakePeer):
         if user is None:
             return JSONResponse({"message": "Not found", "statusCode": 404}, 404)
         self._review(user)
-        if user["status"] != "ACTIVE":
-            remark = quote(f"Subscription {user['status'].lower()}")
+        hwid = request.headers.get("x-hwid")
+        admitted = hwid is None or self._register_device(
+            user, hwid, request.headers.get("x-device-os"), request.headers.get("x-device-model")
+        )
+        if user["status"] != "ACTIVE" or not admitted:
+            state = user["status"].lower() if admitted else "device limit reached"
+            remark = quote(f"Subscription {state}")
             links = [f"vless://{'0' * 8}-0000-0000-0000-{'0' * 12}@0.0.0.0:1?type=tcp#{remark}"]
         else:
             links = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from runtime.plugin_api.limits import BackendCapabilities
 from runtime.plugin_api.peer import PeerClient
 from runtime.plugin_api.vpn import Account, AccountSpec
 
@@ -19,6 +20,7 @@ from .settings import ExampleSettings
 
 class TinyPanelBackend(PeerClient):
     peer = "tiny-panel"
+    capabilities = BackendCapabilities(traffic_limit=True, device_limit=True)
 
     def __init__(self, settings: ExampleSettings, *, name: str = "example") -> None:
         token = settings.panel_token.get_secret_value()
