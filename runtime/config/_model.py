@@ -360,6 +360,15 @@ class NotifierSettings(_Section):
     max_attempts: Annotated[int, Field(ge=1)] = 8
 
 
+class BroadcastsSettings(_Section):
+    """``[broadcasts]``: admins' messages to a segment of users (``/broadcast``)."""
+
+    max_buttons: Annotated[int, Field(ge=0, le=20)] = 8
+    """The most buttons one broadcast may carry."""
+    listed: Annotated[int, Field(ge=1, le=30)] = 10
+    """Past broadcasts ``/broadcasts`` lists, newest first."""
+
+
 class WakeupsSettings(_Section):
     """``[wakeups]``: workers woken by PostgreSQL notifications instead of polling."""
 
@@ -472,6 +481,7 @@ class Settings(_Section):
     access: AccessSettings = Field(default_factory=AccessSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
+    broadcasts: BroadcastsSettings = Field(default_factory=BroadcastsSettings)
     wakeups: WakeupsSettings = Field(default_factory=WakeupsSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from . import admin, payments, user
+from . import admin, broadcasts, payments, user
 
 
 def routers() -> list[Router]:
     """Fresh routers (aiogram attaches a router to one dispatcher only): payments first
-    (they must never fall through), then admin (filtered to admins), then the user
+    (they must never fall through), then admin and broadcasts (filtered to admins), then the user
     flows, then the fallbacks for whatever is left."""
     return [
         payments.build_router(),
         admin.build_router(),
+        broadcasts.build_router(),
         user.build_router(),
         user.build_fallback(),
     ]
