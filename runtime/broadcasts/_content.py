@@ -34,8 +34,10 @@ URL_LIMIT = 2048
 PER_ROW = 4
 DEEP_LINKS = ("buy", "renew")
 
-_TOKEN = re.compile(r"\[([^\[\]\n]{1,200})\](?:\(([^()\s]{1,4096})\))?")
+_TOKEN = re.compile(r"\[([^\[\]\n]{1,200})\](?:\((\S{1,4096}?)\)(?=\s|$))?")
 _LINE = re.compile(rf"^\s*(?:{_TOKEN.pattern}\s*)+$")
+_BROKEN = re.compile(r"^\s*\[[^\[\]\n]*\]\((.*)$")
+"""A line that starts like a URL button but is not one (a space in its address...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,8 @@ def parse(body: str, media: Media | None, *, deep_link: str, max_buttons: int) -
     first_button = len(lines)
     while first_button > 0 and _LINE.match(lines[first_button - 1]):
         first_button -= 1
+    if first_button > 0 and (broken := _BROKEN.match(lines[first_button - 1])):
+        raise ContentRefused("button_url", url=broken[1][:100])
     text = "\n".join(lines[:first_button]).strip()
     buttons = _buttons(lines[first_button:], deep_link, max_buttons)
     shown = utf16_len(visible_text(text))
