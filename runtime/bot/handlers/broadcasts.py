@@ -39,6 +39,7 @@ from ._common import answer_quietly, show
 from .admin import IsAdmin
 
 BIGINT_MAX = 2**63 - 1
+_DEEP_LINK = re.compile(r"\[\s*(?:buy|renew)\s*\]", re.IGNORECASE)
 _ARGS = re.compile(r"(\S{1,100})\s*(.*)", re.DOTALL)
 
 
@@ -216,8 +217,10 @@ async def broadcast_command(
         await message.answer(ctx.t(lang, "broadcasts.usage"), reply_markup=back)
         return
     token, body = args[1], args[2]
-    me = await bot.me()
-    deep_link = f"https://t.me/{me.username}?start={PLANS_START_PARAMETER}"
+    deep_link = ""
+    if _DEEP_LINK.search(body):
+        me = await bot.me()
+        deep_link = f"https://t.me/{me.username}?start={PLANS_START_PARAMETER}"
     try:
         segment, arg = _audience(ctx, token)
         content = parse(
