@@ -101,8 +101,10 @@ class SimUser:
             out["is_premium"] = True
         return out
 
-    def send_text(self, text: str, *, bot: int | None = None) -> Message:
-        return self.emulator.send_text(self.id, text, bot=bot)
+    def send_text(
+        self, text: str, *, bot: int | None = None, reply_to: int | None = None
+    ) -> Message:
+        return self.emulator.send_text(self.id, text, bot=bot, reply_to=reply_to)
 
     def send_command(self, command: str, args: str = "", *, bot: int | None = None) -> Message:
         return self.emulator.send_command(self.id, command, args, bot=bot)
@@ -445,9 +447,16 @@ class TelegramEmulator:
     # -- what users do ---------------------------------------------------------------
 
     def send_text(
-        self, user_id: int, text: str, *, bot: int | None = None, chat_id: int | None = None
+        self,
+        user_id: int,
+        text: str,
+        *,
+        bot: int | None = None,
+        chat_id: int | None = None,
+        reply_to: int | None = None,
     ) -> Message:
-        """The user sends ``text`` (a ``/command`` gets its ``bot_command`` entity)."""
+        """The user sends ``text`` (a ``/command`` gets its ``bot_command`` entity), in
+        reply to message ``reply_to`` if given."""
         state, user = self._acting(user_id, bot)
         if chat_id is None or chat_id == user.id:
             chat = self._private_chat(state, user)
@@ -460,14 +469,29 @@ class TelegramEmulator:
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0] if text.strip() else "/"
             entities.append({"type": "bot_command", "offset": 0, "length": len(command)})
+        if reply_to is not None and reply_to not in chat.messages:
+            raise EmulatorError(f"no message {reply_to} in the chat to reply to")
         message = self._new_message(
-            state, chat, from_bot=False, sender=user.wire(), text=text, entities=entities
+            state,
+            chat,
+            from_bot=False,
+            sender=user.wire(),
+            text=text,
+            entities=entities,
+            reply_to_message_id=reply_to,
         )
         self._record(
             state, chat, Kind.USER_MESSAGE, "user", message_id=message.message_id, text=text
         )
-        self._enqueue(state, "message", message.wire())
+        self._enqueue(state, "message", self._with_reply(chat, message))
         return message
+
+    @staticmethod
+    def _with_reply(chat: ChatState, message: Message) -> dict[str, Any]:
+        wire = message.wire()
+        if message.reply_to_message_id is not None:
+            wire["reply_to_message"] = chat.messages[message.reply_to_message_id].wire()
+        return wire
 
     def send_media(
         self,
@@ -536,10 +560,7 @@ class TelegramEmulator:
         self._record(
             state, chat, Kind.USER_MESSAGE, "user", message_id=message.message_id, text=caption
         )
-        wire = message.wire()
-        if reply_to is not None:
-            wire["reply_to_message"] = chat.messages[reply_to].wire()
-        self._enqueue(state, "message", wire)
+        self._enqueue(state, "message", self._with_reply(chat, message))
         return message
 
     def send_command(
