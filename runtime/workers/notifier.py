@@ -30,6 +30,13 @@ degraded from the first send that fails for Telegram's reasons (a 429 pause incl
 until a send goes through again, so ``/status`` never says healthy while messages do
 not go out.
 
+Broadcasts (see ``runtime.storage.broadcasts``): a broadcast message is Telegram HTML,
+with its file (by ``file_id``) and buttons, ``buy``/``renew`` labelled in the user's
+language; the id of the message sent is kept in the job's ``result`` by the statement
+that completes it. A ``broadcast_delete`` job deletes one such message at the same pace:
+"message to delete not found" counts as deleted, and Telegram's refusal ("message can't
+be deleted": older than 48 hours) dead-letters it at once, without an alert.
+
 Crashes: each job is settled the moment its last message is sent, and the progress of a
 job of several messages after each one (``Ledger``: the marks of concurrent sends share a
 statement), so a process killed mid-batch sends again at most the messages that were in

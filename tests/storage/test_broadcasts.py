@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from runtime.storage import Connection, Database, users
+from runtime.storage import Database, users
 from runtime.storage import broadcasts as store
+from tests.bot.test_admin_storage import execute, fetch
 
 ADMIN = 900
 NOW = datetime.now(UTC)
-
-
-async def execute(db: Database, sql: str, *args: Any) -> None:
-    async def unit(conn: Connection) -> None:
-        await conn.execute(sql, *args)
-
-    await db.transaction(unit)
-
-
-async def fetch(db: Database, sql: str, *args: Any) -> list[dict[str, Any]]:
-    async def unit(conn: Connection) -> list[dict[str, Any]]:
-        return [dict(r) for r in await conn.fetch(sql, *args)]
-
-    return await db.read(unit)
 
 
 async def subscription(

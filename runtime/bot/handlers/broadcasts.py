@@ -181,25 +181,22 @@ async def send_preview(
     """The broadcast as its recipients will get it (the notifier sends the same)."""
     reply_markup = user_markup(ctx, lang, content.buttons)
     media = content.media
-    caption = content.text or None
     if media is None:
         await bot.send_message(chat_id, content.text, parse_mode="HTML", reply_markup=reply_markup)
-    elif media.kind == "photo":
-        await bot.send_photo(
-            chat_id, media.file_id, caption=caption, parse_mode="HTML", reply_markup=reply_markup
-        )
-    elif media.kind == "video":
-        await bot.send_video(
-            chat_id, media.file_id, caption=caption, parse_mode="HTML", reply_markup=reply_markup
-        )
-    elif media.kind == "animation":
-        await bot.send_animation(
-            chat_id, media.file_id, caption=caption, parse_mode="HTML", reply_markup=reply_markup
-        )
-    else:
-        await bot.send_document(
-            chat_id, media.file_id, caption=caption, parse_mode="HTML", reply_markup=reply_markup
-        )
+        return
+    senders: dict[str, Any] = {
+        "photo": bot.send_photo,
+        "video": bot.send_video,
+        "animation": bot.send_animation,
+        "document": bot.send_document,
+    }
+    await senders[media.kind](
+        chat_id,
+        media.file_id,
+        caption=content.text or None,
+        parse_mode="HTML",
+        reply_markup=reply_markup,
+    )
 
 
 async def broadcast_command(

@@ -184,6 +184,14 @@ class SimUser:
         )
 
 
+def _command_entity(text: str) -> list[dict[str, Any]]:
+    """A ``/command`` at the start of a text or caption gets its ``bot_command`` entity."""
+    if not text.startswith("/"):
+        return []
+    command = text.split(maxsplit=1)[0] if text.strip() else "/"
+    return [{"type": "bot_command", "offset": 0, "length": len(command)}]
+
+
 class TelegramEmulator:
     """A Telegram Bot API server for tests and demos, with simulated users.
 
@@ -465,10 +473,7 @@ class TelegramEmulator:
             if found is None or found.type == "private":
                 raise EmulatorError(f"no group {chat_id}")
             chat = found
-        entities: list[dict[str, Any]] = []
-        if text.startswith("/"):
-            command = text.split(maxsplit=1)[0] if text.strip() else "/"
-            entities.append({"type": "bot_command", "offset": 0, "length": len(command)})
+        entities = _command_entity(text)
         if reply_to is not None and reply_to not in chat.messages:
             raise EmulatorError(f"no message {reply_to} in the chat to reply to")
         message = self._new_message(
@@ -540,10 +545,7 @@ class TelegramEmulator:
             media = {kind: file_wire(stored, kind)}
             if kind == "animation":
                 media["document"] = file_wire(stored, "document")
-        entities: list[dict[str, Any]] = []
-        if caption and caption.startswith("/"):
-            command = caption.split(maxsplit=1)[0]
-            entities.append({"type": "bot_command", "offset": 0, "length": len(command)})
+        entities = _command_entity(caption or "")
         if reply_to is not None and reply_to not in chat.messages:
             raise EmulatorError(f"no message {reply_to} in the chat to reply to")
         message = self._new_message(
