@@ -16,7 +16,8 @@ Progress is read from the statuses of those jobs, by dedup-key prefix:
 - delivered: done otherwise; failed: dead for any other reason.
 
 Deletions: deleted (done), too old (Telegram's 400 "message can't be deleted": a bot
-cannot delete a message after 48 hours), failed (dead otherwise), pending.
+cannot delete a message after 48 hours), failed (dead otherwise, or skipped because the
+user blocked the bot), pending.
 
 Every change an admin asks for (create, start, stop, delete) is written to the audit log
 (``grants.note``) in the transaction that makes it, under a key that names it, so a
@@ -380,11 +381,15 @@ from (
 _DELETION = """
 select count(*) as total,
        count(*) filter (where status = 'pending') as pending,
-       count(*) filter (where status = 'done') as deleted,
-       count(*) filter (where status = 'dead' and coalesce(last_error ~* $2, false)) as too_old,
-       count(*) filter (where status = 'dead' and not coalesce(last_error ~* $2, false))
-           as failed
-from outbox where dedup_key like $1 || '%'
+       count(*) filter (where status = 'done' and not blocked) as deleted,
+       count(*) filter (where status = 'dead' and too_old) as too_old,
+       count(*) filter (where status <> 'pending' and not too_old
+                        and (status = 'dead' or blocked)) as failed
+from (
+    select status, coalesce(last_error ~* $2, false) as too_old,
+           coalesce(last_error ~* $3, false) as blocked
+    from outbox where dedup_key like $1 || '%'
+) o
 """
 
 
@@ -403,7 +408,13 @@ async def _progress(conn: Connection, broadcast_id: int) -> BroadcastProgress:
 
 
 async def _deletion(conn: Connection, broadcast_id: int) -> DeletionProgress:
-    row = await fetch_one(conn, _DELETION, deletion_prefix(broadcast_id), TOO_OLD_ERROR.pattern)
+    row = await fetch_one(
+        conn,
+        _DELETION,
+        deletion_prefix(broadcast_id),
+        TOO_OLD_ERROR.pattern,
+        BLOCKED_ERROR.pattern,
+    )
     return DeletionProgress(**dict(row))
 
 

@@ -232,6 +232,14 @@ async def test_deletion_is_queued_once_per_recorded_message(db: Database) -> Non
     assert listed.deletion == store.DeletionProgress(
         total=2, pending=0, deleted=1, too_old=1, failed=0
     )
+    # a user who blocked the bot since: the notifier skips the deletion (done, blocked)
+    await execute(
+        db,
+        "update outbox set last_error = 'skipped: the user blocked the bot' where dedup_key = $1",
+        f"broadcast:del:{draft.id}:2",
+    )
+    found = await store.summary(db, draft.id)
+    assert found is not None and (found.deletion.deleted, found.deletion.failed) == (0, 1)
 
 
 async def test_every_admin_action_is_in_the_audit_log_once(db: Database) -> None:
