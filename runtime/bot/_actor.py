@@ -47,7 +47,7 @@ from ._services import ActorTable, BotServices
 from ._specs import BOT_ACTOR, POLLER_ACTOR, bot_specs
 from ._telegram_link import TelegramLink
 from ._webhook import webhook_routes
-from .handlers import admin as admin_handlers
+from .handlers import broadcasts as broadcast_handlers
 from .handlers import routers
 from .handlers._common import edit_quietly
 
@@ -318,10 +318,10 @@ class TelegramBot:
             creator = await users.get_user(db, broadcast.created_by)
             lang = creator.language if creator is not None else "en"
             chat_id = broadcast.report_chat_id
-            text = admin_handlers.progress_text(self.ctx, lang, broadcast, progress)
+            text = broadcast_handlers.progress_text(self.ctx, lang, broadcast, progress)
             if not progress.done:
                 if chat_id is not None and broadcast.report_message_id is not None:
-                    markup = admin_handlers.progress_markup(self.ctx, lang, broadcast.id)
+                    markup = broadcast_handlers.progress_markup(self.ctx, lang, broadcast.id)
                     await run_asyncio(
                         edit_quietly, bot, chat_id, broadcast.report_message_id, text, markup
                     )

@@ -338,33 +338,6 @@ class BotServices:
         """Telegram's ``refunded_payment``: see ``Billing.refunded_by_provider``."""
         await self.billing.refunded_by_provider("stars", charge_id, payer_id=payer_id)
 
-    async def create_broadcast(
-        self, created_by: int, audience: str, text: str
-    ) -> tuple[admin.Broadcast, int]:
-        return await admin.create_broadcast(
-            self.db, created_by=created_by, audience=audience, text=text
-        )
-
-    async def start_broadcast(
-        self, broadcast_id: int, *, chat_id: int, message_id: int | None
-    ) -> admin.Broadcast | None:
-        return await admin.start_broadcast(
-            self.db,
-            broadcast_id,
-            report_chat_id=chat_id,
-            report_message_id=message_id,
-            max_attempts=self._services.settings.notifier.max_attempts,
-        )
-
-    async def cancel_broadcast(self, broadcast_id: int) -> int | None:
-        return await admin.cancel_broadcast(self.db, broadcast_id)
-
-    async def broadcast_progress(
-        self, broadcast_id: int
-    ) -> tuple[admin.Broadcast | None, admin.BroadcastProgress]:
-        found = await admin.get_broadcast(self.db, broadcast_id)
-        return found, await admin.broadcast_progress(self.db, broadcast_id)
-
     # -- referrals and acquisition links -------------------------------------------------
 
     async def record_start(self, user_id: int, payload: str | None) -> referral_store.Origin | None:

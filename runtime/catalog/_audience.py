@@ -18,11 +18,14 @@ from ._catalog import Plan
 class Customer:
     has_paid: bool
     """A payment of theirs was credited (a purchase or a top-up), refunded or not."""
+    invited: bool = False
+    """Their first start came through a referral or an acquisition link."""
 
 
 AUDIENCES: Mapping[str, Callable[[Customer], bool]] = {
     "everyone": lambda customer: True,
     "new": lambda customer: not customer.has_paid,
+    "invited": lambda customer: customer.invited,
 }
 
 

@@ -294,7 +294,7 @@ def _prices(value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 
 PlanId = Annotated[str, AfterValidator(_plan_id)]
-PlanAudience = Literal["everyone", "new"]
+PlanAudience = Literal["everyone", "new", "invited"]
 """The user groups a plan can be limited to (``runtime.catalog.AUDIENCES``)."""
 
 
@@ -535,6 +535,15 @@ class NotifierSettings(_Section):
     max_attempts: Annotated[int, Field(ge=1)] = 8
 
 
+class BroadcastsSettings(_Section):
+    """``[broadcasts]``: admins' messages to a segment of users (``/broadcast``)."""
+
+    max_buttons: Annotated[int, Field(ge=0, le=20)] = 8
+    """The most buttons one broadcast may carry."""
+    listed: Annotated[int, Field(ge=1, le=30)] = 10
+    """Past broadcasts ``/broadcasts`` lists, newest first."""
+
+
 class WakeupsSettings(_Section):
     """``[wakeups]``: workers woken by PostgreSQL notifications instead of polling."""
 
@@ -689,6 +698,7 @@ class Settings(_Section):
     promo: PromoSettings = Field(default_factory=PromoSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
+    broadcasts: BroadcastsSettings = Field(default_factory=BroadcastsSettings)
     wakeups: WakeupsSettings = Field(default_factory=WakeupsSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
     referrals: ReferralsSettings = Field(default_factory=ReferralsSettings)

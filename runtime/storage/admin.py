@@ -1,22 +1,11 @@
-"""What admins see and change: statistics, user lookups, granted days, broadcasts.
-
-Broadcast messages are outbox jobs (``telegram.notify``, template ``broadcast``) whose
-dedup key is ``broadcast:<id>:<user>``: the transaction that starts a broadcast enqueues
-every message, so a broadcast goes out whole or not at all and at most once per user,
-and a restart simply lets the notifier carry on. Progress is read from the statuses of
-those jobs, by dedup-key prefix:
-
-- blocked: the job ended (done, skipped by the notifier, or dead) with a last error that
-  says the user cannot be written to (blocked the bot, account deactivated: a 403);
-- delivered: the job is done otherwise;
-- failed: the job is dead for any other reason.
-"""
+"""What admins see and change: statistics, user lookups, granted days. Broadcasts live
+in ``broadcasts`` (their names are kept here for the callers that know them here)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 
@@ -29,13 +18,6 @@ from .subscriptions import _COLUMNS as _SUBSCRIPTION_COLUMNS
 from .subscriptions import Subscription
 from .users import _COLUMNS as _USER_COLUMNS
 from .users import User, lock_user
-
-BROADCAST_TEMPLATE = "broadcast"
-AUDIENCES = ("all", "active")
-BLOCKED_ERROR = re.compile(r"blocked|forbidden|deactivated", re.IGNORECASE)
-"""What a job's last error says when its user cannot be written to (the notifier's
-"skipped: the user blocked the bot", a 403 "Forbidden: bot was blocked by the user")."""
-
 
 # -- statistics ----------------------------------------------------------------------------
 
@@ -290,231 +272,41 @@ async def adjust_days(
     return await db.transaction(unit)
 
 
-# -- broadcasts ----------------------------------------------------------------------------
+# -- broadcasts: in ``broadcasts``, named here as before ----------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    id: int
-    created_by: int
-    audience: str
-    text: str
-    status: str
-    total: int
-    report_chat_id: int | None
-    report_message_id: int | None
-    created_at: datetime
-    started_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class BroadcastProgress:
-    total: int
-    pending: int
-    delivered: int
-    blocked: int
-    failed: int
-
-    @property
-    def done(self) -> bool:
-        return self.pending == 0
-
-
-_BROADCAST_COLUMNS = (
-    "id, created_by, audience, text, status, total, report_chat_id, report_message_id,"
-    " created_at, started_at"
+from .broadcasts import (  # noqa: E402
+    BLOCKED_ERROR,
+    BROADCAST_TEMPLATE,
+    Broadcast,
+    BroadcastProgress,
+    broadcast_progress,
+    cancel_broadcast,
+    create_broadcast,
+    finish_broadcast,
+    get_broadcast,
+    sending_broadcasts,
+    start_broadcast,
 )
+from .broadcasts import prefix as broadcast_prefix  # noqa: E402
 
-_AUDIENCE = {
-    "all": "select telegram_id from users where blocked_bot_at is null and banned_at is null",
-    "active": (
-        "select telegram_id from users u where blocked_bot_at is null and banned_at is null"
-        " and exists ("
-        " select 1 from subscriptions s where s.user_id = u.telegram_id"
-        " and s.status = 'active' and s.expires_at > now())"
-    ),
-}
-
-
-def broadcast_prefix(broadcast_id: int) -> str:
-    return f"broadcast:{broadcast_id}:"
-
-
-def _broadcast(row: asyncpg.Record) -> Broadcast:
-    return Broadcast(**dict(row))
-
-
-def _audience(audience: str) -> str:
-    try:
-        return _AUDIENCE[audience]
-    except KeyError:
-        raise ValueError(f"audience must be one of {AUDIENCES}") from None
-
-
-async def create_broadcast(
-    db: Database, *, created_by: int, audience: str, text: str
-) -> tuple[Broadcast, int]:
-    """A draft broadcast and how many users it would reach now."""
-    source = _audience(audience)
-
-    async def unit(conn: Connection) -> tuple[Broadcast, int]:
-        row = await fetch_one(
-            conn,
-            "insert into broadcasts (created_by, audience, text) values ($1, $2, $3)"
-            f" returning {_BROADCAST_COLUMNS}",
-            created_by,
-            audience,
-            text,
-        )
-        reach: int = await conn.fetchval(f"select count(*) from ({source}) a")
-        return _broadcast(row), reach
-
-    return await db.transaction(unit)
-
-
-async def get_broadcast(db: Database, broadcast_id: int) -> Broadcast | None:
-    async def unit(conn: Connection) -> Broadcast | None:
-        row = await conn.fetchrow(
-            f"select {_BROADCAST_COLUMNS} from broadcasts where id = $1", broadcast_id
-        )
-        return _broadcast(row) if row else None
-
-    return await db.read(unit)
-
-
-async def start_broadcast(
-    db: Database,
-    broadcast_id: int,
-    *,
-    report_chat_id: int,
-    report_message_id: int | None,
-    max_attempts: int = 8,
-) -> Broadcast | None:
-    """Start a draft: enqueue one message per user of its audience, in one transaction.
-
-    Safe to run twice: a broadcast already started is returned as it is. None when there
-    is no such broadcast or it was cancelled.
-    """
-
-    async def unit(conn: Connection) -> Broadcast | None:
-        row = await conn.fetchrow(
-            "update broadcasts set status = 'sending', started_at = now(),"
-            " report_chat_id = $2, report_message_id = $3"
-            f" where id = $1 and status = 'draft' returning {_BROADCAST_COLUMNS}",
-            broadcast_id,
-            report_chat_id,
-            report_message_id,
-        )
-        if row is None:
-            existing = await conn.fetchrow(
-                f"select {_BROADCAST_COLUMNS} from broadcasts where id = $1", broadcast_id
-            )
-            if existing is None or existing["status"] == "cancelled":
-                return None
-            return _broadcast(existing)
-        broadcast = _broadcast(row)
-        source = _audience(broadcast.audience)
-        inserted = await conn.fetch(
-            "insert into outbox (kind, dedup_key, payload, max_attempts)"
-            " select $1, $2 || a.telegram_id, jsonb_build_object("
-            "   'chat_id', a.telegram_id, 'template', $3::text, 'broadcast_id', $4::bigint,"
-            "   'params', jsonb_build_object('text', $5::text)), $6"
-            f" from ({source}) a order by a.telegram_id"
-            " on conflict (dedup_key) do nothing returning id",
-            job_kinds.NOTIFY,
-            broadcast_prefix(broadcast.id),
-            BROADCAST_TEMPLATE,
-            broadcast.id,
-            broadcast.text,
-            max_attempts,
-        )
-        total = await fetch_one(
-            conn,
-            f"update broadcasts set total = $2 where id = $1 returning {_BROADCAST_COLUMNS}",
-            broadcast.id,
-            len(inserted),
-        )
-        return _broadcast(total)
-
-    return await db.transaction(unit)
-
-
-async def cancel_broadcast(db: Database, broadcast_id: int) -> int | None:
-    """Cancel a draft, or stop one being sent: its messages not sent yet are dropped
-    (dead-lettered as cancelled). Returns how many were dropped, None if already over."""
-
-    async def unit(conn: Connection) -> int | None:
-        status = await conn.fetchval(
-            "update broadcasts set status = 'cancelled', finished_at = now() where id = $1"
-            " and status in ('draft', 'sending') returning status",
-            broadcast_id,
-        )
-        if status is None:
-            return None
-        dropped = await conn.fetch(
-            "update outbox set status = 'dead', last_error = 'broadcast cancelled',"
-            " claimed_by = null, claim_expires_at = null, updated_at = now()"
-            " where dedup_key like $1 || '%' and status = 'pending' returning id",
-            broadcast_prefix(broadcast_id),
-        )
-        return len(dropped)
-
-    return await db.transaction(unit)
-
-
-_PROGRESS = """
-select count(*) as total,
-       count(*) filter (where status = 'pending') as pending,
-       count(*) filter (where status <> 'pending' and blocked) as blocked,
-       count(*) filter (where status = 'done' and not blocked) as delivered,
-       count(*) filter (where status = 'dead' and not blocked) as failed
-from (
-    select status, coalesce(last_error ~* $2, false) as blocked
-    from outbox where dedup_key like $1 || '%'
-) o
-"""
-
-
-async def broadcast_progress(db: Database, broadcast_id: int) -> BroadcastProgress:
-    async def unit(conn: Connection) -> BroadcastProgress:
-        row = await fetch_one(
-            conn,
-            _PROGRESS,
-            broadcast_prefix(broadcast_id),
-            BLOCKED_ERROR.pattern,
-        )
-        return BroadcastProgress(
-            total=row["total"],
-            pending=row["pending"],
-            delivered=row["delivered"],
-            blocked=row["blocked"],
-            failed=row["failed"],
-        )
-
-    return await db.read(unit)
-
-
-async def sending_broadcasts(db: Database) -> list[Broadcast]:
-    async def unit(conn: Connection) -> list[asyncpg.Record]:
-        return await conn.fetch(
-            f"select {_BROADCAST_COLUMNS} from broadcasts where status = 'sending' order by id"
-        )
-
-    return [_broadcast(row) for row in await db.read(unit)]
-
-
-async def finish_broadcast(db: Database, broadcast_id: int, progress: BroadcastProgress) -> bool:
-    """Record the final count; True for the one caller that finished it."""
-
-    async def unit(conn: Connection) -> bool:
-        row = await conn.fetchval(
-            "update broadcasts set status = 'finished', finished_at = now(), delivered = $2,"
-            " blocked = $3, failed = $4 where id = $1 and status = 'sending' returning 1",
-            broadcast_id,
-            progress.delivered,
-            progress.blocked,
-            progress.failed,
-        )
-        return row is not None
-
-    return await db.transaction(unit, retry=True)
+__all__ = [
+    "BLOCKED_ERROR",
+    "BROADCAST_TEMPLATE",
+    "Broadcast",
+    "BroadcastProgress",
+    "DaysAdjusted",
+    "Revenue",
+    "Statistics",
+    "UserCard",
+    "adjust_days",
+    "broadcast_prefix",
+    "broadcast_progress",
+    "cancel_broadcast",
+    "create_broadcast",
+    "find_user",
+    "finish_broadcast",
+    "get_broadcast",
+    "sending_broadcasts",
+    "start_broadcast",
+    "statistics",
+]

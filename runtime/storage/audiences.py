@@ -9,11 +9,14 @@ from ._database import Connection, Database
 
 async def customer(db: Database, user_id: int) -> Customer:
     async def unit(conn: Connection) -> Customer:
-        paid = await conn.fetchval(
+        row = await conn.fetchrow(
             "select exists (select 1 from payments where user_id = $1"
-            " and status in ('finalized', 'refunded') and refused is null)",
+            " and status in ('finalized', 'refunded') and refused is null) as paid,"
+            " exists (select 1 from user_origins where user_id = $1"
+            " and (invited_by is not null or ad_link_id is not null)) as invited",
             user_id,
         )
-        return Customer(has_paid=bool(paid))
+        assert row is not None
+        return Customer(has_paid=bool(row["paid"]), invited=bool(row["invited"]))
 
     return await db.read(unit)

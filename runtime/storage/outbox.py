@@ -478,6 +478,8 @@ class Mark:
     started: bool = False
     steps_done: int | None = None
     done: bool = False
+    result: dict[str, Any] | None = None
+    """What the side effect produced (a sent message's id), kept in the job's ``result``."""
 
 
 _RECORD = """
@@ -487,9 +489,11 @@ set started_at = case when m.started then now() else o.started_at end,
     status = case when m.done then 'done' else o.status end,
     done_at = case when m.done then now() else o.done_at end,
     claim_expires_at = case when m.done then null else o.claim_expires_at end,
+    result = coalesce(m.result, o.result),
     updated_at = now()
-from unnest($1::bigint[], $2::integer[], $3::boolean[], $4::integer[], $5::boolean[])
-     as m(id, claims, started, steps_done, done)
+from unnest($1::bigint[], $2::integer[], $3::boolean[], $4::integer[], $5::boolean[],
+            $7::jsonb[])
+     as m(id, claims, started, steps_done, done, result)
 where o.id = any($1::bigint[]) and o.id = m.id and o.claims = m.claims
   and o.claimed_by = $6 and o.status = 'pending'
 returning o.id
@@ -519,6 +523,7 @@ async def record(db: Database, marks: Sequence[Mark], *, owner: str) -> frozense
             [m.steps_done for m in marks],
             [m.done for m in marks],
             owner,
+            [m.result for m in marks],
         )
 
     return frozenset(row["id"] for row in await db.statement(unit))

@@ -147,9 +147,12 @@ class BotApi(PeerClient):
         allow_paid_broadcast: bool = False,
         *,
         disable_link_preview: bool = True,
+        parse_mode: str | None = None,
     ) -> dict[str, Any]:
-        """``sendMessage`` with plain text (no parse mode: nothing to escape)."""
+        """``sendMessage``; plain text unless ``parse_mode`` ("HTML") is given."""
         params: dict[str, Any] = {"chat_id": chat_id, "text": text}
+        if parse_mode is not None:
+            params["parse_mode"] = parse_mode
         if reply_markup is not None:
             params["reply_markup"] = dict(reply_markup)
         if allow_paid_broadcast:
@@ -184,6 +187,47 @@ class BotApi(PeerClient):
             files={"photo": (filename, png_bytes, "image/png")},
         )
         return result
+
+    async def send_media(
+        self,
+        chat_id: int | str,
+        kind: str,
+        file_id: str,
+        caption: str | None = None,
+        *,
+        reply_markup: Mapping[str, Any] | None = None,
+        parse_mode: str | None = None,
+        allow_paid_broadcast: bool = False,
+    ) -> dict[str, Any]:
+        """``sendPhoto``, ``sendVideo``, ``sendAnimation`` or ``sendDocument`` (``kind``)
+        of a file Telegram already has (its ``file_id``)."""
+        if kind not in MEDIA_METHODS:
+            raise ValueError(f"no media kind {kind!r}")
+        params: dict[str, Any] = {"chat_id": chat_id, kind: file_id}
+        if caption:
+            params["caption"] = caption
+            if parse_mode is not None:
+                params["parse_mode"] = parse_mode
+        if reply_markup is not None:
+            params["reply_markup"] = dict(reply_markup)
+        if allow_paid_broadcast:
+            params["allow_paid_broadcast"] = True
+        result: dict[str, Any] = await self.call(MEDIA_METHODS[kind], params, chat_id=chat_id)
+        return result
+
+    async def delete_message(self, chat_id: int | str, message_id: int) -> bool:
+        """``deleteMessage``. Telegram refuses (400 "message can't be deleted") once a
+        message is older than 48 hours."""
+        params = {"chat_id": chat_id, "message_id": message_id}
+        return bool(await self.call("deleteMessage", params, chat_id=chat_id))
+
+
+MEDIA_METHODS = {
+    "photo": "sendPhoto",
+    "video": "sendVideo",
+    "animation": "sendAnimation",
+    "document": "sendDocument",
+}
 
 
 def _parameter_retry_after(envelope: Mapping[str, Any]) -> float | None:

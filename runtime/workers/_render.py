@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from runtime.broadcasts import markup as broadcast_markup
 from runtime.i18n import Translator, format_date, format_money
 
 BROADCAST = "broadcast"
+BROADCAST_DELETE = "broadcast_delete"
+"""Delete a broadcast message (``message_id``) from the chat."""
 ACCESS_READY = "access_ready"
 ACCESS_EXTENDED_NEW_LINK = "access_extended_new_link"
 WITH_QR = (ACCESS_READY, ACCESS_EXTENDED_NEW_LINK)
@@ -25,6 +28,7 @@ TEXT_LIMIT = 4096
 class Text:
     text: str
     reply_markup: Mapping[str, Any] | None = None
+    parse_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +37,23 @@ class Photo:
     caption: str | None = None
 
 
-Part = Text | Photo
+@dataclass(frozen=True, slots=True)
+class Media:
+    """A file Telegram already has (``file_id``), sent by ``kind``: photo, video..."""
+
+    kind: str
+    file_id: str
+    caption: str | None = None
+    reply_markup: Mapping[str, Any] | None = None
+    parse_mode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    message_id: int
+
+
+Part = Text | Photo | Media | Delete
 
 
 class BadNotification(ValueError):
@@ -83,10 +103,12 @@ def render(translator: Translator, language: str, payload: Mapping[str, Any]) ->
     markup = payload.get("reply_markup")
     markup = markup if isinstance(markup, Mapping) else None
     if template == BROADCAST:
-        text = params.get("text") or payload.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise BadNotification("a broadcast without text")
-        return [Text(text[:TEXT_LIMIT], markup)]
+        return [_broadcast(translator, language, payload, params, markup)]
+    if template == BROADCAST_DELETE:
+        message_id = payload.get("message_id")
+        if not isinstance(message_id, int) or isinstance(message_id, bool):
+            raise BadNotification("a broadcast deletion without a message_id")
+        return [Delete(message_id)]
     key = f"notify.{template}"
     if not translator.has(key):
         raise BadNotification(f"unknown notification template {template!r}")
@@ -104,3 +126,33 @@ def render(translator: Translator, language: str, payload: Mapping[str, Any]) ->
             Photo(png, translator.t(language, "notify.access_qr")),
         ]
     return [Text(text[:TEXT_LIMIT], markup)]
+
+
+def _broadcast(
+    translator: Translator,
+    language: str,
+    payload: Mapping[str, Any],
+    params: Mapping[str, Any],
+    markup: Mapping[str, Any] | None,
+) -> Part:
+    """The admin's text (Telegram HTML when ``html``, checked when it was written), with
+    its media and buttons; ``buy``/``renew`` buttons are labelled in ``language``."""
+    text = params.get("text") or payload.get("text") or ""
+    html = payload.get("html") is True
+    buttons = broadcast_markup(
+        payload.get("buttons"), lambda kind: translator.t(language, f"broadcasts.button_{kind}")
+    )
+    markup = buttons or markup
+    media = payload.get("media")
+    if not isinstance(text, str):
+        raise BadNotification("a broadcast's text must be a string")
+    if isinstance(media, Mapping):
+        kind, file_id = media.get("kind"), media.get("file_id")
+        if not isinstance(kind, str) or not isinstance(file_id, str) or not file_id:
+            raise BadNotification("a broadcast's media needs a kind and a file_id")
+        return Media(kind, file_id, text or None, markup, "HTML" if html else None)
+    if not text.strip():
+        raise BadNotification("a broadcast without text")
+    if html:
+        return Text(text, markup, "HTML")
+    return Text(text[:TEXT_LIMIT], markup)

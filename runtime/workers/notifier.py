@@ -30,6 +30,13 @@ degraded from the first send that fails for Telegram's reasons (a 429 pause incl
 until a send goes through again, so ``/status`` never says healthy while messages do
 not go out.
 
+Broadcasts (see ``runtime.storage.broadcasts``): a broadcast message is Telegram HTML,
+with its file (by ``file_id``) and buttons, ``buy``/``renew`` labelled in the user's
+language; the id of the message sent is kept in the job's ``result`` by the statement
+that completes it. A ``broadcast_delete`` job deletes one such message at the same pace:
+"message to delete not found" counts as deleted, and Telegram's refusal ("message can't
+be deleted": older than 48 hours) dead-letters it at once, without an alert.
+
 Crashes: each job is settled the moment its last message is sent, and the progress of a
 job of several messages after each one (``Ledger``: the marks of concurrent sends share a
 statement), so a process killed mid-batch sends again at most the messages that were in
@@ -63,7 +70,17 @@ from runtime.telegram import BotApi, BotTokenRejected, ChatBlocked, TooManyReque
 from ._common import SoleRunner, effective_interval, holder_id, items, owner_id, worker_spec
 from ._ledger import Ledger
 from ._pacing import ChatSpacing, Pacer
-from ._render import BROADCAST, BadNotification, Part, Photo, Text, render
+from ._render import (
+    BROADCAST,
+    BROADCAST_DELETE,
+    BadNotification,
+    Delete,
+    Media,
+    Part,
+    Photo,
+    Text,
+    render,
+)
 from ._wakeups import wakeups_of
 
 NAME = "notifier"
@@ -357,6 +374,7 @@ class _Batch:
         parts: list[Part] | None = None
         index = job.steps_done
         rate_limited = 0
+        kept: dict[str, Any] | None = None
         while parts is None or index < len(parts):
             if self._stopping() or self.n.spacing.ready_at(chat) > self.deadline:
                 self.released.append(job)
@@ -380,7 +398,7 @@ class _Batch:
                     self.released.append(job)
                     return _Result.RELEASED
                 try:
-                    await self._send(chat, job, parts[index])
+                    kept = await self._send(chat, job, parts[index])
                 except TooManyRequests as exc:
                     self.n.pacer.pause(exc.retry_after or 1.0)
                     self.n.sending_fails(
@@ -417,7 +435,7 @@ class _Batch:
             index += 1
             if index < len(parts):
                 await self._settle_sent(job, index, done=False)
-        await self._settle_sent(job, index)
+        await self._settle_sent(job, index, result=kept)
         return _Result.SENT
 
     async def _start(self, job: Job) -> _Result | None:
@@ -438,13 +456,16 @@ class _Batch:
         )
         return _Result.LOST
 
-    async def _settle_sent(self, job: Job, steps: int, *, done: bool = True) -> None:
+    async def _settle_sent(
+        self, job: Job, steps: int, *, done: bool = True, result: dict[str, Any] | None = None
+    ) -> None:
         """Record that the first ``steps`` messages of ``job`` are out (all of them when
-        ``done``), before anything else is sent to its chat."""
+        ``done``), before anything else is sent to its chat; a broadcast's with the id of
+        its message (``result``), which deleting it needs."""
         if done:
             self.sent += 1
         try:
-            await self.ledger.write(Mark(job, steps_done=steps, done=done))
+            await self.ledger.write(Mark(job, steps_done=steps, done=done, result=result))
         except Exception as exc:
             if done:
                 self.unrecorded.append(job)
@@ -452,14 +473,46 @@ class _Batch:
                 self.n.log, exc, operation="notify.settle", job_id=job.id, outcome=Outcome.DEGRADED
             )
 
-    async def _send(self, chat: int | str, job: Job, part: Part) -> None:
+    async def _send(self, chat: int | str, job: Job, part: Part) -> dict[str, Any] | None:
+        """Send ``part``; for a broadcast message, what to keep of it (its id)."""
         paid = self.n.paid_broadcast(job.payload.get("template"))
+        sent: dict[str, Any] | None = None
         if isinstance(part, Photo):
             await self.n.api.send_photo(chat, part.png, part.caption, allow_paid_broadcast=paid)
         elif isinstance(part, Text):
-            await self.n.api.send_message(
-                chat, part.text, dict(part.reply_markup) if part.reply_markup else None, paid
+            sent = await self.n.api.send_message(
+                chat,
+                part.text,
+                dict(part.reply_markup) if part.reply_markup else None,
+                paid,
+                parse_mode=part.parse_mode,
             )
+        elif isinstance(part, Media):
+            sent = await self.n.api.send_media(
+                chat,
+                part.kind,
+                part.file_id,
+                part.caption,
+                reply_markup=part.reply_markup,
+                parse_mode=part.parse_mode,
+                allow_paid_broadcast=paid,
+            )
+        elif isinstance(part, Delete):
+            await self._delete(chat, part)
+        if job.payload.get("template") == BROADCAST and isinstance(sent, dict):
+            message_id = sent.get("message_id")
+            if isinstance(message_id, int):
+                return {"message_id": message_id}
+        return None
+
+    async def _delete(self, chat: int | str, part: Delete) -> None:
+        """A message already gone (deleted by its user, or by an earlier claim of this
+        job that died before recording it) counts as deleted."""
+        try:
+            await self.n.api.delete_message(chat, part.message_id)
+        except DependencyError as exc:
+            if exc.transient or "message to delete not found" not in str(exc):
+                raise
 
     async def _blocked(self, chat: int | str, job: Job, exc: ChatBlocked) -> None:
         self.blocked.add(chat)
@@ -508,7 +561,7 @@ class _Batch:
             permanent=permanent,
         )
         self.n.items.labels(NAME, f"failed_{result.value}").inc()
-        if result is FailOutcome.DEAD and template != BROADCAST:
+        if result is FailOutcome.DEAD and template not in (BROADCAST, BROADCAST_DELETE):
             self.n.services.alerts.submit(
                 Alert(
                     severity=Severity.WARNING,

@@ -40,7 +40,9 @@ async def test_a_broadcasts_final_report_is_shown_once(
         await users.touch_user(shop.db, person.id, username=None, language="en")
     async with running(shop, extra=[notifier.spec(shop.services)]):
         hello = admin.send_command("broadcast", "all Servers are back")
-        preview = await admin.wait_for_message(after=hello)
+        preview = await admin.wait_for_message(  # after the broadcast's own preview
+            lambda m: "recipients" in m.content, after=hello
+        )
         assert "3 recipients" in preview.content
         pressed = admin.press(preview, text="Confirm")
         await emulator.wait_for_answer(pressed)

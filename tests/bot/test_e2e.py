@@ -380,7 +380,9 @@ async def test_an_admin_broadcast_goes_out_through_the_notifier(
         await eventually(shop, blocked, True, people[0].id)
         emulator.deactivate(people[1].id)  # the bot does not know: the send gets a 403
         hello = admin.send_command("broadcast", "all New servers in Finland!")
-        preview = await admin.wait_for_message(after=hello)
+        preview = await admin.wait_for_message(  # after the broadcast's own preview
+            lambda m: "recipients" in m.content, after=hello
+        )
         assert "12 recipients" in preview.content  # eleven users and the admin
         await press(emulator, admin, preview, "Confirm", "sending 12 messages")
         final = await shown(emulator, admin, "finished", seconds=15)

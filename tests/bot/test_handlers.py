@@ -594,9 +594,10 @@ async def test_admin_broadcast_preview_confirm_and_progress(driver: Driver, shop
     for uid in (701, 702, 703):
         await driver.send(uid, "/start")
     calls = await driver.send(ADMIN, "/broadcast all New servers in Finland!")
-    assert "4 recipients" in texts(calls)[0]  # three users and the admin
+    assert texts(calls)[0] == "New servers in Finland!"  # the preview, then the count
+    assert "4 recipients" in texts(calls)[1]  # three users and the admin
     go = next(b for b in buttons(calls) if "bc_go" in b["callback_data"])
-    calls = await driver.press(ADMIN, go["callback_data"], on_text=texts(calls)[0])
+    calls = await driver.press(ADMIN, go["callback_data"], on_text=texts(calls)[1])
     assert "sending 4 messages" in by_method(calls, "editMessageText")[0].text
     again = await driver.press(ADMIN, go["callback_data"])  # a second press sends nothing more
     assert "sending 4 messages" in texts(again)[0]

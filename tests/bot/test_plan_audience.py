@@ -10,7 +10,7 @@ import pytest
 from runtime.bot import TelegramBot
 from runtime.bot import keyboards as kb
 from runtime.plugin_api.payments import ConfirmedPayment
-from runtime.storage import Database
+from runtime.storage import Database, referrals
 
 from .conftest import Alerts, Shop, build_shop, make_settings
 from .recording import RecordingSession
@@ -67,3 +67,24 @@ async def test_a_plan_for_new_users_is_theirs_only(driver: Driver, shop: Shop) -
     calls = await driver.press(NEWCOMER, kb.BuyCb(plan="intro", provider="stars"))
     assert by_method(calls, "sendInvoice")
     assert await shop.value("select count(*) from payments where plan_id = 'intro'") == 1
+
+
+async def test_a_plan_for_invited_users_is_theirs_only(
+    db: Database, panel: Any, crypto: Any, alerts: Alerts
+) -> None:
+    plans = {**PLANS, "friends": {**PLANS["intro"], "title": {"en": "Friends"}}}
+    plans["friends"]["audience"] = ["invited"]
+    settings = make_settings("http://127.0.0.1:9", plans=plans, referrals={"enabled": True})
+    shop = build_shop(settings, db, panel, crypto, alerts)
+    driver = Driver(shop, TelegramBot(shop.services), RecordingSession())
+    try:
+        await driver.send(REGULAR, "/start")
+        code = await referrals.code_of(db, REGULAR)
+        await driver.send(NEWCOMER, f"/start ref_{code}")
+        assert any("Friends" in label for label in labels(await driver.send(NEWCOMER, "/buy")))
+        assert not any("Friends" in label for label in labels(await driver.send(REGULAR, "/buy")))
+        calls = await driver.press(REGULAR, kb.BuyCb(plan="friends", provider="stars"))
+        assert not by_method(calls, "sendInvoice")
+    finally:
+        for closer in shop.closers:
+            await closer.aclose()

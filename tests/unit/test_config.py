@@ -881,3 +881,9 @@ def test_vpnbot_plugins_lists_what_loads_and_refuses_a_plugins_bad_settings(
     config.write_text(WITH_TOKEN + "[plugins.settings.marzban]\nbase_url = 1\n")
     assert cli.main(["plugins", "--config", str(config)], environ={}) == 78
     assert "config error: plugins.settings.marzban.base_url" in capsys.readouterr().err
+
+
+def test_broadcasts_section_is_bounded_and_named_in_errors(tmp_path: pathlib.Path) -> None:
+    assert _load(tmp_path, "[broadcasts]\nmax_buttons = 3\nlisted = 5\n").broadcasts.listed == 5
+    problems = _problems(tmp_path, "[broadcasts]\nmax_buttons = 21\nlisted = 0\nbuttons = 1\n")
+    assert set(problems) == {"broadcasts.max_buttons", "broadcasts.listed", "broadcasts.buttons"}

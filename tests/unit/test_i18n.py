@@ -22,9 +22,7 @@ def test_every_language_has_every_key() -> None:
 
 def test_every_language_has_every_plural_form_its_rules_need() -> None:
     translator = load_translator()
-    assert {"admin.broadcast_preview", "admin.revenue_line", "time.days"} <= set(
-        translator.plural_keys
-    )
+    assert {"broadcasts.ready", "admin.revenue_line", "time.days"} <= set(translator.plural_keys)
     assert translator.missing_plural_forms() == {}
 
 
@@ -93,13 +91,9 @@ def test_one_payment_and_one_recipient_read_in_the_singular() -> None:
         "en", "admin.revenue_line", provider="Stars", today="1", week="1", month="1", count=1
     )
     assert line.endswith("(1 payment in 30 days)")
-    preview = translator.t(
-        "en", "admin.broadcast_preview", id=7, audience="all users", count=1, text="Hi"
-    )
+    preview = translator.t("en", "broadcasts.ready", id=7, audience="all users", count=1)
     assert "1 recipient now" in preview
-    preview = translator.t(
-        "ru", "admin.broadcast_preview", id=7, audience="всем", count=3, text="Hi"
-    )
+    preview = translator.t("ru", "broadcasts.ready", id=7, audience="всем", count=3)
     assert "3 получателя" in preview
     dropped = translator.t("ru", "admin.broadcast_cancelled", id=7, count=21)
     assert "21 неотправленное сообщение" in dropped

@@ -9,8 +9,7 @@ through to the unknown-command answer, and their button presses to the stale-but
   payment and to read their history;
 - ``/grant <id|@username> <days>`` (negative days take days back);
 - ``/refund <payment id>``;
-- ``/broadcast all|active <text>``: a preview, then the broadcast through the outbox, with
-  its progress kept up to date in the preview message;
+- broadcasts: see ``broadcasts``;
 - ``/ban``, ``/unban``, ``/credit``, ``/revoke``, ``/history``: see ``moderation``;
 - ``/failed``: the updates the bot gave up on (a bug in their handling), newest first;
   ``/replay <update id>`` or ``/replay all`` processes them again once the cause is fixed.
@@ -22,13 +21,11 @@ handler that runs again after a crash does not apply them twice.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import (
     CallbackQuery,
-    InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
     MessageOriginUser,
@@ -413,136 +410,6 @@ async def refund_confirmed(
     await show(query, bot, text, markup)
 
 
-# -- broadcasts --------------------------------------------------------------------------
-
-
-_BROADCAST = re.compile(r"^(all|active)\s+(.+)$", re.DOTALL)
-
-
-def audience_name(ctx: BotContext, lang: str, audience: str) -> str:
-    return ctx.t(lang, f"admin.audience_{audience}")
-
-
-def progress_text(
-    ctx: BotContext, lang: str, broadcast: store.Broadcast, progress: store.BroadcastProgress
-) -> str:
-    params: dict[str, Any] = {
-        "id": broadcast.id,
-        "audience": audience_name(ctx, lang, broadcast.audience),
-        "total": progress.total,
-        "count": progress.total,
-        "delivered": progress.delivered,
-        "blocked": progress.blocked,
-        "failed": progress.failed,
-        "pending": progress.pending,
-    }
-    if broadcast.status == "cancelled":
-        return ctx.t(lang, "admin.broadcast_cancelled_progress", **params)
-    if progress.done:
-        return ctx.t(lang, "admin.broadcast_done", **params)
-    return ctx.t(lang, "admin.broadcast_progress", **params)
-
-
-def progress_markup(ctx: BotContext, lang: str, broadcast_id: int) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=ctx.t(lang, "admin.refresh_button"),
-                    callback_data=kb.AdminCb(action="bc_show", n=broadcast_id).pack(),
-                ),
-                InlineKeyboardButton(
-                    text=ctx.t(lang, "admin.stop_button"),
-                    callback_data=kb.AdminCb(action="bc_stop", n=broadcast_id).pack(),
-                ),
-            ],
-            [kb.admin_back_button(ctx, lang)],
-        ]
-    )
-
-
-async def broadcast_command(
-    message: Message, command: CommandObject, ctx: BotContext, lang: str
-) -> None:
-    match = _BROADCAST.match((command.args or "").strip())
-    if match is None or len(match[2]) > 4096:
-        await message.answer(
-            ctx.t(lang, "admin.broadcast_usage"), reply_markup=kb.admin_back(ctx, lang)
-        )
-        return
-    assert message.from_user is not None
-    audience, text = match[1], match[2].strip()
-    broadcast, reach = await call_trio(
-        ctx.svc.create_broadcast, message.from_user.id, audience, text
-    )
-    await message.answer(
-        ctx.t(
-            lang,
-            "admin.broadcast_preview",
-            id=broadcast.id,
-            audience=audience_name(ctx, lang, audience),
-            count=reach,
-            text=text,
-        ),
-        reply_markup=kb.admin_confirm(
-            ctx,
-            lang,
-            confirm=kb.AdminCb(action="bc_go", n=broadcast.id),
-            cancel=kb.AdminCb(action="bc_stop", n=broadcast.id),
-        ),
-    )
-
-
-async def broadcast_go(
-    query: CallbackQuery, callback_data: kb.AdminCb, bot: Bot, ctx: BotContext, lang: str
-) -> None:
-    message = query.message
-    broadcast = await call_trio(
-        ctx.svc.start_broadcast,
-        callback_data.n,
-        chat_id=query.from_user.id,
-        message_id=message.message_id if message is not None else None,
-    )
-    if broadcast is None:
-        await show(
-            query,
-            bot,
-            ctx.t(lang, "admin.broadcast_gone", id=callback_data.n),
-            kb.admin_back(ctx, lang),
-        )
-        return
-    progress = store.BroadcastProgress(broadcast.total, broadcast.total, 0, 0, 0)
-    await show(
-        query,
-        bot,
-        progress_text(ctx, lang, broadcast, progress),
-        progress_markup(ctx, lang, broadcast.id),
-    )
-
-
-async def broadcast_show(
-    query: CallbackQuery, callback_data: kb.AdminCb, bot: Bot, ctx: BotContext, lang: str
-) -> None:
-    broadcast, progress = await call_trio(ctx.svc.broadcast_progress, callback_data.n)
-    if broadcast is None:
-        await answer_quietly(query, ctx.t(lang, "admin.broadcast_gone", id=callback_data.n))
-        return
-    running = broadcast.status == "sending" and not progress.done
-    markup = progress_markup(ctx, lang, broadcast.id) if running else kb.admin_back(ctx, lang)
-    await show(query, bot, progress_text(ctx, lang, broadcast, progress), markup)
-
-
-async def broadcast_stop(
-    query: CallbackQuery, callback_data: kb.AdminCb, bot: Bot, ctx: BotContext, lang: str
-) -> None:
-    dropped = await call_trio(ctx.svc.cancel_broadcast, callback_data.n)
-    if dropped is None:
-        text = ctx.t(lang, "admin.broadcast_gone", id=callback_data.n)
-    else:
-        text = ctx.t(lang, "admin.broadcast_cancelled", id=callback_data.n, count=dropped)
-    await show(query, bot, text, kb.admin_back(ctx, lang))
-
-
 # -- updates given up -------------------------------------------------------------------
 
 FAILED_SHOWN = 15
@@ -621,10 +488,6 @@ def build_router() -> Router:
     router.callback_query.register(
         refund_confirmed, kb.AdminCb.filter(F.action.in_({"refund_yes", "refund_manual"}))
     )
-    router.message.register(broadcast_command, Command("broadcast"))
-    router.callback_query.register(broadcast_go, kb.AdminCb.filter(F.action == "bc_go"))
-    router.callback_query.register(broadcast_show, kb.AdminCb.filter(F.action == "bc_show"))
-    router.callback_query.register(broadcast_stop, kb.AdminCb.filter(F.action == "bc_stop"))
     router.message.register(failed_command, Command("failed"))
     router.message.register(replay_command, Command("replay"))
     return router

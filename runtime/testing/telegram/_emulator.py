@@ -17,7 +17,7 @@ import trio
 from ._errors import ApiError, EmulatorError, WaitTimeout, bad_request, forbidden
 from ._forwarding import copy_buttons, parse_deep_link, payable_invoice
 from ._limits import Limits, Outage, RateLimiter, ScriptedFault
-from ._methods import METHODS, Described, is_image, new_query_id
+from ._methods import METHODS, Described, file_wire, is_image, new_query_id
 from ._params import FileRef, Params
 from ._state import (
     KEEP_EVERYTHING,
@@ -101,11 +101,23 @@ class SimUser:
             out["is_premium"] = True
         return out
 
-    def send_text(self, text: str, *, bot: int | None = None) -> Message:
-        return self.emulator.send_text(self.id, text, bot=bot)
+    def send_text(
+        self, text: str, *, bot: int | None = None, reply_to: int | None = None
+    ) -> Message:
+        return self.emulator.send_text(self.id, text, bot=bot, reply_to=reply_to)
 
     def send_command(self, command: str, args: str = "", *, bot: int | None = None) -> Message:
         return self.emulator.send_command(self.id, command, args, bot=bot)
+
+    def send_media(
+        self,
+        kind: Literal["photo", "video", "animation", "document"],
+        caption: str | None = None,
+        *,
+        reply_to: int | None = None,
+        bot: int | None = None,
+    ) -> Message:
+        return self.emulator.send_media(self.id, kind, caption, reply_to=reply_to, bot=bot)
 
     def press(
         self,
@@ -170,6 +182,14 @@ class SimUser:
         return await self.emulator.wait_for_message(
             self.id, predicate, timeout=timeout, after=after, bot=bot
         )
+
+
+def _command_entity(text: str) -> list[dict[str, Any]]:
+    """A ``/command`` at the start of a text or caption gets its ``bot_command`` entity."""
+    if not text.startswith("/"):
+        return []
+    command = text.split(maxsplit=1)[0] if text.strip() else "/"
+    return [{"type": "bot_command", "offset": 0, "length": len(command)}]
 
 
 class TelegramEmulator:
@@ -435,9 +455,16 @@ class TelegramEmulator:
     # -- what users do ---------------------------------------------------------------
 
     def send_text(
-        self, user_id: int, text: str, *, bot: int | None = None, chat_id: int | None = None
+        self,
+        user_id: int,
+        text: str,
+        *,
+        bot: int | None = None,
+        chat_id: int | None = None,
+        reply_to: int | None = None,
     ) -> Message:
-        """The user sends ``text`` (a ``/command`` gets its ``bot_command`` entity)."""
+        """The user sends ``text`` (a ``/command`` gets its ``bot_command`` entity), in
+        reply to message ``reply_to`` if given."""
         state, user = self._acting(user_id, bot)
         if chat_id is None or chat_id == user.id:
             chat = self._private_chat(state, user)
@@ -446,17 +473,96 @@ class TelegramEmulator:
             if found is None or found.type == "private":
                 raise EmulatorError(f"no group {chat_id}")
             chat = found
-        entities: list[dict[str, Any]] = []
-        if text.startswith("/"):
-            command = text.split(maxsplit=1)[0] if text.strip() else "/"
-            entities.append({"type": "bot_command", "offset": 0, "length": len(command)})
+        entities = _command_entity(text)
+        if reply_to is not None and reply_to not in chat.messages:
+            raise EmulatorError(f"no message {reply_to} in the chat to reply to")
         message = self._new_message(
-            state, chat, from_bot=False, sender=user.wire(), text=text, entities=entities
+            state,
+            chat,
+            from_bot=False,
+            sender=user.wire(),
+            text=text,
+            entities=entities,
+            reply_to_message_id=reply_to,
         )
         self._record(
             state, chat, Kind.USER_MESSAGE, "user", message_id=message.message_id, text=text
         )
-        self._enqueue(state, "message", message.wire())
+        self._enqueue(state, "message", self._with_reply(chat, message))
+        return message
+
+    @staticmethod
+    def _with_reply(chat: ChatState, message: Message) -> dict[str, Any]:
+        wire = message.wire()
+        if message.reply_to_message_id is not None:
+            wire["reply_to_message"] = chat.messages[message.reply_to_message_id].wire()
+        return wire
+
+    def send_media(
+        self,
+        user_id: int,
+        kind: Literal["photo", "video", "animation", "document"],
+        caption: str | None = None,
+        *,
+        data: bytes | None = None,
+        filename: str | None = None,
+        reply_to: int | None = None,
+        bot: int | None = None,
+    ) -> Message:
+        """The user sends a photo, video, animation or document, with an optional caption
+        (a ``/command`` in it gets its ``bot_command`` entity) or as a reply to
+        ``reply_to``. The file is kept: the bot can send it again by its ``file_id``."""
+        state, user = self._acting(user_id, bot)
+        chat = self._private_chat(state, user)
+        names = {"photo": "photo.jpg", "video": "clip.mp4", "animation": "loop.mp4"}
+        name = filename or names.get(kind, "file.pdf")
+        number = next(self._numbers)
+        prefix = {"photo": "AgACAgIAAxkBAAI", "video": "BAACAgIAAxkBAAI"}.get(
+            kind, "CgACAgIAAxkBAAI" if kind == "animation" else "BQACAgIAAxkBAAI"
+        )
+        stored = StoredFile(
+            f"{prefix}{number:06d}{secrets.token_urlsafe(24)}",
+            f"AQAD{number:04d}{secrets.token_urlsafe(6)}",
+            data if data is not None else secrets.token_bytes(64),
+            name,
+            mimetypes.guess_type(name)[0] or "application/octet-stream",
+            f"{kind}s/file_{number}",
+        )
+        self.files[stored.file_id] = stored
+        if kind == "photo":
+            media: dict[str, Any] = {
+                "photo": [
+                    {
+                        "file_id": stored.file_id,
+                        "file_unique_id": stored.file_unique_id,
+                        "width": 1280,
+                        "height": 720,
+                        "file_size": len(stored.data or b""),
+                    }
+                ]
+            }
+        else:
+            media = {kind: file_wire(stored, kind)}
+            if kind == "animation":
+                media["document"] = file_wire(stored, "document")
+        entities = _command_entity(caption or "")
+        if reply_to is not None and reply_to not in chat.messages:
+            raise EmulatorError(f"no message {reply_to} in the chat to reply to")
+        message = self._new_message(
+            state,
+            chat,
+            from_bot=False,
+            sender=user.wire(),
+            caption=caption,
+            caption_entities=entities,
+            file_id=stored.file_id,
+            media=media,
+            reply_to_message_id=reply_to,
+        )
+        self._record(
+            state, chat, Kind.USER_MESSAGE, "user", message_id=message.message_id, text=caption
+        )
+        self._enqueue(state, "message", self._with_reply(chat, message))
         return message
 
     def send_command(

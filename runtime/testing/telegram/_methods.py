@@ -28,6 +28,7 @@ from ._state import (
     Invoice,
     Kind,
     Message,
+    StoredFile,
     Webhook,
     buttons_of,
 )
@@ -428,18 +429,39 @@ def send_photo(emu: TelegramEmulator, bot: BotState, p: Params) -> dict[str, Any
     return message.wire()
 
 
-@method("sendDocument")
-def send_document(emu: TelegramEmulator, bot: BotState, p: Params) -> dict[str, Any]:
-    chat = emu._chat_for_send(bot, p.chat_id())
-    stored = emu._resolve_file(p.file("document"), kind="document")
-    caption, entities = _text(p, "caption", limit=1024, entities_name="caption_entities")
-    document = {
+def file_wire(stored: StoredFile, kind: str, p: Params | None = None) -> dict[str, Any]:
+    """The wire object of a document, video or animation (``Video``, ``Animation``...)."""
+    out: dict[str, Any] = {
         "file_id": stored.file_id,
         "file_unique_id": stored.file_unique_id,
         "file_name": stored.filename,
         "mime_type": stored.mime_type,
         "file_size": len(stored.data or b""),
     }
+    if kind in ("video", "animation"):
+        out["width"] = (p.integer("width") if p else None) or 640
+        out["height"] = (p.integer("height") if p else None) or 360
+        out["duration"] = (p.integer("duration") if p else None) or 5
+    return out
+
+
+_FILE_KINDS = {
+    "document": Kind.BOT_DOCUMENT,
+    "video": Kind.BOT_VIDEO,
+    "animation": Kind.BOT_ANIMATION,
+}
+
+
+def _send_file(emu: TelegramEmulator, bot: BotState, p: Params, kind: str) -> dict[str, Any]:
+    """``sendDocument``, ``sendVideo``, ``sendAnimation``: as Telegram does, an animation's
+    message carries its file as ``document`` too."""
+    chat = emu._chat_for_send(bot, p.chat_id())
+    stored = emu._resolve_file(p.file(kind), kind=kind)
+    caption, entities = _text(p, "caption", limit=1024, entities_name="caption_entities")
+    wire = file_wire(stored, kind, p)
+    media = {kind: wire}
+    if kind == "animation":
+        media["document"] = file_wire(stored, "document")
     message = _bot_message(
         emu,
         bot,
@@ -451,12 +473,12 @@ def send_document(emu: TelegramEmulator, bot: BotState, p: Params) -> dict[str, 
         document=stored.data,
         document_name=stored.filename,
         file_id=stored.file_id,
-        media={"document": document},
+        media=media,
     )
     emu._record(
         bot,
         chat,
-        Kind.BOT_DOCUMENT,
+        _FILE_KINDS[kind],
         "bot",
         message_id=message.message_id,
         text=message.caption,
@@ -464,6 +486,21 @@ def send_document(emu: TelegramEmulator, bot: BotState, p: Params) -> dict[str, 
         data={"file_id": stored.file_id, "file_name": stored.filename},
     )
     return message.wire()
+
+
+@method("sendDocument")
+def send_document(emu: TelegramEmulator, bot: BotState, p: Params) -> dict[str, Any]:
+    return _send_file(emu, bot, p, "document")
+
+
+@method("sendVideo")
+def send_video(emu: TelegramEmulator, bot: BotState, p: Params) -> dict[str, Any]:
+    return _send_file(emu, bot, p, "video")
+
+
+@method("sendAnimation")
+def send_animation(emu: TelegramEmulator, bot: BotState, p: Params) -> dict[str, Any]:
+    return _send_file(emu, bot, p, "animation")
 
 
 @method("getFile")
@@ -597,6 +634,10 @@ def edit_message_reply_markup(emu: TelegramEmulator, bot: BotState, p: Params) -
     return _apply_edit(emu, bot, chat, message, "reply_markup", {"reply_markup": inline})
 
 
+DELETE_WITHIN = 48 * 3600
+"""A message can only be deleted if it was sent less than 48 hours ago (Bot API)."""
+
+
 @method("deleteMessage")
 def delete_message(emu: TelegramEmulator, bot: BotState, p: Params) -> bool:
     chat = bot.chats.get(p.chat_id())
@@ -606,6 +647,8 @@ def delete_message(emu: TelegramEmulator, bot: BotState, p: Params) -> bool:
     message = chat.messages.get(message_id)
     if message is None or message.deleted:
         raise bad_request("message to delete not found")
+    if emu._now() - message.date >= DELETE_WITHIN:
+        raise bad_request("message can't be deleted")
     message.deleted = True
     emu._record(bot, chat, Kind.DELETE, "bot", message_id=message_id, text=message.content)
     return True

@@ -33,6 +33,8 @@ class Kind(enum.StrEnum):
     BOT_MESSAGE = "bot_message"
     BOT_PHOTO = "bot_photo"
     BOT_DOCUMENT = "bot_document"
+    BOT_VIDEO = "bot_video"
+    BOT_ANIMATION = "bot_animation"
     INVOICE = "invoice"
     EDIT = "edit"
     DELETE = "delete"
