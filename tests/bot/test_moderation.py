@@ -76,7 +76,7 @@ async def test_a_banned_user_gets_no_broadcast(driver: Driver, shop: Shop) -> No
     await driver.send(701, "/start")
     await driver.send(ADMIN, f"/ban {USER}")
     calls = await driver.send(ADMIN, "/broadcast all Hello")
-    assert "2 recipients" in texts(calls)[0]  # the other user and the admin
+    assert any("2 recipients" in text for text in texts(calls))  # the other user, the admin
 
 
 async def test_a_balance_correction_happens_once_per_command(driver: Driver, shop: Shop) -> None:

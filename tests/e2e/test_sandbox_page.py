@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from runtime.sandbox._sandbox import FIRST_USER_ID
 from tests.e2e.sandbox_env import sandbox_env
 from tests.integration.test_process import ROOT, free_port, get_status, wait_for
 from tests.switches import switch
@@ -459,3 +460,47 @@ def test_the_sandbox_serves_an_icon(sandbox: Sandbox) -> None:
     assert icon.status_code == 200
     assert icon.headers["content-type"].startswith("image/svg+xml")
     assert icon.text.startswith("<svg") and len(icon.content) < 2048
+
+
+FEATURE_SCREENS = "screens"
+"""Under the screenshot folder: the main screens of the selling features, for the docs."""
+
+
+def test_the_selling_features_main_screens(browser: Any, sandbox: Sandbox, tmp_path: Path) -> None:
+    """A newcomer opens their referral screen and activates the sandbox's WELCOME code; the
+    admin (the sandbox's first user) reads the report and the newcomer's card and history.
+    With ``VPNBOT_TEST_SCREENSHOT_DIR=docs`` the screens are written to ``docs/screens``."""
+    folder = screenshot_dir(tmp_path) / FEATURE_SCREENS
+    folder.mkdir(parents=True, exist_ok=True)
+    new_user(sandbox, "Admin")  # the first simulated user is the admin: made, if not yet
+    newcomer = new_user(sandbox, "Boris")
+    page = open_chat(browser, sandbox, newcomer, PHONES[1])
+    try:
+        send(page, "/start")
+        page.locator(".msg.bot", has_text="What would you like").last.get_by_role(
+            "button", name="Invite friends"
+        ).click()
+        page.locator(".msg.bot", has_text="Your link:").wait_for()
+        assert "start=ref_" in page.locator(".msg.bot", has_text="Your link:").last.inner_text()
+        page.screenshot(path=str(folder / "referrals.png"))
+        send(page, "/promo welcome")
+        page.locator(".msg.bot", has_text="Promo code WELCOME activated").wait_for()
+        page.locator(".msg.bot", has_text="ready until").wait_for()  # the access arrives
+        page.screenshot(path=str(folder / "promo-code.png"))
+    finally:
+        page.close()
+    admin = open_chat(browser, sandbox, FIRST_USER_ID, DESKTOP)
+    try:
+        send(admin, "/report")
+        report = admin.locator(".msg.bot", has_text="Report for the last 7 days").last
+        report.wait_for()
+        assert "Promo codes:" in report.inner_text()
+        admin.screenshot(path=str(folder / "admin-report.png"))
+        send(admin, f"/user {newcomer}")
+        card = admin.locator(".msg.bot", has_text=f"User {newcomer}").last
+        card.get_by_role("button", name="History").click()
+        admin.locator(".msg.bot", has_text=f"History of {newcomer}").wait_for()
+        assert "promo code: days" in admin.locator(".msg.bot").last.inner_text()
+        admin.screenshot(path=str(folder / "admin-history.png"))
+    finally:
+        admin.close()

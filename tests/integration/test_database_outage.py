@@ -14,12 +14,14 @@ import httpx
 from runtime.storage import EmbeddedPostgres
 from runtime.workers import NAMES
 from runtime.workers.notifier import NAME as NOTIFIER
+from runtime.workers.traffic_reminders import NAME as TRAFFIC_REMINDERS
 
 from .processes import PATIENCE
 from .test_process import Receiver, actor, free_port, get_status, log_lines, start, wait_for
 from .test_process import receiver as receiver  # the alert webhook fixture
 
-WORKERS = tuple(name for name in NAMES if name != NOTIFIER)  # Telegram is off
+WORKERS = tuple(name for name in NAMES if name not in (NOTIFIER, TRAFFIC_REMINDERS))
+"""Telegram is off; no plan has a traffic limit, so the traffic reminders never read."""
 DATABASE_USERS = ("database", *WORKERS)
 """Every actor that reaches the database, and would each alert on its own if nothing tied
 their degradation to the database's."""

@@ -119,7 +119,7 @@ def test_plans_are_ordered_by_order_then_by_config_order() -> None:
 @pytest.mark.parametrize(
     ("text", "path"),
     [
-        ('audience = ["invited"]', "plans.m.audience[0]"),
+        ('audience = ["vip"]', "plans.m.audience[0]"),
         ("audience = []", "plans.m.audience"),
         ('order = "1"', "plans.m.order"),
     ],
