@@ -42,6 +42,7 @@ from runtime.alerts import Alert
 from runtime.failures import Failure, FailureType, Outcome
 from runtime.logs import correlation, get_logger, log_failure
 from runtime.storage.users import User as StoredUser
+from runtime.storage.users import full_name
 
 from ._context import BotContext
 from ._seam import call_trio, call_trio_soon
@@ -92,11 +93,13 @@ def is_payment(update: Update) -> bool:
 
 def unchanged_contact(known: StoredUser | None, user: TelegramUser) -> StoredUser | None:
     """``known`` (the sender's record as the inbox read it) when recording this contact
-    would change nothing: the same user, the same username, not marked as blocking the
-    bot. The language is only set when the user is created, so it never differs."""
+    would change nothing: the same user, the same username and name, not marked as
+    blocking the bot. The language is only set when the user is created, so it never differs."""
     if known is None or known.telegram_id != user.id or known.blocked_bot_at is not None:
         return None
     if user.username is not None and user.username != known.username:
+        return None
+    if full_name(user.first_name, user.last_name) != known.display_name:
         return None
     return known
 
@@ -141,7 +144,11 @@ class HandlerBoundary(BaseMiddleware):
                     account = unchanged_contact(data.get("inbox_sender"), user)
                     if account is None:
                         account = await call_trio(
-                            self._ctx.svc.touch, user.id, username=user.username, language=lang
+                            self._ctx.svc.touch,
+                            user.id,
+                            username=user.username,
+                            language=lang,
+                            name=full_name(user.first_name, user.last_name),
                         )
                     data["account"] = account
                     lang = account.language

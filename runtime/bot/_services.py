@@ -107,8 +107,12 @@ class BotServices:
 
     # -- users -----------------------------------------------------------------------
 
-    async def touch(self, user_id: int, *, username: str | None, language: str | None) -> User:
-        return await users.touch_user(self.db, user_id, username=username, language=language)
+    async def touch(
+        self, user_id: int, *, username: str | None, language: str | None, name: str | None
+    ) -> User:
+        return await users.touch_user(
+            self.db, user_id, username=username, language=language, name=name
+        )
 
     async def overview(self, user_id: int) -> Overview:
         """The user (created if new) and their running subscriptions, in one unit."""
@@ -237,6 +241,17 @@ class BotServices:
 
     async def statistics(self) -> admin.Statistics:
         return await admin.statistics(self.db)
+
+    async def lookup(self, query: str) -> tuple[admin.UserCard | None, list[User]]:
+        """A user's card by id or username, else by name: the card when one user matches,
+        or the users whose name matches."""
+        card = await admin.find_user(self.db, query)
+        if card is not None or query.startswith("@") or query.lstrip("-").isdigit():
+            return card, []
+        matches = await admin.search_by_name(self.db, query)
+        if len(matches) == 1:
+            return await admin.find_user(self.db, str(matches[0].telegram_id)), []
+        return None, matches
 
     async def find_user(self, query: str) -> admin.UserCard | None:
         return await admin.find_user(self.db, query)

@@ -354,6 +354,22 @@ def admin_user(
     return builder.as_markup()
 
 
+def admin_users(ctx: BotContext, lang: str, users: Sequence[User]) -> InlineKeyboardMarkup:
+    """One button per user found by name, opening their card."""
+    rows = [
+        [
+            _button(
+                f"{user.display_name or '-'} · {'@' + user.username if user.username else ''}"
+                f" {user.telegram_id}"[:64],
+                AdminCb(action="user", arg=str(user.telegram_id)),
+            )
+        ]
+        for user in users
+    ]
+    rows.append([admin_back_button(ctx, lang)])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
 def admin_confirm(
     ctx: BotContext, lang: str, *, confirm: AdminCb, cancel: AdminCb | None = None
 ) -> InlineKeyboardMarkup:

@@ -171,6 +171,29 @@ async def find_user(db: Database, query: str) -> UserCard | None:
     return await db.read(unit)
 
 
+MAX_NAME_QUERY = 64
+
+
+async def search_by_name(db: Database, query: str, *, limit: int = 10) -> list[User]:
+    """Users whose Telegram name contains ``query`` (any case), those whose name starts
+    with it first, the most recently seen first; at most ``limit``."""
+    text = " ".join(query.split())[:MAX_NAME_QUERY].lower()
+    if len(text) < 2:
+        return []
+    pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+    async def unit(conn: Connection) -> list[User]:
+        rows = await conn.fetch(
+            f"select {_USER_COLUMNS} from users where lower(display_name) like '%' || $1 || '%'"
+            " order by lower(display_name) like $1 || '%' desc, updated_at desc limit $2",
+            pattern,
+            limit,
+        )
+        return [_user(r) for r in rows]
+
+    return await db.read(unit)
+
+
 # -- granting and taking days --------------------------------------------------------------
 
 

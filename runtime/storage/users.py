@@ -25,12 +25,22 @@ class User:
     """The version of the rules they accepted."""
     channel_checked_at: datetime | None = None
     """When they were last found in the required channel."""
+    display_name: str | None = None
+    """Their first and last name as Telegram last showed them."""
 
 
 _COLUMNS = (
     "telegram_id, username, language, trial_used_at, balance_minor, auto_renew, blocked_bot_at,"
-    " banned_at, admitted_at, rules_accepted, channel_checked_at"
+    " banned_at, admitted_at, rules_accepted, channel_checked_at, display_name"
 )
+
+MAX_NAME = 256
+
+
+def full_name(first: str | None, last: str | None) -> str | None:
+    """``first last`` as Telegram shows it, bounded; None when both are empty."""
+    name = " ".join(part for part in (first, last) if part).strip()
+    return name[:MAX_NAME] or None
 
 
 async def ensure_user(
@@ -66,23 +76,31 @@ async def get_user(db: Database, telegram_id: int) -> User | None:
 
 
 async def touch_user(
-    db: Database, telegram_id: int, *, username: str | None, language: str | None
+    db: Database,
+    telegram_id: int,
+    *,
+    username: str | None,
+    language: str | None,
+    name: str | None = None,
 ) -> User:
-    """Record a contact (creating the user; a new username is kept, and a user who wrote
-    has not blocked the bot) and return the user, in one statement."""
+    """Record a contact (creating the user; a new username or name is kept, and a user who
+    wrote has not blocked the bot) and return the user, in one statement."""
 
     async def unit(conn: Connection) -> User:
         row = await conn.fetchrow(
-            "insert into users (telegram_id, username, language)"
-            " values ($1, $2, coalesce($3, 'en'))"
+            "insert into users (telegram_id, username, language, display_name)"
+            " values ($1, $2, coalesce($3, 'en'), $4)"
             " on conflict (telegram_id) do update set"
             " username = coalesce($2, users.username), blocked_bot_at = null,"
+            " display_name = coalesce($4, users.display_name),"
             " updated_at = case when users.username is distinct from coalesce($2, users.username)"
+            " or users.display_name is distinct from coalesce($4, users.display_name)"
             " then now() else users.updated_at end"
             f" returning {_COLUMNS}",
             telegram_id,
             username,
             language,
+            name,
         )
         assert row is not None
         return User(**dict(row))

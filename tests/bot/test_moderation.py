@@ -208,3 +208,28 @@ async def test_a_forwarded_message_opens_its_senders_card(driver: Driver, shop: 
         forward_origin={"type": "user", "date": 1, "sender_user": driver.person(ADMIN)},
     )
     assert "User 900" not in " ".join(texts(await driver.deliver(mine)))
+
+
+async def test_admins_find_users_by_the_name_telegram_shows(driver: Driver, shop: Shop) -> None:
+    await driver.send(USER, "/start")
+    await driver.send(502, "/start")
+    assert await shop.value("select display_name from users where telegram_id = $1", USER) == (
+        f"User{USER}"
+    )
+    calls = await driver.send(ADMIN, "/user ser50")
+    assert texts(calls) == ["Users whose name contains “ser50”:"]
+    found = [
+        b["callback_data"] for b in buttons(calls) if b["callback_data"].startswith("adm:user")
+    ]
+    assert sorted(found) == [f"adm:user:{USER}:0", "adm:user:502:0"]
+    (text,) = texts(await driver.send(ADMIN, "/user ser502"))  # one match: the card
+    assert text.startswith("User 502 @user502")
+    assert texts(await driver.send(ADMIN, "/user %"))[0].startswith("No user")
+    assert texts(await driver.send(ADMIN, "/user @ser50")) == ["No user @ser50."]
+    # a new name is kept once it changes, and only then
+    renamed = driver.message(USER, text="/help")
+    renamed["message"]["from"]["first_name"] = "Анна"
+    await driver.deliver(renamed)
+    assert await shop.value("select display_name from users where telegram_id = $1", USER) == (
+        "Анна"
+    )

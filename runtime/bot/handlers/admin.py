@@ -4,7 +4,7 @@ Everyone else never reaches these handlers: the router's filter lets their messa
 through to the unknown-command answer, and their button presses to the stale-button one.
 
 - ``/admin``: the admin menu; ``/stats``; ``/status`` (the supervisor's actor table);
-- ``/user <id|@username>`` (or a message of theirs forwarded to the bot): a user with
+- ``/user <id|@username|name>`` (or a message of theirs forwarded to the bot): a user with
   their subscriptions and payments, with buttons to grant or take back days, to refund a
   payment and to read their history;
 - ``/grant <id|@username> <days>`` (negative days take days back);
@@ -249,13 +249,19 @@ async def user_from_forward(message: Message, ctx: BotContext, lang: str) -> Non
 
 
 async def _send_card(message: Message, ctx: BotContext, lang: str, who: str) -> None:
-    card = await call_trio(ctx.svc.find_user, who)
-    if card is None:
+    card, matches = await call_trio(ctx.svc.lookup, who)
+    if card is not None:
+        await message.answer(user_text(ctx, lang, card), reply_markup=_user_markup(ctx, lang, card))
+    elif matches:
         await message.answer(
-            ctx.t(lang, "admin.user_not_found", query=who), reply_markup=kb.admin_back(ctx, lang)
+            ctx.t(lang, "admin.users_found", query=who[:64]),
+            reply_markup=kb.admin_users(ctx, lang, matches),
         )
-        return
-    await message.answer(user_text(ctx, lang, card), reply_markup=_user_markup(ctx, lang, card))
+    else:
+        await message.answer(
+            ctx.t(lang, "admin.user_not_found", query=who[:64]),
+            reply_markup=kb.admin_back(ctx, lang),
+        )
 
 
 async def user_screen(
