@@ -412,7 +412,8 @@ async def test_users_from_before_the_migration_can_never_be_attributed(
                 for migration in migrations[: migrations.index(ours)]:
                     await conn.execute(migration.sql)
                 await conn.execute("insert into users (telegram_id) values (1), (2)")
-                await conn.execute(ours.sql)
+                for migration in migrations[migrations.index(ours) :]:
+                    await conn.execute(migration.sql)
 
             await blank.transaction(before)
             assert await store.record_start(blank, 2) is None
