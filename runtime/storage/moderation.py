@@ -139,13 +139,7 @@ async def revoke_access(
     async def unit(conn: Connection) -> Applied | None:
         if await lock_user(conn, user_id) is None:
             return None
-        rows = await conn.fetch(
-            "update subscriptions set status = 'revoked', revoked_at = now(),"
-            " expires_at = least(expires_at, now()), updated_at = now()"
-            " where user_id = $1 and status = 'active' returning id",
-            user_id,
-        )
-        ids = tuple(sorted(r["id"] for r in rows))
+        ids = await end_access(conn, user_id, key=key, max_attempts=max_attempts)
         if not await grants.note(
             conn,
             actor=actor,
@@ -156,24 +150,40 @@ async def revoke_access(
             details={"subscription_ids": list(ids)},
         ):
             raise _Repeated
-        if ids:
-            await enqueue(
-                conn,
-                kind=job_kinds.NOTIFY,
-                dedup_key=f"notify:revoke:{key}",
-                payload={"chat_id": user_id, "template": "access_revoked", "params": {}},
-            )
-        for subscription_id in ids:
-            await enqueue(
-                conn,
-                kind=job_kinds.REVOKE,
-                dedup_key=f"revoke:{subscription_id}:{key}",
-                payload={"subscription_id": subscription_id},
-                max_attempts=max_attempts,
-            )
         return Applied(changed=bool(ids), subscription_ids=ids)
 
     return await _once(db, unit)
+
+
+async def end_access(
+    conn: Connection, user_id: int, *, key: str, max_attempts: int = 10
+) -> tuple[int, ...]:
+    """End every active subscription of the user now, inside the caller's unit (which holds
+    the user's lock): queue the user's message and each panel revocation under ``key``.
+    Returns the subscriptions ended."""
+    rows = await conn.fetch(
+        "update subscriptions set status = 'revoked', revoked_at = now(),"
+        " expires_at = least(expires_at, now()), updated_at = now()"
+        " where user_id = $1 and status = 'active' returning id",
+        user_id,
+    )
+    ids = tuple(sorted(r["id"] for r in rows))
+    if ids:
+        await enqueue(
+            conn,
+            kind=job_kinds.NOTIFY,
+            dedup_key=f"notify:revoke:{key}",
+            payload={"chat_id": user_id, "template": "access_revoked", "params": {}},
+        )
+    for subscription_id in ids:
+        await enqueue(
+            conn,
+            kind=job_kinds.REVOKE,
+            dedup_key=f"revoke:{subscription_id}:{key}",
+            payload={"subscription_id": subscription_id},
+            max_attempts=max_attempts,
+        )
+    return ids
 
 
 class _Repeated(Exception):
