@@ -18,7 +18,7 @@ from typing import Any
 
 from . import grants, job_kinds
 from ._database import Connection, Database, Work, fetch_one
-from .moderation import end_access
+from .moderation import Repeated, end_access, once
 from .outbox import enqueue
 from .subscriptions import _COLUMNS as _SUBSCRIPTION_COLUMNS
 from .subscriptions import Subscription, Terms, account_name
@@ -97,7 +97,7 @@ async def _tell(
 
 async def _noted(conn: Connection, *, key: str, **entry: Any) -> None:
     if not await grants.note(conn, key=key, **entry):
-        raise _Repeated
+        raise Repeated
 
 
 async def set_expiry(
@@ -272,7 +272,7 @@ async def give_plan(
             max_attempts=max_attempts,
         )
         if subscription is None:
-            raise _Repeated
+            raise Repeated
         after = await conn.fetchval(count, user_id)
         if subscription.access_url is not None:
             await _tell(
@@ -386,12 +386,5 @@ async def devices_reset(
     return await db.transaction(unit, retry=True)
 
 
-class _Repeated(Exception):
-    """The action's key is in the audit log already: roll back whatever the unit did."""
-
-
 async def _once(db: Database, unit: Work[Edited | None]) -> Edited | None:
-    try:
-        return await db.transaction(unit)
-    except _Repeated:
-        return Edited(changed=False, repeated=True)
+    return await once(db, unit, Edited(changed=False, repeated=True))

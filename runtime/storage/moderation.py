@@ -9,11 +9,14 @@ update handled twice, changes nothing the second time. A revocation queues the p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from . import grants, job_kinds
 from ._database import Connection, Database, Work
 from .outbox import enqueue
 from .users import lock_user
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,7 @@ async def set_ban(
             details={"changed": bool(changed)},
         )
         if not written:
-            raise _Repeated
+            raise Repeated
         if changed and banned:
             await enqueue(
                 conn,
@@ -103,7 +106,7 @@ async def adjust_balance(
                 reason=reason,
             )
             if balance is None:
-                raise _Repeated
+                raise Repeated
             return Applied(changed=True, balance_minor=balance, amount_minor=amount_minor)
         taken = await grants.take_balance(
             conn,
@@ -115,7 +118,7 @@ async def adjust_balance(
             reason=reason,
         )
         if taken is None:
-            raise _Repeated
+            raise Repeated
         balance = await conn.fetchval(
             "select balance_minor from users where telegram_id = $1", user_id
         )
@@ -149,7 +152,7 @@ async def revoke_access(
             reason=reason,
             details={"subscription_ids": list(ids)},
         ):
-            raise _Repeated
+            raise Repeated
         return Applied(changed=bool(ids), subscription_ids=ids)
 
     return await _once(db, unit)
@@ -186,12 +189,17 @@ async def end_access(
     return ids
 
 
-class _Repeated(Exception):
+class Repeated(Exception):
     """The action's key is in the audit log already: roll back whatever the unit did."""
 
 
-async def _once(db: Database, unit: Work[Applied | None]) -> Applied | None:
+async def once(db: Database, unit: Work[_T], repeated: _T) -> _T:
+    """Run an admin action's unit; ``repeated`` when it raised ``Repeated``."""
     try:
         return await db.transaction(unit)
-    except _Repeated:
-        return Applied(changed=False, repeated=True)
+    except Repeated:
+        return repeated
+
+
+async def _once(db: Database, unit: Work[Applied | None]) -> Applied | None:
+    return await once(db, unit, Applied(changed=False, repeated=True))
