@@ -369,7 +369,7 @@ def admin_user(
 
 
 def admin_confirm(
-    ctx: BotContext, lang: str, *, confirm: AdminCb, cancel: AdminCb | None = None
+    ctx: BotContext, lang: str, *, confirm: CallbackData, cancel: AdminCb | None = None
 ) -> InlineKeyboardMarkup:
     row = [_button(ctx.t(lang, "admin.confirm_button"), confirm)]
     if cancel is not None:

@@ -6,12 +6,13 @@ but admins, and malformed arguments or forged buttons change nothing."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from runtime.bot import keyboards as kb
-from runtime.bot.handlers.admin_actions import parse_day
+from runtime.bot.handlers.admin_actions import GiveCb, parse_day
 from runtime.i18n import load_translator
 from runtime.storage import Database, job_kinds
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
@@ -123,6 +124,8 @@ async def test_a_plan_is_given_then_changed_once_per_update_and_reaches_the_pane
     assert text == f"Subscription #1 of user {USER} is on plan big already."
     actions = [e["action"] for e in await audit(shop)]
     assert actions == ["plan.give", "subscription.set_plan", "subscription.set_plan"]
+    (history,) = texts(await driver.send(ADMIN, f"/history {USER}"))
+    assert "plan changed" in history and "plan given (+30 days)" in history
 
 
 async def test_refusals_are_answered_and_record_nothing(driver: Driver, shop: Shop) -> None:
@@ -193,6 +196,31 @@ async def test_the_user_cards_buttons_confirm_then_act_once(driver: Driver, shop
     assert [e["action"] for e in await audit(shop)] == ["plan.give", "traffic.reset"]
 
 
+async def test_two_taps_on_one_confirmation_act_once(driver: Driver, shop: Shop) -> None:
+    """A double tap is two updates: the key is the confirmation screen's, not the tap's."""
+    await driver.send(USER, "/start")
+    card = await driver.send(ADMIN, f"/user {USER}")
+    by_label = {b["text"]: b["callback_data"] for b in buttons(card)}
+    for opener, choice in ((by_label["🎁 Give a plan"], "1 month (month)"), (None, None)):
+        if opener is None:
+            confirm = await driver.press(ADMIN, by_label["🔄 Reset traffic"])
+        else:
+            plans = await driver.press(ADMIN, opener)
+            chosen = next(b for b in buttons(plans) if b["text"] == choice)
+            confirm = await driver.press(ADMIN, chosen["callback_data"])
+        yes = next(b for b in buttons(confirm) if b["text"] == "✅ Confirm")
+        (first,) = texts(await driver.press(ADMIN, yes["callback_data"]))
+        (second,) = texts(await driver.press(ADMIN, yes["callback_data"]))
+        assert first.startswith("Done:") and second == "This was done already."
+    row = await subscription_of(shop)
+    assert row["expires_at"] - row["starts_at"] < timedelta(days=31)  # one month given
+    assert [e["action"] for e in await audit(shop)] == ["plan.give", "traffic.reset"]
+    # a new confirmation screen is a new action
+    confirm = await driver.press(ADMIN, by_label["🔄 Reset traffic"])
+    yes = next(b for b in buttons(confirm) if b["text"] == "✅ Confirm")
+    assert texts(await driver.press(ADMIN, yes["callback_data"]))[0].startswith("Done:")
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -236,9 +264,11 @@ async def test_non_admins_reach_none_of_it(driver: Driver, shop: Shop) -> None:
         assert texts(await driver.send(USER, command)) == [unknown], command
     for data in (
         kb.AdminCb(action="aeg", arg=str(USER)),
-        kb.AdminCb(action="aegy", arg="big", n=USER),
-        kb.AdminCb(action="aety", arg=str(USER)),
-        kb.AdminCb(action="aedy", arg=str(USER)),
+        GiveCb(plan="big", uid=USER),
+        GiveCb(plan="big", uid=USER, screen=3),
+        kb.AdminCb(action="aet", arg=str(USER)),
+        kb.AdminCb(action="aety", arg=str(USER), n=3),
+        kb.AdminCb(action="aedy", arg=str(USER), n=3),
     ):
         calls = await driver.press(USER, data)
         assert [c.method for c in calls] == ["answerCallbackQuery"], data
@@ -249,14 +279,18 @@ async def test_non_admins_reach_none_of_it(driver: Driver, shop: Shop) -> None:
 async def test_forged_buttons_change_nothing(driver: Driver, shop: Shop) -> None:
     await driver.send(USER, "/start")
     for data in (
-        "adm:aety:abc:0",
-        f"adm:aety:{'9' * 19}:0",
-        "adm:aety:-5:0",
-        "adm:aegy:NOPE!:501",
-        "adm:aegy:big:-1",
-        f"adm:aegy:big:{2**64}",
-        "adm:aegy:big:x",
-        "adm:aegp:big:0",
+        "adm:aety:abc:3",
+        f"adm:aety:{'9' * 19}:3",
+        "adm:aety:-5:3",
+        f"adm:aety:{USER}:0",
+        f"adm:aety:{USER}:-3",
+        f"adm:aedy:{USER}:{2**64}",
+        "ag:NOPE!:501:3",
+        "ag:big:-1:3",
+        f"ag:big:{2**64}:3",
+        "ag:big:501:-3",
+        "ag:big:x:3",
+        "ag:big:501",
         "adm:aeg::0",
     ):
         calls = await driver.press(ADMIN, data)

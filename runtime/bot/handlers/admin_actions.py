@@ -5,15 +5,16 @@
   gets one on the default backend;
 - ``/setplan <user> <plan> [reason]``: the running paid subscription moves to the plan
   (its limits reach the panel, the expiry stays);
-- ``/giveplan <user> <plan> [reason]`` (and the user card's button): the plan for free, as
-  if bought;
+- ``/giveplan <user> <plan> [reason]`` (and the user card's button, confirmed): the plan
+  for free, as if bought;
 - ``/resettraffic <user> [reason]`` (and the card's button, confirmed): a new traffic
   period now;
 - ``/resetdevices <user> [reason]`` (and the card's button, confirmed): every device
   signed out, with no cool-down, where the panel keeps devices.
 
-Each uses its update id (the confirming button's, for a button) as the key of its audit
-entry, so a handler run again after a crash changes nothing the second time.
+Each uses its update id as the key of its audit entry (for a button, the update that
+opened its confirmation: two taps on one Confirm act once), so a handler run again after
+a crash changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any
 
-import trio
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject
+from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, Update
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from runtime.admin_actions import MAX_YEARS_AHEAD, UNSUPPORTED
-from runtime.failures import DependencyError
 from runtime.logs import get_logger, log_failure
 from runtime.storage.admin_actions import NO_SUBSCRIPTION, OTHER_BACKEND, Edited
 
@@ -38,6 +38,7 @@ from .._context import BotContext
 from .._seam import call_trio
 from ._common import answer_quietly, show
 from .admin import IsAdmin
+from .limits import PANEL_FAILURES
 from .moderation import MAX_REASON
 
 _log = get_logger("bot")
@@ -50,15 +51,30 @@ _RESET = re.compile(rf"^{_WHO}{_REASON}$", re.DOTALL)
 _UID = re.compile(r"^\d{1,19}$")
 _PLAN_ID = re.compile(r"^[a-z0-9_]{1,32}$")
 BIGINT_MAX = 2**63 - 1
-PANEL_FAILURES = (DependencyError, trio.TooSlowError)
 
 TRAFFIC, TRAFFIC_YES = kb.EDITOR_TRAFFIC, "aety"
 DEVICES, DEVICES_YES = kb.EDITOR_DEVICES, "aedy"
-GIVE, GIVE_PLAN, GIVE_YES = kb.EDITOR_GIVE, "aegp", "aegy"
+GIVE = kb.EDITOR_GIVE
+
+
+class GiveCb(CallbackData, prefix="ag"):
+    """A plan to give to user ``uid``: chosen from the list (``screen`` 0), then confirmed
+    on the screen that the choice opened (``screen``: that press's update id). At most
+    2 + 33 + 17 + 11 bytes (a plan id, a Telegram user id of 52 bits, an update id)."""
+
+    plan: str
+    uid: int
+    screen: int = 0
 
 
 def _key(update: Update) -> str:
     return f"update:{update.update_id}"
+
+
+def _screen_key(screen: int) -> str | None:
+    """The key of an action confirmed on a screen: the update id of the press that opened
+    the confirmation, so two taps on one Confirm button act once."""
+    return f"update:{screen}" if 0 < screen <= BIGINT_MAX else None
 
 
 def _reason(text: str | None) -> str | None:
@@ -240,19 +256,6 @@ def _confirm(ctx: BotContext, lang: str, confirm: kb.AdminCb, uid: str) -> Inlin
 
 
 async def reset_button(
-    query: CallbackQuery, callback_data: kb.AdminCb, bot: Bot, ctx: BotContext, lang: str
-) -> None:
-    uid = _user_id(callback_data)
-    if uid is None:
-        await answer_quietly(query)
-        return
-    traffic = callback_data.action == TRAFFIC
-    confirm = kb.AdminCb(action=TRAFFIC_YES if traffic else DEVICES_YES, arg=uid)
-    text = _t(ctx, lang, "confirm_traffic" if traffic else "confirm_devices", user=uid)
-    await show(query, bot, text, _confirm(ctx, lang, confirm, uid))
-
-
-async def reset_confirmed(
     query: CallbackQuery,
     callback_data: kb.AdminCb,
     event_update: Update,
@@ -264,8 +267,23 @@ async def reset_confirmed(
     if uid is None:
         await answer_quietly(query)
         return
+    traffic = callback_data.action == TRAFFIC
+    action = TRAFFIC_YES if traffic else DEVICES_YES
+    confirm = kb.AdminCb(action=action, arg=uid, n=event_update.update_id)
+    text = _t(ctx, lang, "confirm_traffic" if traffic else "confirm_devices", user=uid)
+    await show(query, bot, text, _confirm(ctx, lang, confirm, uid))
+
+
+async def reset_confirmed(
+    query: CallbackQuery, callback_data: kb.AdminCb, bot: Bot, ctx: BotContext, lang: str
+) -> None:
+    uid = _user_id(callback_data)
+    key = _screen_key(callback_data.n)
+    if uid is None or key is None:
+        await answer_quietly(query)
+        return
     traffic = callback_data.action == TRAFFIC_YES
-    text = await _reset(ctx, lang, traffic, uid, query.from_user.id, _key(event_update), None)
+    text = await _reset(ctx, lang, traffic, uid, query.from_user.id, key, None)
     await show(query, bot, text, kb.admin_back(ctx, lang))
 
 
@@ -278,49 +296,39 @@ async def give_button(
         return
     builder = InlineKeyboardBuilder()
     for plan in ctx.catalog.plans:
-        data = kb.AdminCb(action=GIVE_PLAN, arg=plan.id, n=int(uid))
         label = _t(ctx, lang, "give_item", title=plan.title(lang), plan=plan.id)
-        builder.button(text=label, callback_data=data)
+        builder.button(text=label, callback_data=GiveCb(plan=plan.id, uid=int(uid)))
     builder.button(text=ctx.t(lang, "menu.back"), callback_data=kb.AdminCb(action="user", arg=uid))
     builder.adjust(1)
     await show(query, bot, _t(ctx, lang, "give_choose", user=uid), builder.as_markup())
 
 
-def _plan_and_user(callback_data: kb.AdminCb) -> tuple[str, str] | None:
-    plan, uid = callback_data.arg, callback_data.n
-    if not _PLAN_ID.match(plan) or not 0 < uid <= BIGINT_MAX:
-        return None
-    return plan, str(uid)
-
-
-async def give_plan_chosen(
-    query: CallbackQuery, callback_data: kb.AdminCb, bot: Bot, ctx: BotContext, lang: str
-) -> None:
-    found = _plan_and_user(callback_data)
-    if found is None:
-        await answer_quietly(query)
-        return
-    plan, uid = found
-    confirm = kb.AdminCb(action=GIVE_YES, arg=plan, n=int(uid))
-    text = _t(ctx, lang, "confirm_give", plan=plan, user=uid)
-    await show(query, bot, text, _confirm(ctx, lang, confirm, uid))
-
-
-async def give_confirmed(
+async def give_plan_pressed(
     query: CallbackQuery,
-    callback_data: kb.AdminCb,
+    callback_data: GiveCb,
     event_update: Update,
     bot: Bot,
     ctx: BotContext,
     lang: str,
 ) -> None:
-    found = _plan_and_user(callback_data)
-    if found is None:
+    """A plan chosen (asks to confirm) or confirmed (gives it, once per confirmation)."""
+    plan, uid = callback_data.plan, str(callback_data.uid)
+    if not _PLAN_ID.match(plan) or not 0 < callback_data.uid <= BIGINT_MAX:
         await answer_quietly(query)
         return
-    plan, uid = found
+    if callback_data.screen == 0:
+        confirm = GiveCb(plan=plan, uid=callback_data.uid, screen=event_update.update_id)
+        text = _t(ctx, lang, "confirm_give", plan=plan, user=uid)
+        cancel = kb.AdminCb(action="user", arg=uid)
+        markup = kb.admin_confirm(ctx, lang, confirm=confirm, cancel=cancel)
+        await show(query, bot, text, markup)
+        return
+    key = _screen_key(callback_data.screen)
+    if key is None:
+        await answer_quietly(query)
+        return
     user_id, done = await call_trio(
-        ctx.svc.editor.give_plan, uid, plan, by=query.from_user.id, key=_key(event_update)
+        ctx.svc.editor.give_plan, uid, plan, by=query.from_user.id, key=key
     )
     text = outcome_text(ctx, lang, "give", uid, user_id, done, plan)
     await show(query, bot, text, kb.admin_back(ctx, lang))
@@ -340,6 +348,5 @@ def build_router() -> Router:
         reset_confirmed, kb.AdminCb.filter(F.action.in_({TRAFFIC_YES, DEVICES_YES}))
     )
     router.callback_query.register(give_button, kb.AdminCb.filter(F.action == GIVE))
-    router.callback_query.register(give_plan_chosen, kb.AdminCb.filter(F.action == GIVE_PLAN))
-    router.callback_query.register(give_confirmed, kb.AdminCb.filter(F.action == GIVE_YES))
+    router.callback_query.register(give_plan_pressed, GiveCb.filter())
     return router
