@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import trio
 
 from plugins.telegram_payments import BotApiPaymentsClient, StarsProvider
 from runtime.access import Access
+from runtime.admin_actions import UserEditor
 from runtime.billing import Billing
 from runtime.bot import TelegramBot
 from runtime.catalog import Catalog
@@ -17,13 +19,16 @@ from runtime.config import Settings
 from runtime.metrics import Metrics
 from runtime.plugin_api import Services
 from runtime.storage import Database, job_kinds
+from runtime.storage.admin_actions import Edited
 from runtime.testing.fakes.remnawave import FakeRemnawave
+from runtime.traffic import Traffic
 from tests.bot.conftest import ADMIN, TOKEN, Alerts, Shop
 from tests.bot.recording import RecordingSession
 from tests.bot.test_handlers import Driver, texts
 from tests.bot.test_moderation import run_again
 
-from .conftest import USER, make_backend
+from .conftest import SETTINGS as LIMITS_SETTINGS
+from .conftest import USER, make_backend, rows, subscribe
 from .test_bot_limits import SETTINGS
 
 
@@ -120,3 +125,36 @@ async def test_a_failing_panel_is_answered_and_records_nothing(
     assert alerts.alerts == []
     (text,) = texts(await driver.send(ADMIN, f"/resetdevices {USER}"))
     assert text.startswith("Done: 1 device")
+
+
+async def test_twenty_attempts_of_one_reset_record_it_once(
+    db: Database, billing: Billing, access: Access, traffic: Traffic, panel: FakeRemnawave
+) -> None:
+    subscription = await subscribe(billing, access)
+    account = subscription.vpn_account or ""
+    for hwid in ("a", "b"):
+        assert panel.add_device(account, hwid)
+    editor = UserEditor(
+        db,
+        Catalog.from_settings(LIMITS_SETTINGS),
+        lambda: traffic,
+        default_backend=lambda: "remnawave",
+        max_attempts=3,
+    )
+    results: list[Edited] = []
+
+    async def one() -> None:
+        _, done = await editor.reset_devices(str(USER), by=ADMIN, key="update:77")
+        assert done is not None
+        results.append(done)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(one)
+    assert len(results) == 20
+    assert len([r for r in results if r.changed]) == 1
+    assert all(r.repeated for r in results if not r.changed)
+    assert devices_of(panel, account) == []
+    assert await rows(db, "select count(*) as n from audit_log where action = 'devices.reset'") == [
+        {"n": 1}
+    ]
