@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runtime.access import Access, TrialUnavailable
+from runtime.admin_actions import UserEditor
 from runtime.billing import BalanceOffer, Billing, Checkout
 from runtime.catalog import Catalog, admits
 from runtime.failures import DomainError
@@ -306,6 +307,17 @@ class BotServices:
         else:
             raise ValueError(f"unknown moderation action {action!r}")
         return user_id, done
+
+    @property
+    def editor(self) -> UserEditor:
+        """The admin's user editor: expiry, plans, traffic and device resets."""
+        return UserEditor(
+            self.db,
+            self.catalog,
+            lambda: self.traffic,
+            default_backend=self.default_backend,
+            max_attempts=self._services.settings.billing.activation_max_attempts,
+        )
 
     async def admit(self, user_id: int, *, registration: str) -> bool:
         """Admit a user the bot has not admitted before, if ``registration`` lets them in."""

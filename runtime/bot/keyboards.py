@@ -78,6 +78,10 @@ class AdminCb(CallbackData, prefix="adm"):
     n: int = 0
 
 
+EDITOR_GIVE, EDITOR_TRAFFIC, EDITOR_DEVICES = "aeg", "aet", "aed"
+"""The user card's editor buttons (``AdminCb.action``, short for Telegram's 64 bytes)."""
+
+
 def _button(text: str, data: CallbackData) -> InlineKeyboardButton:
     return InlineKeyboardButton(text=text, callback_data=data.pack())
 
@@ -347,6 +351,16 @@ def admin_user(
             )
         )
     builder.row(
+        *(
+            _button(ctx.t(lang, f"admin_actions.{name}_button"), AdminCb(action=action, arg=uid))
+            for name, action in (
+                ("give", EDITOR_GIVE),
+                ("traffic", EDITOR_TRAFFIC),
+                ("devices", EDITOR_DEVICES),
+            )
+        )
+    )
+    builder.row(
         _button(ctx.t(lang, "moderation.history_button"), AdminCb(action="history", arg=uid)),
         _button(ctx.t(lang, "admin.refresh_button"), AdminCb(action="user", arg=uid)),
     )
@@ -371,7 +385,7 @@ def admin_users(ctx: BotContext, lang: str, users: Sequence[User]) -> InlineKeyb
 
 
 def admin_confirm(
-    ctx: BotContext, lang: str, *, confirm: AdminCb, cancel: AdminCb | None = None
+    ctx: BotContext, lang: str, *, confirm: CallbackData, cancel: AdminCb | None = None
 ) -> InlineKeyboardMarkup:
     row = [_button(ctx.t(lang, "admin.confirm_button"), confirm)]
     if cancel is not None:

@@ -27,7 +27,7 @@ from . import job_kinds
 from ._database import Connection, Database, fetch_one
 from .outbox import enqueue
 from .subscriptions import _COLUMNS as _SUBSCRIPTION_COLUMNS
-from .subscriptions import Subscription, account_name
+from .subscriptions import Subscription, Terms, account_name, extend_or_create
 
 SYSTEM = "system"
 """The actor of grants nobody asked for by hand (rewards, trials)."""
@@ -211,6 +211,44 @@ async def grant_days(
         return None
     row = await extend_or_start(conn, user_id, timedelta(days=days), backend)
     subscription = Subscription(**dict(row))
+    await enqueue(
+        conn,
+        kind=job_kinds.ACTIVATE,
+        dedup_key=f"grant:{key}",
+        payload={"subscription_id": subscription.id},
+        max_attempts=max_attempts,
+    )
+    return subscription
+
+
+async def grant_plan(
+    conn: Connection,
+    *,
+    user_id: int,
+    terms: Terms,
+    key: str,
+    actor: str,
+    action: str,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    max_attempts: int = 10,
+) -> Subscription | None:
+    """Give the plan of ``terms`` for nothing, once per ``key``: what a purchase of it gives
+    (``subscriptions.extend_or_create``: the paid subscription on its backend extended, a
+    trial upgraded, or a new one, a new traffic period either way) with its activation
+    job. Returns the subscription, or None when the key was granted before."""
+    if not await note(
+        conn,
+        actor=actor,
+        action=action,
+        user_id=user_id,
+        key=key,
+        days=terms.duration.days,
+        reason=reason,
+        details={**(details or {}), "plan_id": terms.plan_id},
+    ):
+        return None
+    subscription = await extend_or_create(conn, user_id, terms)
     await enqueue(
         conn,
         kind=job_kinds.ACTIVATE,

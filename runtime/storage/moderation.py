@@ -9,11 +9,14 @@ update handled twice, changes nothing the second time. A revocation queues the p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from . import grants, job_kinds
 from ._database import Connection, Database, Work
 from .outbox import enqueue
 from .users import lock_user
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,7 @@ async def set_ban(
             details={"changed": bool(changed)},
         )
         if not written:
-            raise _Repeated
+            raise Repeated
         if changed and banned:
             await enqueue(
                 conn,
@@ -103,7 +106,7 @@ async def adjust_balance(
                 reason=reason,
             )
             if balance is None:
-                raise _Repeated
+                raise Repeated
             return Applied(changed=True, balance_minor=balance, amount_minor=amount_minor)
         taken = await grants.take_balance(
             conn,
@@ -115,7 +118,7 @@ async def adjust_balance(
             reason=reason,
         )
         if taken is None:
-            raise _Repeated
+            raise Repeated
         balance = await conn.fetchval(
             "select balance_minor from users where telegram_id = $1", user_id
         )
@@ -139,13 +142,7 @@ async def revoke_access(
     async def unit(conn: Connection) -> Applied | None:
         if await lock_user(conn, user_id) is None:
             return None
-        rows = await conn.fetch(
-            "update subscriptions set status = 'revoked', revoked_at = now(),"
-            " expires_at = least(expires_at, now()), updated_at = now()"
-            " where user_id = $1 and status = 'active' returning id",
-            user_id,
-        )
-        ids = tuple(sorted(r["id"] for r in rows))
+        ids = await end_access(conn, user_id, key=key, max_attempts=max_attempts)
         if not await grants.note(
             conn,
             actor=actor,
@@ -155,33 +152,54 @@ async def revoke_access(
             reason=reason,
             details={"subscription_ids": list(ids)},
         ):
-            raise _Repeated
-        if ids:
-            await enqueue(
-                conn,
-                kind=job_kinds.NOTIFY,
-                dedup_key=f"notify:revoke:{key}",
-                payload={"chat_id": user_id, "template": "access_revoked", "params": {}},
-            )
-        for subscription_id in ids:
-            await enqueue(
-                conn,
-                kind=job_kinds.REVOKE,
-                dedup_key=f"revoke:{subscription_id}:{key}",
-                payload={"subscription_id": subscription_id},
-                max_attempts=max_attempts,
-            )
+            raise Repeated
         return Applied(changed=bool(ids), subscription_ids=ids)
 
     return await _once(db, unit)
 
 
-class _Repeated(Exception):
+async def end_access(
+    conn: Connection, user_id: int, *, key: str, max_attempts: int = 10
+) -> tuple[int, ...]:
+    """End every active subscription of the user now, inside the caller's unit (which holds
+    the user's lock): queue the user's message and each panel revocation under ``key``.
+    Returns the subscriptions ended."""
+    rows = await conn.fetch(
+        "update subscriptions set status = 'revoked', revoked_at = now(),"
+        " expires_at = least(expires_at, now()), updated_at = now()"
+        " where user_id = $1 and status = 'active' returning id",
+        user_id,
+    )
+    ids = tuple(sorted(r["id"] for r in rows))
+    if ids:
+        await enqueue(
+            conn,
+            kind=job_kinds.NOTIFY,
+            dedup_key=f"notify:revoke:{key}",
+            payload={"chat_id": user_id, "template": "access_revoked", "params": {}},
+        )
+    for subscription_id in ids:
+        await enqueue(
+            conn,
+            kind=job_kinds.REVOKE,
+            dedup_key=f"revoke:{subscription_id}:{key}",
+            payload={"subscription_id": subscription_id},
+            max_attempts=max_attempts,
+        )
+    return ids
+
+
+class Repeated(Exception):
     """The action's key is in the audit log already: roll back whatever the unit did."""
 
 
-async def _once(db: Database, unit: Work[Applied | None]) -> Applied | None:
+async def once(db: Database, unit: Work[_T], repeated: _T) -> _T:
+    """Run an admin action's unit; ``repeated`` when it raised ``Repeated``."""
     try:
         return await db.transaction(unit)
-    except _Repeated:
-        return Applied(changed=False, repeated=True)
+    except Repeated:
+        return repeated
+
+
+async def _once(db: Database, unit: Work[Applied | None]) -> Applied | None:
+    return await once(db, unit, Applied(changed=False, repeated=True))

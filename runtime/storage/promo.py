@@ -27,10 +27,9 @@ import asyncpg
 
 from runtime.failures import DomainError
 
-from . import discounts, grants, job_kinds
+from . import discounts, grants
 from ._database import Connection, Database
-from .outbox import enqueue
-from .subscriptions import Subscription, Terms, extend_or_create
+from .subscriptions import Subscription, Terms
 from .users import ensure_user, lock_user
 
 
@@ -353,8 +352,18 @@ async def _grant(
         return Activated(code, balance_minor=balance)
     if code.kind is Kind.PLAN:
         assert terms is not None
-        await _noted(conn, code, user_id, days=terms.duration.days, plan_id=terms.plan_id)
-        subscription = await _free_plan(conn, user_id, terms, key, max_attempts)
+        subscription = await grants.grant_plan(
+            conn,
+            user_id=user_id,
+            terms=terms,
+            key=key,
+            actor=actor,
+            action="promo.plan",
+            details=details,
+            max_attempts=max_attempts,
+        )
+        if subscription is None:
+            raise _Refused(Refusal.ALREADY_USED, code)
         return Activated(code, subscription=subscription)
     assert code.amount is not None
     percent = int(code.amount)
@@ -370,7 +379,7 @@ async def _grant(
 async def _noted(
     conn: Connection, code: PromoCode, user_id: int, *, days: int | None = None, **more: Any
 ) -> None:
-    """The audit entry of a grant made here (a plan, a discount), under the code's grant
+    """The audit entry of a grant made here (a discount), under the code's grant
     key; a key taken before means this user had it."""
     if not await grants.note(
         conn,
@@ -382,20 +391,3 @@ async def _noted(
         details={**_details(code), **more},
     ):
         raise _Refused(Refusal.ALREADY_USED, code)
-
-
-async def _free_plan(
-    conn: Connection, user_id: int, terms: Terms, key: str, max_attempts: int
-) -> Subscription:
-    """What a purchase of the plan gives (``subscriptions.extend_or_create``: the paid
-    subscription on its backend extended, a trial upgraded, or a new one) with its
-    activation job, for nothing."""
-    subscription = await extend_or_create(conn, user_id, terms)
-    await enqueue(
-        conn,
-        kind=job_kinds.ACTIVATE,
-        dedup_key=f"grant:{key}",
-        payload={"subscription_id": subscription.id},
-        max_attempts=max_attempts,
-    )
-    return subscription

@@ -258,16 +258,25 @@ class Traffic:
         if not taken:
             return DeviceReset(False, next_at=at + cooldown)
         try:
-            with trio.fail_after(self._settings.panel_timeout_seconds * 3):
-                name = _name(subscription)
-                deleted = 0
-                for device in await manager.devices(name):
-                    deleted += await manager.delete_device(name, device.id)
+            deleted = await self.delete_devices(subscription)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await store.release_device_reset(self._db, subscription.id, at)
             raise
         return DeviceReset(True, deleted=deleted)
+
+    async def delete_devices(self, subscription: Subscription) -> int:
+        """Delete every device the panel lists for the subscription's account, with no
+        cool-down (safe to repeat); how many it deleted. Raises when the panel fails."""
+        manager = self.device_manager(subscription)
+        if manager is None:
+            raise NotOnSale("this panel keeps no devices")
+        with trio.fail_after(self._settings.panel_timeout_seconds * 3):
+            name = _name(subscription)
+            deleted = 0
+            for device in await manager.devices(name):
+                deleted += await manager.delete_device(name, device.id)
+        return deleted
 
 
 def _name(subscription: Subscription) -> str:

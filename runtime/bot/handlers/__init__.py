@@ -6,6 +6,7 @@ from aiogram import Router
 
 from . import (
     admin,
+    admin_actions,
     admin_reports,
     broadcasts,
     limits,
@@ -28,6 +29,7 @@ def routers() -> list[Router]:
         admin.build_router(),
         broadcasts.build_router(),
         moderation.build_router(),
+        admin_actions.build_router(),
         admin_reports.build_router(),
         promo.build_admin_router(),
         promo.build_router(),
