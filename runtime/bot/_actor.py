@@ -286,10 +286,12 @@ class TelegramBot:
 
     async def _watch_broadcasts(self, bot: Bot) -> None:
         """Every ``broadcast_every`` seconds while a broadcast runs; otherwise when one
-        starts (its messages are queued: a notification) or at the wake-ups' fallback."""
+        starts (its messages are queued: a notification) or at the wake-ups' fallback. The
+        first look comes at once: a broadcast the last run left sending goes on without any
+        new notification to wake this one."""
         wakeups = wakeups_of(self.services)
         queued = wakeups.subscribe([job_kinds.NOTIFY])
-        running = 0
+        running = 1
         while True:
             await trio.sleep(self.broadcast_every)
             if not running:
