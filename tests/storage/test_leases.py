@@ -198,10 +198,26 @@ async def test_the_keeper_renews_while_the_body_runs_and_releases_after(
     logged: Database,
 ) -> None:
     db = logged
-    keeper = LeaseKeeper(db, "scan", "a", ttl_seconds=0.3)
+    # renewals far more often than the ttl, so that a starved machine cannot lose it: the
+    # test waits for renewals to be seen, not for the clock
+    keeper = LeaseKeeper(db, "scan", "a", ttl_seconds=30, renew_every=0.05)
+
+    async def renewed_at() -> datetime:
+        (row,) = await fetch(db, "select renewed_at from leases where name = 'scan'")
+        stamp: datetime = row["renewed_at"]
+        return stamp
+
     async with keeper.held() as lease:
         assert keeper.lease == lease
-        await trio.sleep(0.8)  # well past the ttl: renewals keep it
+        first = await renewed_at()
+        for _ in range(3):  # three renewals in a row, each seen in the database
+            with trio.fail_after(60):
+                while True:
+                    seen = await renewed_at()
+                    if seen > first:
+                        break
+                    await trio.sleep(0.02)
+            first = seen
         await fenced_write(db, lease)
         assert keeper.lease is not None and keeper.lease.token == lease.token
     assert keeper.lease is None
