@@ -210,15 +210,7 @@ async def grant_days(
     ):
         return None
     row = await extend_or_start(conn, user_id, timedelta(days=days), backend)
-    subscription = Subscription(**dict(row))
-    await enqueue(
-        conn,
-        kind=job_kinds.ACTIVATE,
-        dedup_key=f"grant:{key}",
-        payload={"subscription_id": subscription.id},
-        max_attempts=max_attempts,
-    )
-    return subscription
+    return await _activated(conn, Subscription(**dict(row)), key, max_attempts)
 
 
 async def grant_plan(
@@ -249,6 +241,13 @@ async def grant_plan(
     ):
         return None
     subscription = await extend_or_create(conn, user_id, terms)
+    return await _activated(conn, subscription, key, max_attempts)
+
+
+async def _activated(
+    conn: Connection, subscription: Subscription, key: str, max_attempts: int
+) -> Subscription:
+    """Queue the panel update of a grant's subscription, once per grant key."""
     await enqueue(
         conn,
         kind=job_kinds.ACTIVATE,
