@@ -39,7 +39,7 @@ from runtime.storage.users import User
 
 from . import keyboards as kb
 from ._context import BotContext
-from ._middleware import is_payment
+from ._middleware import is_payment, start_payload
 from ._seam import call_trio
 from .handlers._common import answer_quietly
 from .handlers.user import menu_text
@@ -68,7 +68,7 @@ class AccessGate(BaseMiddleware):
         bot: Bot = data["bot"]
         lang: str = data["lang"]
         step = _gate_step(event)
-        start = _start_payload(event)
+        start = start_payload(event)
         if start is not None:  # the first start's source counts even if a rule holds it
             await call_trio(self._ctx.svc.record_start, account.telegram_id, start or None)
         if account.admitted_at is None:
@@ -170,17 +170,6 @@ def _gate_step(event: Update) -> str | None:
         return kb.GateCb.unpack(query.data).step
     except (TypeError, ValueError):
         return None
-
-
-def _start_payload(event: Update) -> str | None:
-    """A ``/start`` message's payload (``""`` without one); None for anything else."""
-    message = event.message
-    if message is None or not message.text:
-        return None
-    command, _, rest = message.text.partition(" ")
-    if command.split("@", 1)[0].lower() != "/start":
-        return None
-    return rest.strip()
 
 
 def _is_purchase(event: Update) -> bool:

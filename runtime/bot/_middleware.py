@@ -91,6 +91,17 @@ def is_payment(update: Update) -> bool:
     )
 
 
+def start_payload(update: Update) -> str | None:
+    """A ``/start`` message's payload (``""`` without one); None for anything else."""
+    message = update.message
+    if message is None or not message.text:
+        return None
+    command, _, rest = message.text.partition(" ")
+    if command.split("@", 1)[0].lower() != "/start":
+        return None
+    return rest.strip()
+
+
 def unchanged_contact(known: StoredUser | None, user: TelegramUser) -> StoredUser | None:
     """``known`` (the sender's record as the inbox read it) when recording this contact
     would change nothing: the same user, the same username and name, not marked as
@@ -100,6 +111,8 @@ def unchanged_contact(known: StoredUser | None, user: TelegramUser) -> StoredUse
     if user.username is not None and user.username != known.username:
         return None
     if full_name(user.first_name, user.last_name) != known.display_name:
+        return None
+    if known.admitted_at is None:  # the contact may admit them (registration open)
         return None
     return known
 
@@ -149,6 +162,7 @@ class HandlerBoundary(BaseMiddleware):
                             username=user.username,
                             language=lang,
                             name=full_name(user.first_name, user.last_name),
+                            start=start_payload(event),
                         )
                     data["account"] = account
                     lang = account.language

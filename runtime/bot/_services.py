@@ -109,11 +109,35 @@ class BotServices:
     # -- users -----------------------------------------------------------------------
 
     async def touch(
-        self, user_id: int, *, username: str | None, language: str | None, name: str | None
+        self,
+        user_id: int,
+        *,
+        username: str | None,
+        language: str | None,
+        name: str | None,
+        start: str | None = None,
     ) -> User:
-        return await users.touch_user(
-            self.db, user_id, username=username, language=language, name=name
+        """Record a contact; while registration is open it also admits the user. ``start``:
+        the contact is a ``/start`` with this payload (``""`` without one), and its first
+        start is recorded in the same statement."""
+        admit = self._services.settings.access_rules.registration == "open"
+        if start is None or user_id in self._started:
+            return await users.touch_user(
+                self.db, user_id, username=username, language=language, name=name, admit=admit
+            )
+        referral, ad = self._start_source(start)
+        user = await referral_store.touch_at_start(
+            self.db,
+            user_id,
+            username=username,
+            language=language,
+            name=name,
+            admit=admit,
+            referral_code=referral,
+            ad_code=ad,
         )
+        self._remember_started(user_id)
+        return user
 
     async def overview(self, user_id: int) -> Overview:
         """The user (created if new) and their running subscriptions, in one unit."""
@@ -372,18 +396,26 @@ class BotServices:
         enabled, an ad link); a later start changes nothing."""
         if user_id in self._started:
             return None
+        referral, ad = self._start_source(payload)
+        origin = await referral_store.record_start(
+            self.db, user_id, referral_code=referral, ad_code=ad
+        )
+        self._remember_started(user_id)
+        return origin
+
+    def _start_source(self, payload: str | None) -> tuple[str | None, str | None]:
+        """The referral code (while referrals are enabled) and the ad code a payload names."""
         source = parse_start(payload)
         referral = source.code if source and source.kind == "ref" else None
         if not self._services.settings.referrals.enabled:
             referral = None
         ad = source.code if source and source.kind == "ad" else None
-        origin = await referral_store.record_start(
-            self.db, user_id, referral_code=referral, ad_code=ad
-        )
+        return referral, ad
+
+    def _remember_started(self, user_id: int) -> None:
         if len(self._started) >= STARTED_KEPT:
             self._started.clear()
         self._started.add(user_id)
-        return origin
 
     async def referral_summary(self, user_id: int) -> tuple[str, referral_store.Summary]:
         """The user's referral code (made on first use) and their figures."""

@@ -26,7 +26,8 @@ from . import grants, job_kinds
 from ._database import Connection, Database, fetch_one
 from .outbox import enqueue
 from .subscriptions import _COLUMNS as _SUBSCRIPTION_COLUMNS
-from .users import ensure_user
+from .users import _COLUMNS as _USER_COLUMNS
+from .users import TOUCH, User, ensure_user
 
 REWARD = "referral.reward"
 """Outbox kind: grant the rewards of a finalized payment (payload: payment_id)."""
@@ -98,6 +99,53 @@ async def record_start(
             ad_code,
         )
         return Origin(row["invited_by"], row["ad_link_id"]) if row else None
+
+    return await db.transaction(unit, retry=True)
+
+
+_TOUCH_AT_START = f"""
+with touched as ({TOUCH}),
+started as (
+    insert into user_origins (user_id, invited_by, ad_link_id)
+    select $1,
+        (select c.user_id from referral_codes c join user_origins o using (user_id)
+         where c.code = $6 and c.user_id <> $1),
+        (select a.id from ad_links a where a.code = $7)
+    from touched
+    on conflict (user_id) do nothing
+    returning user_id
+)
+select {_USER_COLUMNS} from touched
+"""
+
+
+async def touch_at_start(
+    db: Database,
+    user_id: int,
+    *,
+    username: str | None,
+    language: str | None,
+    name: str | None,
+    admit: bool,
+    referral_code: str | None = None,
+    ad_code: str | None = None,
+) -> User:
+    """``users.touch_user`` and ``record_start`` in one statement, for a ``/start``: a
+    user's first start costs no round trip of its own."""
+
+    async def unit(conn: Connection) -> User:
+        row = await fetch_one(
+            conn,
+            _TOUCH_AT_START,
+            user_id,
+            username,
+            language,
+            name,
+            admit,
+            referral_code,
+            ad_code,
+        )
+        return User(**dict(row))
 
     return await db.transaction(unit, retry=True)
 

@@ -75,6 +75,21 @@ async def get_user(db: Database, telegram_id: int) -> User | None:
     return await db.read(unit)
 
 
+TOUCH = (
+    "insert into users (telegram_id, username, language, display_name, admitted_at)"
+    " values ($1, $2, coalesce($3, 'en'), $4, case when $5 then now() end)"
+    " on conflict (telegram_id) do update set"
+    " username = coalesce($2, users.username), blocked_bot_at = null,"
+    " display_name = coalesce($4, users.display_name),"
+    " admitted_at = coalesce(users.admitted_at, case when $5 then now() end),"
+    " updated_at = case when users.username is distinct from coalesce($2, users.username)"
+    " or users.display_name is distinct from coalesce($4, users.display_name)"
+    " then now() else users.updated_at end"
+    f" returning {_COLUMNS}"
+)
+"""The upsert of a contact: $1 id, $2 username, $3 language, $4 name, $5 admit."""
+
+
 async def touch_user(
     db: Database,
     telegram_id: int,
@@ -82,26 +97,15 @@ async def touch_user(
     username: str | None,
     language: str | None,
     name: str | None = None,
+    admit: bool = False,
 ) -> User:
     """Record a contact (creating the user; a new username or name is kept, and a user who
-    wrote has not blocked the bot) and return the user, in one statement."""
+    wrote has not blocked the bot) and return the user, in one statement. ``admit``: while
+    registration is open, the contact admits a user not admitted yet, in the same
+    statement."""
 
     async def unit(conn: Connection) -> User:
-        row = await conn.fetchrow(
-            "insert into users (telegram_id, username, language, display_name)"
-            " values ($1, $2, coalesce($3, 'en'), $4)"
-            " on conflict (telegram_id) do update set"
-            " username = coalesce($2, users.username), blocked_bot_at = null,"
-            " display_name = coalesce($4, users.display_name),"
-            " updated_at = case when users.username is distinct from coalesce($2, users.username)"
-            " or users.display_name is distinct from coalesce($4, users.display_name)"
-            " then now() else users.updated_at end"
-            f" returning {_COLUMNS}",
-            telegram_id,
-            username,
-            language,
-            name,
-        )
+        row = await conn.fetchrow(TOUCH, telegram_id, username, language, name, admit)
         assert row is not None
         return User(**dict(row))
 

@@ -203,3 +203,23 @@ async def test_a_first_starts_invitation_counts_even_when_a_rule_holds_it(
     code = await referrals.code_of(driver.shop.db, ADMIN)
     assert texts(await driver.send(USER, f"/start ref_{code}")) == ["Be nice. No torrents."]
     assert await referrals.inviter_of(driver.shop.db, USER) == ADMIN
+
+
+async def test_a_new_users_first_start_is_recorded_with_the_contact_itself(
+    gated: Callable[..., Driver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = gated(referrals=True)
+    await driver.send(ADMIN, "/start")
+    code = await referrals.code_of(driver.shop.db, ADMIN)
+    separate: list[int] = []
+    recorded = referrals.record_start
+
+    async def counted(db: Database, user_id: int, **kwargs: Any) -> Any:
+        separate.append(user_id)
+        return await recorded(db, user_id, **kwargs)
+
+    monkeypatch.setattr(referrals, "record_start", counted)
+    for _ in range(3):
+        assert MENU[:-3] in texts(await driver.send(USER, f"/start ref_{code}"))[0]
+    assert separate == []  # one statement with the contact: no round trip of its own
+    assert await referrals.inviter_of(driver.shop.db, USER) == ADMIN
