@@ -255,7 +255,9 @@ async def _reset(dsn: str, kind: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         if kind == "vpnbot":
-            await conn.execute("truncate telegram_updates, leases, users cascade")
+            from _databases import truncate
+
+            await truncate(conn, "telegram_updates, leases, users")
         else:
             await conn.execute(
                 "create table if not exists bench_messages (id bigserial primary key,"

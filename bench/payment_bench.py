@@ -295,7 +295,9 @@ async def _prepare(dsn: str, payments: int) -> list[Intent]:
 
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("truncate outbox, payments, subscriptions, users cascade")
+        from _databases import truncate
+
+        await truncate(conn, "outbox, payments, subscriptions, users")
         users = max(1, payments // 4)
         await conn.execute(
             "insert into users (telegram_id) select $1 + i from generate_series(0, $2 - 1) i",

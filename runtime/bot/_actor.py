@@ -60,7 +60,8 @@ def build_dispatcher(ctx: BotContext, alerts: Callable[[], Any]) -> Dispatcher:
     """A dispatcher with the handler boundary and every router; handlers get ``ctx``."""
     dispatcher = Dispatcher(disable_fsm=True, ctx=ctx)
     dispatcher.update.outer_middleware(HandlerBoundary(ctx, alerts))
-    dispatcher.update.outer_middleware(AccessGate(ctx))
+    if AccessGate.needed(ctx.settings.access_rules):
+        dispatcher.update.outer_middleware(AccessGate(ctx))
     dispatcher.include_routers(*routers())
     await_plain_callables(dispatcher)
     return dispatcher

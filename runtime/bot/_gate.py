@@ -34,6 +34,7 @@ from aiogram.types import (
     Update,
 )
 
+from runtime.config import AccessRulesSettings
 from runtime.logs import get_logger
 from runtime.storage.users import User
 
@@ -59,6 +60,17 @@ class AccessGate(BaseMiddleware):
     def __init__(self, ctx: BotContext) -> None:
         self._ctx = ctx
 
+    @staticmethod
+    def needed(rules: AccessRulesSettings) -> bool:
+        """Whether any rule is on: with none (the default) the gate is left out, and every
+        update is spared a middleware."""
+        return (
+            rules.registration != "open"
+            or bool(rules.rules)
+            or rules.channel is not None
+            or rules.purchases_paused
+        )
+
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
         account: User | None = data.get("account")
@@ -69,7 +81,8 @@ class AccessGate(BaseMiddleware):
         lang: str = data["lang"]
         step = _gate_step(event)
         start = start_payload(event)
-        if start is not None:  # the first start's source counts even if a rule holds it
+        if start is not None and not self._ctx.svc.started(account.telegram_id):
+            # the first start's source counts even if a rule holds it
             await call_trio(self._ctx.svc.record_start, account.telegram_id, start or None)
         if account.admitted_at is None:
             admitted = await call_trio(

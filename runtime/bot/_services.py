@@ -403,6 +403,11 @@ class BotServices:
         self._remember_started(user_id)
         return origin
 
+    def started(self, user_id: int) -> bool:
+        """Whether this process saw the user's first start recorded: a plain read, so that
+        asyncio's side need not cross into trio for a start that changes nothing."""
+        return user_id in self._started
+
     def _start_source(self, payload: str | None) -> tuple[str | None, str | None]:
         """The referral code (while referrals are enabled) and the ad code a payload names."""
         source = parse_start(payload)

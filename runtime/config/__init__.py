@@ -9,6 +9,7 @@ its dotted key path. Precedence, later wins: embedded defaults, the TOML file, s
 from ._load import load_settings, suggest, validate_section
 from ._model import (
     BOT_TOKEN_SHAPE,
+    AccessRulesSettings,
     AccessSettings,
     ActorPolicyOverride,
     AlertsSettings,
@@ -42,6 +43,7 @@ from ._reference import reference_markdown
 
 __all__ = [
     "BOT_TOKEN_SHAPE",
+    "AccessRulesSettings",
     "AccessSettings",
     "ActorPolicyOverride",
     "AlertsSettings",

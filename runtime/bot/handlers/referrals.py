@@ -51,7 +51,7 @@ def _link(username: str | None, code: str, *, ad: bool = False) -> str:
 
 async def record_start(message: Message, command: CommandObject, ctx: BotContext) -> None:
     user = message.from_user
-    if user is not None and not user.is_bot:
+    if user is not None and not user.is_bot and not ctx.svc.started(user.id):
         await call_trio(ctx.svc.record_start, user.id, command.args)
     raise SkipHandler  # the menu, or the deep link's own screen, answers
 
