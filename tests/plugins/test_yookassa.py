@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import trio
 from structlog.testing import capture_logs
 
 from plugins.yookassa import YooKassaProvider, vpnbot_payment_providers
+from plugins.yookassa.refunds import PartialRefund, refund_part
 from plugins.yookassa.settings import NOTIFICATION_NETWORKS, YooKassaReceipt
-from runtime.billing import Checkout
+from runtime.billing import Billing, Checkout
+from runtime.catalog import Catalog
 from runtime.config import ConfigError, Settings
 from runtime.failures import DependencyError, DomainError, FailureType, classify
 from runtime.plugin_api import PaymentProvider
@@ -24,7 +27,7 @@ from runtime.plugin_api.payments import (
     PaymentIntent,
     WebhookRejected,
 )
-from runtime.storage import Database
+from runtime.storage import Database, grants
 from runtime.storage.payments import Verdict
 from runtime.testing.contract import PaymentProviderContract, ProviderUnderTest
 from runtime.testing.fakes.yookassa import IP_HEADER, FakeYooKassa, basic_auth
@@ -368,11 +371,15 @@ async def test_full_and_partial_refunds_never_more_than_paid(
     assert len(fake.refunds) == 2
 
 
-async def test_a_billing_refund_goes_through_the_api_once(db: Database, fake: FakeYooKassa) -> None:
-    from runtime.billing import Billing
-    from runtime.catalog import Catalog
+class _Alerts:
+    def __init__(self) -> None:
+        self.alerts: list[Any] = []
 
-    provider = make_provider(fake.url)
+    def submit(self, alert: Any) -> None:
+        self.alerts.append(alert)
+
+
+def billing_for(db: Database, provider: YooKassaProvider) -> Billing:
     settings = Settings.model_validate(
         {
             "plans": {
@@ -385,25 +392,29 @@ async def test_a_billing_refund_goes_through_the_api_once(db: Database, fake: Fa
             }
         }
     )
-
-    class Alerts:
-        alerts: list[Any] = []
-
-        def submit(self, alert: Any) -> None:
-            self.alerts.append(alert)
-
-    billing = Billing(
+    return Billing(
         db,
         Catalog.from_settings(settings),
         {"yookassa": provider},
-        Alerts(),
+        _Alerts(),
         balance_currency="RUB",
     )
-    checkout = await billing.buy(1001, "month", "yookassa")
+
+
+async def paid(
+    billing: Billing, provider: YooKassaProvider, fake: FakeYooKassa, checkout: Checkout
+) -> None:
     fake.pay(checkout.invoice.external_id or "")
     (status,) = await provider.fetch_status([checkout.invoice.external_id or ""])
     assert status.payment is not None
     assert (await billing.confirm(status.payment)).verdict is Verdict.CREDITED
+
+
+async def test_a_billing_refund_goes_through_the_api_once(db: Database, fake: FakeYooKassa) -> None:
+    provider = make_provider(fake.url)
+    billing = billing_for(db, provider)
+    checkout = await billing.buy(1001, "month", "yookassa")
+    await paid(billing, provider, fake, checkout)
 
     refunded = await billing.refund(checkout.payment.id)
     assert refunded is not None
@@ -411,6 +422,57 @@ async def test_a_billing_refund_goes_through_the_api_once(db: Database, fake: Fa
         await billing.refund(checkout.payment.id)
     (refund,) = fake.refunds.values()
     assert refund["amount"] == {"value": "199.00", "currency": "RUB"}
+    await provider.aclose()
+
+
+async def test_a_partial_refund_is_refunded_and_recorded_once_per_request(
+    db: Database, fake: FakeYooKassa
+) -> None:
+    provider = make_provider(fake.url)
+    billing = billing_for(db, provider)
+    user = 1002
+    await db.transaction(
+        lambda conn: conn.execute("insert into users (telegram_id) values ($1)", user)
+    )
+    checkout = await billing.top_up(user, 19900, "yookassa")
+    await paid(billing, provider, fake, checkout)
+    actor = grants.admin_actor(1)
+
+    async def balance() -> int:
+        return int(
+            await db.read(
+                lambda conn: conn.fetchval(
+                    "select balance_minor from users where telegram_id = $1", user
+                )
+            )
+        )
+
+    assert await balance() == 19900
+    results: list[PartialRefund] = []
+
+    async def one(key: str) -> None:
+        results.append(
+            await refund_part(db, provider, checkout.payment.id, 5000, key=key, actor=actor)
+        )
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):  # ten racing copies of one request
+            nursery.start_soon(one, "update:77")
+    assert [r.recorded for r in results].count(True) == 1
+    assert len({r.refund_id for r in results}) == 1
+    assert await balance() == 14900
+    await one("update:78")  # another request: another part
+    assert await balance() == 9900
+    assert len(fake.refunds) == 2
+    entries = await db.read(
+        lambda conn: conn.fetch(
+            "select action, balance_delta_minor from audit_log where action = $1 order by id",
+            "payment.partial_refund",
+        )
+    )
+    assert [e["balance_delta_minor"] for e in entries] == [-5000, -5000]
+    with pytest.raises(DomainError):
+        await refund_part(db, provider, checkout.payment.id, 19900, key="whole", actor=actor)
     await provider.aclose()
 
 
