@@ -56,7 +56,10 @@ class YooKassaSettings(BaseModel):
     Notifications are not signed by YooKassa: each one is checked by fetching the payment
     back from the API. With ``client_ip_header`` set (the header the reverse proxy in front
     of the bot writes the caller's address into, e.g. ``x-real-ip``), notifications from
-    outside ``notification_networks`` are refused before that.
+    outside ``notification_networks`` are refused before that. Subscribe the shop's HTTP
+    notifications to ``payment.succeeded`` and ``payment.canceled`` only, at
+    ``https://<public host>/webhooks/payments/yookassa``: other events are answered 401,
+    and YooKassa would send them again for a day.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
