@@ -22,6 +22,7 @@ from runtime.storage.update_ids import highest_seen
 from runtime.testing.fakes._base import FakePeer
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.fakes.marzban import FakeMarzban
+from runtime.testing.fakes.yookassa import FakeYooKassa
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
 from runtime.web import HttpEndpoint
 
@@ -39,6 +40,7 @@ from ._state import (
 CRYPTOBOT_TOKEN = "12345:AAFakeCryptoPayAppToken0000"
 PANEL_PASSWORD = "sandbox-panel-password"
 CARD_TOKEN = "284685063:TEST:sandbox-card-provider"
+YOOKASSA_SHOP, YOOKASSA_SECRET = "100500", "test_SandboxYooKassaSecretKey"
 SANDBOX_CODES: dict[str, dict[str, Any]] = {
     "WELCOME": {"kind": "days", "value": 7, "new_users_only": True},
     "SAVE20": {"kind": "next_discount", "value": 20, "max_activations": 100},
@@ -66,6 +68,10 @@ class SandboxPorts:
     def cryptobot(self) -> int:
         return _beside(self.telegram, 2)
 
+    @property
+    def yookassa(self) -> int:
+        return _beside(self.telegram, 3)
+
 
 def _beside(port: int, offset: int) -> int:
     return port + offset if port and port + offset <= 65535 else 0
@@ -91,7 +97,13 @@ async def start_fake(nursery: trio.Nursery, peer: FakePeer, port: int, what: str
 
 
 def sandbox_settings(
-    base: Settings, *, telegram_url: str, token: str, panel_url: str, cryptobot_url: str
+    base: Settings,
+    *,
+    telegram_url: str,
+    token: str,
+    panel_url: str,
+    cryptobot_url: str,
+    yookassa_url: str | None = None,
 ) -> Settings:
     """The base settings pointed at the local peers, with plans (one limits traffic: the
     fake Marzban enforces traffic limits, not device limits), a traffic package, a trial
@@ -148,6 +160,15 @@ def sandbox_settings(
         "cryptobot": {"token": CRYPTOBOT_TOKEN, "base_url": f"{cryptobot_url}/api/"},
         "telegram_payments": {"card_provider_token": CARD_TOKEN},
     }
+    if yookassa_url is not None:
+        document["plugins"]["settings"]["yookassa"] = {
+            "shop_id": YOOKASSA_SHOP,
+            "secret_key": YOOKASSA_SECRET,
+            "base_url": f"{yookassa_url}/v3/",
+        }
+        month = document["plans"].get("month")
+        if month is not None and "yookassa" not in month.get("prices", {}):
+            month["prices"]["yookassa"] = {"RUB": 19900}
     return Settings.model_validate(_unsecret(document))
 
 
@@ -246,6 +267,7 @@ async def run_sandbox(
     )
     panel = FakeMarzban(admin_password=PANEL_PASSWORD)
     cryptobot = FakeCryptoBot(CRYPTOBOT_TOKEN)
+    yookassa = FakeYooKassa(YOOKASSA_SHOP, YOOKASSA_SECRET)
     kept: list[tuple[Kept, Path]] = [
         (emulator, telegram_state_path(base)),
         (cryptobot, cryptobot_state_path(base)),
@@ -264,12 +286,15 @@ async def run_sandbox(
         panel_url = await start_fake(nursery, panel, ports.panel, "the fake Marzban panel")
         cryptobot_url = await start_fake(nursery, cryptobot, ports.cryptobot, "the fake CryptoBot")
         cryptobot.page_base_url = cryptobot_url
+        yookassa_url = await start_fake(nursery, yookassa, ports.yookassa, "the fake YooKassa")
+        yookassa.page_base_url = yookassa_url
         settings = sandbox_settings(
             base,
             telegram_url=telegram_url,
             token=emulator.token,
             panel_url=panel_url,
             cryptobot_url=cryptobot_url,
+            yookassa_url=yookassa_url,
         )
         runtime = build_runtime(
             settings,
@@ -278,6 +303,7 @@ async def run_sandbox(
             production=False,
         )
         cryptobot.webhook_url = lambda: _webhook_url(runtime.public_http, "cryptobot")
+        yookassa.webhook_url = lambda: _webhook_url(runtime.public_http, "yookassa")
         http = settings.http
         if http.enabled:
             operator = base_url(http.host, bound.port("operator") or http.port)
