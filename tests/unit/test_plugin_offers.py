@@ -53,6 +53,7 @@ def test_unconfigured_built_ins_say_what_they_can_provide() -> None:
         "stars (off: set plugins.settings.telegram_payments), "
         "card (off: set plugins.settings.telegram_payments.card_provider_token)",
         "cryptobot": "payment_providers: cryptobot (off: set plugins.settings.cryptobot)",
+        "heleket": "payment_providers: heleket (off: set plugins.settings.heleket)",
         "marzban": "vpn_backends: marzban (off: set plugins.settings.marzban)",
         "xui": "vpn_backends: xui (off: set plugins.settings.xui)",
         "remnawave": "vpn_backends: remnawave (off: set plugins.settings.remnawave)",
@@ -107,6 +108,7 @@ FULL_SETTINGS: dict[str, Any] = {
         "subscription_base_url": "http://127.0.0.1:9/sub/",
     },
     "cryptobot": {"token": "1:x"},
+    "heleket": {"merchant": "m", "api_key": "k"},
     "telegram_payments": {"card_provider_token": "c"},
 }
 FULL_CONFIG: dict[str, Any] = {
