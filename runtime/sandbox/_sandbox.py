@@ -21,6 +21,7 @@ from runtime.storage import Database, referrals
 from runtime.storage.update_ids import highest_seen
 from runtime.testing.fakes._base import FakePeer
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
+from runtime.testing.fakes.heleket import FakeHeleket
 from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
 from runtime.web import HttpEndpoint
@@ -66,6 +67,10 @@ class SandboxPorts:
     def cryptobot(self) -> int:
         return _beside(self.telegram, 2)
 
+    @property
+    def heleket(self) -> int:
+        return _beside(self.telegram, 3)
+
 
 def _beside(port: int, offset: int) -> int:
     return port + offset if port and port + offset <= 65535 else 0
@@ -91,7 +96,13 @@ async def start_fake(nursery: trio.Nursery, peer: FakePeer, port: int, what: str
 
 
 def sandbox_settings(
-    base: Settings, *, telegram_url: str, token: str, panel_url: str, cryptobot_url: str
+    base: Settings,
+    *,
+    telegram_url: str,
+    token: str,
+    panel_url: str,
+    cryptobot_url: str,
+    heleket: FakeHeleket | None = None,
 ) -> Settings:
     """The base settings pointed at the local peers, with plans (one limits traffic: the
     fake Marzban enforces traffic limits, not device limits), a traffic package, a trial
@@ -148,7 +159,21 @@ def sandbox_settings(
         "cryptobot": {"token": CRYPTOBOT_TOKEN, "base_url": f"{cryptobot_url}/api/"},
         "telegram_payments": {"card_provider_token": CARD_TOKEN},
     }
+    if heleket is not None:
+        _offer_heleket(document, heleket)
     return Settings.model_validate(_unsecret(document))
+
+
+def _offer_heleket(document: dict[str, Any], heleket: FakeHeleket) -> None:
+    """Heleket beside CryptoBot: its settings, and a price wherever CryptoBot has one."""
+    document["plugins"]["settings"].setdefault(
+        "heleket",
+        {"merchant": heleket.merchant, "api_key": heleket.api_key, "base_url": heleket.url},
+    )
+    for plan in document["plans"].values():
+        prices = plan.get("prices") or {}
+        if "cryptobot" in prices:
+            prices.setdefault("heleket", dict(prices["cryptobot"]))
 
 
 SANDBOX_REFERRALS: dict[str, Any] = {
@@ -246,6 +271,7 @@ async def run_sandbox(
     )
     panel = FakeMarzban(admin_password=PANEL_PASSWORD)
     cryptobot = FakeCryptoBot(CRYPTOBOT_TOKEN)
+    heleket = FakeHeleket()
     kept: list[tuple[Kept, Path]] = [
         (emulator, telegram_state_path(base)),
         (cryptobot, cryptobot_state_path(base)),
@@ -264,12 +290,16 @@ async def run_sandbox(
         panel_url = await start_fake(nursery, panel, ports.panel, "the fake Marzban panel")
         cryptobot_url = await start_fake(nursery, cryptobot, ports.cryptobot, "the fake CryptoBot")
         cryptobot.page_base_url = cryptobot_url
+        heleket.page_base_url = await start_fake(
+            nursery, heleket, ports.heleket, "the fake Heleket"
+        )
         settings = sandbox_settings(
             base,
             telegram_url=telegram_url,
             token=emulator.token,
             panel_url=panel_url,
             cryptobot_url=cryptobot_url,
+            heleket=heleket,
         )
         runtime = build_runtime(
             settings,
@@ -278,6 +308,7 @@ async def run_sandbox(
             production=False,
         )
         cryptobot.webhook_url = lambda: _webhook_url(runtime.public_http, "cryptobot")
+        heleket.webhook_url = lambda: _webhook_url(runtime.public_http, "heleket")
         http = settings.http
         if http.enabled:
             operator = base_url(http.host, bound.port("operator") or http.port)

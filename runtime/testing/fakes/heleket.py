@@ -13,6 +13,12 @@ Modelled on Heleket's public documentation (see ``plugins.heleket``):
   ``sign`` = md5(base64(PHP ``json_encode`` of the record) + api_key), slashes escaped;
   ``deliver_webhook`` POSTs one and retries it while the answer is not 2xx (Heleket
   retries), and can send it more than once (duplicates).
+
+Beyond the API, for a person trying the product (the sandbox): with ``page_base_url`` set
+(the fake's own base URL), invoices' ``url`` leads to a page the fake serves where the
+invoice can be paid or cancelled; paying there is ``pay`` and, with ``webhook_url`` set,
+the signed delivery POSTed to it. Not modelled: static wallets, payouts, refunds,
+exchange rates, and keeping invoices across restarts.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import json
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
+from html import escape
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._base import FakePeer
@@ -63,7 +71,11 @@ class FakeHeleket(FakePeer):
         self.api_key = api_key
         self.invoices: dict[str, dict[str, Any]] = {}
         self.webhook_url: str | Callable[[], str | None] | None = None
+        """Where payments made on the page are delivered (signed), or a callable giving it."""
         self.webhook_results: list[int | str] = []
+        self.page_base_url: str | None = None
+        """The fake's base URL as a browser reaches it: set, invoices' ``url`` opens the
+        fake's payment page instead of Heleket's."""
 
     # -- driving it from a test -----------------------------------------------------------
 
@@ -161,7 +173,36 @@ class FakeHeleket(FakePeer):
         return [
             Route("/v1/payment", self._create, methods=["POST"]),
             Route("/v1/payment/info", self._info, methods=["POST"]),
+            Route("/pay/{uuid}", self._page, methods=["GET", "POST"]),
         ]
+
+    async def settle(self, invoice_id: str, action: str) -> None:
+        """``"pay"`` (then the webhook delivery, when ``webhook_url`` is set) or
+        ``"cancel"`` an open invoice; ``ValueError`` when it is final already."""
+        if action == "pay":
+            self.pay(invoice_id)
+            await self.deliver_webhook(invoice_id)
+        elif action == "cancel":
+            if self.invoices[invoice_id]["is_final"]:
+                raise ValueError(f"invoice {invoice_id} is final already")
+            self.set_status(invoice_id, "cancel")
+        else:
+            raise KeyError(action)
+
+    async def _page(self, request: Request) -> Response:
+        invoice = self.invoices.get(request.path_params["uuid"])
+        if invoice is None:
+            return _page(None, "No such invoice.", status_code=404)
+        if request.method == "GET":
+            return _page(invoice, "")
+        form = dict(parse_qsl((await request.body())[:1024].decode("utf-8", "replace")))
+        action = form.get("action", "")
+        if action not in _PAGE_ACTIONS:
+            return _page(invoice, "Unknown action.", status_code=400)
+        if invoice["is_final"]:
+            return _page(invoice, f"This invoice is {invoice['status']}.", status_code=409)
+        await self.settle(invoice["uuid"], action)
+        return _page(invoice, _PAGE_ACTIONS[action])
 
     async def _params(self, request: Request) -> dict[str, Any] | Response:
         body = await request.body()
@@ -206,7 +247,8 @@ class FakeHeleket(FakePeer):
             "payer_currency": None,
             "merchant_amount": None,
             "currency": currency,
-            "url": f"https://pay.heleket.com/pay/{invoice_id}",
+            "url": f"{(self.page_base_url or 'https://pay.heleket.com').rstrip('/')}"
+            f"/pay/{invoice_id}",
             "expired_at": 1_900_000_000,
             "status": "check",
             "payment_status": "check",
@@ -233,3 +275,35 @@ class FakeHeleket(FakePeer):
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"state": 1, "message": message}, status_code=status)
+
+
+_PAGE_ACTIONS = {
+    "pay": "Paid. You can go back to the chat.",
+    "cancel": "The invoice was cancelled.",
+}
+
+
+def _page(invoice: Mapping[str, Any] | None, notice: str, *, status_code: int = 200) -> Response:
+    parts = [
+        f'<p role="status">{escape(notice)}</p>' if notice else "",
+        "<h1>Heleket (sandbox)</h1>",
+    ]
+    if invoice is not None:
+        rows = [
+            ("Invoice", invoice["uuid"]),
+            ("Amount", f"{invoice['amount']} {invoice['currency']}"),
+            ("Status", invoice["status"]),
+        ]
+        parts.append("<dl>")
+        parts += [f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in rows]
+        parts.append("</dl>")
+        if not invoice["is_final"]:
+            parts.append(
+                '<form method="post"><button name="action" value="pay">Pay</button>'
+                '<button name="action" value="cancel">Cancel</button></form>'
+            )
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>Heleket (sandbox)</title></head><body>{''.join(parts)}</body></html>"
+    )
+    return HTMLResponse(html, status_code=status_code)
