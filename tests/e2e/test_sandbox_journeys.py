@@ -1,5 +1,5 @@
-"""The sandbox across restarts and through a CryptoBot payment, as a person uses it: a real
-`vpnbot run` process and its chat page in a headless Chromium."""
+"""The sandbox across restarts and through CryptoBot and Heleket payments, as a person uses
+it: a real `vpnbot run` process and its chat page in a headless Chromium."""
 
 from __future__ import annotations
 
@@ -137,6 +137,35 @@ def test_a_cryptobot_invoice_is_paid_on_the_local_page_and_access_arrives(
     pay_page = chromium.new_page()
     pay_page.goto(href)
     assert "active" in pay_page.locator("#status").inner_text()
+    assert "RUB" in pay_page.locator("#amount").inner_text()
+    pay_page.get_by_role("button", name="Pay").click()
+    pay_page.locator("#status", has_text="paid").wait_for(timeout=WAIT)
+    pay_page.close()
+
+    page.locator(".msg.bot", has_text="Payment received").wait_for(timeout=WAIT)
+    page.locator(".msg.bot", has_text="access is ready until").wait_for(timeout=WAIT)
+    page.close()
+    sandbox_process.stop()
+
+
+def test_a_heleket_invoice_is_paid_on_the_local_page_and_access_arrives(
+    sandbox_process: SandboxProcess, chromium: Any
+) -> None:
+    sandbox_process.start()
+    page = open_chat(chromium, sandbox_process)
+    send(page, "/start")
+    wait_for_count(greetings(page), 1)
+    page.get_by_role("button", name="Buy VPN").click()
+    page.get_by_role("button", name="1 month").click()
+    page.get_by_role("button", name="Crypto (Heleket)").click()
+    link = page.locator(".msg.bot", has_text="Your invoice").get_by_role("link", name="Pay")
+    link.wait_for(timeout=WAIT)
+    href = link.get_attribute("href")
+    assert href is not None and href.startswith("http://127.0.0.1:") and "/pay/" in href
+
+    pay_page = chromium.new_page()
+    pay_page.goto(href)
+    assert "check" in pay_page.locator("#status").inner_text()
     assert "RUB" in pay_page.locator("#amount").inner_text()
     pay_page.get_by_role("button", name="Pay").click()
     pay_page.locator("#status", has_text="paid").wait_for(timeout=WAIT)

@@ -295,7 +295,9 @@ def _page(invoice: Mapping[str, Any] | None, notice: str, *, status_code: int = 
             ("Status", invoice["status"]),
         ]
         parts.append("<dl>")
-        parts += [f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in rows]
+        parts += [
+            f"<dt>{escape(k)}</dt><dd id={k.lower()!r}>{escape(str(v))}</dd>" for k, v in rows
+        ]
         parts.append("</dl>")
         if not invoice["is_final"]:
             parts.append(
