@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from plugins.heleket import HeleketProvider, vpnbot_payment_providers
+from plugins.heleket.payments import BadPayment, status_of
 from plugins.heleket.signing import php_json, sign_bytes
 from runtime.billing import Checkout
 from runtime.config import ConfigError, Settings
@@ -344,3 +345,43 @@ def test_bad_settings_are_config_errors(table: dict[str, Any], path: str) -> Non
     paths = [problem.path for problem in caught.value.problems]
     assert len(paths) == 1 and paths[0].endswith(path), paths
     assert API_KEY not in str(caught.value)
+
+
+PART_PAID = {"uuid": "u", "order_id": "i", "amount": "5", "currency": "USD"}
+PART_PAID["status"] = "wrong_amount"
+
+
+@pytest.mark.parametrize(
+    ("record", "credited"),
+    [
+        ({"payment_amount": "4.99", "payer_currency": "USD"}, 499),
+        ({"payment_amount": "5.00", "payer_currency": "USD"}, 500),
+        ({"payment_amount": "2.5", "payer_amount": "5.0", "payer_currency": "USDT"}, 250),
+        ({"payment_amount": "9", "payer_amount": "5.0", "payer_currency": "USDT"}, 500),
+    ],
+)
+def test_a_part_paid_invoice_reports_what_it_got_in_its_own_currency(
+    record: dict[str, Any], credited: int
+) -> None:
+    info = {
+        "uuid": "u",
+        "order_id": "i",
+        "amount": "5",
+        "currency": "USD",
+        "status": "wrong_amount",
+    }
+    status = status_of({**info, **record}, asset_decimals={})
+    assert status is not None and status.payment is not None
+    assert status.payment.amount_minor == credited
+
+
+def test_a_part_paid_invoice_without_amounts_is_not_understood() -> None:
+    info = {
+        "uuid": "u",
+        "order_id": "i",
+        "amount": "5",
+        "currency": "USD",
+        "status": "wrong_amount",
+    }
+    with pytest.raises(BadPayment):
+        status_of({**info, "payer_currency": "TRX", "payment_amount": "1e400x"}, asset_decimals={})
