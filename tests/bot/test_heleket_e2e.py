@@ -1,6 +1,7 @@
 """End to end with Heleket: the bot's checkout button, the user paying on Heleket's page
 (the fake), and Heleket's webhook over real HTTP on loopback: delivered twice, credited
-once; a forged delivery changes nothing."""
+once; a forged delivery changes nothing. Heleket cannot refund through its API for us, so
+an admin refunds by hand and records it, once."""
 
 from __future__ import annotations
 
@@ -16,14 +17,24 @@ from starlette.applications import Starlette
 from plugins.heleket import HeleketProvider
 from runtime.billing import Billing, payment_webhook_routes
 from runtime.catalog import Catalog
+from runtime.failures import DomainError
 from runtime.storage import Database
 from runtime.supervision import ActorSpec
 from runtime.testing.fakes.heleket import FakeHeleket, php_json, webhook_sign
 from runtime.testing.telegram import TelegramEmulator
 from runtime.web import HttpEndpoint
 
-from .conftest import Alerts, Shop, build_shop, make_settings
-from .test_e2e import bot_settings, emulator, eventually, free_port, newest, press, running
+from .conftest import ADMIN, Alerts, Shop, build_shop, make_settings
+from .test_e2e import (
+    bot_settings,
+    emulator,
+    eventually,
+    free_port,
+    newest,
+    press,
+    running,
+    shown,
+)
 
 __all__ = ["emulator"]
 
@@ -109,13 +120,28 @@ async def test_paying_through_heleket_from_the_checkout_button(
         await heleket.deliver_webhook(invoice["uuid"], copies=2)  # Heleket delivers again
         await eventually(shop, "select count(*) from payments where status = 'finalized'", 1)
         await emulator.wait_drained()
+        rows = await shop.fetch("select provider, status, amount_minor, currency from payments")
+        assert rows == [
+            {"provider": "heleket", "status": "finalized", "amount_minor": 500, "currency": "USD"}
+        ]
+        assert await shop.value("select count(*) from subscriptions where kind = 'paid'") == 1
+
+        # the admin refunds it: by hand, then recorded here
+        admin = emulator.create_user(ADMIN, first_name="Boss", language_code="en")
+        hello = admin.send_command("user", str(user.id))
+        card = await admin.wait_for_message(after=hello)
+        pressed = admin.press(card, text="Refund")
+        await emulator.wait_for_answer(pressed)
+        confirm = await shown(emulator, admin, f"Refund payment {intent}?")
+        by_hand = await press(emulator, admin, confirm, "Confirm", "cannot refund payment")
+        await press(emulator, admin, by_hand, "Confirm", "was refunded")
+        await eventually(shop, "select status from payments", "refunded")
+        with pytest.raises(DomainError, match="not a credited"):
+            await shop.billing.refund(intent, through_provider=False)  # a second record
+        await emulator.wait_drained()
 
     assert heleket.webhook_results == [200, 200]
-    rows = await shop.fetch("select provider, status, amount_minor, currency from payments")
-    assert rows == [
-        {"provider": "heleket", "status": "finalized", "amount_minor": 500, "currency": "USD"}
-    ]
-    assert await shop.value("select count(*) from subscriptions where kind = 'paid'") == 1
+    assert await shop.value("select status from subscriptions where kind = 'paid'") == "revoked"
     assert shop.alerts.alerts == []
     (created,) = [call for call in heleket.calls("POST") if call.path == "/v1/payment"]
     assert json.loads(created.body)["order_id"] == intent
