@@ -55,7 +55,8 @@ class HeleketSettings(BaseModel):
     allowed_ips: list[Annotated[str, AfterValidator(_network)]] = Field(default_factory=list)
     """When set, webhooks are taken only from these addresses or networks."""
     source_ip_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "x-real-ip"
-    """The header the reverse proxy puts the sender's address in (for ``allowed_ips``)."""
+    """The header the reverse proxy puts the sender's address in (for ``allowed_ips``); of
+    a list (``X-Forwarded-For``) the last address counts, the one the proxy itself added."""
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
 
     @field_validator("api_key")
