@@ -3,25 +3,24 @@
 Configured by ``[plugins.settings.heleket]`` (see ``settings.HeleketSettings``); without
 that table the plugin offers nothing.
 
-What this relies on, from Heleket's public API documentation (doc.heleket.com: "Request
-format", "Creating an invoice", "Payment information", "Webhook", "Payment statuses",
-"Refund"; the API is the Cryptomus merchant API, doc.cryptomus.com):
+What this relies on. Read in Heleket's public documentation (doc.heleket.com, "Request
+format" and "Webhook"): every request is a JSON ``POST`` to ``https://api.heleket.com/``
+with the headers ``merchant`` (the merchant's uuid) and ``sign`` =
+``md5(base64(body) + api_key)``; a webhook is POSTed to the invoice's ``url_callback`` and
+carries ``type``, ``uuid``, ``order_id``, ``amount``, ``payment_amount``, ``currency``,
+``payer_currency``, ``is_final``, ``status`` (``confirm_check``, ``paid``, ``paid_over``,
+``fail``, ``wrong_amount``, ``cancel``, ``system_fail``, ``refund_process``,
+``refund_fail``, ``refund_paid``) and ``sign``: md5 of base64 of the record without
+``sign`` as PHP's ``json_encode`` writes it (slashes escaped ``\\/``) + api_key.
 
-- ``POST https://api.heleket.com/v1/payment`` (``amount`` as a decimal string,
-  ``currency``, ``order_id``, ``url_callback``, ``lifetime`` 300-43200 s) answers
-  ``{"state": 0, "result": {"uuid", "order_id", "url", "expired_at", "status", ...}}``;
-  ``POST /v1/payment/info`` with ``uuid`` or ``order_id`` answers the same record;
-- every request carries the headers ``merchant`` (uuid) and ``sign`` =
-  ``md5(base64(body) + api_key)``;
-- a webhook is the payment record plus ``sign``: md5 of base64 of the record without
-  ``sign`` encoded by PHP's ``json_encode`` (slashes escaped ``\\/``) + api_key;
-- statuses ``paid``, ``paid_over`` (paid), ``wrong_amount`` (part-paid, final),
-  ``wrong_amount_waiting``, ``check``, ``process``, ``confirm_check`` (open), ``cancel``,
-  ``fail``, ``system_fail`` (never paid), ``refund_*``;
-- ``/v1/payment/refund`` needs a wallet ``address`` to send the coins to.
-
-Not from the documentation, modelled: the error envelope's HTTP statuses, and that a
-second ``/v1/payment`` with an open invoice's ``order_id`` returns that invoice.
+Taken from the Cryptomus merchant API, which Heleket's mirrors, and not checked against
+Heleket's own pages: ``POST v1/payment`` (``amount`` as a decimal string, ``currency``,
+``order_id``, ``url_callback``, ``lifetime`` 300-43200 s) answering ``{"state": 0,
+"result": {"uuid", "url", "expired_at", ...}}``; ``POST v1/payment/info`` by ``uuid``;
+the statuses ``check``, ``process`` and ``wrong_amount_waiting`` (still open);
+``v1/payment/refund`` needing a wallet ``address``. Modelled only (the fake does it this
+way): the refusals' HTTP statuses, and that a second ``v1/payment`` with an open
+invoice's ``order_id`` returns that invoice.
 """
 
 from __future__ import annotations

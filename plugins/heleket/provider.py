@@ -1,9 +1,9 @@
 """Heleket invoices as a ``PaymentProvider``.
 
-- The intent id is the invoice's ``order_id``. Heleket answers a second ``/v1/payment``
-  with the same ``order_id`` with the invoice already made while it is open, so a retried
-  ``create_invoice`` does not make a second invoice; either way the invoice uuid is the
-  payment's identity in the core.
+- The intent id is the invoice's ``order_id``. A retried ``create_invoice`` may make a
+  second invoice for the same intent (the fake, as modelled, returns the open one);
+  either way each invoice uuid is a payment of its own in the core, and a second paid one
+  finds its intent paid already, which the core settles.
 - Webhooks come through ``webhook`` (``HeleketWebhook``): signed, then fetched back.
 - Polling (``fetch_status``) asks ``/v1/payment/info`` once per invoice (the API has no
   batch lookup); a record we cannot read, or an invoice Heleket does not know, is logged
