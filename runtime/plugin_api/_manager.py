@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: Mapping[str, str] = {
     "alert_sinks": "plugins.alert_sinks",
     "telegram_payments": "plugins.telegram_payments",
     "cryptobot": "plugins.cryptobot",
+    "heleket": "plugins.heleket",
     "yookassa": "plugins.yookassa",
     "marzban": "plugins.marzban",
     "xui": "plugins.xui",

@@ -21,6 +21,7 @@ from runtime.storage import Database, referrals
 from runtime.storage.update_ids import highest_seen
 from runtime.testing.fakes._base import FakePeer
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
+from runtime.testing.fakes.heleket import FakeHeleket
 from runtime.testing.fakes.marzban import FakeMarzban
 from runtime.testing.fakes.yookassa import FakeYooKassa
 from runtime.testing.telegram import SANDBOX_RETENTION, TelegramEmulator
@@ -72,6 +73,10 @@ class SandboxPorts:
     def yookassa(self) -> int:
         return _beside(self.telegram, 3)
 
+    @property
+    def heleket(self) -> int:
+        return _beside(self.telegram, 4)
+
 
 def _beside(port: int, offset: int) -> int:
     return port + offset if port and port + offset <= 65535 else 0
@@ -104,6 +109,7 @@ def sandbox_settings(
     panel_url: str,
     cryptobot_url: str,
     yookassa_url: str | None = None,
+    heleket: FakeHeleket | None = None,
 ) -> Settings:
     """The base settings pointed at the local peers, with plans (one limits traffic: the
     fake Marzban enforces traffic limits, not device limits), a traffic package, a trial
@@ -169,7 +175,21 @@ def sandbox_settings(
         month = document["plans"].get("month")
         if month is not None and "yookassa" not in month.get("prices", {}):
             month["prices"]["yookassa"] = {"RUB": 19900}
+    if heleket is not None:
+        _offer_heleket(document, heleket)
     return Settings.model_validate(_unsecret(document))
+
+
+def _offer_heleket(document: dict[str, Any], heleket: FakeHeleket) -> None:
+    """Heleket beside CryptoBot: its settings, and a price wherever CryptoBot has one."""
+    document["plugins"]["settings"].setdefault(
+        "heleket",
+        {"merchant": heleket.merchant, "api_key": heleket.api_key, "base_url": heleket.url},
+    )
+    for plan in document["plans"].values():
+        prices = plan.get("prices") or {}
+        if "cryptobot" in prices:
+            prices.setdefault("heleket", dict(prices["cryptobot"]))
 
 
 SANDBOX_REFERRALS: dict[str, Any] = {
@@ -268,6 +288,7 @@ async def run_sandbox(
     panel = FakeMarzban(admin_password=PANEL_PASSWORD)
     cryptobot = FakeCryptoBot(CRYPTOBOT_TOKEN)
     yookassa = FakeYooKassa(YOOKASSA_SHOP, YOOKASSA_SECRET)
+    heleket = FakeHeleket()
     kept: list[tuple[Kept, Path]] = [
         (emulator, telegram_state_path(base)),
         (cryptobot, cryptobot_state_path(base)),
@@ -288,6 +309,9 @@ async def run_sandbox(
         cryptobot.page_base_url = cryptobot_url
         yookassa_url = await start_fake(nursery, yookassa, ports.yookassa, "the fake YooKassa")
         yookassa.page_base_url = yookassa_url
+        heleket.page_base_url = await start_fake(
+            nursery, heleket, ports.heleket, "the fake Heleket"
+        )
         settings = sandbox_settings(
             base,
             telegram_url=telegram_url,
@@ -295,6 +319,7 @@ async def run_sandbox(
             panel_url=panel_url,
             cryptobot_url=cryptobot_url,
             yookassa_url=yookassa_url,
+            heleket=heleket,
         )
         runtime = build_runtime(
             settings,
@@ -304,6 +329,7 @@ async def run_sandbox(
         )
         cryptobot.webhook_url = lambda: _webhook_url(runtime.public_http, "cryptobot")
         yookassa.webhook_url = lambda: _webhook_url(runtime.public_http, "yookassa")
+        heleket.webhook_url = lambda: _webhook_url(runtime.public_http, "heleket")
         http = settings.http
         if http.enabled:
             operator = base_url(http.host, bound.port("operator") or http.port)

@@ -1,5 +1,5 @@
-"""The sandbox across restarts and through a CryptoBot payment, as a person uses it: a real
-`vpnbot run` process and its chat page in a headless Chromium."""
+"""The sandbox across restarts and through CryptoBot and Heleket payments, as a person uses
+it: a real `vpnbot run` process and its chat page in a headless Chromium."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import base64
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import SandboxProcess
 
@@ -119,8 +120,11 @@ def test_after_a_restart_the_page_shows_the_chat_and_the_bot_still_answers(
     sandbox_process.stop()
 
 
-def test_a_cryptobot_invoice_is_paid_on_the_local_page_and_access_arrives(
-    sandbox_process: SandboxProcess, chromium: Any
+@pytest.mark.parametrize(
+    ("button", "open_status"), [("Crypto (CryptoBot)", "active"), ("Crypto (Heleket)", "check")]
+)
+def test_a_crypto_invoice_is_paid_on_the_local_page_and_access_arrives(
+    sandbox_process: SandboxProcess, chromium: Any, button: str, open_status: str
 ) -> None:
     sandbox_process.start()
     page = open_chat(chromium, sandbox_process)
@@ -128,7 +132,7 @@ def test_a_cryptobot_invoice_is_paid_on_the_local_page_and_access_arrives(
     wait_for_count(greetings(page), 1)
     page.get_by_role("button", name="Buy VPN").click()
     page.get_by_role("button", name="1 month").click()
-    page.get_by_role("button", name="Crypto (CryptoBot)").click()
+    page.get_by_role("button", name=button).click()
     link = page.locator(".msg.bot", has_text="Your invoice").get_by_role("link", name="Pay")
     link.wait_for(timeout=WAIT)
     href = link.get_attribute("href")
@@ -136,7 +140,7 @@ def test_a_cryptobot_invoice_is_paid_on_the_local_page_and_access_arrives(
 
     pay_page = chromium.new_page()
     pay_page.goto(href)
-    assert "active" in pay_page.locator("#status").inner_text()
+    assert open_status in pay_page.locator("#status").inner_text()
     assert "RUB" in pay_page.locator("#amount").inner_text()
     pay_page.get_by_role("button", name="Pay").click()
     pay_page.locator("#status", has_text="paid").wait_for(timeout=WAIT)

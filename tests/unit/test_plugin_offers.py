@@ -53,6 +53,7 @@ def test_unconfigured_built_ins_say_what_they_can_provide() -> None:
         "stars (off: set plugins.settings.telegram_payments), "
         "card (off: set plugins.settings.telegram_payments.card_provider_token)",
         "cryptobot": "payment_providers: cryptobot (off: set plugins.settings.cryptobot)",
+        "heleket": "payment_providers: heleket (off: set plugins.settings.heleket)",
         "yookassa": "payment_providers: yookassa (off: set plugins.settings.yookassa)",
         "marzban": "vpn_backends: marzban (off: set plugins.settings.marzban)",
         "xui": "vpn_backends: xui (off: set plugins.settings.xui)",
@@ -108,6 +109,7 @@ FULL_SETTINGS: dict[str, Any] = {
         "subscription_base_url": "http://127.0.0.1:9/sub/",
     },
     "cryptobot": {"token": "1:x"},
+    "heleket": {"merchant": "m", "api_key": "k"},
     "yookassa": {"shop_id": "1", "secret_key": "x"},
     "telegram_payments": {"card_provider_token": "c"},
 }
