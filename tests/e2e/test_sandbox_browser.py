@@ -22,6 +22,9 @@ playwright_api = pytest.importorskip(
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium on this machine (the distribution's package)"
 )
+REPLY = 90_000
+"""Milliseconds to wait for the bot's answer: a deadline for a starved machine, never a
+pause (each wait ends when the answer shows)."""
 
 
 @pytest.fixture
@@ -38,8 +41,12 @@ def sandbox(tmp_path: Path) -> Iterator[int]:
     )
     try:
         wait_for(
-            lambda: (d := get_status(http_port)) is not None and d["state"] == "healthy",
-            timeout=60,
+            lambda: (
+                (d := get_status(http_port)) is not None
+                and d["state"] == "healthy"
+                and bool(d["ready"])
+            ),
+            timeout=180,
         )
         yield http_port
         process.send_signal(signal.SIGTERM)
@@ -82,12 +89,12 @@ def _journey(sandbox: int, tmp_path: Path) -> None:
             page.goto(f"http://127.0.0.1:{sandbox}/sandbox")
             page.fill("#text", "/start")
             page.press("#text", "Enter")
-            page.locator(".msg.bot", has_text="What would you like").wait_for(timeout=20_000)
+            page.locator(".msg.bot", has_text="What would you like").wait_for(timeout=REPLY)
             page.get_by_role("button", name="Try it free").click()
-            page.locator(".msg.bot", has_text="free trial has started").wait_for(timeout=20_000)
-            page.locator('.msg.bot img[alt="QR code"]').wait_for(timeout=30_000)
+            page.locator(".msg.bot", has_text="free trial has started").wait_for(timeout=REPLY)
+            page.locator('.msg.bot img[alt="QR code"]').wait_for(timeout=REPLY)
             assert "ready until" in page.locator(".msg.bot").last.inner_text()
-            page.locator("#actors td", has_text="notifier").wait_for(timeout=10_000)
+            page.locator("#actors td", has_text="notifier").wait_for(timeout=REPLY)
             assert page.locator("#state").inner_text() in ("healthy", "degraded")
             page.screenshot(path=str(tmp_path / "sandbox.png"), full_page=True)
         finally:

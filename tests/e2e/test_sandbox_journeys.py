@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.conftest import SandboxProcess
 
 GREETING = "What would you like"
-WAIT = 60_000
+WAIT = 90_000
 """Milliseconds a page may take to show what the bot says (the suite runs with CPUs busy)."""
 
 

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium on this machine (the distribution's package)"
 )
 
-REPLY = 30_000
+REPLY = 90_000
 """Milliseconds to wait for the bot's answer (or anything the page shows after it)."""
 PHONES = [(360, 740), (412, 915)]
 DESKTOP = (1280, 800)
