@@ -87,6 +87,10 @@ def _journey(sandbox: int, tmp_path: Path) -> None:
         try:
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{sandbox}/sandbox")
+            # the page writes as a user it learns first: typing before that is lost
+            page.wait_for_function(
+                "() => typeof user !== 'undefined' && user !== null", timeout=REPLY
+            )
             page.fill("#text", "/start")
             page.press("#text", "Enter")
             page.locator(".msg.bot", has_text="What would you like").wait_for(timeout=REPLY)
