@@ -29,12 +29,12 @@ echo "== mypy"
 # The project compiled to bytecode once, as an install is: the tests start `vpnbot run` in
 # many processes, and where PYTHONDONTWRITEBYTECODE is set each would compile every module.
 .venv/bin/python -m compileall -q runtime plugins supervisor.py >/dev/null
-# Three test processes share the files (most tests wait on processes, peers and timeouts
-# more than they compute: on 2 cores a third process cuts the wall time by a quarter), and
-# every core is kept busy by a spinning process, as on a loaded CI machine: no test may
-# depend on the machine's speed. VPNBOT_TEST_BUSY_CPUS=0 runs the tests
+# Two test processes share the files (most tests wait on processes, peers and timeouts more
+# than they compute; a third cut the idle run by a quarter but loaded 2 busy cores past
+# what the process-level tests can sample), and every core is kept busy by a spinning
+# process, as on a loaded CI machine: no test may depend on the machine's speed. VPNBOT_TEST_BUSY_CPUS=0 runs the tests
 # on idle cores, VPNBOT_TEST_WORKERS=0 in this process alone.
 BUSY="${VPNBOT_TEST_BUSY_CPUS:-$(nproc 2>/dev/null || echo 2)}"
-WORKERS="${VPNBOT_TEST_WORKERS:-3}"
+WORKERS="${VPNBOT_TEST_WORKERS:-2}"
 echo "== pytest (test processes: $WORKERS, busy CPUs: $BUSY)"
 .venv/bin/pytest -n "$WORKERS" --dist loadfile --busy-cpus "$BUSY" "$@"
