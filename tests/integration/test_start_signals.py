@@ -140,10 +140,25 @@ def _assert_clean(start: Start) -> None:
     assert not (start.data_dir / "postmaster.pid").exists()
 
 
+def _server_starting(start: Start) -> bool:
+    """The embedded server is starting and the start has not said it is up.
+
+    ``pg_ctl`` alone lives for a few hundred milliseconds on a warm data directory, short
+    enough for a starved sampler to miss; the server's own process, before the log line
+    that ends the wait, covers the same stretch of the start and lasts longer.
+    """
+    tree = {comm for _, comm in _descendants(start.pid)}
+    if "initdb" in tree:
+        return False
+    if "pg_ctl" in tree:
+        return True
+    return "postgres" in tree and '"embedded PostgreSQL started"' not in start.log()
+
+
 # In this order: the first start finds no data directory and runs initdb.
 POINTS: list[tuple[str, Callable[[Start], bool]]] = [
     ("initdb running", lambda s: s.has_in_tree("initdb")),
-    ("pg_ctl starting the server", lambda s: s.has_in_tree("pg_ctl")),
+    ("the server starting", _server_starting),
     ("the plugins loaded", lambda s: '"plugin loaded"' in s.log()),
     ("the server started", lambda s: '"embedded PostgreSQL started"' in s.log()),
     ("ready", Start.ready),
@@ -165,7 +180,5 @@ def test_a_sigint_while_the_server_starts_exits_0_and_leaves_nothing(
 ) -> None:
     """Ctrl+C, as a terminal sends it to the command alone (``kill -INT``)."""
     start = started()
-    _stop_when(
-        start, lambda s: s.has_in_tree("pg_ctl"), "pg_ctl starting the server", signal.SIGINT
-    )
+    _stop_when(start, _server_starting, "the server starting", signal.SIGINT)
     _assert_clean(start)
