@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pydantic import ValidationError
-
-from ._model import ConfigError, ConfigProblem, Settings
+from ._load import _Loader
+from ._model import ConfigError, Settings
 
 _ABSENT = object()
 
@@ -38,15 +37,10 @@ def with_kept(new: Settings, old: Settings, paths: Iterable[str]) -> Settings:
     kept = old.model_dump()
     for path in paths:
         _put(document, kept, path.split("."))
-    try:
-        mixed = Settings.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(
-            [
-                ConfigProblem(".".join(str(part) for part in error["loc"]) or "", error["msg"])
-                for error in exc.errors()
-            ]
-        ) from None
+    loader = _Loader()
+    mixed = loader.validate(document)
+    if mixed is None or loader.problems:
+        raise ConfigError(loader.problems)
     mixed._credential_values = new._credential_values
     return mixed
 
