@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], early: EarlyStart
         return EX_CONFIG
     early.stop_if_requested()
     try:
-        return trio.run(lambda: serve(runtime, early=early))
+        return trio.run(lambda: serve(runtime, early=early, config=path))
     except Exception as exc:
         log_failure(get_logger("supervisor"), exc, operation="run")
         return EX_SOFTWARE

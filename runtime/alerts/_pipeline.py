@@ -91,6 +91,13 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+def _with_log_sink(sinks: Sequence[AlertSink]) -> tuple[AlertSink, ...]:
+    listed = list(sinks)
+    if not any(getattr(sink, "name", None) == LogSink.name for sink in listed):
+        listed.insert(0, LogSink())
+    return tuple(listed)
+
+
 class AlertPipeline:
     """Takes alerts from anywhere (``submit``) and delivers them to every sink (``run``).
 
@@ -115,10 +122,7 @@ class AlertPipeline:
             raise ValueError("kind_limit must be at least 1")
         if not sink_timeout > 0:
             raise ValueError("sink_timeout must be positive")
-        sink_list = list(sinks)
-        if not any(getattr(sink, "name", None) == LogSink.name for sink in sink_list):
-            sink_list.insert(0, LogSink())
-        self._sinks: tuple[AlertSink, ...] = tuple(sink_list)
+        self._sinks: tuple[AlertSink, ...] = _with_log_sink(sinks)
         self._throttle = throttle_seconds
         self._sink_timeout = sink_timeout
         self._send_channel, self._receive_channel = trio.open_memory_channel[Alert](queue_size)
@@ -148,6 +152,14 @@ class AlertPipeline:
     @property
     def sinks(self) -> tuple[AlertSink, ...]:
         return self._sinks
+
+    def reconfigure(self, sinks: Sequence[AlertSink], *, throttle_seconds: float) -> None:
+        """Deliver to ``sinks`` from the next alert on, throttled by ``throttle_seconds``
+        (a reload). What is queued and what throttling remembers stay."""
+        if throttle_seconds < 0 or math.isnan(throttle_seconds):
+            raise ValueError("throttle_seconds must not be negative")
+        self._sinks = _with_log_sink(sinks)
+        self._throttle = throttle_seconds
 
     @property
     def stats(self) -> AlertStats:

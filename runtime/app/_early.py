@@ -61,6 +61,9 @@ class EarlyStart:
 
     def __init__(self) -> None:
         self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        """A SIGHUP came before ``serve`` listened for it: it reloads once the service is
+        ready (the file may have changed after the start read it)."""
         self._signal: str | None = None
         self._server: EmbeddedPostgres | None = None
         self._server_start: Future[str] | None = None
@@ -74,6 +77,10 @@ class EarlyStart:
     def watch_signals(self) -> None:
         for signum in _STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._on_signal)
+        self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested.set()
 
     def stop_if_requested(self) -> None:
         if self.stop_requested.is_set():

@@ -120,6 +120,14 @@ class RuntimeObserver(SupervisorObserver):
             f"Last failure: {cause}",
         )
 
+    def actor_replaced(self, status: ActorStatus) -> None:
+        self._log.info("actor restarting with the new configuration", actor=status.name)
+
+    def thresholds(self, *, unavailable_after: float, degraded_after: float) -> None:
+        """How long the service may be unavailable or degraded before admins hear of it."""
+        self._unavailable_after = unavailable_after
+        self._degraded_after = degraded_after
+
     def actor_stop_timed_out(self, status: ActorStatus) -> None:
         self._log.warning("actor ignored the stop request: cancelled", actor=status.name)
 

@@ -7,6 +7,7 @@ import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import stamina
@@ -69,6 +70,15 @@ class Runtime:
     """What the configuration says that has no effect (logged at start)."""
     public_http: HttpEndpoint | None = None
     """The public listener (``[http.public]``): the webhooks."""
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """The environment the configuration was read with (overrides, credentials)."""
+    build_bot: BotActors | None = None
+    """Builds the bot's actors: a reload builds them again from the new settings."""
+    actor_table: ActorTable | None = None
+    recent: RecentAlerts | None = None
+    observer: RuntimeObserver | None = None
+    current: dict[str, LoadedPlugins] = field(default_factory=dict)
+    """The plugins the public listener serves (``current["plugins"]``)."""
 
     def start_domain(self) -> None:
         """Billing and access, once the database is connected."""
@@ -237,7 +247,7 @@ def _assemble(
     preflight = Preflight()
     if production:
         preflight.require_production(settings)
-    plugins = preflight.load_plugins(lambda: load_plugins(settings, services, environ=environ))
+    plugins, catalog = plugins_and_catalog(settings, services, environ, preflight)
     recent = RecentAlerts()
     alerts = AlertPipeline(
         [LogSink(), recent, *plugins.alert_sinks()],
@@ -245,22 +255,9 @@ def _assemble(
         queue_size=settings.alerts.queue_size,
     )
     services.provide_alerts(alerts)
-    catalog = Catalog.from_settings(settings)
-    providers = [p.name for p in plugins.payment_providers()]
-    preflight.add(
-        catalog.problems(
-            backends={b.name: capabilities_of(b) for b in plugins.vpn_backends()},
-            providers=providers,
-        )
-    )
-    preflight.add(
-        package_problems(
-            settings.traffic,
-            providers=providers,
-            limited_plans=any(plan.traffic_limit_bytes for plan in catalog.plans),
-        )
-    )
     holder: dict[str, Supervisor] = {}
+    current = {"plugins": plugins}
+    """What the public listener reads per request: a reload replaces the plugins."""
     info = {"service": settings.service.name, "instance": instance}
 
     def operator() -> Starlette:
@@ -280,7 +277,8 @@ def _assemble(
             holder["supervisor"],
             routes=[
                 *payment_webhook_routes(
-                    lambda: services.billing, providers=plugins.payment_providers()
+                    lambda: services.billing,
+                    providers=lambda: current["plugins"].payment_providers(),
                 ),
                 *telegram_webhook_routes(services),
             ],
@@ -306,14 +304,15 @@ def _assemble(
     preflight.raise_problems()
     for problem in plugins.problems:
         alerts.submit(problem.to_alert())
+    observer = RuntimeObserver(
+        metrics,
+        alerts,
+        unavailable_after=settings.alerts.unavailable_after_seconds,
+        degraded_after=settings.alerts.degraded_after_seconds,
+    )
     supervisor = Supervisor(
         tree,
-        observer=RuntimeObserver(
-            metrics,
-            alerts,
-            unavailable_after=settings.alerts.unavailable_after_seconds,
-            degraded_after=settings.alerts.degraded_after_seconds,
-        ),
+        observer=observer,
         describe_failure=describe_failure,
         dependency_of=failure_dependency,
         notifier=SdNotifier(environ),
@@ -334,14 +333,47 @@ def _assemble(
         info,
         config_warnings=preflight.warnings,
         public_http=public_http,
+        environ=environ,
+        build_bot=bot,
+        actor_table=actor_table,
+        recent=recent,
+        observer=observer,
+        current=current,
     )
+
+
+def plugins_and_catalog(
+    settings: Settings, services: Services, environ: Mapping[str, str], preflight: Preflight
+) -> tuple[LoadedPlugins, Catalog]:
+    """The plugins ``settings`` load and the catalog, checked against each other."""
+    plugins = preflight.load_plugins(lambda: load_plugins(settings, services, environ=environ))
+    catalog = Catalog.from_settings(settings)
+    providers = [p.name for p in plugins.payment_providers()]
+    preflight.add(
+        catalog.problems(
+            backends={b.name: capabilities_of(b) for b in plugins.vpn_backends()},
+            providers=providers,
+        )
+    )
+    preflight.add(
+        package_problems(
+            settings.traffic,
+            providers=providers,
+            limited_plans=any(plan.traffic_limit_bytes for plan in catalog.plans),
+        )
+    )
+    return plugins, catalog
 
 
 OnConnected = Callable[[Database], Awaitable[None]]
 
 
 async def serve(
-    runtime: Runtime, *, early: EarlyStart | None = None, on_connected: OnConnected | None = None
+    runtime: Runtime,
+    *,
+    early: EarlyStart | None = None,
+    on_connected: OnConnected | None = None,
+    config: Path | None = None,
 ) -> int:
     """Open the asyncio loop and the database, then supervise until a signal or escalation.
 
@@ -350,8 +382,12 @@ async def serve(
     operator. ``early`` holds what the command line started before the runtime existed (the
     embedded server, a stop request already received). ``on_connected`` runs once the
     database is migrated and the instance id held, before any actor starts (the sandbox
-    tells its Telegram emulator where the inbox left off).
+    tells its Telegram emulator where the inbox left off). ``config``: the file SIGHUP
+    reads again (``_reload``); without one, SIGHUP is ignored.
     """
+    from ._reload import ConfigSource, reload_on_signal
+
+    source = None if config is None else ConfigSource(config, runtime.environ)
     starting = trio.CancelScope()
     if early is not None:
         for endpoint, name in ((runtime.http, "operator"), (runtime.public_http, "public")):
@@ -359,6 +395,7 @@ async def serve(
                 endpoint.adopt(early.ports.get(name))
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal, runtime.supervisor, starting, early)
+        await nursery.start(reload_on_signal, runtime, source, early)
         code = await _serve(runtime, starting, early, on_connected)
         nursery.cancel_scope.cancel()
     return code

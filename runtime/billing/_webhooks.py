@@ -33,17 +33,24 @@ from ._service import Billing
 _log = get_logger("webhooks")
 
 
+def _fixed(providers: list[PaymentProvider]) -> Callable[[], list[PaymentProvider]]:
+    return lambda: providers
+
+
 def payment_webhook_routes(
-    billing: Callable[[], Billing], *, providers: Iterable[PaymentProvider]
+    billing: Callable[[], Billing],
+    *,
+    providers: Iterable[PaymentProvider] | Callable[[], Iterable[PaymentProvider]],
 ) -> list[Route]:
     """The payment webhook route. ``providers`` are the loaded ones (known before the
-    database is); ``billing`` is looked up per request, once a delivery is authentic,
-    since it exists only once the database is connected."""
-    receivers = receivers_of(providers)
+    database is), or a function returning them per request (a reload replaces them);
+    ``billing`` is looked up per request, once a delivery is authentic, since it exists
+    only once the database is connected."""
+    loaded = providers if callable(providers) else _fixed(list(providers))
 
     async def receive(request: Request) -> Response:
         name = request.path_params["provider"]
-        receiver = receivers.get(name)
+        receiver = receivers_of(loaded()).get(name)
         if receiver is None:
             _log.info(
                 "webhook for no receiver",

@@ -91,7 +91,8 @@ _bots: weakref.WeakKeyDictionary[Services, TelegramBot] = weakref.WeakKeyDiction
 def telegram_bot(
     services: Services, *, actor_table: ActorTable | None = None
 ) -> TelegramBot | None:
-    """The bot of this runtime (made on first use), or None without ``telegram.token``.
+    """The bot of this runtime (made on first use, and again after a reload replaced the
+    settings), or None without ``telegram.token``.
 
     ``actor_table`` returns the supervisor's status document, as served at ``/status``
     (``{"state": ..., "ready": ..., "actors": [ActorStatus.to_json(), ...]}``); the admin
@@ -102,8 +103,9 @@ def telegram_bot(
     from ._actor import TelegramBot
 
     bot = _bots.get(services)
-    if bot is None:
-        bot = _bots[services] = TelegramBot(services, actor_table=actor_table)
+    if bot is None or bot.settings is not services.settings:  # new, or a reload
+        table = actor_table if actor_table is not None or bot is None else bot.actor_table
+        bot = _bots[services] = TelegramBot(services, actor_table=table)
     elif actor_table is not None:
         bot.actor_table = actor_table
     return bot

@@ -30,6 +30,9 @@ class SupervisorObserver:
 
     def actor_stop_timed_out(self, status: ActorStatus) -> None: ...
 
+    def actor_replaced(self, status: ActorStatus) -> None:
+        """A planned restart (``Supervisor.replace``) starts the actor from its new spec."""
+
     def system_state_changed(self, old: SystemState, new: SystemState) -> None: ...
 
     def dependency_answered(self, dependency: str, cleared: list[ActorStatus]) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 
 class SdNotifier:
-    """Sends ``READY=1``, ``STATUS=``, ``WATCHDOG=1`` and ``STOPPING=1``.
+    """Sends ``READY=1``, ``STATUS=``, ``WATCHDOG=1``, ``RELOADING=1`` and ``STOPPING=1``.
 
     A no-op when ``NOTIFY_SOCKET`` is unset. Sending never raises: a lost notification
     must not take the service down.
@@ -59,6 +60,12 @@ class SdNotifier:
 
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")
+
+    def reloading(self, status: str = "reloading") -> bool:
+        """``RELOADING=1`` with the ``MONOTONIC_USEC`` that ``Type=notify-reload`` requires;
+        ``ready`` ends the reload."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", f"STATUS={status}")
 
     def stopping(self, status: str = "stopping") -> bool:
         return self.send("STOPPING=1", f"STATUS={status}")

@@ -18,6 +18,7 @@ from ._observer import SupervisorObserver
 from ._sdnotify import SdNotifier
 from ._spec import ActorSpec, OnExhausted, Restart
 from ._status import ActorState, ActorStatus, FailureRecord, SystemState, system_state
+from ._wakeup import wait_any
 
 EX_OK = 0
 EX_TEMPFAIL = 75
@@ -54,12 +55,23 @@ def unwrap_group(error: BaseException) -> BaseException:
     return error
 
 
+class _Started:
+    """Stands in for a ``TaskStatus`` while a planned restart waits for the new start."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def started(self, value: None = None) -> None:
+        self.event.set()
+
+
 class _Child:
     """Runs one actor for the whole life of the supervisor: attempts, backoff, parking."""
 
     def __init__(self, supervisor: Supervisor, spec: ActorSpec, rng: random.Random) -> None:
         self.sup = supervisor
         self.spec = spec
+        self._rng = rng
         self.status = ActorStatus(spec.name, spec.critical, spec.restart.value)
         self.backoff = BackoffCounter(spec.backoff, rng)
         self.budget = FailureBudget(spec.budget)
@@ -71,13 +83,16 @@ class _Child:
         self.done = trio.Event()
         self.launched = False
         self.exhausted_by: BaseException | None = None
-        self._starter: trio.TaskStatus[None] | None = None
+        self._starter: trio.TaskStatus[None] | _Started | None = None
         self._returned = False
         self._said: _Report | None = None
         """What the actor reported itself (``set_degraded``)."""
         self._failed: _Report | None = None
         """Its last failed unit of work; shown over what it said until it passes."""
         self._unit_started: float | None = None
+        self._gate: trio.Event | None = None
+        """Set while a planned restart holds the actor between its two attempts."""
+        self._held = trio.Event()
 
     # -- the runner task -------------------------------------------------------------
 
@@ -102,6 +117,9 @@ class _Child:
                     self._record_failure(error)
                     self.sup._emit("actor_failed", self.status, error)
                 return
+            if self._gate is not None:
+                await self._hold(error)
+                continue
             self._release_starter()
             if self.exhausted_by is not None:
                 if await self._exhausted(self.exhausted_by):
@@ -186,6 +204,66 @@ class _Child:
 
     def _stopping(self) -> bool:
         return self.stop_requested
+
+    # -- planned restarts ------------------------------------------------------------
+
+    async def pause(self) -> bool:
+        """Stop the running attempt as a shutdown would, and hold the actor before its next
+        start (``resume``). False when there is no attempt to stop (backing off, parked,
+        finished, not launched): the actor takes a new spec at its next start anyway."""
+        if (
+            not self.launched
+            or self.done.is_set()
+            or self.stop_requested
+            or self.status.state not in (ActorState.RUNNING, ActorState.STARTING)
+        ):
+            return False
+        self._gate, self._held = trio.Event(), trio.Event()
+        self._set_state(ActorState.STOPPING)
+        if self.ctx is not None:
+            self.ctx.stop_requested.set()
+        with trio.move_on_after(self.spec.shutdown_timeout):
+            await wait_any(self._held, self.done)
+        if not (self._held.is_set() or self.done.is_set()):
+            self.sup._emit("actor_stop_timed_out", self.status)
+            if self.attempt_scope is not None:
+                self.attempt_scope.cancel()
+            await wait_any(self._held, self.done)
+        return self._held.is_set()
+
+    def adopt(self, spec: ActorSpec) -> None:
+        """Run ``spec`` from the next start on; a changed policy starts its counts afresh."""
+        if spec.backoff != self.spec.backoff:
+            self.backoff = BackoffCounter(spec.backoff, self._rng)
+        if spec.budget != self.spec.budget:
+            self.budget = FailureBudget(spec.budget)
+        self.spec = spec
+        self.status.critical = spec.critical
+        self.status.restart = spec.restart.value
+
+    async def resume(self) -> None:
+        """Start the held actor again; returns once it is ready or its start failed."""
+        gate = self._gate
+        if gate is None:
+            return
+        started = _Started()
+        self._starter = started
+        gate.set()
+        await wait_any(started.event, self.done)
+
+    async def _hold(self, error: BaseException | None) -> None:
+        """Between the two attempts of a planned restart: not a failure, no budget spent."""
+        if error is not None:
+            self._record_failure(error)
+            self.sup._emit("actor_failed", self.status, error)
+        self._set_state(ActorState.STOPPED)
+        self._held.set()
+        gate = self._gate
+        if gate is not None:
+            await gate.wait()
+        self._gate = None
+        if not self._stopping():
+            self.sup._emit("actor_replaced", self.status)
 
     async def _sleep(self, seconds: float) -> None:
         with trio.move_on_after(seconds):
@@ -297,6 +375,8 @@ class _Child:
         """Ask the actor to stop, wait its shutdown timeout, then cancel it."""
         self.stop_requested = True
         self.wakeup.set()
+        if self._gate is not None:
+            self._gate.set()
         if not self.launched:
             return
         if self.status.state in (ActorState.RUNNING, ActorState.STARTING):
@@ -389,6 +469,36 @@ class Supervisor:
         return now - self.last_heartbeat <= 3 * self._heartbeat_interval
 
     # -- control ---------------------------------------------------------------------
+
+    async def replace(self, specs: Sequence[ActorSpec]) -> list[str]:
+        """Run ``specs`` in place of the actors of the same names: a planned restart, as a
+        new configuration needs. Returns the names of the actors restarted.
+
+        The running ones are asked to stop as at a shutdown (in reverse start order, each
+        within its shutdown timeout), then started again from their new specs in start
+        order, each waited for like at the start. It is not a failure: no budget is spent,
+        no backoff is waited, no restart is counted. An actor that is not running (backing
+        off, parked, finished) takes its new spec at its next start. A shutdown requested
+        meanwhile wins: the actors held are not started again.
+        """
+        wanted = {spec.name: spec for spec in specs}
+        unknown = sorted(set(wanted) - set(self._by_name))
+        if unknown:
+            raise ValueError(f"no actor has these names: {', '.join(unknown)}")
+        children = [child for child in self._children if child.spec.name in wanted]
+        held = []
+        for child in reversed(children):
+            if self._shutdown.is_set():
+                break
+            if await child.pause():
+                held.append(child)
+        restarted = []
+        for child in children:
+            child.adopt(wanted[child.spec.name])
+            if child in held and not self._shutdown.is_set():
+                await child.resume()
+                restarted.append(child.spec.name)
+        return restarted
 
     def request_shutdown(self, exit_code: int = EX_OK) -> None:
         if exit_code != EX_OK:

@@ -100,3 +100,16 @@ def test_memory_is_capped_as_the_guide_says() -> None:
     assert peak, "the guide shows the measured peak"
     assert float(peak[1]) < _megabytes(high[1]) < _megabytes(top[1])
     assert f"MemoryHigh={high[1]}" in guide and f"MemoryMax={top[1]}" in guide
+
+
+def test_reload_is_sighup_on_every_systemd() -> None:
+    """The unit sends SIGHUP with ExecReload (any systemd); Type=notify-reload, which sends
+    it itself (systemd 253+), is there to switch to. The process answers SIGHUP with a
+    reload, never with its default action."""
+    text = UNIT.read_text()
+    assert re.search(r"^Type=notify$", text, re.M)
+    assert re.search(r"^ExecReload=/bin/kill -HUP \$MAINPID$", text, re.M)
+    assert re.search(r"^#Type=notify-reload$", text, re.M)
+    assert "ReloadSignal=" not in text  # the default, SIGHUP, is what the runtime handles
+    guide = (UNIT.parent / "README.md").read_text()
+    assert "systemctl reload vpnbot" in guide and "ExecReload=/bin/kill -HUP $MAINPID" in guide
