@@ -20,10 +20,21 @@ its official SDKs (``yoomoney/yookassa-sdk-python``, ``yookassa-sdk-php``):
   through the API, and publishes the networks they come from (the SDKs' SecurityHelper
   lists them, see ``settings.NOTIFICATION_NETWORKS``); a notification not answered 200 is
   sent again (for 24 hours);
-- ``POST /v3/refunds`` with ``payment_id`` and ``amount``, also with an idempotence key.
+- ``POST /v3/refunds`` with ``payment_id`` and ``amount``, also with an idempotence key;
+- autopayments (YooKassa's "recurring payments", enabled per shop by YooKassa): a payment
+  created with ``save_payment_method: true`` saves the method it is paid with when that
+  method allows it (bank cards, YooMoney, SberPay, T-Pay, SBP with exceptions); the paid
+  payment's ``payment_method`` then has ``saved: true``, its ``id`` (the method's id) and
+  a ``title`` (a card's also ``card.last4``). A payment created with ``payment_method_id``
+  and no ``confirmation`` charges the saved method without the user; with ``capture:
+  true`` it comes back ``succeeded`` or ``canceled`` (``pending`` while a 54-FZ receipt
+  is registered first). A canceled payment has ``cancellation_details {party, reason}``;
+  ``permission_revoked`` means the user withdrew the permission for autopayments (and
+  ``card_expired`` that the card ended): the method cannot be charged again. YooKassa
+  leaves the schedule of charges and how users turn them off to the shop.
 
-Not relied on, because not built: saved payment methods (``save_payment_method``,
-``payment_method_id``) for auto-renewal.
+Not relied on: the ``payment_method.active`` event, the payment-methods API (saving
+without a payment), deals and payouts.
 """
 
 from __future__ import annotations
@@ -67,6 +78,7 @@ def build_provider(config: YooKassaSettings) -> YooKassaProvider:
         client_ip_header=config.client_ip_header,
         networks=config.notification_networks,
         timeout=config.timeout_seconds,
+        saved_methods=config.saved_methods,
     )
 
 

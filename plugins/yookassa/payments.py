@@ -16,7 +16,7 @@ from typing import Any
 from plugins.cryptobot.amounts import exponent, to_minor
 from runtime.failures import DomainError
 from runtime.logs import get_logger
-from runtime.plugin_api.payments import ConfirmedPayment
+from runtime.plugin_api.payments import ConfirmedPayment, SavedMethod
 
 PROVIDER = "yookassa"
 INTENT_KEY = "intent_id"
@@ -78,7 +78,48 @@ def payment_of(payment: Mapping[str, Any]) -> ConfirmedPayment | None:
         currency=currency,
         paid_at=parse_time(payment.get("captured_at") or payment.get("created_at")),
         raw=dict(payment),
+        saved_method=saved_method_of(payment),
     )
+
+
+METHOD_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")
+REASON = re.compile(r"^[a-z0-9_]{1,64}$")
+_TYPE_TITLES = {
+    "bank_card": "Bank card",
+    "yoo_money": "YooMoney",
+    "sbp": "SBP",
+    "sberbank": "SberPay",
+    "tinkoff_bank": "T-Pay",
+}
+
+
+def saved_method_of(payment: Mapping[str, Any]) -> SavedMethod | None:
+    """The method a paid payment saved (``payment_method.saved`` true, with an id), or None.
+
+    The title is the peer's ``title`` when it has one, else built from the type and the
+    card's ``last4`` ("Bank card *4444"); both are bounded and printable only."""
+    method = payment.get("payment_method")
+    if not isinstance(method, Mapping) or method.get("saved") is not True:
+        return None
+    ref = method.get("id")
+    if not isinstance(ref, str) or not METHOD_ID.match(ref):
+        return None
+    title = method.get("title")
+    if not isinstance(title, str) or not title.strip():
+        kind = _TYPE_TITLES.get(str(method.get("type"))[:32], "Payment method")
+        card = method.get("card")
+        last4 = card.get("last4") if isinstance(card, Mapping) else None
+        title = f"{kind} *{last4}" if isinstance(last4, str) and last4.isdigit() else kind
+    printable = "".join(c for c in title if c.isprintable())[:64].strip()
+    return SavedMethod(ref=ref, title=printable or "Payment method")
+
+
+def cancellation_reason(payment: Mapping[str, Any]) -> str:
+    """``cancellation_details.reason`` of a canceled payment, or ``unknown``: a peer's word,
+    kept only when it looks like one of YooKassa's reason codes."""
+    details = payment.get("cancellation_details")
+    reason = details.get("reason") if isinstance(details, Mapping) else None
+    return reason if isinstance(reason, str) and REASON.match(reason) else "unknown"
 
 
 def parse_time(value: object) -> datetime | None:

@@ -12,6 +12,14 @@
   ``GET /v3/payments/{id}``: the API has no lookup of several ids in one call.
 - ``refund``: ``POST /v3/refunds`` with the payment id and the amount, idempotent per
   payment (and per amount for a partial refund).
+- Saved methods (``saved_methods = true``; YooKassa enables autopayments per shop): an
+  intent with ``save_method`` asks ``save_payment_method: true``; the verified payment's
+  ``payment_method`` (``saved``, ``id``, ``title`` or the card's ``last4``) is reported as
+  ``ConfirmedPayment.saved_method``. ``charge_saved`` is ``POST /v3/payments`` with
+  ``payment_method_id``, ``capture: true`` and no confirmation, the core's key as the
+  ``Idempotence-Key``; a ``canceled`` answer is a failed charge with
+  ``cancellation_details.reason``, and ``permission_revoked`` or ``card_expired`` make
+  the method unusable.
 """
 
 from __future__ import annotations
@@ -25,15 +33,26 @@ from plugins.cryptobot.amounts import UnknownExponent, to_decimal_string
 from runtime.failures import DependencyError, DomainError
 from runtime.logs import get_logger
 from runtime.plugin_api.payments import (
+    ChargeState,
     ConfirmedPayment,
     Invoice,
     InvoiceState,
     InvoiceStatus,
     PaymentIntent,
+    SavedCharge,
 )
 
 from .client import YooKassaClient
-from .payments import INTENT_KEY, BadPayment, parse_time, payment_of, places, valid_id
+from .payments import (
+    INTENT_KEY,
+    METHOD_ID,
+    BadPayment,
+    cancellation_reason,
+    parse_time,
+    payment_of,
+    places,
+    valid_id,
+)
 from .settings import YooKassaReceipt
 from .webhook import YooKassaWebhook
 
@@ -46,6 +65,9 @@ _STATES = {
     "succeeded": InvoiceState.PAID,
     "canceled": InvoiceState.EXPIRED,
 }
+
+UNUSABLE = frozenset({"permission_revoked", "card_expired"})
+"""Cancellation reasons after which a saved method can never be charged again."""
 
 _log = get_logger("yookassa")
 
@@ -69,8 +91,10 @@ class YooKassaProvider:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: Any = True,
+        saved_methods: bool = False,
     ) -> None:
         self.base_url = base_url
+        self.saves_methods = saved_methods
         self._client = YooKassaClient(
             base_url, shop_id, secret_key, timeout=timeout, transport=transport, verify=verify
         )
@@ -91,21 +115,12 @@ class YooKassaProvider:
     # -- payments -----------------------------------------------------------------------
 
     async def create_invoice(self, intent: PaymentIntent) -> Invoice:
-        if intent.amount_minor <= 0:
-            raise DomainError(f"yookassa: intent {intent.id} has no positive amount")
-        value = self._value(intent.amount_minor, intent.currency)
-        description = (intent.description or intent.title)[:DESCRIPTION_LIMIT]
-        body: dict[str, Any] = {
-            "amount": {"value": value, "currency": intent.currency},
-            "capture": True,
-            "confirmation": {"type": "redirect", "return_url": self._return_url},
-            "description": description,
-            "metadata": {INTENT_KEY: intent.id, "user_id": str(intent.user_id)},
-        }
+        body = self._body(intent)
+        body["confirmation"] = {"type": "redirect", "return_url": self._return_url}
         if self._payment_method != "any":
             body["payment_method_data"] = {"type": self._payment_method}
-        if self._receipt is not None:
-            body["receipt"] = self._receipt_of(description, value, intent.currency)
+        if intent.save_method and self.saves_methods:
+            body["save_payment_method"] = True
         result = await self._client.post("payments", body, idempotence_key=intent.id)
         payment_id = valid_id(result.get("id"))
         confirmation = result.get("confirmation")
@@ -124,6 +139,57 @@ class YooKassaProvider:
         )
         return Invoice(
             external_id=payment_id, url=url, expires_at=parse_time(result.get("expires_at"))
+        )
+
+    def _body(self, intent: PaymentIntent) -> dict[str, Any]:
+        """What every payment of an intent sends: amount, capture, description, metadata
+        and the receipt."""
+        if intent.amount_minor <= 0:
+            raise DomainError(f"yookassa: intent {intent.id} has no positive amount")
+        value = self._value(intent.amount_minor, intent.currency)
+        description = (intent.description or intent.title)[:DESCRIPTION_LIMIT]
+        body: dict[str, Any] = {
+            "amount": {"value": value, "currency": intent.currency},
+            "capture": True,
+            "description": description,
+            "metadata": {INTENT_KEY: intent.id, "user_id": str(intent.user_id)},
+        }
+        if self._receipt is not None:
+            body["receipt"] = self._receipt_of(description, value, intent.currency)
+        return body
+
+    async def charge_saved(
+        self, method_ref: str, intent: PaymentIntent, *, key: str
+    ) -> SavedCharge:
+        """An autopayment: ``payment_method_id``, no confirmation, idempotent by ``key``."""
+        if not self.saves_methods:
+            raise DomainError("yookassa: saved methods are not enabled (saved_methods)")
+        if not METHOD_ID.match(method_ref):
+            raise DomainError("yookassa: not a saved method id")
+        body = self._body(intent)
+        body["payment_method_id"] = method_ref
+        result = await self._client.post("payments", body, idempotence_key=key)
+        payment_id = valid_id(result.get("id"))
+        if payment_id is None:
+            raise DependencyError("yookassa: a charge was made without an id", transient=False)
+        status = result.get("status")
+        fields = {"operation": "charge_saved", "intent_id": intent.id, "payment_id": payment_id}
+        if status == "succeeded":
+            try:
+                confirmed = payment_of(result)
+            except BadPayment as exc:
+                raise DependencyError(f"{exc}", transient=False) from None
+            if confirmed is None:
+                raise DependencyError("yookassa: a charge of no intent of ours", transient=False)
+            _log.info("saved method charged", outcome="success", **fields)
+            return SavedCharge(ChargeState.SUCCEEDED, payment_id, confirmed)
+        if status in ("pending", "waiting_for_capture"):
+            _log.info("saved method charge pending", outcome="skipped", **fields)
+            return SavedCharge(ChargeState.PENDING, payment_id)
+        reason = cancellation_reason(result) if status == "canceled" else "unknown_status"
+        _log.info("saved method charge canceled", reason=reason, outcome="failed", **fields)
+        return SavedCharge(
+            ChargeState.FAILED, payment_id, reason=reason, method_unusable=reason in UNUSABLE
         )
 
     def _value(self, amount_minor: int, currency: str) -> str:

@@ -78,6 +78,10 @@ class YooKassaSettings(BaseModel):
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     payment_method: Literal["any", "bank_card", "sbp", "yoo_money"] = "any"
     """Asks for one payment method (``payment_method_data.type``); ``any`` lets the user pick."""
+    saved_methods: bool = False
+    """Offers users to save their card for auto-renewal (YooKassa's autopayments, which
+    YooKassa enables per shop: ask your manager first). Renewals then charge the saved
+    card, falling back to the balance."""
 
     def api_url(self) -> str:
         return self.base_url if self.base_url.endswith("/") else self.base_url + "/"

@@ -15,12 +15,13 @@ from runtime.plugin_api.payments import (
     Invoice,
     PaymentIntent,
     PaymentProvider,
+    RecurringPaymentProvider,
     TelegramPayment,
     TelegramPaymentProvider,
     WebhookReceiver,
     WebhookRejected,
 )
-from runtime.storage import Database, balance_payments, discounts
+from runtime.storage import Database, balance_payments, discounts, saved_methods
 from runtime.storage import payments as store
 from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.discounts import Discount
@@ -129,14 +130,29 @@ class Billing:
             raise WebhookRejected("no webhook for this provider", status=404)
         return receiver
 
+    def saves_methods(self, name: str) -> bool:
+        """Whether provider ``name`` can save a payment method for auto-renewal."""
+        provider = self._providers.get(name)
+        return isinstance(provider, RecurringPaymentProvider) and provider.saves_methods
+
     async def buy(
-        self, user_id: int, plan_id: str, provider_name: str, *, language: str = "en"
+        self,
+        user_id: int,
+        plan_id: str,
+        provider_name: str,
+        *,
+        language: str = "en",
+        save_method: bool = False,
     ) -> Checkout:
-        """Store the intent, then ask the provider for an invoice carrying its id."""
+        """Store the intent, then ask the provider for an invoice carrying its id.
+        ``save_method``: the user chose to save the method they pay with (auto-renewal);
+        ``ProviderUnavailable`` when the provider cannot."""
         plan = self._catalog.get(plan_id)
         price = plan.price(provider_name)
         if price is None:
             raise ProviderUnavailable(f"plan {plan_id!r} has no price for {provider_name!r}")
+        if save_method and not self.saves_methods(provider_name):
+            raise ProviderUnavailable(f"{provider_name!r} cannot save a payment method")
         return await self._checkout(
             user_id,
             provider_name,
@@ -148,6 +164,7 @@ class Billing:
             description=plan.title(language),
             start_parameter=PLANS_START_PARAMETER,
             discounted=self._discounts,
+            save_method=save_method,
         )
 
     async def top_up(
@@ -180,6 +197,7 @@ class Billing:
         description: str,
         start_parameter: str,
         discounted: bool = False,
+        save_method: bool = False,
     ) -> Checkout:
         """``discounted``: priced with the user's discount, which the intent records."""
         provider = self.provider(provider_name)
@@ -193,6 +211,7 @@ class Billing:
             plan_id=plan_id,
             ttl_minutes=self._ttl,
             discount_floors=self._min_prices if discounted else None,
+            save_method=save_method,
         )
         intent = PaymentIntent(
             id=payment.id,
@@ -204,6 +223,7 @@ class Billing:
             description=description,
             plan_id=plan_id,
             start_parameter=start_parameter,
+            save_method=save_method,
         )
         invoice = await provider.create_invoice(intent)
         await store.mark_invoiced(
@@ -287,7 +307,44 @@ class Billing:
             activation_attempts=self._activation_attempts,
         )
         self._report(confirmed, result)
+        await self._keep_saved_method(confirmed, result)
         return result
+
+    async def _keep_saved_method(self, confirmed: ConfirmedPayment, result: Finalized) -> None:
+        """Keep the method a credited payment saved, when its intent carried the user's
+        consent and this very charge credited it. A repeated delivery (DUPLICATE) keeps it
+        too, so a crash between the credit and this write loses nothing; one saved or
+        removed before is left alone."""
+        intent = result.payment
+        method = confirmed.saved_method
+        if (
+            method is None
+            or intent is None
+            or not intent.save_method
+            or result.verdict not in (Verdict.CREDITED, Verdict.DUPLICATE)
+            or intent.status != "finalized"
+            or intent.refused is not None
+            or intent.provider != confirmed.provider
+            or intent.external_id != confirmed.external_id
+        ):
+            return
+        kept = await saved_methods.save(
+            self._db,
+            user_id=intent.user_id,
+            provider=confirmed.provider,
+            method_ref=method.ref,
+            title=method.title,
+            consent_payment_id=intent.id,
+        )
+        if kept is not None:
+            self._log.info(
+                "payment method saved for auto-renewal",
+                operation="billing.save_method",
+                payment_id=intent.id,
+                user_id=intent.user_id,
+                provider=confirmed.provider,
+                outcome=Outcome.SUCCESS,
+            )
 
     async def confirm_telegram(self, paid: TelegramPayment) -> Finalized:
         """Credit a ``successful_payment`` the bot received from Telegram.

@@ -29,6 +29,7 @@ from runtime.storage import (
     grants,
     moderation,
     reports,
+    saved_methods,
     subscriptions,
     users,
 )
@@ -37,6 +38,7 @@ from runtime.storage import referrals as referral_store
 from runtime.storage.balance_payments import BalancePayment, Basis
 from runtime.storage.discounts import Discount
 from runtime.storage.payments import Finalized
+from runtime.storage.saved_methods import SavedMethod
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
 from runtime.traffic import Traffic, TrafficStatus, traffic_of
@@ -160,11 +162,31 @@ class BotServices:
         found = await subscriptions.get(self.db, subscription_id)
         return found if found is not None and found.user_id == user_id else None
 
-    async def set_language(self, user_id: int, language: str) -> None:
+    async def set_language(self, user_id: int, language: str) -> SavedMethod | None:
+        """Returns the user's saved card, for the settings screen that follows."""
         await users.set_language(self.db, user_id, language)
+        return await saved_methods.in_use(self.db, user_id)
 
-    async def set_auto_renew(self, user_id: int, enabled: bool) -> None:
+    async def set_auto_renew(self, user_id: int, enabled: bool) -> SavedMethod | None:
+        """Returns the user's saved card, for the settings screen that follows."""
         await users.set_auto_renew(self.db, user_id, enabled)
+        return await saved_methods.in_use(self.db, user_id)
+
+    async def saved_card(self, user_id: int) -> SavedMethod | None:
+        """The payment method the user saved for auto-renewal, if any."""
+        return await saved_methods.in_use(self.db, user_id)
+
+    async def remove_card(self, user_id: int, method_id: int) -> bool:
+        """Revoke the user's own saved method ``method_id``: never charged again. False
+        when it is not theirs or was removed already."""
+        return await saved_methods.revoke(self.db, user_id, method_id, reason="removed by the user")
+
+    def saves_methods(self, provider: str) -> bool:
+        """Whether paying with ``provider`` can save the card for auto-renewal."""
+        try:
+            return self.billing.saves_methods(provider)
+        except RuntimeError:  # not started yet
+            return False
 
     async def mark_blocked(self, user_id: int) -> None:
         await users.mark_blocked(self.db, user_id)
@@ -208,10 +230,20 @@ class BotServices:
             return True  # an unknown plan is refused further on, as before
         return plan_id in await self.admitted_plans(user_id)
 
-    async def buy(self, user_id: int, plan_id: str, provider: str, *, language: str) -> Checkout:
+    async def buy(
+        self,
+        user_id: int,
+        plan_id: str,
+        provider: str,
+        *,
+        language: str,
+        save_method: bool = False,
+    ) -> Checkout:
         if not await self._admitted(user_id, plan_id):
             raise DomainError(f"plan {plan_id!r} is not offered to this user")
-        return await self.billing.buy(user_id, plan_id, provider, language=language)
+        return await self.billing.buy(
+            user_id, plan_id, provider, language=language, save_method=save_method
+        )
 
     async def discount(self, user_id: int) -> Discount | None:
         """The discount the user's next purchase gets (for the prices on screen)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from runtime.catalog import Plan
+from runtime.storage.saved_methods import SavedMethod
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
 
@@ -29,6 +30,8 @@ class PlanCb(CallbackData, prefix="plan"):
 class BuyCb(CallbackData, prefix="buy"):
     plan: str
     provider: str
+    save: int = 0
+    """1: the user chose to save their card for auto-renewal (an explicit choice)."""
 
 
 class BalanceCb(CallbackData, prefix="bal"):
@@ -55,6 +58,12 @@ class LangCb(CallbackData, prefix="lang"):
 
 class AutoRenewCb(CallbackData, prefix="ar"):
     on: int
+
+
+class CardCb(CallbackData, prefix="card"):
+    """Remove the saved payment method ``id`` (only the user's own is removed)."""
+
+    id: int
 
 
 class GateCb(CallbackData, prefix="gate"):
@@ -178,10 +187,12 @@ def pay_options(
     providers: Sequence[str],
     from_balance: tuple[str, BalanceCb] | None = None,
     price_text: Callable[[int, str], str] | None = None,
+    saving: Collection[str] = (),
 ) -> InlineKeyboardMarkup:
     """``from_balance``: the price, formatted, and the button's data, when the balance
     covers the plan. ``price_text``: formats a list price (amount, currency) as the user
-    pays it (a discount); plain money by default."""
+    pays it (a discount); plain money by default. ``saving``: providers that can save the
+    card for auto-renewal get a second button that does (off unless chosen)."""
     builder = InlineKeyboardBuilder()
     if from_balance is not None:
         label = ctx.t(lang, "plans.pay_from_balance", price=from_balance[0])
@@ -190,19 +201,25 @@ def pay_options(
         price = plan.price(name)
         if price is None:
             continue
+        shown = (
+            price_text(price.amount_minor, price.currency)
+            if price_text is not None
+            else ctx.money(price.amount_minor, price.currency, lang=lang)
+        )
+        label = ctx.provider_label(lang, name)
         builder.row(
             _button(
-                ctx.t(
-                    lang,
-                    "plans.pay_with",
-                    provider=ctx.provider_label(lang, name),
-                    price=price_text(price.amount_minor, price.currency)
-                    if price_text is not None
-                    else ctx.money(price.amount_minor, price.currency, lang=lang),
-                ),
+                ctx.t(lang, "plans.pay_with", provider=label, price=shown),
                 BuyCb(plan=plan.id, provider=name),
             )
         )
+        if name in saving:
+            builder.row(
+                _button(
+                    ctx.t(lang, "plans.pay_with_saving", provider=label, price=shown),
+                    BuyCb(plan=plan.id, provider=name, save=1),
+                )
+            )
     builder.row(_button(ctx.t(lang, "menu.back"), Nav(to="plans")), home_button(ctx, lang))
     return builder.as_markup()
 
@@ -274,7 +291,9 @@ def top_up_providers(
     return builder.as_markup()
 
 
-def settings_menu(ctx: BotContext, lang: str, user: User) -> InlineKeyboardMarkup:
+def settings_menu(
+    ctx: BotContext, lang: str, user: User, card: SavedMethod | None = None
+) -> InlineKeyboardMarkup:
     builder = InlineKeyboardBuilder()
     for code in ctx.translator.languages:
         mark = "✅ " if code == user.language else ""
@@ -282,6 +301,10 @@ def settings_menu(ctx: BotContext, lang: str, user: User) -> InlineKeyboardMarku
     builder.adjust(len(ctx.translator.languages))
     key = "settings.auto_renew_turn_off" if user.auto_renew else "settings.auto_renew_turn_on"
     builder.row(_button(ctx.t(lang, key), AutoRenewCb(on=0 if user.auto_renew else 1)))
+    if card is not None:
+        builder.row(
+            _button(ctx.t(lang, "settings.remove_card", title=card.title), CardCb(id=card.id))
+        )
     builder.row(home_button(ctx, lang))
     return builder.as_markup()
 

@@ -19,6 +19,12 @@ A payment is proven by the door it came through, and a provider says which doors
   bot's update path calls ``confirm_telegram_payment``, with the payer taken from the
   update.
 - ``fetch_status`` asks the peer itself (polling, reconciliation).
+
+Saved payment methods (auto-renewal by card) are an optional capability, a
+``RecurringPaymentProvider``: an intent with ``save_method`` set (the user chose it) asks
+the peer to save what the user pays with; a confirmation reports what was saved
+(``ConfirmedPayment.saved_method``); ``charge_saved`` charges it later without the user,
+idempotent by the key the core gives (one per subscription period).
 """
 
 from __future__ import annotations
@@ -68,6 +74,9 @@ class PaymentIntent:
     (``sendInvoice`` ``start_parameter``: 1-64 of ``A-Z a-z 0-9 _ -``). With it, a
     forwarded invoice shows a link to the bot instead of a Pay button, so nobody else can
     pay it. In-chat providers must send it; the core always sets it."""
+    save_method: bool = False
+    """The user chose to save what they pay with for auto-renewal: a
+    ``RecurringPaymentProvider`` asks its peer to save it; other providers ignore it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,17 @@ class Invoice:
 
 
 @dataclass(frozen=True, slots=True)
+class SavedMethod:
+    """A payment method the peer saved for charges without the user."""
+
+    ref: str
+    """The peer's id of the method (YooKassa ``payment_method.id``): what ``charge_saved``
+    is given. At most 128 characters."""
+    title: str
+    """What the user recognises it by, e.g. ``"Bank card *4444"``. At most 64 characters."""
+
+
+@dataclass(frozen=True, slots=True)
 class ConfirmedPayment:
     """A payment the peer has proven paid. Amount and currency are as the peer reports them:
     the core compares them with the intent and refuses what differs."""
@@ -103,6 +123,9 @@ class ConfirmedPayment:
     """The Telegram user who paid, when the peer says (Telegram payments: the sender of the
     ``successful_payment``, the user of a Star transaction). A payer who is not the intent's
     owner gets nothing credited: the charge is recorded against the payer, to refund."""
+    saved_method: SavedMethod | None = None
+    """The method this payment saved, as the peer reports it. The core keeps it only when
+    the intent asked (``PaymentIntent.save_method``) and the payment is credited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,4 +231,53 @@ class TelegramPaymentProvider(PaymentProvider, Protocol):
     async def confirm_telegram_payment(self, payment: TelegramPayment) -> ConfirmedPayment:
         """The payment as the core credits it: this provider's name, the charge id, the
         intent id from the payload, amount and currency as paid, and the payer."""
+        ...
+
+
+class ChargeState(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    PENDING = "pending"
+    """Not decided yet: confirmed later through the webhook or ``fetch_status``, like any
+    invoice of the provider."""
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCharge:
+    """What ``charge_saved`` did."""
+
+    state: ChargeState
+    external_id: str | None = None
+    """The peer's id of the charge (the same for a repeated call with the same key)."""
+    payment: ConfirmedPayment | None = None
+    """Set when ``state`` is SUCCEEDED: the core credits it like any confirmation (amount
+    and currency compared with the intent)."""
+    reason: str = ""
+    """FAILED: the peer's reason in its own words (``insufficient_funds``...), at most 64
+    characters of ``a-z 0-9 _``; it goes into log lines, never into an alert key."""
+    method_unusable: bool = False
+    """FAILED: the method can never be charged again (the user revoked the permission, the
+    card expired): the core forgets it."""
+
+
+@runtime_checkable
+class RecurringPaymentProvider(PaymentProvider, Protocol):
+    """A provider that can save a payment method and charge it later without the user.
+
+    ``charge_saved`` must be idempotent by ``key``: the core calls it again with the same
+    key and the same intent after a crash or a timeout, and from several processes, and
+    expects the first charge back, never a second one. It raises ``DependencyError``
+    (transient: the core tries again later with the same key; permanent: the charge
+    counts as failed) when the peer cannot answer.
+    """
+
+    saves_methods: bool
+    """False turns the capability off (e.g. by configuration): no consent is offered."""
+
+    async def charge_saved(
+        self, method_ref: str, intent: PaymentIntent, *, key: str
+    ) -> SavedCharge:
+        """Charge ``intent`` (amount, currency, ``intent.id`` in the charge like an
+        invoice's payload) to the saved method ``method_ref``; ``key`` is at most 64
+        characters."""
         ...

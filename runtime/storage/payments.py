@@ -52,12 +52,14 @@ class Payment:
     """Set on a recorded charge that bought nothing: why (a ``Verdict`` value)."""
     paid_for: str | None = None
     """On a recorded charge: the intent it claimed to pay."""
+    save_method: bool = False
+    """The user chose to save the method this intent is paid with (auto-renewal)."""
 
 
 _COLUMNS = (
     "id::text as id, user_id, provider, external_id, amount_minor, currency, status, purpose,"
     " plan_id, subscription_id, invoice_url, created_at, expires_at, refused,"
-    " paid_for::text as paid_for"
+    " paid_for::text as paid_for, save_method"
 )
 
 MAX_AMOUNT = 2**63 - 1
@@ -124,11 +126,13 @@ async def create_intent(
     plan_id: str | None,
     ttl_minutes: int,
     discount_floors: Mapping[str, int] | None = None,
+    save_method: bool = False,
 ) -> Payment:
     """Store what the user is about to pay before any provider call. With
     ``discount_floors`` (least prices per currency) ``amount_minor`` is the list price and
     the user's discount applies (``discounts.apply``): the intent asks the discounted
-    amount and records the list price, the percent and its source."""
+    amount and records the list price, the percent and its source. ``save_method``: the
+    user chose to save the method they pay with (``saved_methods``)."""
 
     async def unit(conn: Connection) -> Payment:
         await ensure_user(conn, user_id)
@@ -136,27 +140,59 @@ async def create_intent(
         if discount_floors is not None:
             await lock_user(conn, user_id)
             floor = discount_floors.get(currency, 1)
-        priced = await discounts.priced_for(conn, user_id, amount_minor, floor)
-        await discounts.claim(conn, priced)
-        row = await fetch_one(
+        return await insert_intent(
             conn,
-            "insert into payments (user_id, provider, amount_minor, currency, purpose, plan_id,"
-            " expires_at, original_amount_minor, discount_percent, discount_source,"
-            " next_discount_id) values ($1, $2, $3, $4, $5, $6,"
-            " now() + make_interval(mins => $7), $8, $9, $10, $11)"
-            f" returning {_COLUMNS}",
-            user_id,
-            provider,
-            priced.amount_minor,
-            currency,
-            purpose,
-            plan_id,
-            ttl_minutes,
-            *discounts.recorded(priced),
+            user_id=user_id,
+            provider=provider,
+            amount_minor=amount_minor,
+            currency=currency,
+            purpose=purpose,
+            plan_id=plan_id,
+            ttl_minutes=ttl_minutes,
+            discount_floor=floor,
+            save_method=save_method,
         )
-        return _payment(row)
 
     return await db.transaction(unit)
+
+
+async def insert_intent(
+    conn: Connection,
+    *,
+    user_id: int,
+    provider: str,
+    amount_minor: int,
+    currency: str,
+    purpose: str,
+    plan_id: str | None,
+    ttl_minutes: int,
+    discount_floor: int | None = None,
+    save_method: bool = False,
+    subscription_id: int | None = None,
+) -> Payment:
+    """``create_intent``'s insert, inside the caller's transaction (the user's row locked
+    by the caller when a discount applies: ``discount_floor`` set)."""
+    priced = await discounts.priced_for(conn, user_id, amount_minor, discount_floor)
+    await discounts.claim(conn, priced)
+    row = await fetch_one(
+        conn,
+        "insert into payments (user_id, provider, amount_minor, currency, purpose, plan_id,"
+        " expires_at, original_amount_minor, discount_percent, discount_source,"
+        " next_discount_id, save_method, subscription_id) values ($1, $2, $3, $4, $5, $6,"
+        " now() + make_interval(mins => $7), $8, $9, $10, $11, $12, $13)"
+        f" returning {_COLUMNS}",
+        user_id,
+        provider,
+        priced.amount_minor,
+        currency,
+        purpose,
+        plan_id,
+        ttl_minutes,
+        *discounts.recorded(priced),
+        save_method,
+        subscription_id,
+    )
+    return _payment(row)
 
 
 async def mark_invoiced(
@@ -185,6 +221,14 @@ async def get(db: Database, payment_id: str) -> Payment | None:
         return _payment(row) if row else None
 
     return await db.read(unit)
+
+
+async def locked(conn: Connection, payment_id: str) -> Payment:
+    """The payment ``payment_id``, its row locked for the caller's transaction."""
+    row = await fetch_one(
+        conn, f"select {_COLUMNS} from payments where id = $1 for update", uuid.UUID(payment_id)
+    )
+    return _payment(row)
 
 
 async def by_charge(db: Database, provider: str, external_id: str) -> Payment | None:
@@ -290,6 +334,7 @@ def _stored_payment(row: asyncpg.Record | None) -> Payment | None:
         expires_at=row["expires_at"],
         refused=row["refused"],
         paid_for=None if row["paid_for"] is None else str(row["paid_for"]),
+        save_method=bool(row["save_method"]),
     )
 
 

@@ -43,6 +43,11 @@ def _period(expires_at: datetime) -> int:
     return math.floor(expires_at.timestamp())
 
 
+def period_of(expires_at: datetime) -> int:
+    """The subscription period that ends at ``expires_at``: its unix second."""
+    return _period(expires_at)
+
+
 def renewal_charge_id(subscription_id: int, expires_at: datetime) -> str:
     """The renewal's unique external id: one charge per subscription period."""
     return period_charge_id(subscription_id, _period(expires_at))
@@ -73,6 +78,12 @@ class Candidate:
     reminded_low: bool
     """The low-balance reminder of this period is queued already."""
     reminded_unavailable: bool
+    card_provider: str | None = None
+    """The provider of this period's card charge, else of the user's saved method in use
+    (``saved_methods``), if any."""
+    card_charge: str | None = None
+    """The status of this period's card charge, if one was made (``card_renewals``):
+    ``failed`` also when its intent expired unpaid."""
 
     @property
     def position(self) -> tuple[datetime, int]:
@@ -94,12 +105,24 @@ with page as materialized (
     limit $4
 )
 select p.id, p.user_id, p.plan_id, p.expires_at, p.balance_minor,
+       coalesce(c.provider, (select m.provider from saved_payment_methods m
+                             where m.user_id = p.user_id and m.revoked_at is null))
+           as card_provider,
+       c.status as card_charge,
        exists (select 1 from outbox o
                where o.dedup_key = 'notify:renew_low:' || p.id || ':' || p.period) as reminded_low,
        exists (select 1 from outbox o
                where o.dedup_key = 'notify:renew_unavailable:' || p.id || ':' || p.period)
            as reminded_unavailable
 from page p
+left join lateral (
+    -- this period's card charge; one whose intent expired unpaid counts as failed
+    select case when i.status in ('expired', 'failed') and rc.status in ('charging', 'pending')
+                then 'failed' else rc.status end as status,
+           i.provider
+    from renewal_charges rc join payments i on i.id = rc.payment_id
+    where rc.subscription_id = p.id and rc.period = p.period
+) c on true
 order by p.expires_at, p.id
 """
 
@@ -131,6 +154,8 @@ async def due(
             balance_minor=r["balance_minor"],
             reminded_low=r["reminded_low"],
             reminded_unavailable=r["reminded_unavailable"],
+            card_provider=r["card_provider"],
+            card_charge=r["card_charge"],
         )
         for r in await db.read(unit)
     ]

@@ -1,4 +1,4 @@
-"""``auto_renewal``: renews subscriptions from the balance before they expire.
+"""``auto_renewal``: renews subscriptions before they expire, by saved card or balance.
 
 Every iteration reads the paid subscriptions expiring within ``[reminders]
 auto_renew_lead_hours`` whose users have auto-renew on (the partial index of active
@@ -13,6 +13,11 @@ catalog (granted days, a withdrawn plan) is left alone.
 
 The renewal price is the plan's price in ``[billing] balance_currency`` (the lowest, if
 several providers charge in it).
+
+A user with a saved payment method (``runtime.storage.saved_methods``) is charged on it
+first, at the plan's price for its provider, once per period (``_card_renewal``); when
+that charge fails, or the provider is gone, the balance is tried, then the reminder. A
+charge still pending at the provider is waited for, never doubled by the balance.
 """
 
 from __future__ import annotations
@@ -29,12 +34,17 @@ from runtime.storage.discounts import discounted_amount
 from runtime.storage.renewals import Candidate
 from runtime.supervision import ActorContext, ActorSpec, Budget, OnExhausted
 
+from ._card_renewal import CardRenewals
 from ._common import items, worker_spec
 
 NAME = "auto_renewal"
 INTERVAL = 300.0
 MIN_SLEEP_ON_FAILURE = 300.0
 BUDGET = Budget(max_failures=6, window=3600.0, on_exhausted=OnExhausted.PARK, park_cooldown=900.0)
+
+
+_CARD_DONE = ("failed", "refused")
+"""Card charges of this period after which only the balance is tried."""
 
 
 def renewal_price(plan: Plan, currency: str) -> int | None:
@@ -59,6 +69,8 @@ class AutoRenewal:
         self.max_pages = max_pages
         self._log = get_logger(NAME)
         self._items = items(services.metrics)
+        self._ttl = settings.billing.invoice_ttl_minutes
+        self._min_prices = dict(settings.promo.min_price) if settings.promo.enabled else None
 
     async def iteration(self, ctx: ActorContext) -> float | None:
         after = None
@@ -79,6 +91,11 @@ class AutoRenewal:
         plan = self.catalog.find(candidate.plan_id)
         if plan is None:
             return None  # granted days or a withdrawn plan: nothing to renew it as
+        if candidate.card_provider is not None and candidate.card_charge not in _CARD_DONE:
+            card = await self._cards().renew(candidate, plan)
+            self._items.labels(NAME, card.outcome.value).inc()
+            if not card.fallback:
+                return None
         price = renewal_price(plan, self.currency)
         if price is None:
             if not candidate.reminded_unavailable:
@@ -129,6 +146,15 @@ class AutoRenewal:
                 "renewal skipped", reason=result.reason, outcome=Outcome.SKIPPED, **fields
             )
         return result.outcome
+
+    def _cards(self) -> CardRenewals:
+        return CardRenewals(
+            self.services.db,
+            self.services.billing,
+            ttl_minutes=self._ttl,
+            min_prices=self._min_prices,
+            log=self._log,
+        )
 
     async def close(self) -> None:
         return None

@@ -22,6 +22,7 @@ from runtime.catalog import Plan
 from runtime.failures import DependencyError, DomainError
 from runtime.logs import get_logger, log_failure
 from runtime.storage.balance_payments import Basis, Outcome
+from runtime.storage.saved_methods import SavedMethod
 from runtime.storage.subscriptions import Subscription
 from runtime.storage.users import User
 from runtime.traffic import TrafficStatus
@@ -178,6 +179,7 @@ async def plan_details(
         providers,
         from_balance,
         lambda amount, currency: price_label(ctx, lang, amount, currency, discount),
+        saving=[name for name in providers if ctx.svc.saves_methods(name)],
     )
     await show(query, bot, text, markup)
 
@@ -233,6 +235,7 @@ async def buy(
             callback_data.plan,
             callback_data.provider,
             language=lang,
+            save_method=bool(callback_data.save),
         )
     except DependencyError as exc:
         log_failure(_log, exc, operation="checkout", provider=callback_data.provider)
@@ -249,7 +252,8 @@ async def buy(
 async def send_checkout(
     bot: Bot, ctx: BotContext, lang: str, chat_id: int, checkout: Checkout, title: str
 ) -> None:
-    """An invoice in the chat (Telegram payments) or a message with the payment link."""
+    """An invoice in the chat (Telegram payments) or a message with the payment link
+    (saying so when the card is saved for auto-renewal)."""
     invoice = checkout.invoice
     price = ctx.money(checkout.payment.amount_minor, checkout.payment.currency, lang=lang)
     if invoice.send_in_chat:
@@ -257,7 +261,12 @@ async def send_checkout(
     elif invoice.url:
         await bot.send_message(
             chat_id,
-            ctx.t(lang, "checkout.link", title=title, price=price),
+            ctx.t(
+                lang,
+                "checkout.link_saving" if checkout.payment.save_method else "checkout.link",
+                title=title,
+                price=price,
+            ),
             reply_markup=kb.pay_link(ctx, lang, invoice.url, price),
         )
     else:
@@ -429,8 +438,8 @@ async def checkout_in_chat(
 # -- settings ----------------------------------------------------------------------------
 
 
-def settings_text(ctx: BotContext, lang: str, user: User) -> str:
-    return ctx.t(
+def settings_text(ctx: BotContext, lang: str, user: User, card: SavedMethod | None = None) -> str:
+    text = ctx.t(
         lang,
         "settings.title",
         language_name=ctx.t(
@@ -438,14 +447,36 @@ def settings_text(ctx: BotContext, lang: str, user: User) -> str:
         ),
         auto_renew=ctx.t(lang, "settings.on" if user.auto_renew else "settings.off"),
     )
+    if card is not None:
+        text += "\n" + ctx.t(lang, "settings.card", title=card.title)
+    return text
 
 
 async def settings(
     event: CallbackQuery | Message, bot: Bot, ctx: BotContext, lang: str, account: User
 ) -> None:
+    assert event.from_user is not None
+    card = await call_trio(ctx.svc.saved_card, event.from_user.id)
     await _reply(
-        event, bot, settings_text(ctx, lang, account), kb.settings_menu(ctx, lang, account)
+        event,
+        bot,
+        settings_text(ctx, lang, account, card),
+        kb.settings_menu(ctx, lang, account, card),
     )
+
+
+async def remove_card(
+    query: CallbackQuery,
+    callback_data: kb.CardCb,
+    bot: Bot,
+    ctx: BotContext,
+    lang: str,
+    account: User,
+) -> None:
+    removed = await call_trio(ctx.svc.remove_card, query.from_user.id, callback_data.id)
+    note = ctx.t(lang, "settings.card_removed" if removed else "settings.card_gone")
+    text = settings_text(ctx, lang, account) + "\n\n" + note
+    await show(query, bot, text, kb.settings_menu(ctx, lang, account))
 
 
 async def set_language(
@@ -454,9 +485,11 @@ async def set_language(
     code = callback_data.code
     if code not in ctx.translator.languages:
         code = account.language
-    await call_trio(ctx.svc.set_language, query.from_user.id, code)
+    card = await call_trio(ctx.svc.set_language, query.from_user.id, code)
     user = dataclasses.replace(account, language=code)
-    await show(query, bot, settings_text(ctx, code, user), kb.settings_menu(ctx, code, user))
+    await show(
+        query, bot, settings_text(ctx, code, user, card), kb.settings_menu(ctx, code, user, card)
+    )
 
 
 async def set_auto_renew(
@@ -468,14 +501,14 @@ async def set_auto_renew(
     account: User,
 ) -> None:
     enabled = bool(callback_data.on)
-    await call_trio(ctx.svc.set_auto_renew, query.from_user.id, enabled)
+    card = await call_trio(ctx.svc.set_auto_renew, query.from_user.id, enabled)
     user = dataclasses.replace(account, auto_renew=enabled)
     text = (
-        settings_text(ctx, lang, user)
+        settings_text(ctx, lang, user, card)
         + "\n\n"
         + ctx.t(lang, "settings.auto_renew_enabled" if enabled else "settings.auto_renew_disabled")
     )
-    await show(query, bot, text, kb.settings_menu(ctx, lang, user))
+    await show(query, bot, text, kb.settings_menu(ctx, lang, user, card))
 
 
 # -- the user blocked or unblocked the bot -----------------------------------------------
@@ -541,6 +574,7 @@ def build_router() -> Router:
     router.message.register(settings, Command("settings"))
     router.callback_query.register(set_language, kb.LangCb.filter())
     router.callback_query.register(set_auto_renew, kb.AutoRenewCb.filter())
+    router.callback_query.register(remove_card, kb.CardCb.filter())
     router.my_chat_member.register(chat_member_changed)
     return router
 

@@ -16,13 +16,24 @@ Modelled on YooKassa's public API reference and its SDKs (``yookassa-sdk-python`
 - a redirect confirmation's ``confirmation_url`` leads to the fake's payment page when
   ``page_base_url`` is set (the sandbox), else to a YooKassa-like checkout URL;
 - refunds of a ``succeeded`` payment, whole or in parts, never more than was paid;
+- saved methods (autopayments): ``save_payment_method: true`` on a redirect payment saves
+  the method it is paid with when that method type allows it (``SAVABLE``): the paid
+  payment's ``payment_method`` gets ``saved: true``, a stable ``id`` of its own, a
+  ``title`` (``"Bank card *4444"``) and the card's ``last4``; other types are paid but
+  not saved (``saved: false``). A payment with ``payment_method_id`` (of a saved method,
+  else 400) needs no confirmation and is decided at once: ``succeeded``, or as the test
+  scripted it (``script_charge``: canceled with a reason such as ``insufficient_funds``,
+  pending, or another amount reported); a method the user revoked (``revoke_method``)
+  is canceled with ``cancellation_details {party: yoo_money, reason:
+  permission_revoked}``. Idempotence by key holds for charges as for any POST;
 - notifications (``notification``): the payment object as the API shows it, unsigned,
   with the caller address a reverse proxy would add (``x-real-ip``, one of YooKassa's
   networks); ``notify`` POSTs one to ``webhook_url`` and, like YooKassa, sends it again
   while the answer is not 200 (here: up to ``attempts`` times, at once).
 
-Not modelled: captures and cancellations through the API, receipts' content checks,
-saved payment methods, payouts, time-based expiry of pending payments.
+Not modelled: captures and cancellations through the API, receipts' content checks, the
+payment-methods API (saving without a payment), payouts, time-based expiry of pending
+payments.
 """
 
 from __future__ import annotations
@@ -48,6 +59,10 @@ from ._base import FakePeer
 NOTIFIER_ADDRESS = "185.71.76.10"
 """Where the fake's notifications say they come from: inside YooKassa's networks."""
 IP_HEADER = "x-real-ip"
+
+SAVABLE = frozenset({"bank_card", "yoo_money", "sberbank", "tinkoff_bank", "sbp"})
+"""Method types YooKassa can save for autopayments."""
+_TITLES = {"bank_card": "Bank card", "yoo_money": "YooMoney", "sbp": "SBP"}
 
 _CURRENCIES = ("RUB", "USD", "EUR", "BYN", "KZT", "UAH", "UZS", "TRY", "INR", "MDL", "AZN")
 
@@ -86,6 +101,10 @@ class FakeYooKassa(FakePeer):
         self.page_base_url: str | None = None
         self.webhook_url: str | Callable[[], str | None] | None = None
         self.webhook_results: list[int | str] = []
+        self.methods: dict[str, dict[str, Any]] = {}
+        """Saved methods by id; ``_revoked`` set when the user withdrew the permission."""
+        self.charge_script: list[dict[str, Any]] = []
+        """How the next charges of saved methods end (``script_charge``), first first."""
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -99,10 +118,18 @@ class FakeYooKassa(FakePeer):
     # -- driving it from a test ----------------------------------------------------------
 
     def pay(
-        self, payment_id: str, *, value: str | None = None, currency: str | None = None
+        self,
+        payment_id: str,
+        *,
+        value: str | None = None,
+        currency: str | None = None,
+        method_type: str = "bank_card",
+        last4: str = "4444",
     ) -> dict[str, Any]:
-        """The user pays a pending payment. ``value``/``currency`` make the peer report
-        another amount than was asked (a tampered or misconfigured payment)."""
+        """The user pays a pending payment (with a ``method_type`` method; a card ends in
+        ``last4``). ``value``/``currency`` make the peer report another amount than was
+        asked (a tampered or misconfigured payment). A payment created with
+        ``save_payment_method: true`` saves the method when its type allows it."""
         payment = self._payment(payment_id)
         if payment["status"] != "pending":
             raise ValueError(f"payment {payment_id} is {payment['status']}, not pending")
@@ -110,28 +137,64 @@ class FakeYooKassa(FakePeer):
             payment["amount"]["value"] = value
         if currency is not None:
             payment["amount"]["currency"] = currency
+        if "_method_id" in payment:  # a pending charge of a saved method
+            self._succeed(payment)
+            self._touch()
+            return self._public(payment)
+        method: dict[str, Any] = {
+            "type": method_type,
+            "id": f"{next(self._serial):08x}-000f-5000-9000-{secrets.token_hex(6)}",
+            "saved": bool(payment.get("_save")) and method_type in SAVABLE,
+            "title": _TITLES.get(method_type, method_type),
+        }
+        if method_type == "bank_card":
+            method["title"] = f"Bank card *{last4}"
+            method["card"] = {
+                "first6": "555555",
+                "last4": last4,
+                "expiry_month": "12",
+                "expiry_year": "2030",
+                "card_type": "MasterCard",
+            }
+        if method["saved"]:
+            self.methods[method["id"]] = dict(method)
+        self._succeed(payment, method)
+        payment.pop("confirmation", None)
+        self._touch()
+        return self._public(payment)
+
+    def script_charge(
+        self, status: str = "canceled", *, reason: str = "insufficient_funds", value: str = ""
+    ) -> None:
+        """How the next charge of a saved method ends: ``canceled`` with ``reason``,
+        ``pending`` (decided later by ``pay`` or ``cancel``), or ``succeeded`` reporting
+        another amount ``value``."""
+        self.charge_script.append({"status": status, "reason": reason, "value": value})
+
+    def revoke_method(self, method_id: str) -> None:
+        """The user withdrew the permission for autopayments: charges are canceled."""
+        self.methods[method_id]["_revoked"] = True
+
+    def _succeed(self, payment: dict[str, Any], method: dict[str, Any] | None = None) -> None:
         payment["paid"] = True
         payment["refundable"] = True
-        payment["payment_method"] = {"type": "bank_card", "id": payment_id, "saved": False}
+        if method is not None:
+            payment["payment_method"] = {k: v for k, v in method.items() if k != "_revoked"}
         if payment.get("capture", True):
             payment["status"] = "succeeded"
             payment["captured_at"] = iso(datetime.now(UTC))
             payment["income_amount"] = dict(payment["amount"])
         else:
             payment["status"] = "waiting_for_capture"
-        payment.pop("confirmation", None)
-        self._touch()
-        return self._public(payment)
 
-    def cancel(self, payment_id: str) -> dict[str, Any]:
+    def cancel(
+        self, payment_id: str, *, reason: str = "expired_on_confirmation", party: str = "yoo_money"
+    ) -> dict[str, Any]:
         payment = self._payment(payment_id)
         if payment["status"] not in ("pending", "waiting_for_capture"):
             raise ValueError(f"payment {payment_id} is {payment['status']}")
         payment["status"] = "canceled"
-        payment["cancellation_details"] = {
-            "party": "yoo_money",
-            "reason": "expired_on_confirmation",
-        }
+        payment["cancellation_details"] = {"party": party, "reason": reason}
         self._touch()
         return self._public(payment)
 
@@ -242,7 +305,26 @@ class FakeYooKassa(FakePeer):
     def _new_payment(self, body: dict[str, Any]) -> dict[str, Any]:
         amount = _amount(body.get("amount"))
         confirmation = body.get("confirmation")
-        if not isinstance(confirmation, dict) or confirmation.get("type") != "redirect":
+        save = body.get("save_payment_method", False)
+        if not isinstance(save, bool):
+            raise YooKassaError(
+                400, "invalid_request", "save_payment_method is a boolean", "save_payment_method"
+            )
+        method_id = body.get("payment_method_id")
+        if method_id is not None:
+            if confirmation is not None or save:
+                raise YooKassaError(
+                    400,
+                    "invalid_request",
+                    "A saved method is charged without confirmation or saving",
+                    "payment_method_id",
+                )
+            method = self.methods.get(method_id) if isinstance(method_id, str) else None
+            if method is None:
+                raise YooKassaError(
+                    400, "invalid_request", "Payment method is not saved", "payment_method_id"
+                )
+        elif not isinstance(confirmation, dict) or confirmation.get("type") != "redirect":
             raise YooKassaError(
                 400, "invalid_request", "Only redirect confirmation is modelled", "confirmation"
             )
@@ -259,6 +341,8 @@ class FakeYooKassa(FakePeer):
         ):
             raise YooKassaError(400, "invalid_request", "Metadata is invalid", "metadata")
         payment_id = f"{next(self._serial):08x}-000f-5000-8000-{secrets.token_hex(6)}"
+        if method_id is not None:
+            return self._charge(payment_id, self.methods[method_id], amount, body)
         page = (
             f"{self.page_base_url.rstrip('/')}/checkout/{payment_id}"
             if self.page_base_url
@@ -271,7 +355,7 @@ class FakeYooKassa(FakePeer):
             "amount": amount,
             "confirmation": {
                 "type": "redirect",
-                "return_url": str(confirmation.get("return_url", "")),
+                "return_url": str((confirmation or {}).get("return_url", "")),
                 "confirmation_url": page,
             },
             "created_at": iso(datetime.now(UTC)),
@@ -282,10 +366,53 @@ class FakeYooKassa(FakePeer):
             "test": True,
             "capture": body.get("capture", False) is True,
         }
+        if save:
+            payment["_save"] = True
         if "receipt" in body:
             payment["receipt_registration"] = "pending"
             payment["_receipt"] = body["receipt"]
         self.payments[payment_id] = payment
+        self._touch()
+        return self._public(payment)
+
+    def _charge(
+        self,
+        payment_id: str,
+        method: dict[str, Any],
+        amount: dict[str, str],
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A payment of a saved method: decided at once (or left pending, as scripted)."""
+        script = self.charge_script.pop(0) if self.charge_script else {"status": "succeeded"}
+        payment: dict[str, Any] = {
+            "id": payment_id,
+            "status": "pending",
+            "paid": False,
+            "amount": amount,
+            "created_at": iso(datetime.now(UTC)),
+            "description": body.get("description", ""),
+            "metadata": dict(body.get("metadata", {})),
+            "recipient": {"account_id": self.shop_id, "gateway_id": "100500"},
+            "refundable": False,
+            "test": True,
+            "capture": body.get("capture", False) is True,
+            "payment_method": {k: v for k, v in method.items() if k != "_revoked"},
+            "_method_id": method["id"],
+        }
+        self.payments[payment_id] = payment
+        if method.get("_revoked"):
+            payment["status"] = "canceled"
+            payment["cancellation_details"] = {"party": "yoo_money", "reason": "permission_revoked"}
+        elif script["status"] == "canceled":
+            payment["status"] = "canceled"
+            payment["cancellation_details"] = {
+                "party": "payment_network",
+                "reason": script["reason"],
+            }
+        elif script["status"] == "succeeded":
+            if script.get("value"):
+                amount["value"] = script["value"]
+            self._succeed(payment)
         self._touch()
         return self._public(payment)
 
@@ -365,6 +492,10 @@ class FakeYooKassa(FakePeer):
     @staticmethod
     def _public(payment: dict[str, Any]) -> dict[str, Any]:
         shown = {k: v for k, v in payment.items() if not k.startswith("_") and k != "capture"}
+        if "payment_method" in shown:
+            shown["payment_method"] = {
+                k: v for k, v in shown["payment_method"].items() if not k.startswith("_")
+            }
         return json.loads(json.dumps(shown))  # type: ignore[no-any-return]
 
 
