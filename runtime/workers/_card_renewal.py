@@ -7,7 +7,9 @@ succeeded charge is credited through the billing core like any confirmed payment
 A charge the provider has not decided yet is left to the webhook and the payment watcher.
 A failed charge (or a provider no longer configured) is recorded, so the card is not
 tried again within the period, and the caller falls back to the balance, then to the
-period's reminder.
+period's reminder. A charge that took another amount than asked is not credited and
+falls back to nothing: it is alerted for a refund, and the balance is never charged
+beside it.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ class CardOutcome(enum.StrEnum):
     FAILED = "card_failed"
     """Declined, or not chargeable: the balance is tried next."""
     REFUSED = "card_refused"
-    """Charged but not credited (another amount): recorded and alerted, for a refund;
-    the balance is tried next."""
+    """Charged but not credited (another amount): recorded and alerted, for a refund.
+    The balance is not tried: the user's money has moved once already this period, and
+    taking it a second time is worse than a renewal left to the admin."""
     RETRY = "card_retry"
     """The provider did not answer: tried again with the same key once the claim ends."""
     NOTHING = "card_nothing"
@@ -174,10 +177,9 @@ class CardRenewals:
                 await card_renewals.settle(self._db, sid, expires, "succeeded")
                 self._log.info("renewed by the saved card", outcome=Outcome.SUCCESS, **fields)
                 return CardResult(CardOutcome.CHARGED)
-            # recorded against the payer and alerted for a refund (``Billing.confirm``):
-            # the renewal itself is tried from the balance, as for a declined card
+            # recorded against the payer and alerted for a refund (``Billing.confirm``)
             await card_renewals.settle(self._db, sid, expires, "refused", reason=result.verdict)
-            return CardResult(CardOutcome.REFUSED, fallback=True)
+            return CardResult(CardOutcome.REFUSED)
         if charge.method_unusable:
             await saved_methods.revoke(
                 self._db, candidate.user_id, method.id, reason=f"provider: {charge.reason}"

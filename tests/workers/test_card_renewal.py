@@ -384,14 +384,16 @@ async def test_a_pending_charge_never_paid_falls_back_to_the_balance(
     await watcher.close()
 
 
-async def test_a_tampered_amount_is_refused_and_alerted(
+async def test_a_tampered_amount_is_refused_alerted_and_never_charged_again_from_the_balance(
     db: Database, services: Services, fake: FakeYooKassa, alerts: Alerts
 ) -> None:
-    sid = await with_card(services, fake, balance=0)
+    sid = await with_card(services, fake, balance=50_000)
     before = await state(db, sid)
     fake.script_charge("succeeded", value="1.00")
     await AutoRenewal(services).iteration(CTX)
-    assert (await state(db, sid))["expires_at"] == before["expires_at"]
+    after = await state(db, sid)
+    assert after["expires_at"] == before["expires_at"]
+    assert after["balance_minor"] == 50_000
     rows = await fetch(db, "select status, reason from renewal_charges")
     assert rows == [{"status": "refused", "reason": "mismatch"}]
     assert [a.key.split(":")[0] for a in alerts.alerts] == ["payment_mismatch"]
