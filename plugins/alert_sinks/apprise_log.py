@@ -53,4 +53,6 @@ def collecting() -> contextlib.AbstractContextManager[list[str]]:
         if _HANDLER not in logger.handlers:
             logger.addHandler(_HANDLER)
             logger.propagate = False
+            # Its own level, not the root's: the reasons are wanted whatever vpnbot logs.
+            logger.setLevel(logging.WARNING)
     return _HANDLER.collecting()
