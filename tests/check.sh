@@ -14,6 +14,26 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
         || echo "chromium could not be installed: the browser test will say so and skip"
 fi
+# The Prometheus rules shipped in deploy/ are checked with promtool, from Debian's
+# prometheus package. Installed without recommends, and with services kept from starting
+# (policy-rc.d, where no policy exists): nothing is left listening.
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing promtool (Debian package prometheus)"
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d \
+            && policy=/usr/sbin/policy-rc.d
+    fi
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+        || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends prometheus)) >/dev/null 2>&1 \
+        || echo "promtool could not be installed: the rules tests will say so and skip"
+    [ -z "$policy" ] || rm -f "$policy"
+    # Only promtool is wanted: the server the package enables for the next boot is not.
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+fi
 # The packaging tests build the wheels offline with this setuptools (SPDX licenses: >= 77).
 .venv/bin/python -m pip install --quiet --upgrade pip 'setuptools>=77'
 .venv/bin/python -m pip install --quiet -e '.[test]'

@@ -1,4 +1,4 @@
-"""Built-in alert sinks (webhook, Telegram), registered like any third-party plugin."""
+"""Built-in alert sinks (webhook, Telegram, Apprise), registered like any third-party plugin."""
 
 from __future__ import annotations
 
@@ -7,18 +7,21 @@ from typing import TYPE_CHECKING, Any
 from runtime.logs import get_logger
 from runtime.plugin_api import AlertSink, Offer, OfferKind, hookimpl
 
+from .apprise_sink import AppriseSink
+from .apprise_sinks import apprise_sinks
 from .telegram import TelegramSink
 from .webhook import WebhookSink
 
 if TYPE_CHECKING:
     from runtime.config import Settings
 
-__all__ = ["TelegramSink", "WebhookSink", "vpnbot_alert_sinks", "vpnbot_offers"]
+__all__ = ["AppriseSink", "TelegramSink", "WebhookSink", "vpnbot_alert_sinks", "vpnbot_offers"]
 
 _log = get_logger("alerts")
 
 WEBHOOK = "webhook"
 TELEGRAM = "telegram"
+APPRISE = "apprise"
 
 
 def _secret(value: Any) -> str | None:
@@ -31,10 +34,12 @@ def _secret(value: Any) -> str | None:
 
 @hookimpl
 def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:
-    """A webhook sink when ``alerts.webhook.url`` is set; a Telegram sink when enabled.
+    """A webhook sink when ``alerts.webhook.url`` is set; a Telegram sink when enabled; one
+    Apprise sink per URL in ``alerts.apprise.urls``.
 
-    A Telegram sink without a bot token or any chat id is left out with an error log
-    rather than failing the hook, so the webhook sink still works.
+    A Telegram sink without a bot token or any chat id, or an Apprise URL that Apprise
+    cannot use, is left out with an error log rather than failing the hook, so the other
+    sinks still work.
     """
     sinks: list[AlertSink] = []
     webhook = settings.alerts.webhook
@@ -65,6 +70,7 @@ def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:
                     name=TELEGRAM,
                 )
             )
+    sinks.extend(apprise_sinks(settings.alerts.apprise, prefix=APPRISE))
     return sinks
 
 
@@ -73,4 +79,5 @@ def vpnbot_offers() -> list[Offer]:
     return [
         Offer(OfferKind.ALERT_SINK, WEBHOOK, "alerts.webhook.url"),
         Offer(OfferKind.ALERT_SINK, TELEGRAM, "alerts.telegram.enabled"),
+        Offer(OfferKind.ALERT_SINK, APPRISE, "alerts.apprise.urls"),
     ]

@@ -242,6 +242,44 @@ class TelegramAlertSettings(_Section):
     timeout_seconds: PositiveSeconds = 5.0
 
 
+_APPRISE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def apprise_urls(value: str) -> list[str]:
+    """The URLs in an ``alerts.apprise.urls`` value: separated by spaces or new lines."""
+    return value.split()
+
+
+def _apprise_urls(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    urls = apprise_urls(value.get_secret_value())
+    if not urls:
+        return None
+    for number, url in enumerate(urls, start=1):
+        if not _APPRISE_URL.fullmatch(url):
+            raise ValueError(
+                f"URL {number} of {len(urls)} is not shaped like service://...; "
+                "separate URLs with spaces or new lines"
+            )
+    return value
+
+
+AppriseUrls = Annotated[Secret, AfterValidator(_apprise_urls)]
+AlertSeverity = Literal["info", "warning", "critical"]
+
+
+class AppriseAlertSettings(_Section):
+    """``[alerts.apprise]``: send alerts to any service Apprise reaches (off while unset)."""
+
+    urls: AppriseUrls = None
+    min_severity: AlertSeverity = "warning"
+    timeout_seconds: PositiveSeconds = 8.0
+
+    def url_list(self) -> list[str]:
+        return apprise_urls(self.urls.get_secret_value()) if self.urls is not None else []
+
+
 class AlertsSettings(_Section):
     """``[alerts]``: how alerts are throttled and where they go."""
 
@@ -251,6 +289,7 @@ class AlertsSettings(_Section):
     degraded_after_seconds: PositiveSeconds = 300.0
     webhook: WebhookAlertSettings = Field(default_factory=WebhookAlertSettings)
     telegram: TelegramAlertSettings = Field(default_factory=TelegramAlertSettings)
+    apprise: AppriseAlertSettings = Field(default_factory=AppriseAlertSettings)
 
 
 class DatabaseSettings(_Section):
@@ -736,9 +775,11 @@ class Settings(_Section):
         """Every non-empty secret value, for log redaction.
 
         That is every ``SecretStr`` field, every plugin setting supplied by a credential file,
-        and every string plugin setting whose key names a secret (token, password, api_key...).
+        and every string plugin setting whose key names a secret (token, password, api_key...);
+        each Apprise URL is one too, on its own.
         """
         values = [*_model_secrets(self), *self._credential_values]
+        values.extend(self.alerts.apprise.url_list())
         values.extend(_plugin_secrets(self.plugins.settings))
         return [value for value in dict.fromkeys(values) if value]
 

@@ -501,9 +501,12 @@ def describe_offers(info: PluginInfo) -> str:
                 names = ["names unknown until configured"]
         else:
             mine = [offer for offer in info.offers if offer.kind == kind.key]
-            declared = {offer.name for offer in mine}
             names = [_offer_state(offer, on) for offer in mine]
-            names += [f"{name} (on, undeclared)" for name in on if name not in declared]
+            names += [
+                f"{name} (on, undeclared)"
+                for name in on
+                if not any(offer.covers(name) for offer in mine)
+            ]
         if names:
             parts.append(f"{kind.key}: {', '.join(names)}")
     text = "; ".join(parts) or "nothing"
@@ -515,6 +518,9 @@ def describe_offers(info: PluginInfo) -> str:
 def _offer_state(offer: Offer, on: list[str]) -> str:
     if offer.name in on:
         return f"{offer.name} (on)"
+    family = [name for name in on if offer.covers(name)]
+    if family:
+        return f"{offer.name} (on: {', '.join(family)})"
     return f"{offer.name} (off: set {offer.setting})" if offer.setting else f"{offer.name} (off)"
 
 

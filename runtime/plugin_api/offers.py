@@ -32,10 +32,15 @@ class Offer:
     """One thing a plugin can provide.
 
     ``name`` is the name the object will have (a provider's, a backend's, a sink's, an
-    actor's); ``setting`` is the config key that turns it on (``plugins.settings.my_panel``),
-    or None when it needs none.
+    actor's), or the family of names ``<name>:<anything>`` when the config makes one object
+    per entry (one alert sink per Apprise URL); ``setting`` is the config key that turns it
+    on (``plugins.settings.my_panel``), or None when it needs none.
     """
 
     kind: OfferKind
     name: str
     setting: str | None = None
+
+    def covers(self, name: str) -> bool:
+        """Whether an object named ``name`` is this offer (or one of its family)."""
+        return name == self.name or name.startswith(f"{self.name}:")

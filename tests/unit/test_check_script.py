@@ -35,6 +35,7 @@ def test_check_sh_installs_nothing_but_the_project_into_the_venv(tmp_path: Path)
     system_bin = tmp_path / "bin"
     system_bin.mkdir()
     _recorder(system_bin / "chromium", log)  # present: nothing to install from apt
+    _recorder(system_bin / "promtool", log)
 
     done = subprocess.run(
         ["sh", str(project / "tests" / "check.sh")],

@@ -10,6 +10,7 @@ import pytest
 from runtime.app.tables import render_plugins
 from runtime.config import Settings
 from runtime.plugin_api import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, LoadedPlugins, load_plugins
+from runtime.plugin_api._manager import describe_offers
 
 PLUGIN = "tests.fixtures.offers_plugin"
 
@@ -48,7 +49,7 @@ def test_unconfigured_built_ins_say_what_they_can_provide() -> None:
     assert loaded.problems == []
     assert provides(loaded) == {
         "alert_sinks": "alert_sinks: webhook (off: set alerts.webhook.url), "
-        "telegram (off: set alerts.telegram.enabled)",
+        "telegram (off: set alerts.telegram.enabled), apprise (off: set alerts.apprise.urls)",
         "telegram_payments": "payment_providers: "
         "stars (off: set plugins.settings.telegram_payments), "
         "card (off: set plugins.settings.telegram_payments.card_provider_token)",
@@ -86,7 +87,19 @@ def test_what_the_config_turns_on_is_marked_on() -> None:
     rows = provides(loaded)
     assert rows["marzban"] == "vpn_backends: marzban (on)"
     assert rows["alert_sinks"] == (
-        "alert_sinks: webhook (on), telegram (off: set alerts.telegram.enabled)"
+        "alert_sinks: webhook (on), telegram (off: set alerts.telegram.enabled), "
+        "apprise (off: set alerts.apprise.urls)"
+    )
+
+
+def test_an_offer_covers_its_family_of_names() -> None:
+    urls = "ntfy://ntfy.example.com/a json://127.0.0.1:9/b ntfy://ntfy.example.com/c"
+    loaded = load(entry_points=builtins(), config={"alerts": {"apprise": {"urls": urls}}})
+
+    assert provides(loaded)["alert_sinks"] == (
+        "alert_sinks: webhook (off: set alerts.webhook.url), "
+        "telegram (off: set alerts.telegram.enabled), "
+        "apprise (on: apprise:ntfy, apprise:json, apprise:ntfy:2)"
     )
 
 
@@ -118,6 +131,7 @@ FULL_CONFIG: dict[str, Any] = {
     "alerts": {
         "webhook": {"url": "http://127.0.0.1:9/hook"},
         "telegram": {"enabled": True, "chat_ids": [1]},
+        "apprise": {"urls": "ntfy://ntfy.example.com/a"},
     },
 }
 
@@ -129,8 +143,15 @@ def test_every_object_a_configured_built_in_returns_is_one_it_declares() -> None
     for info in loaded.plugins:
         assert info.offers is not None, info.name
         declared = {(offer.kind.value, offer.name) for offer in info.offers}
-        returned = {(kind, name) for kind, names in info.provides.items() for name in names}
+        returned = {
+            (kind, offer.name)
+            for kind, names in info.provides.items()
+            for name in names
+            for offer in info.offers
+            if offer.kind == kind and offer.covers(name)
+        }
         assert returned == declared, info.name
+        assert "undeclared" not in describe_offers(info), info.name
 
 
 def test_on_off_and_undeclared_objects_are_told_apart() -> None:
