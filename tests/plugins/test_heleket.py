@@ -23,7 +23,12 @@ from runtime.plugin_api.payments import (
     RefundNotSupported,
     WebhookRejected,
 )
-from runtime.testing.contract import PaymentProviderContract, ProviderUnderTest
+from runtime.testing.contract import (
+    DeliveryProof,
+    PaymentProviderContract,
+    ProviderUnderTest,
+    Signature,
+)
 from runtime.testing.fakes.heleket import FakeHeleket, webhook_sign
 
 MERCHANT = "c26b80a8-4a8e-4b42-8e5d-1d1d6b3c2a11"
@@ -78,19 +83,22 @@ async def paid_invoice(fake: FakeHeleket, provider: HeleketProvider, **pay: Any)
 
 
 class TestHeleketContract(PaymentProviderContract):
+    """The signature in the body is the proof; the address check is off (the default)."""
+
+    allowed_ips: tuple[str, ...] = ()
+
     @pytest.fixture
     async def subject(self) -> AsyncIterator[ProviderUnderTest]:
         fake = FakeHeleket(MERCHANT, API_KEY)
         async with fake.running() as url:
-            provider = make_provider(url, allowed_ips=["31.133.220.0/24"])
+            provider = make_provider(url, allowed_ips=self.allowed_ips)
 
             async def paid(
                 checkout: Checkout, *, amount_minor: int, currency: str
             ) -> tuple[dict[str, str], bytes]:
                 invoice_id = checkout.invoice.external_id or ""
                 fake.pay(invoice_id, amount=f"{amount_minor / 100:.2f}", currency=currency)
-                headers, body = fake.webhook_delivery(invoice_id)
-                return {**headers, "x-real-ip": "31.133.220.8"}, body
+                return fake.webhook_delivery(invoice_id)
 
             def signed_by_others(
                 delivery: tuple[dict[str, str], bytes],
@@ -118,8 +126,15 @@ class TestHeleketContract(PaymentProviderContract):
                 secrets=[API_KEY],
                 paid_delivery=paid,
                 forge=signed_by_others,
+                proof=DeliveryProof(Signature.BODY, source_networks=self.allowed_ips),
             )
             await provider.aclose()
+
+
+class TestHeleketContractWithAllowedIps(TestHeleketContract):
+    """``allowed_ips`` on: a signed delivery from elsewhere is refused too."""
+
+    allowed_ips = ("31.133.220.0/24",)
 
 
 # -- invoices -------------------------------------------------------------------------
