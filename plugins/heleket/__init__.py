@@ -1,7 +1,10 @@
 """Heleket crypto payments: the ``heleket`` provider.
 
 Configured by ``[plugins.settings.heleket]`` (see ``settings.HeleketSettings``); without
-that table the plugin offers nothing.
+that table the plugin offers nothing. A plan priced for it in a currency it does not take
+(a coin missing from ``currencies.COINS`` and ``asset_decimals``, or a fiat currency not in
+``fiat_currencies``) is refused at start, naming the plan and the currency; what the list
+of coins relies on is written in ``currencies``.
 
 What this relies on. Read in Heleket's public documentation (doc.heleket.com, "Request
 format" and "Webhook"): every request is a JSON ``POST`` to ``https://api.heleket.com/``
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from runtime.config import validate_section
+from runtime.config import ConfigError, validate_section
 from runtime.plugin_api import Offer, OfferKind, PaymentProvider, hookimpl, lazy_exports
 
 if TYPE_CHECKING:
@@ -76,6 +79,13 @@ def vpnbot_payment_providers(settings: Settings) -> list[PaymentProvider]:
     from .settings import HeleketSettings
 
     config = validate_section(HeleketSettings, table, path=f"plugins.settings.{PLUGIN}")
+    from .currencies import price_problems
+
+    problems = price_problems(
+        settings.plans, asset_decimals=config.asset_decimals, fiat=config.fiat_currencies
+    )
+    if problems:
+        raise ConfigError(problems)
     return [build_provider(config)]
 
 

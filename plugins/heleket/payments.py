@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
-from plugins.cryptobot.amounts import ASSET_DECIMALS, MAX_MINOR, to_minor
+from plugins.cryptobot.amounts import MAX_MINOR, to_minor
 from runtime.plugin_api.payments import ConfirmedPayment, InvoiceState, InvoiceStatus
+
+from .currencies import COINS
 
 PROVIDER = "heleket"
 
@@ -35,11 +37,11 @@ class BadPayment(ValueError):
 
 def exponent(currency: str, asset_decimals: Mapping[str, int]) -> int:
     """Minor units of ``currency``: a coin's smallest unit (``asset_decimals`` first, then
-    the table Crypto Pay's plugin keeps), else a fiat currency's ISO exponent."""
+    the coins Heleket takes), else a fiat currency's ISO exponent."""
     if currency in asset_decimals:
         return asset_decimals[currency]
-    if currency in ASSET_DECIMALS:
-        return ASSET_DECIMALS[currency]
+    if currency in COINS:
+        return COINS[currency]
     return _FIAT_PLACES.get(currency, 2)
 
 

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from .currencies import DEFAULT_FIAT
+
 API_URL = "https://api.heleket.com/"
 
 
@@ -25,6 +27,7 @@ def _network(value: str) -> str:
 
 _Url = Annotated[str, AfterValidator(_http_url)]
 _Code = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,10}$")]
+_Fiat = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
 class HeleketSettings(BaseModel):
@@ -51,7 +54,12 @@ class HeleketSettings(BaseModel):
     lifetime_seconds: Annotated[int, Field(ge=300, le=43_200)] = 3600
     """How long an invoice can be paid (Heleket accepts 300 to 43200)."""
     asset_decimals: dict[_Code, Annotated[int, Field(ge=0, le=18)]] = Field(default_factory=dict)
-    """Minor units per coin, for coins missing from the built-in table."""
+    """Minor units per coin, for coins missing from the built-in table (``currencies``):
+    declaring a coin here also lets plans be priced in it."""
+    fiat_currencies: list[_Fiat] = Field(default_factory=lambda: list(DEFAULT_FIAT))
+    """Fiat currencies (ISO 4217 codes) plans may price Heleket invoices in; Heleket
+    converts them to the coin the payer picks. A plan priced in another is refused at
+    start."""
     allowed_ips: list[Annotated[str, AfterValidator(_network)]] = Field(default_factory=list)
     """When set, webhooks are taken only from these addresses or networks."""
     source_ip_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "x-real-ip"

@@ -31,12 +31,19 @@ from runtime.plugin_api.vpn import AccountSpec, VpnBackend
 
 from .fakes import FakePeer
 from .links import fetch_configs
-from .payment_contract import PaymentProviderContract, ProviderUnderTest
+from .payment_contract import (
+    DeliveryProof,
+    PaymentProviderContract,
+    ProviderUnderTest,
+    Signature,
+)
 
 __all__ = [
     "BackendUnderTest",
+    "DeliveryProof",
     "PaymentProviderContract",
     "ProviderUnderTest",
+    "Signature",
     "VpnBackendContract",
 ]
 

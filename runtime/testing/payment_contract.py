@@ -26,9 +26,16 @@ What is checked, for every provider:
 - the plugin manager would load it (async methods; a ``webhook`` that is None or a
   ``WebhookReceiver``), and in-chat invoices carry the intent and a ``start_parameter``;
 - ``POST /webhooks/payments/<name>`` with an unauthenticated or wrongly signed request
-  (no headers, a changed body, garbage, a body naming a real intent, your
-  ``forge``'d ones) is answered 404 (no webhook) or 401, before billing or the database
-  is asked, changes nothing and raises no alert;
+  (garbage, a body naming a real intent, your ``forge``'d ones and, as the provider's
+  ``DeliveryProof`` declares, the authentic body without its signed headers or with a
+  changed byte) is answered 404 (no webhook) or 401, before billing or the database is
+  asked, changes nothing and raises no alert;
+- a provider whose deliveries are verified by fetching the payment back from the peer:
+  a notification anyone could write, naming a real unpaid payment, a payment the peer
+  never issued, or the intent itself, is refused the same way; once the peer says the
+  payment is paid, the same notification credits it;
+- a provider that takes deliveries only from the peer's source networks: an authentic
+  delivery from outside them (or from no readable address) is refused the same way;
 - an authentic payment, through the provider's own door (its webhook, or Telegram's
   ``successful_payment`` for a ``TelegramPaymentProvider``), is credited once; its replay is
   a logged skip that changes nothing;
@@ -42,6 +49,8 @@ What is checked, for every provider:
 from __future__ import annotations
 
 import dataclasses
+import enum
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -85,6 +94,40 @@ class PaidDelivery(Protocol):
         ...
 
 
+class Signature(enum.Enum):
+    """Where the peer's signature of a webhook delivery is."""
+
+    HEADERS = "headers"
+    """In the request's headers: the body alone proves nothing, and a changed byte of it
+    breaks the signature."""
+    BODY = "body"
+    """A field of the body (Heleket's ``sign``): the body is its own proof, so the same
+    body from anyone, with any headers, is a replay of an authentic delivery, not a
+    forgery (the core credits it once)."""
+    NONE = "none"
+    """Nothing is signed (YooKassa): a delivery is only a pointer to a payment, and must be
+    verified by fetching that payment back from the peer (``fetched``)."""
+
+
+@dataclass(frozen=True)
+class DeliveryProof:
+    """How a webhook provider proves its deliveries, as configured under test; the kit
+    forges deliveries against each proof declared."""
+
+    signature: Signature = Signature.HEADERS
+    fetched: bool = False
+    """``authenticate`` fetches the payment a delivery names from the peer and refuses the
+    delivery unless the peer confirms it; ``ProviderUnderTest.notification`` is then
+    required."""
+    source_networks: Sequence[str] = ()
+    """The networks deliveries are taken from, when the provider is configured to check
+    the sender's address; empty when it does not check."""
+    source_header: str = "x-real-ip"
+    """The header the operator's reverse proxy writes the sender's address into. The kit
+    sends its deliveries from an address inside ``source_networks`` unless it tries one
+    from outside."""
+
+
 @dataclass
 class ProviderUnderTest:
     provider: PaymentProvider
@@ -99,6 +142,12 @@ class ProviderUnderTest:
     """Required when the provider has a ``webhook``."""
     forge: Callable[[Delivery], Sequence[Delivery]] | None = None
     """More unauthenticated variants of an authentic delivery (signed with another key...)."""
+    proof: DeliveryProof = DeliveryProof()
+    """How the provider's deliveries are proven; by default signed in the headers."""
+    notification: Callable[[str], Delivery] | None = None
+    """For a provider whose deliveries are ``fetched``: the delivery anyone could write,
+    in the peer's shape, saying that the peer's payment with this external id was paid
+    (no proof of its own). Required with ``DeliveryProof.fetched``."""
 
 
 class _Alerts:
@@ -130,8 +179,18 @@ class _Shop:
         transport = httpx.ASGITransport(app=Starlette(routes=routes))
         return httpx.AsyncClient(transport=transport, base_url="http://vpnbot.test")
 
-    async def post(self, delivery: Delivery, *, name: str | None = None) -> httpx.Response:
+    async def post(
+        self, delivery: Delivery, *, name: str | None = None, as_sent: bool = False
+    ) -> httpx.Response:
+        """POST ``delivery`` to the webhook; from inside the declared source networks
+        unless it names its sender already or ``as_sent`` keeps its headers as they are."""
         headers, body = delivery
+        proof = self.subject.proof
+        if proof.source_networks and not as_sent:
+            known = {name.lower() for name in headers}
+            if proof.source_header.lower() not in known:
+                inside = str(_inside(proof.source_networks))
+                headers = {**headers, proof.source_header: inside}
         async with self.client() as http:
             return await http.post(
                 f"/webhooks/payments/{name or self.name}", headers=headers, content=body
@@ -198,9 +257,27 @@ def _other_currency(currency: str) -> str:
     return "USD" if currency != "USD" else "EUR"
 
 
-def _unauthenticated(delivery: Delivery, intent_id: str) -> list[Delivery]:
-    """What anyone could send: the authentic body without its headers, the authentic
-    headers with a changed body, garbage, and a body naming a real intent."""
+def _inside(networks: Sequence[str]) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    network = ipaddress.ip_network(networks[0], strict=False)
+    return network.network_address + (1 if network.num_addresses > 1 else 0)
+
+
+OUTSIDE = ("203.0.113.7", "2001:db8::7", "127.0.0.1")
+"""Documentation addresses (RFC 5737, RFC 3849) and loopback: no peer sends from them."""
+
+
+def _outside(networks: Sequence[str]) -> list[str]:
+    declared = [ipaddress.ip_network(n, strict=False) for n in networks]
+    found = [a for a in OUTSIDE if not any(ipaddress.ip_address(a) in net for net in declared)]
+    assert found, "the declared source networks take every address the kit tries"
+    return found
+
+
+def _unauthenticated(delivery: Delivery, intent_id: str, proof: DeliveryProof) -> list[Delivery]:
+    """What anyone could send: garbage, a body naming a real intent and, when the headers
+    carry the signature, the authentic body without them and the authentic headers with a
+    changed body (when the body carries it, that body is authentic from anyone; when
+    nothing is signed, the peer is asked, which ``fetched`` checks)."""
     headers, body = delivery
     naming = (
         b'{"invoice_payload":"%s","telegram_payment_charge_id":"forged","currency":"XTR",'
@@ -208,16 +285,19 @@ def _unauthenticated(delivery: Delivery, intent_id: str) -> list[Delivery]:
         b'"payload":"%s","status":"paid","amount":"1"}}' % (intent_id.encode(), intent_id.encode())
     )
     plain = {"content-type": "application/json"}
-    return [
-        (plain, body),
-        (headers, body + b" "),
-        (headers, body[:-1] + bytes([body[-1] ^ 1]) if body else b"x"),
-        ({name: "0" * 64 for name in headers}, body),
-        (headers, b""),
-        (plain, b"\x00garbage{"),
-        (plain, naming),
-        (headers, naming),
-    ]
+    anyone = [(headers, b""), (plain, b"\x00garbage{"), (plain, naming), (headers, naming)]
+    changed = (headers, body[:-1] + bytes([body[-1] ^ 1]) if body else b"x")
+    if proof.signature is Signature.HEADERS:
+        return [
+            (plain, body),
+            (headers, body + b" "),
+            changed,
+            ({name: "0" * 64 for name in headers}, body),
+            *anyone,
+        ]
+    if proof.signature is Signature.BODY:
+        return [changed, *anyone]
+    return anyone
 
 
 class PaymentProviderContract:
@@ -259,6 +339,11 @@ class PaymentProviderContract:
             assert subject.paid_delivery is not None, "a webhook provider needs paid_delivery"
         if isinstance(provider, TelegramPaymentProvider):
             assert receiver is None, "Telegram payments are proven by the update, not HTTP"
+        proof = subject.proof
+        if receiver is not None and proof.signature is Signature.NONE:
+            assert proof.fetched, "an unsigned delivery proves nothing until fetched back"
+        if proof.fetched:
+            assert subject.notification is not None, "a fetched proof needs notification"
 
     async def test_create_invoice_carries_the_intent(self, subject: ProviderUnderTest) -> None:
         invoice = await subject.provider.create_invoice(subject.intent)
@@ -312,7 +397,7 @@ class PaymentProviderContract:
             )
             authentic = ({"content-type": "application/json"}, body)
             refused_with = 404
-        forged = _unauthenticated(authentic, intent.id)
+        forged = _unauthenticated(authentic, intent.id, shop.subject.proof)
         if shop.subject.forge is not None:
             forged += list(shop.subject.forge(authentic))
         before = await shop.state()
@@ -328,6 +413,74 @@ class PaymentProviderContract:
         assert all(entry.get("log_level") in ("debug", "info", "warning") for entry in logs)
         for entry in logs:
             assert intent.id not in str(entry.keys())
+
+    async def test_a_forged_notification_is_checked_at_the_peer_and_changes_nothing(
+        self, shop: _Shop
+    ) -> None:
+        subject = shop.subject
+        if subject.provider.webhook is None or not subject.proof.fetched:
+            pytest.skip("deliveries are not verified by fetching them back")
+        assert subject.notification is not None and subject.paid_delivery is not None
+        checkout = await shop.checkout()
+        intent = checkout.payment
+        unpaid = checkout.invoice.external_id or intent.id
+        forged = [
+            subject.notification(unpaid),  # a real payment, not paid
+            subject.notification(str(uuid.uuid4())),  # a payment the peer never issued
+            subject.notification(intent.id),  # our own id, not the peer's
+        ]
+        before = await shop.state()
+
+        with capture_logs() as logs:
+            for delivery in forged:
+                response = await shop.post(delivery)
+                assert response.status_code == 401, (delivery, response.text)
+
+        assert shop.billing_asked == [], "billing was asked before the peer confirmed"
+        assert await shop.state() == before
+        assert shop.alerts.alerts == []
+        assert all(entry.get("log_level") in ("debug", "info", "warning") for entry in logs)
+        for entry in logs:
+            assert intent.id not in str(entry.keys())
+        # the peer's word made the difference: once it says paid, the same claim credits
+        await subject.paid_delivery(
+            checkout, amount_minor=intent.amount_minor, currency=intent.currency
+        )
+        response = await shop.post(subject.notification(unpaid))
+        assert (response.status_code, response.json()["results"]) == (200, ["credited"])
+
+    async def test_a_delivery_from_outside_the_source_networks_is_refused(
+        self, shop: _Shop
+    ) -> None:
+        subject = shop.subject
+        proof = subject.proof
+        if subject.provider.webhook is None or not proof.source_networks:
+            pytest.skip("the sender's address is not checked")
+        assert subject.paid_delivery is not None
+        checkout = await shop.checkout()
+        intent = checkout.payment
+        headers, body = await subject.paid_delivery(
+            checkout, amount_minor=intent.amount_minor, currency=intent.currency
+        )
+        others = {k: v for k, v in headers.items() if k.lower() != proof.source_header.lower()}
+        senders = [*_outside(proof.source_networks), "", "not an address", "0" * 300]
+        before = await shop.state()
+
+        with capture_logs() as logs:
+            for sender in senders:
+                sent = {**others, proof.source_header: sender}
+                response = await shop.post((sent, body), as_sent=True)
+                assert response.status_code == 401, (sender, response.text)
+            response = await shop.post((others, body), as_sent=True)
+            assert response.status_code == 401, ("no address", response.text)
+
+        assert shop.billing_asked == [], "billing was asked before the sender was checked"
+        assert await shop.state() == before
+        assert shop.alerts.alerts == []
+        assert all(entry.get("log_level") in ("debug", "info", "warning") for entry in logs)
+        # the address made the difference: from inside, the same delivery credits
+        response = await shop.post((others, body))
+        assert (response.status_code, response.json()["results"]) == (200, ["credited"])
 
     async def test_a_provider_name_we_do_not_have_is_a_404(self, shop: _Shop) -> None:
         before = await shop.state()

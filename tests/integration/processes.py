@@ -31,6 +31,7 @@ def write_config(
     crypto: str,
     instance: str | None,
     extra: str = "",
+    public_port: int = 0,
 ) -> Path:
     """A polling-mode config against the fakes; ``instance`` None leaves the id unset."""
     identity = f'instance_id = "{instance}"' if instance is not None else ""
@@ -48,7 +49,7 @@ dsn = "{dsn}"
 port = {port}
 
 [http.public]
-port = 0
+port = {public_port}
 
 [telegram]
 token = "{TOKEN}"

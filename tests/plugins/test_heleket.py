@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from plugins.heleket import HeleketProvider, vpnbot_payment_providers
-from plugins.heleket.payments import BadPayment, status_of
+from plugins.heleket.payments import BadPayment, exponent, status_of
 from plugins.heleket.signing import php_json, sign_bytes
+from runtime.app import check_configuration
 from runtime.billing import Checkout
 from runtime.config import ConfigError, Settings
 from runtime.failures import DependencyError
@@ -23,7 +24,12 @@ from runtime.plugin_api.payments import (
     RefundNotSupported,
     WebhookRejected,
 )
-from runtime.testing.contract import PaymentProviderContract, ProviderUnderTest
+from runtime.testing.contract import (
+    DeliveryProof,
+    PaymentProviderContract,
+    ProviderUnderTest,
+    Signature,
+)
 from runtime.testing.fakes.heleket import FakeHeleket, webhook_sign
 
 MERCHANT = "c26b80a8-4a8e-4b42-8e5d-1d1d6b3c2a11"
@@ -78,19 +84,22 @@ async def paid_invoice(fake: FakeHeleket, provider: HeleketProvider, **pay: Any)
 
 
 class TestHeleketContract(PaymentProviderContract):
+    """The signature in the body is the proof; the address check is off (the default)."""
+
+    allowed_ips: tuple[str, ...] = ()
+
     @pytest.fixture
     async def subject(self) -> AsyncIterator[ProviderUnderTest]:
         fake = FakeHeleket(MERCHANT, API_KEY)
         async with fake.running() as url:
-            provider = make_provider(url, allowed_ips=["31.133.220.0/24"])
+            provider = make_provider(url, allowed_ips=self.allowed_ips)
 
             async def paid(
                 checkout: Checkout, *, amount_minor: int, currency: str
             ) -> tuple[dict[str, str], bytes]:
                 invoice_id = checkout.invoice.external_id or ""
                 fake.pay(invoice_id, amount=f"{amount_minor / 100:.2f}", currency=currency)
-                headers, body = fake.webhook_delivery(invoice_id)
-                return {**headers, "x-real-ip": "31.133.220.8"}, body
+                return fake.webhook_delivery(invoice_id)
 
             def signed_by_others(
                 delivery: tuple[dict[str, str], bytes],
@@ -118,8 +127,15 @@ class TestHeleketContract(PaymentProviderContract):
                 secrets=[API_KEY],
                 paid_delivery=paid,
                 forge=signed_by_others,
+                proof=DeliveryProof(Signature.BODY, source_networks=self.allowed_ips),
             )
             await provider.aclose()
+
+
+class TestHeleketContractWithAllowedIps(TestHeleketContract):
+    """``allowed_ips`` on: a signed delivery from elsewhere is refused too."""
+
+    allowed_ips = ("31.133.220.0/24",)
 
 
 # -- invoices -------------------------------------------------------------------------
@@ -385,3 +401,95 @@ def test_a_part_paid_invoice_without_amounts_is_not_understood() -> None:
     }
     with pytest.raises(BadPayment):
         status_of({**info, "payer_currency": "TRX", "payment_amount": "1e400x"}, asset_decimals={})
+
+
+# -- prices checked at start ----------------------------------------------------------
+
+
+def priced(currency: str, amount: int = 500, **heleket: Any) -> Settings:
+    """A configuration with a Heleket plan priced in ``currency``, and a plan without one."""
+    return Settings.model_validate(
+        {
+            "telegram": {"enabled": False},
+            "http": {"enabled": False, "public": {"enabled": False}},
+            "plugins": {
+                "settings": {
+                    "heleket": {"merchant": MERCHANT, "api_key": API_KEY, **heleket},
+                    "marzban": {
+                        "base_url": "https://panel.example.com",
+                        "username": "bot",
+                        "password": "pw-secret",
+                    },
+                }
+            },
+            "plans": {
+                "month": {
+                    "title": {"en": "Month"},
+                    "duration_days": 30,
+                    "backend": "marzban",
+                    "prices": {"heleket": {currency: amount}},
+                },
+                "free": {
+                    "title": {"en": "Free"},
+                    "duration_days": 1,
+                    "backend": "marzban",
+                    "prices": {},
+                },
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("currency", "heleket"),
+    [
+        ("USDT", {}),
+        ("BTC", {}),
+        ("USD", {}),
+        ("RUB", {}),
+        ("GBP", {"fiat_currencies": ["GBP"]}),
+        ("FRESH", {"asset_decimals": {"FRESH": 8}}),
+    ],
+)
+def test_a_plan_in_a_currency_heleket_takes_is_accepted(
+    currency: str, heleket: dict[str, Any]
+) -> None:
+    (provider,) = vpnbot_payment_providers(settings=priced(currency, **heleket))
+    assert isinstance(provider, HeleketProvider)
+    check_configuration(priced(currency, **heleket), environ={})
+
+
+@pytest.mark.parametrize(
+    ("currency", "heleket"),
+    [
+        ("XYZ", {}),  # no coin of that name
+        ("NOT", {}),  # Crypto Pay's coin, not Heleket's
+        ("GBP", {}),  # a fiat currency not allowed
+        ("USD", {"fiat_currencies": ["EUR"]}),
+    ],
+)
+def test_a_plan_in_a_currency_heleket_does_not_take_is_refused_at_start(
+    currency: str, heleket: dict[str, Any]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_configuration(priced(currency, **heleket), environ={})
+    (problem,) = [p for p in caught.value.problems if "heleket" in p.path]
+    assert problem.path == "plans.month.prices.heleket"
+    assert f"plan 'month' is priced in {currency!r}" in problem.reason
+    assert API_KEY not in str(caught.value)
+
+
+def test_a_coin_declared_in_asset_decimals_is_invoiced_in_its_own_units() -> None:
+    (provider,) = vpnbot_payment_providers(
+        settings=priced("FRESH", 12_345_678, asset_decimals={"FRESH": 8})
+    )
+    assert isinstance(provider, HeleketProvider)
+    assert exponent("FRESH", {"FRESH": 8}) == 8
+    assert exponent("USDT", {}) == 6 and exponent("USD", {}) == 2
+
+
+def test_fiat_currencies_must_be_iso_codes() -> None:
+    with pytest.raises(ConfigError) as caught:
+        vpnbot_payment_providers(settings=priced("USD", fiat_currencies=["usd", "DOLLAR"]))
+    paths = [p.path for p in caught.value.problems]
+    assert paths and all(".fiat_currencies" in path for path in paths), paths
