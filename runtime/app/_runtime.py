@@ -25,10 +25,10 @@ from runtime.catalog import Catalog
 from runtime.config import ConfigProblem, Settings
 from runtime.failures import classify
 from runtime.logs import correlation, get_logger
-from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
+from runtime.metrics import AlertsCollector, BacklogCollector, Metrics, SupervisionCollector
 from runtime.plugin_api import LoadedPlugins, Services, capabilities_of, load_plugins
 from runtime.promo import seed_codes
-from runtime.storage import Database, MigrationError, apply_migrations
+from runtime.storage import Database, MigrationError, apply_migrations, backlog
 from runtime.storage.instances import InstanceLock
 from runtime.supervision import ActorSpec, Restart, SdNotifier, Supervisor
 from runtime.traffic import package_problems
@@ -321,6 +321,9 @@ def _assemble(
     holder["supervisor"] = supervisor
     metrics.register(SupervisionCollector(supervisor))
     metrics.register(AlertsCollector(alerts))
+    waiting = BacklogCollector(lambda: backlog.read(services.db))
+    metrics.register(waiting)
+    metrics.refresh_before_render(waiting.refresh)
     return Runtime(
         settings,
         services,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from . import job_kinds, leases, outbox, payments, subscriptions, users
+    from . import backlog, job_kinds, leases, outbox, payments, subscriptions, users
     from ._database import Connection, Database, Work
     from ._embedded import EmbeddedPostgres
     from ._migrations import (
@@ -35,6 +35,7 @@ __all__ = [
     "MigrationError",
     "Work",
     "apply_migrations",
+    "backlog",
     "job_kinds",
     "leases",
     "load_migrations",
@@ -56,7 +57,9 @@ _LAZY = {
     "load_migrations": "._migrations",
     "pending_migrations": "._migrations",
 }
-_MODULES = frozenset({"job_kinds", "leases", "outbox", "payments", "subscriptions", "users"})
+_MODULES = frozenset(
+    {"backlog", "job_kinds", "leases", "outbox", "payments", "subscriptions", "users"}
+)
 
 
 _exported = lazy_exports(__name__, _LAZY)

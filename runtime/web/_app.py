@@ -62,7 +62,7 @@ def operator_app(
         return JSONResponse(document)
 
     async def metrics_text(request: Request) -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
+        return Response(await metrics.render_fresh(), media_type=metrics.content_type)
 
     return Starlette(
         routes=[

@@ -272,6 +272,8 @@ async def service_starts_on(dsn: str, tmp_path: Path) -> None:
         for name in ("vpnbot_system_state", "vpnbot_actor_state", "vpnbot_alerts_failed_total"):
             assert name in RULES.read_text() and f"\n{name}{{" in metrics, name
         assert 'vpnbot_system_state{state="unavailable"} 0.0' in metrics
+        for name in ("vpnbot_inbox_pending_updates", "vpnbot_backlog_age_seconds"):
+            assert name in RULES.read_text() and f"\n{name} " in metrics, name
     finally:
         code = await process.stop()
     assert code == 0, process.tail()

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 import yaml
 
 from runtime.alerts import AlertPipeline
-from runtime.metrics import AlertsCollector, Metrics, SupervisionCollector
+from runtime.metrics import AlertsCollector, BacklogCollector, Metrics, SupervisionCollector
+from runtime.storage.backlog import Backlog, Waiting
 from runtime.supervision import ActorSpec, Supervisor
 from runtime.workers._common import items
 
@@ -73,6 +75,13 @@ def exported_series() -> set[str]:
 
     metrics.register(SupervisionCollector(Supervisor([ActorSpec(name="actor", run=idle)])))
     metrics.register(AlertsCollector(AlertPipeline([], throttle_seconds=60)))
+
+    async def backlog() -> Backlog:
+        return Backlog({"notify": Waiting(1, 2.0)}, Waiting(1, 3.0))
+
+    waiting = BacklogCollector(backlog)
+    metrics.register(waiting)
+    trio.run(waiting.refresh)
     items(metrics)
     names: set[str] = set()
     suffixes = {"counter": ["_total", "_created"], "gauge": [""], "histogram": ["_bucket"]}
@@ -140,6 +149,8 @@ def test_the_rules_cover_the_conditions_operators_asked_for() -> None:
         "VpnbotDeadLetters",
         "VpnbotOutboxRetrying",
         "VpnbotTelegramRateLimiting",
+        "VpnbotOutboxBacklog",
+        "VpnbotInboxLag",
     } <= names
     for group in document["groups"]:
         for rule in group["rules"]:
