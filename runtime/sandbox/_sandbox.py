@@ -171,6 +171,7 @@ def sandbox_settings(
             "shop_id": YOOKASSA_SHOP,
             "secret_key": YOOKASSA_SECRET,
             "base_url": f"{yookassa_url}/v3/",
+            "saved_methods": True,
         }
         month = document["plans"].get("month")
         if month is not None and "yookassa" not in month.get("prices", {}):
