@@ -56,7 +56,7 @@ OPERATOR, PUBLIC = 8080, 8088
 HOOK = "/telegram/hook"
 SECRET = "several-Instances_secret"
 CUSTOMERS = 8
-KILLS = 4
+KILLS = 5
 RECEIVED = "Payment received"
 
 
@@ -164,6 +164,7 @@ class Shop:
         self.logs = logs
         self.running: list[Vpnbot | None] = [None] * len(configs)
         self.paid_crypto: list[str] = []
+        self.customers: Counter[str] = Counter()
 
     def start(self, i: int) -> Vpnbot:
         host = self.network.hosts[i]
@@ -224,13 +225,11 @@ class Shop:
                     pass
                 await trio.sleep(0.5)
 
-    async def chaos(self, rng: random.Random, stop: trio.Event) -> list[str]:
+    async def chaos(self, rng: random.Random) -> list[str]:
         """SIGKILL an instance at random, restart it a moment later; ``KILLS`` times."""
         done: list[str] = []
         for _ in range(KILLS):
             await trio.sleep(rng.uniform(2.0, 6.0))
-            if stop.is_set():
-                break
             i = rng.randrange(len(self.running))
             victim = self.running[i]
             if victim is not None:
@@ -319,19 +318,16 @@ async def test_three_instances_behind_a_balancer_lose_and_double_nothing(
 
 
 async def run_load(shop: Shop, rng: random.Random) -> list[str]:
-    """The customers and the chaos together; returns what the chaos did."""
+    """Customers arrive every second or two until the chaos is over (at least
+    ``CUSTOMERS``); returns what the chaos did."""
     schedule: list[str] = []
     stop = trio.Event()
-    customers = []
-    for n in range(CUSTOMERS):
-        user = shop.emulator.create_user(6_000_001 + n, first_name=f"C{n}")
-        customers.append((user, "stars" if n % 2 == 0 else "crypto"))
 
     async def chaos() -> None:
-        schedule.extend(await shop.chaos(rng, stop))
+        schedule.extend(await shop.chaos(rng))
+        stop.set()
 
-    async def customer(user: SimUser, method: str, delay: float) -> None:
-        await trio.sleep(delay)
+    async def customer(user: SimUser, method: str) -> None:
         user.send_command("start")
         user.send_text("hello")
         await shop.buy(user, method)
@@ -339,9 +335,14 @@ async def run_load(shop: Shop, rng: random.Random) -> list[str]:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(chaos)
         async with trio.open_nursery() as load:
-            for n, (user, method) in enumerate(customers):
-                load.start_soon(customer, user, method, n * rng.uniform(0.5, 1.5))
-        stop.set()
+            n = 0
+            while n < CUSTOMERS or not stop.is_set():
+                user = shop.emulator.create_user(6_000_001 + n, first_name=f"C{n}")
+                method = "stars" if n % 2 == 0 else "crypto"
+                shop.customers[method] += 1
+                load.start_soon(customer, user, method)
+                n += 1
+                await trio.sleep(rng.uniform(0.5, 2.0))
     return schedule
 
 
@@ -364,7 +365,7 @@ async def settle(shop: Shop) -> None:
             not shop.emulator.pending_updates()
             and pending_updates == 0
             and pending_jobs == 0
-            and received >= CUSTOMERS
+            and received >= shop.customers.total()
         )
 
     try:
@@ -389,11 +390,11 @@ async def check_once(shop: Shop, panel: FakeMarzban) -> None:
     assert not [u for u in updates if (u["last_error"] or "").startswith(GAVE_UP)]
     assert Counter(u["attempts"] for u in updates) == {1: len(updates)}
     lost = sum(u["lost_claims"] for u in updates)
-    print(f"updates: {len(updates)}, claims lost to kills: {lost}")
+    print(f"customers: {dict(shop.customers)}, updates: {len(updates)}, claims lost: {lost}")
 
     # every payment credited once: one finalized row per Stars charge and per paid invoice
     stars = [p.telegram_payment_charge_id for p in emulator.payments()]
-    assert len(stars) == CUSTOMERS // 2
+    assert len(stars) == shop.customers["stars"]
     finalized = await rows(
         db, "select provider, external_id, user_id from payments where status = 'finalized'"
     )
@@ -404,7 +405,7 @@ async def check_once(shop: Shop, panel: FakeMarzban) -> None:
         " and status = 'finalized'",
     )
     assert sorted(r["id"] for r in crypto_rows) == sorted(shop.paid_crypto)
-    assert len(finalized) == CUSTOMERS
+    assert len(finalized) == shop.customers.total()
 
     # one "Payment received" per payment, one subscription and one account per customer
     for user in emulator.users:
