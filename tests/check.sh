@@ -34,6 +34,24 @@ if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
         systemctl disable --now prometheus >/dev/null 2>&1 || true
     fi
 fi
+# The multi-instance test (marked long) puts HAProxy in front of instances in network
+# namespaces and partitions one with nftables. Services kept from starting, as above.
+if ! command -v haproxy >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing haproxy and nftables"
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d \
+            && policy=/usr/sbin/policy-rc.d
+    fi
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nftables \
+        || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            haproxy nftables)) >/dev/null 2>&1 \
+        || echo "haproxy could not be installed: the multi-instance test will say so and skip"
+    [ -z "$policy" ] || rm -f "$policy"
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now haproxy >/dev/null 2>&1 || true
+    fi
+fi
 # The packaging tests build the wheels offline with this setuptools (SPDX licenses: >= 77).
 .venv/bin/python -m pip install --quiet --upgrade pip 'setuptools>=77'
 .venv/bin/python -m pip install --quiet -e '.[test]'

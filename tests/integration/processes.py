@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +88,26 @@ card_provider_token = "381764678:TEST:card-provider"
 
 
 class Vpnbot:
-    """One ``vpnbot run --config`` process; its output goes to ``log``."""
+    """One ``vpnbot run --config`` process; its output goes to ``log``. ``wrap`` turns the
+    command into the one started (run in a network namespace, say), and ``host`` is where
+    its operator listener is reached."""
 
-    def __init__(self, config: Path, log: Path, port: int) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        wrap: Callable[[Sequence[str]], Sequence[str]] = list,
+    ) -> None:
         self.port = port
+        self.host = host
         self.log = log
         self._out = log.open("a")
+        command = [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)]
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
+            list(wrap(command)),
             cwd=config.parent,
             env={
                 **{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
@@ -107,7 +120,7 @@ class Vpnbot:
     async def ready(self) -> bool:
         try:
             async with httpx.AsyncClient() as client:
-                response = await client.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1)
+                response = await client.get(f"http://{self.host}:{self.port}/readyz", timeout=1)
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -144,6 +157,12 @@ class Vpnbot:
     def tail(self, chars: int = 6000) -> str:
         self._out.flush()
         return self.log.read_text()[-chars:]
+
+
+def free_port_on(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 PATIENCE = 180.0
