@@ -37,12 +37,13 @@ from .processes import (
     PATIENCE,
     TOKEN,
     Vpnbot,
+    log_records,
     rows,
     until,
     value,
     write_config,
 )
-from .test_process import free_port, log_lines
+from .test_process import free_port
 
 WAVE = 6
 FIRST_USER = 5_300_001
@@ -82,7 +83,7 @@ class Reloads:
 
     def finished(self) -> list[str]:
         ends = (APPLIED, REFUSED, UNCHANGED)
-        return [r["event"] for r in log_lines(self.process.tail(10**9)) if r.get("event") in ends]
+        return [r["event"] for r in log_records(self.process.tail(10**9)) if r.get("event") in ends]
 
     async def reload(self) -> str:
         assert self.process.process.poll() is None, self.process.tail()
@@ -243,7 +244,7 @@ async def test_reloads_during_a_payment_load_lose_and_double_nothing(
     assert reloads.outcomes == [APPLIED, REFUSED, UNCHANGED, APPLIED]
     # each reload came while its wave's payments were still to be credited
     assert all(n > 0 for n in in_flight[:3]), in_flight
-    records = log_lines(log)
+    records = log_records(log)
     (refusal,) = [r for r in records if r.get("event") == REFUSED]
     assert any("plans.quarter.duration_days" in p for p in refusal["problems"]), refusal
     alerts = [r for r in records if r.get("alert_key") == "config_reload_refused"]

@@ -40,6 +40,7 @@ from .processes import (
     PATIENCE,
     TOKEN,
     Vpnbot,
+    log_records,
     rows,
     until,
     value,
@@ -265,11 +266,9 @@ async def test_two_processes_charge_each_saved_card_once_per_period(
         assert (by_card, by_balance) == expected, texts
 
     # who renewed what: both processes scanned the same subscriptions
+    renewing = ("renewed by the saved card", "renewed from the balance")
     work = {
-        i: sum(
-            '"renewed by the saved card"' in line or '"renewed from the balance"' in line
-            for line in p.log.read_text().splitlines()
-        )
+        i: sum(r.get("event") in renewing for r in log_records(p.log.read_text()))
         for i, p in enumerate(processes)
     }
     print(f"\nrenewals by process: {work}")
