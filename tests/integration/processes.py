@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -193,3 +194,17 @@ async def value(db: Database, sql: str, *args: Any) -> Any:
         return await conn.fetchval(sql, *args)
 
     return await db.transaction(unit)
+
+
+def log_records(text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a process's output read while it runs: a last line still being
+    written is left for the next read, and lines that are not JSON are skipped."""
+    complete = text[: text.rfind("\n") + 1]
+    found = []
+    for line in complete.splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
