@@ -295,3 +295,19 @@ def test_the_command_prints_the_plugins_and_nothing_else_on_stdout() -> None:
     assert "### `[plugins.settings.xui]`" not in done.stdout  # disabled: not imported
     assert not re.search(r"^\d{4}-\d\d-\d\d", done.stdout, re.MULTILINE)
     assert "plugin loaded" not in done.stdout + done.stderr
+
+
+def test_the_example_third_party_package_is_documented(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin author's example, loaded as its entry point would load it."""
+    monkeypatch.syspath_prepend(str(ROOT / "plugins" / "example_package" / "src"))
+    markdown = reference_markdown(
+        loaded(EntryPoint("example", "vpnbot_example", ENTRY_POINT_GROUP))
+    )
+
+    rows = {row[0].strip("`"): row for row in section(markdown, "plugins.settings.example")}
+    assert set(rows) == {
+        f"plugins.settings.example.{key}"
+        for key in ("panel_url", "panel_token", "chat_webhook_url", "timeout_seconds")
+    }
+    assert all(row[4] for row in rows.values())
+    assert rows["plugins.settings.example.panel_token"][3] == "yes"
