@@ -47,21 +47,31 @@ class CryptoBotSettings(BaseModel):
     empty); ``"crypto"`` prices them in the intent's currency as a crypto asset (USDT...).
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
     token: Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)] = Field(
         default=None, validate_default=True
     )
+    """Required: the API token of the Crypto Pay app (@CryptoBot, Crypto Pay, My Apps)."""
     network: Literal["mainnet", "testnet"] = "mainnet"
+    """``mainnet`` (@CryptoBot) or ``testnet`` (@CryptoTestnetBot, whose app has its own
+    token)."""
     base_url: Annotated[str, AfterValidator(_http_url)] | None = None
     """Overrides the network's URL (a proxy, a fake in tests); ends with ``/api/``."""
     currency_type: Literal["fiat", "crypto"] = "fiat"
+    """How plan prices are read: ``fiat`` (a fiat currency, paid in any accepted asset) or
+    ``crypto`` (a crypto asset such as USDT, paid in that asset)."""
     accepted_assets: list[_Code] = Field(default_factory=list)
+    """With ``fiat`` prices, the assets the user may pay with (``["USDT", "TON"]``); empty:
+    every asset the app accepts."""
     invoice_expires_in_seconds: Annotated[int, Field(ge=1, le=MAX_EXPIRES_IN)] | None = None
     """How long an invoice can be paid; by default ``[billing] invoice_ttl_minutes``."""
     asset_decimals: dict[_Code, Annotated[int, Field(ge=0, le=18)]] = Field(default_factory=dict)
     """Minor units per crypto asset, for assets missing from the built-in table."""
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds each call to the Crypto Pay API may take (> 0)."""
 
     @field_validator("token")
     @classmethod

@@ -91,4 +91,11 @@ def vpnbot_payment_providers(settings: Settings) -> list[PaymentProvider]:
 
 @hookimpl
 def vpnbot_offers() -> list[Offer]:
-    return [Offer(OfferKind.PAYMENT_PROVIDER, PLUGIN, f"plugins.settings.{PLUGIN}")]
+    return [
+        Offer(
+            OfferKind.PAYMENT_PROVIDER,
+            PLUGIN,
+            f"plugins.settings.{PLUGIN}",
+            settings_model=f"{__name__}.settings:HeleketSettings",
+        )
+    ]

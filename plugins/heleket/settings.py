@@ -38,7 +38,9 @@ class HeleketSettings(BaseModel):
     5000000 } }``).
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
     merchant: Annotated[str, Field(min_length=1, max_length=64)]
     """The merchant's uuid (Business, Merchants, merchant settings)."""
@@ -66,6 +68,7 @@ class HeleketSettings(BaseModel):
     """The header the reverse proxy puts the sender's address in (for ``allowed_ips``); of
     a list (``X-Forwarded-For``) the last address counts, the one the proxy itself added."""
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds each call to Heleket's API may take (> 0)."""
 
     @field_validator("api_key")
     @classmethod

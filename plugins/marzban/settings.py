@@ -35,14 +35,18 @@ class MarzbanSettings(BaseModel):
     inbounds = { vless = [] }  # proxy type -> inbound tags; [] means every inbound of it
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
     base_url: HttpUrl
     """The panel's address (its API lives under ``/api``)."""
     username: Annotated[str, Field(min_length=1)]
     """An admin of the panel; users are created under this admin."""
     password: SecretStr
+    """That admin's password."""
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds each call to the panel may take (> 0)."""
     inbounds: Annotated[dict[ProxyType, list[str]], Field(min_length=1)] = Field(
         default_factory=_all_vless
     )
@@ -52,6 +56,8 @@ class MarzbanSettings(BaseModel):
     """Extra settings per proxy type for new users, such as
     ``vless = { flow = "xtls-rprx-vision" }``."""
     data_limit_reset_strategy: ResetStrategy = "no_reset"
+    """How often the panel itself resets a user's traffic: ``no_reset`` leaves it to the
+    bot, which resets it at each paid period."""
     subscription_base_url: HttpUrl | None = None
     """What relative subscription URLs are appended to, path included (a panel without
     XRAY_SUBSCRIPTION_URL_PREFIX answers ``/sub/<token>``): ``https://example.com/panel``

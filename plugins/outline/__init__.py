@@ -73,4 +73,11 @@ def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
 
 @hookimpl
 def vpnbot_offers() -> list[Offer]:
-    return [Offer(OfferKind.VPN_BACKEND, PLUGIN, f"plugins.settings.{PLUGIN}")]
+    return [
+        Offer(
+            OfferKind.VPN_BACKEND,
+            PLUGIN,
+            f"plugins.settings.{PLUGIN}",
+            settings_model=f"{__name__}.settings:OutlineSettings",
+        )
+    ]

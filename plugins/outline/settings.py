@@ -23,13 +23,16 @@ CIPHERS: tuple[str, ...] = get_args(Cipher)
 
 
 class OutlineSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
     api_url: SecretStr
     """``https://host:port/<secret path>``, the installer's ``apiUrl``."""
     cert_sha256: str
     """The installer's ``certSha256``: 64 hex digits, colons allowed."""
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds each call to the management API may take (> 0)."""
     method: Cipher | None = None
     """The cipher of new keys; the server's default (chacha20-ietf-poly1305) when unset."""
 

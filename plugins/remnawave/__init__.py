@@ -51,4 +51,11 @@ def vpnbot_vpn_backends(settings: Settings) -> list[VpnBackend]:
 
 @hookimpl
 def vpnbot_offers() -> list[Offer]:
-    return [Offer(OfferKind.VPN_BACKEND, PLUGIN_NAME, f"plugins.settings.{PLUGIN_NAME}")]
+    return [
+        Offer(
+            OfferKind.VPN_BACKEND,
+            PLUGIN_NAME,
+            f"plugins.settings.{PLUGIN_NAME}",
+            settings_model=f"{__name__}.settings:RemnawaveSettings",
+        )
+    ]

@@ -39,7 +39,9 @@ class RemnawaveSettings(BaseModel):
     internal_squads = ["3fa85f64-5717-4562-b3fc-2c963f66afa6"]
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
     base_url: HttpUrl
     """The panel's address (its API lives under ``/api``). A plain ``http://`` address
@@ -50,6 +52,9 @@ class RemnawaveSettings(BaseModel):
     api_key: SecretStr | None = None
     """Sent as ``X-Api-Key``, for panels behind a proxy that asks for one."""
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds each call to the panel may take (> 0)."""
     internal_squads: Annotated[list[Uuid], Field(min_length=1)]
     """Internal squads (their UUIDs) every user is in: a user in none gets no inbound."""
     traffic_limit_strategy: TrafficStrategy = "NO_RESET"
+    """How often the panel itself resets a user's traffic: ``NO_RESET`` leaves it to the
+    bot, which resets it at each paid period."""

@@ -88,6 +88,11 @@ def vpnbot_payment_providers(settings: Settings) -> list[PaymentProvider]:
 def vpnbot_offers() -> list[Offer]:
     table = f"plugins.settings.{PLUGIN}"
     return [
-        Offer(OfferKind.PAYMENT_PROVIDER, StarsProvider.name, table),
+        Offer(
+            OfferKind.PAYMENT_PROVIDER,
+            StarsProvider.name,
+            table,
+            settings_model=f"{__name__}.settings:TelegramPaymentsSettings",
+        ),
         Offer(OfferKind.PAYMENT_PROVIDER, CardProvider.name, f"{table}.card_provider_token"),
     ]

@@ -44,13 +44,19 @@ class XuiSettings(BaseModel):
     """Log in with ``username`` and ``password`` (any version) or with ``api_token``
     (3x-ui v3.0 and later), not both."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
     base_url: _Url
     """The panel's address with its web base path: ``https://panel.example.com:2053/AbCd/``."""
     username: Annotated[str | None, BeforeValidator(_empty_is_unset)] = None
+    """The panel's login, with ``password``."""
     password: _Secret = None
+    """The panel's password, with ``username``."""
     api_token: _Secret = None
+    """An API token of the panel (3x-ui v3.0 and later), instead of ``username`` and
+    ``password``."""
     inbound_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
     """The inbounds every client is attached to; they share one subscription."""
     subscription_base_url: _Url
@@ -59,6 +65,7 @@ class XuiSettings(BaseModel):
     flow: Annotated[str, Field(max_length=64)] = ""
     """For VLESS clients, e.g. ``xtls-rprx-vision`` with Reality; empty: the panel's."""
     timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Seconds each call to the panel may take (more than 0, at most 300)."""
     api: Literal["auto", "inbounds", "clients"] = "auto"
     """``inbounds``: v2.x and v3.0; ``clients``: v3.1 and later; ``auto`` detects it."""
     identity_secret: _Secret = None

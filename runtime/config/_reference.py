@@ -1,20 +1,36 @@
-"""The operator's reference of every key: names, types and defaults from the model, the
-words from the documented example file. A test keeps the committed copy in step."""
+"""The operator's reference of every key: names, types and defaults from the models.
+
+Each key's words have one source. The core's are the comments of the documented example
+file, which an operator reads first and which must show every key anyway. A plugin's are
+its settings model's field descriptions (``Field(description=...)``, or the attribute
+docstrings that the built-ins write under each field, with ``use_attribute_docstrings``):
+the model is the only place a plugin's keys are all written, in the plugin's own package,
+where a third-party author keeps them. A plugin declares its model in ``vpnbot_offers``
+(``Offer.settings_model``). A test keeps the committed copy in step.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 
-from ._model import ActorPolicyOverride, PlanSettings, PromoCodeSettings, Settings
+from ._model import ActorPolicyOverride, PlanSettings, PromoCodeSettings, Settings, _looks_secret
+
+if TYPE_CHECKING:
+    from runtime.plugin_api import LoadedPlugins, SettingsTable
 
 _KEY = re.compile(r"^#?([A-Za-z0-9_]+) = ")
 _TABLE = re.compile(r"^#?\[([^\]]+)\]")
+_RST_LITERAL = re.compile(r"``(.+?)``")
 
 
 def _example_text() -> str:
@@ -45,6 +61,21 @@ def _descriptions(text: str) -> dict[str, str]:
     return found
 
 
+def _optional_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a nested table, written ``Model`` or ``Model | None``."""
+    candidates = [annotation]
+    if get_origin(annotation) in (Union, UnionType):
+        candidates = [a for a in get_args(annotation) if a is not type(None)]
+    found = candidates[0] if len(candidates) == 1 else None
+    return found if isinstance(found, type) and issubclass(found, BaseModel) else None
+
+
+def _is_secret_type(annotation: Any) -> bool:
+    return annotation in (SecretStr, SecretBytes) or any(
+        _is_secret_type(arg) for arg in get_args(annotation)
+    )
+
+
 def _type_name(annotation: Any) -> str:
     origin = get_origin(annotation)
     if origin is None:
@@ -72,10 +103,21 @@ def _default(info: FieldInfo) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
+    if isinstance(value, list | dict) and value:
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 
-def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
+@dataclass(frozen=True, slots=True)
+class _Row:
+    path: str
+    kind: str
+    default: str
+    secret: bool
+    description: str
+
+
+def _rows(model: type[BaseModel], prefix: str) -> list[_Row]:
     rows = []
     for name, info in model.model_fields.items():
         path = f"{prefix}.{name}" if prefix else name
@@ -92,23 +134,106 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
         if path == "promo.codes":
             rows.extend(_rows(PromoCodeSettings, "promo.codes.<CODE>"))
             continue
-        rows.append((path, _type_name(annotation), _default(info)))
+        secret = _is_secret_type(annotation) or _looks_secret(name)
+        description = info.description or ""
+        nested = _optional_model(annotation)
+        if nested is not None:
+            rows.append(_Row(path, "table (optional)", _default(info), secret, description))
+            rows.extend(_rows(nested, path))
+            continue
+        rows.append(_Row(path, _type_name(annotation), _default(info), secret, description))
     return rows
 
 
-def reference_markdown() -> str:
+def _prose(text: str) -> str:
+    """One markdown table cell from a docstring: one line, literals in backticks."""
+    return _RST_LITERAL.sub(r"`\1`", " ".join(text.split())).replace("|", "\\|")
+
+
+def _model_intro(model: type[BaseModel]) -> str:
+    """The model's docstring up to its first example block (``::``), as one paragraph."""
+    doc = model.__dict__.get("__doc__")
+    if not doc:
+        return ""
+    kept = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        if paragraph.rstrip().endswith("::"):
+            break
+        kept.append(paragraph)
+    return _prose(" ".join(kept))
+
+
+def _plugin_section(table: SettingsTable) -> list[str]:
+    model = table.model
+    intro = f"Plugin `{table.plugin}`, model `{model.__module__}.{model.__qualname__}`."
+    if words := _model_intro(model):
+        intro = f"{intro} {words}"
+    lines = [
+        "",
+        f"### `[{table.table}]`",
+        "",
+        intro,
+        "",
+        "| key | type | default | secret | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in _rows(model, table.table):
+        secret = "yes" if row.secret else ""
+        lines.append(
+            f"| `{row.path}` | {row.kind} | {row.default} | {secret} | {_prose(row.description)} |"
+        )
+    return lines
+
+
+def _installed_plugins() -> LoadedPlugins:
+    """The installed plugins (but those ``VPNBOT_DISABLE_PLUGINS`` names), loaded without a
+    config file, as ``vpnbot config-reference`` documents them.
+
+    Logging is set to errors on stderr first: unconfigured, the loader's lines would land
+    on stdout, in the reference. Its problems are also written into the reference.
+    """
+    from runtime.logs import configure_logging
+    from runtime.plugin_api import load_plugins
+
+    configure_logging(fmt="console", level="error")
+    return load_plugins(Settings())
+
+
+def reference_markdown(plugins: LoadedPlugins | None = None) -> str:
+    """The reference: the core's keys, then one section per table a loaded plugin declares
+    a model for (by default the installed plugins, as loaded without a config file)."""
+    from runtime.plugin_api import settings_tables
+
+    loaded = _installed_plugins() if plugins is None else plugins
+    tables, problems = settings_tables((info.name, info.offers or []) for info in loaded.plugins)
+    problems = [f"{p.name}: {p.stage}: {p.error}" for p in loaded.problems] + problems
+
     words = _descriptions(_example_text())
     lines = [
         "# Configuration reference",
         "",
-        "Generated from the config model (`vpnbot config-reference`); do not edit by hand.",
-        "Every key can also be set with `VPNBOT_<SECTION>__<KEY>` and secrets with files in",
-        "`$CREDENTIALS_DIRECTORY` (see `config/README.md`).",
+        "Generated from the config model and the plugins' settings models",
+        "(`vpnbot config-reference`); do not edit by hand. Every key can also be set with",
+        "`VPNBOT_<SECTION>__<KEY>` and secrets with files in `$CREDENTIALS_DIRECTORY`",
+        "(see `config/README.md`).",
         "",
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",
     ]
-    for path, kind, default in _rows(Settings, ""):
-        meaning = words.get(path, "").replace("|", "\\|")
-        lines.append(f"| `{path}` | {kind} | {default} | {meaning} |")
+    for row in _rows(Settings, ""):
+        meaning = words.get(row.path, "").replace("|", "\\|")
+        lines.append(f"| `{row.path}` | {row.kind} | {row.default} | {meaning} |")
+    lines += [
+        "",
+        "## Plugin settings",
+        "",
+        "Each plugin reads its own table, `[plugins.settings.<plugin>]`, validated at start",
+        "and by `vpnbot check-config`. Any of its keys can come from a credential file named",
+        "by the key path; those marked secret never reach a log line.",
+    ]
+    for table in tables:
+        lines.extend(_plugin_section(table))
+    if problems:
+        lines += ["", "Not documented, because the plugin or its model could not be loaded:", ""]
+        lines += [f"- {_prose(problem)}" for problem in problems]
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from ._manager import (
 )
 from .hookspecs import hookimpl, hookspec
 from .limits import BackendCapabilities, Device, DeviceManager, capabilities_of
-from .offers import Offer, OfferKind
+from .offers import Offer, OfferKind, SettingsTable, settings_tables
 from .payments import (
     AuthenticatedDelivery,
     ChargeState,
@@ -67,6 +67,7 @@ __all__ = [
     "SavedMethod",
     "ServiceNotReady",
     "Services",
+    "SettingsTable",
     "TelegramPayment",
     "TelegramPaymentProvider",
     "VpnBackend",
@@ -77,4 +78,5 @@ __all__ = [
     "hookspec",
     "lazy_exports",
     "load_plugins",
+    "settings_tables",
 ]

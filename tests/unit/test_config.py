@@ -606,10 +606,19 @@ def test_actor_override_keeps_only_what_was_given(tmp_path: pathlib.Path) -> Non
 
 
 def test_the_committed_reference_is_generated_from_the_model() -> None:
-    from runtime.config import reference_markdown
+    """From the core's model and the built-in plugins' models: a plugin installed where
+    the tests run would otherwise change what is expected."""
+    from importlib.metadata import EntryPoint
 
+    from runtime.config import reference_markdown
+    from runtime.plugin_api import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, load_plugins
+
+    builtins = [EntryPoint(n, v, ENTRY_POINT_GROUP) for n, v in BUILTIN_PLUGINS.items()]
+    plugins = load_plugins(Settings(), entry_points=builtins, environ={})
     committed = (EXAMPLE.parent / "REFERENCE.md").read_text(encoding="utf-8")
-    assert committed == reference_markdown(), "run: vpnbot config-reference > config/REFERENCE.md"
+    assert committed == reference_markdown(plugins), (
+        "run: vpnbot config-reference > config/REFERENCE.md"
+    )
     assert "| `actors.<name>.budget_max_failures` |" in committed
 
 

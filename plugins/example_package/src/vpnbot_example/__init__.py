@@ -52,6 +52,11 @@ def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:
 def vpnbot_offers() -> list[Offer]:
     table = f"plugins.settings.{NAME}"
     return [
-        Offer(OfferKind.VPN_BACKEND, NAME, table),
+        Offer(
+            OfferKind.VPN_BACKEND,
+            NAME,
+            table,
+            settings_model=f"{__name__}.settings:ExampleSettings",
+        ),
         Offer(OfferKind.ALERT_SINK, ChatSink.name, f"{table}.chat_webhook_url"),
     ]
