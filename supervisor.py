@@ -349,7 +349,10 @@ def _update_to_replay(value: str) -> int | str:
 
 def cmd_config_reference(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from runtime.config import reference_markdown
+    from runtime.logs import configure_logging
 
+    # errors on stderr: the plugin loader's lines must not land in the reference on stdout
+    configure_logging(fmt="console", level="error")
     print(reference_markdown(), end="")
     return EX_OK
 

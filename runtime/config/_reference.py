@@ -187,15 +187,11 @@ def _plugin_section(table: SettingsTable) -> list[str]:
 
 def _installed_plugins() -> LoadedPlugins:
     """The installed plugins (but those ``VPNBOT_DISABLE_PLUGINS`` names), loaded without a
-    config file, as ``vpnbot config-reference`` documents them.
-
-    Logging is set to errors on stderr first: unconfigured, the loader's lines would land
-    on stdout, in the reference. Its problems are also written into the reference.
+    config file, as ``vpnbot config-reference`` documents them. Their problems are written
+    into the reference; a caller printing it configures logging away from stdout first.
     """
-    from runtime.logs import configure_logging
     from runtime.plugin_api import load_plugins
 
-    configure_logging(fmt="console", level="error")
     return load_plugins(Settings())
 
 
