@@ -124,20 +124,33 @@ def standby_of(primary: Node, home: Path) -> Node:
         "-X",
         "stream",
         "--no-sync",
+        as_account=False,
     )
+    _give_to_account(node.data_dir)
     node.configure(synchronous_standby_names="''")
     node.start()
     return node
 
 
-def _run(command: str, *args: object, check: bool = True) -> None:
+def _give_to_account(root: Path) -> None:
+    """Hand a tree made by this process to the servers' account (when running as root)."""
+    account = _account()
+    if not account:
+        return
+    for directory, _, files in os.walk(root):
+        for path in (directory, *(os.path.join(directory, name) for name in files)):
+            os.chown(path, account["user"], account["group"])
+
+
+def _run(command: str, *args: object, check: bool = True, as_account: bool = True) -> None:
+    """``as_account`` False: as this process (a client command writing files of ours)."""
     done = subprocess.run(
         [str(bin_dir() / command), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=START_SECONDS + 60,
         cwd="/",
-        **_account(),
+        **(_account() if as_account else {}),
     )
     if check and done.returncode != 0:
         raise RuntimeError(f"{command} failed ({done.returncode}): {done.stderr.strip()}")

@@ -6,6 +6,8 @@ once, one subscription extension per payment and every activation and notificati
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -149,9 +151,20 @@ def assert_each_credited_once(
 
 
 @pytest.fixture
-def lone(tmp_path: Path) -> Iterator[Node]:
+def home() -> Iterator[Path]:
+    """The servers' directories, outside pytest's temporary root: concurrent pytest runs
+    on the machine prune each other's old roots there, servers' files included."""
+    root = Path(tempfile.mkdtemp(prefix="vpnbot-failover-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def lone(home: Path) -> Iterator[Node]:
     """A server of its own with synchronous commits, for the tests that change its settings."""
-    node = Node(tmp_path / "lone", free_port())
+    node = Node(home / "lone", free_port())
     node.initdb(synchronous_commit="on", fsync="off")
     node.start()
     try:
@@ -252,17 +265,32 @@ async def test_a_server_that_stops_taking_writes_is_left_for_one_that_does(
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
-    """A primary and a synchronous streaming standby; every commit the primary confirms is
-    on the standby. fsync is off: the test kills server processes, not the machine, so the
-    page cache keeps what was written."""
-    primary = Node(tmp_path / "primary", free_port())
+async def cluster(home: Path) -> AsyncIterator[tuple[Node, Node]]:
+    """A migrated primary and a synchronous streaming standby; every commit the primary
+    confirms is on the standby. The schema is made before the standby exists (a copy of
+    it), so its DDL does not wait on replication. fsync is off: the test kills server
+    processes, not the machine, so the page cache keeps what was written."""
+    primary = Node(home / "primary", free_port())
     standby: Node | None = None
     try:
-        primary.initdb(synchronous_standby_names="'*'", synchronous_commit="on", fsync="off")
+        primary.initdb(synchronous_commit="on", fsync="off")
         primary.start()
-        standby = standby_of(primary, tmp_path / "standby")
-        yield primary, standby
+        async with asyncio_loop():
+            db = await Database.connect(primary.dsn(), min_size=0)
+            try:
+                await apply_migrations(db)
+            finally:
+                await db.close()
+            standby = await trio.to_thread.run_sync(standby_of, primary, home / "standby")
+            await admin(
+                primary.dsn(),
+                "alter system set synchronous_standby_names = '*'",
+                "select pg_reload_conf()",
+            )
+            await wait_until(
+                "select 1 from pg_stat_replication where sync_state = 'sync'", primary.dsn()
+            )
+            yield primary, standby
     finally:
         for node in (standby, primary):
             if node is not None:
@@ -282,16 +310,11 @@ async def test_a_primary_killed_under_payment_load_loses_and_doubles_nothing(
         f"postgresql://postgres@{primary.dsn_host},{standby.dsn_host}/postgres"
         "?target_session_attrs=read-write"
     )
-    async with asyncio_loop():
-        await wait_until(
-            "select 1 from pg_stat_replication where sync_state = 'sync'", primary.dsn()
-        )
-        db = await Database.connect(dsn, min_size=2, max_size=WORKERS, connect_timeout=5)
-        try:
-            await apply_migrations(db)
-            await load_through_failover(db, primary, standby)
-        finally:
-            await db.close()
+    db = await Database.connect(dsn, min_size=2, max_size=WORKERS, connect_timeout=5)
+    try:
+        await load_through_failover(db, primary, standby)
+    finally:
+        await db.close()
 
 
 async def load_through_failover(db: Database, primary: Node, standby: Node) -> None:
@@ -317,6 +340,8 @@ async def load_through_failover(db: Database, primary: Node, standby: Node) -> N
         """As a provider does: deliver again until the bot answers."""
         while True:
             in_flight.add(intent_id)
+            if sum(map(len, verdicts.values())) >= third:
+                a_third_confirmed.set()  # and this one is on its way: kill now
             try:
                 result = await billing.confirm(paid(intent_id, intents[intent_id]))
             except Exception as exc:
@@ -327,8 +352,6 @@ async def load_through_failover(db: Database, primary: Node, standby: Node) -> N
             finally:
                 in_flight.discard(intent_id)
             verdicts[intent_id].append(result.verdict)
-            if sum(map(len, verdicts.values())) >= third:
-                a_third_confirmed.set()
             if not killed.is_set():
                 confirmed_before_kill.add(intent_id)
             return
