@@ -28,6 +28,8 @@ from pydantic import (
 
 from runtime.promo import rules as promo_rules
 
+from ._dsn import check_dsn
+
 # --- problems -------------------------------------------------------------------------------
 
 
@@ -99,15 +101,8 @@ Secret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
 
 
 def _postgres_dsn(value: SecretStr | None) -> SecretStr | None:
-    if value is None:
-        return None
-    parts = urlsplit(value.get_secret_value())
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError("must be a postgresql://user:password@host:port/database URL")
-    try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise ValueError("has a malformed port") from None
+    if value is not None:
+        check_dsn(value.get_secret_value())
     return value
 
 

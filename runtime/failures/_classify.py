@@ -207,6 +207,14 @@ RULES: tuple[Rule, ...] = (
     Rule("asyncpg.exceptions.LockNotAvailableError", INFRA, True, SPECIFIC),
     # A standby answering after a failover; the pool reconnects to the new primary.
     Rule("asyncpg.exceptions.ReadOnlySQLTransactionError", INFRA, True, SPECIFIC, DATABASE),
+    # A multi-host DSN whose hosts all answer and none takes writes: a failover under way.
+    Rule(
+        "asyncpg.exceptions._base.TargetServerAttributeNotMatched",
+        INFRA,
+        True,
+        SPECIFIC,
+        DATABASE,
+    ),
     # SQLSTATE 28: wrong credentials.
     Rule(
         "asyncpg.exceptions.InvalidAuthorizationSpecificationError",

@@ -118,19 +118,29 @@ async def _on_connection(
         raise
 
 
-def _unreachable(exc: OSError) -> InfraError:
+def _unreachable(exc: OSError | asyncpg.TargetServerAttributeNotMatched) -> InfraError:
     """Connecting failed: the server is away (refused, reset, timed out), which passes, or
     its socket is not ours to use (``PermissionError``), which needs an operator.
 
     A Unix socket that is not there is PostgreSQL's "connection refused": the server is
     stopped or restarting. The stdlib error alone reads as a missing file, which is not
     transient, and would stop retries while the server comes back.
+
+    Every listed host answered but none takes writes (``target_session_attrs=read-write``):
+    a failover is under way (the primary is gone, no standby promoted yet), which passes.
     """
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        return InfraError(
+            "no database host accepts writes now (a failover under way?)", dependency=DATABASE
+        )
     return InfraError(
         f"the database is not accepting connections ({exc})",
         transient=not isinstance(exc, PermissionError),
         dependency=DATABASE,
     )
+
+
+_CONNECT_ERRORS = (OSError, asyncpg.TargetServerAttributeNotMatched)
 
 
 async def _run_unit(
@@ -146,12 +156,19 @@ async def _run_unit(
     ``stateless``: the unit, though outside a transaction, leaves no session state."""
     try:
         conn = await pool.acquire()
-    except OSError as exc:
+    except _CONNECT_ERRORS as exc:
         raise _unreachable(exc) from exc
     try:
         result = await _on_connection(
             conn, work, transaction=transaction, isolation=isolation, readonly=readonly
         )
+    except asyncpg.ReadOnlySQLTransactionError:
+        # A write reached a server that no longer takes writes (a primary demoted to a
+        # standby): every pooled connection to it is stale. Dropping them makes the next
+        # units connect again, to the host that is read-write now.
+        await pool.expire_connections()
+        await _give_back(pool, conn)
+        raise
     except BaseException:
         await _give_back(pool, conn)
         raise
@@ -247,7 +264,7 @@ class Database:
                 init=_init_connection,
                 connection_class=UnitConnection,
             )
-        except OSError as exc:
+        except _CONNECT_ERRORS as exc:
             raise _unreachable(exc) from exc
         return cls(pool, dsn=dsn, connect_timeout=connect_timeout)
 
@@ -266,7 +283,7 @@ class Database:
                 timeout=self._connect_timeout,
                 server_settings=server_settings,
             )
-        except OSError as exc:
+        except _CONNECT_ERRORS as exc:
             raise _unreachable(exc) from exc
         return conn
 

@@ -260,7 +260,12 @@ async def finalize(
     would commit by itself: a process killed while its statement waits for a lock (another
     delivery of the same payment, say) must leave nothing committed, and only a ``COMMIT``
     that the dead process never sends guarantees that. Raises ``LookupError`` when a
-    purchase's plan has no terms in ``plans``."""
+    purchase's plan has no terms in ``plans``.
+
+    A transient failure is retried: the unit is idempotent by (provider, charge id). When the
+    connection is lost during ``COMMIT`` (the primary died, a failover), whether it committed
+    is unknown; the retry finds the charge handled and answers ``DUPLICATE`` if it did, and
+    credits it if it did not."""
     unstorable = _unstorable(charge)
     if unstorable:
         intent = await get(db, charge.intent_id)
@@ -289,7 +294,7 @@ async def finalize(
         return await fetch_one(conn, _FINALIZE, *args)
 
     try:
-        row = await db.transaction(unit)
+        row = await db.transaction(unit, retry=True)
     except asyncpg.NoDataFoundError as exc:
         raise LookupError(str(exc)) from exc
     intent = _stored_payment(row["intent"])

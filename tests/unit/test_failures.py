@@ -125,6 +125,7 @@ SINGLE = [
     Case(lambda: pg.DeadlockDetectedError("deadlock"), INFRA, True),
     Case(lambda: pg.LockNotAvailableError("nowait"), INFRA, True),
     Case(lambda: pg.ReadOnlySQLTransactionError("read-only"), INFRA, True, DATABASE),
+    Case(lambda: pg.TargetServerAttributeNotMatched("no host"), INFRA, True, DATABASE),
     Case(lambda: pg.InvalidPasswordError("password"), INFRA, False, DATABASE),
     Case(lambda: pg.UniqueViolationError("duplicate key"), BUG, False),
     Case(lambda: pg.CheckViolationError("check"), BUG, False),
