@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -233,7 +234,7 @@ async def test_the_poller_cut_off_from_the_database_is_replaced_and_rejoins_clea
                         raise AssertionError(
                             "\n".join(p.tail() for p in shop.running if p is not None)
                         ) from None
-                    await partition_and_heal(shop, ports["postgres"])
+                    retried = await partition_and_heal(shop, ports["postgres"])
                     await settle(shop)
                 finally:
                     codes = [await p.stop() for p in shop.running if p is not None]
@@ -242,11 +243,12 @@ async def test_the_poller_cut_off_from_the_database_is_replaced_and_rejoins_clea
                 )
     finally:
         network_cm.__exit__(None, None, None)
-    await check_once(shop, panel)
+    await check_once(shop, panel, retried=retried)
     assert emulator.counters["conflicts"] == 0  # never two pollers at once
 
 
-async def partition_and_heal(shop: Shop, pg_port: int) -> None:
+async def partition_and_heal(shop: Shop, pg_port: int) -> set[int]:
+    """Returns the updates the cut-off instance had claimed when it was cut off."""
     db, emulator, gateway = shop.db, shop.emulator, shop.network.gateway
     next_user = iter(range(7_000_001, 7_100_000))
 
@@ -272,11 +274,20 @@ async def partition_and_heal(shop: Shop, pg_port: int) -> None:
     with probe(host, gateway, pg_port) as connection:
         assert await read_line(connection) == "answered"
         host.partition(gateway, pg_port, both_ways=True)
-        cut_at = trio.current_time()
+        cut_at, cut_wall = trio.current_time(), time.time()
         assert connection.stdin is not None
         connection.stdin.write("again\n")
         connection.stdin.flush()
         assert await read_line(connection) == "cut", "an open connection survived the partition"
+    # what the cut-off instance was handling: its outcome may be a failure, counted, once
+    # the network is back (a second attempt, then); anything else is handled at the first
+    claimed = await rows(
+        db,
+        "select update_id from telegram_updates where processed_at is null"
+        " and starts_with(claimed_by, $1)",
+        f"host-{cut}:",
+    )
+    cut_off_claims = {r["update_id"] for r in claimed}
 
     async with trio.open_nursery() as load:
         # customers who write while the cut-off instance still holds the lease: they are
@@ -304,6 +315,14 @@ async def partition_and_heal(shop: Shop, pg_port: int) -> None:
         after = await polling_lease(db)
         assert after is not None and after[1] > token
         print(f"taken over by {after[0]} under token {after[1]}, {took:.1f} s after the cut")
+    # Until the takeover only the cut-off instance polled. Its offset moves on only once a
+    # page is stored: one offset throughout means it acknowledged nothing it fetched, and
+    # what it fetched was polled again by its successor (handled once: ``check_once``).
+    taken_wall = (await acquired_at(db)).timestamp()
+    fetched = [c for c in emulator.calls_of("getUpdates") if cut_wall < c.at < taken_wall]
+    offsets = {str(c.params.get("offset")) for c in fetched}
+    assert len(offsets) <= 1, f"the cut-off poller moved its offset: {sorted(offsets)}"
+    print(f"the cut-off poller polled {len(fetched)} time(s) cut off, at offset {offsets}")
     # every customer of the partition was answered and paid before the heal
     async with trio.open_nursery() as load:
         for n in range(CUSTOMERS_PER_PHASE):
@@ -337,6 +356,14 @@ async def partition_and_heal(shop: Shop, pg_port: int) -> None:
     lost = [e for e in events if e.get("event") == "polling lease lost; waiting for it again"]
     assert lost, partitioned.tail()
     print("the cut-off poller stopped:", "; ".join(e["reason"] for e in lost))
+    print(f"updates it was handling when cut off: {sorted(cut_off_claims)}")
+    return cut_off_claims
+
+
+async def acquired_at(db: Database) -> datetime:
+    found = await rows(db, "select acquired_at from leases where name = $1", LEASE)
+    when: datetime = found[0]["acquired_at"]
+    return when
 
 
 async def _held(db: Database) -> bool:
