@@ -43,6 +43,7 @@ from runtime.testing.telegram import SimUser, TelegramEmulator
 
 from . import balancer, hosts
 from .processes import PANEL_PASSWORD, PANEL_USER, PATIENCE, TOKEN, rows, until
+from .test_process import actor
 from .test_several_instances import Shop, check_once, settle, socket_of
 
 pytestmark = pytest.mark.long
@@ -155,10 +156,6 @@ async def status(shop: Shop, i: int) -> dict[str, Any] | None:
     except httpx.HTTPError:
         return None
     return dict(answer.json())
-
-
-def actor(document: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(a for a in document["actors"] if a["name"] == name)
 
 
 async def polling_lease(db: Database) -> tuple[str, int] | None:
