@@ -8,8 +8,9 @@ carries a random tag, so two test processes never collide, and everything made h
 removed on the way out, however the test ends. Nothing is routed: the subnet exists on
 this machine only.
 
-``partition`` drops a host's traffic to one port of the root namespace with nftables,
-inside the host's own namespace, as a firewall on that host would.
+``partition`` drops a host's traffic to one port of the root namespace (and, if asked, the
+answers from it) with nftables, inside the host's own namespace, as a firewall on that host
+would.
 """
 
 from __future__ import annotations
@@ -43,14 +44,25 @@ class Host:
         of the process started is the program's own)."""
         return ["ip", "netns", "exec", self.namespace, *argv]
 
-    def partition(self, address: str, port: int) -> None:
-        """Drop every packet this host sends to ``address:port`` (TCP), until ``heal``."""
+    def partition(self, address: str, port: int, *, both_ways: bool = False) -> None:
+        """Drop every packet this host sends to ``address:port`` (TCP), until ``heal``;
+        ``both_ways`` drops what comes back from there too. The rules match packets, not
+        connections: the connections already open are cut as well as new ones."""
+        inbound = (
+            "  chain in {\n"
+            "    type filter hook input priority 0; policy accept;\n"
+            f"    ip saddr {address} tcp sport {port} drop\n"
+            "  }\n"
+            if both_ways
+            else ""
+        )
         ruleset = (
             "table inet partition {\n"
             "  chain out {\n"
             "    type filter hook output priority 0; policy accept;\n"
             f"    ip daddr {address} tcp dport {port} drop\n"
             "  }\n"
+            f"{inbound}"
             "}\n"
         )
         subprocess.run(
