@@ -41,6 +41,14 @@ _SEED = [
     "insert into outbox (kind, dedup_key, payload)"
     " select 'telegram.notify', 'broadcast:1:' || g, '{}'::jsonb"
     f" from generate_series(1, {ROWS // 4}) g",
+    # a third of the users saved a card, and their past periods were charged to it
+    "insert into saved_payment_methods (user_id, provider, method_ref, title)"
+    " select g, 'yookassa', 'pm-' || g, 'Bank card *4444'"
+    f" from generate_series(1, {ROWS}) g where g % 3 = 0",
+    "insert into renewal_charges (subscription_id, period, payment_id, method_id, status)"
+    " select s.id, floor(extract(epoch from s.expires_at))::bigint - 2592000, p.id, m.id,"
+    " 'succeeded' from subscriptions s join payments p on p.user_id = s.user_id"
+    " join saved_payment_methods m on m.user_id = s.user_id",
     "analyze",
 ]
 
