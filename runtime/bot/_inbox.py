@@ -580,9 +580,13 @@ class InboxProcessor:
         self._submit(alert)
 
     def _alert_payment_delayed(self, update: InboxUpdate, failure: Failure) -> None:
+        # A dependency's passing outage (the database cut off, say) is alerted once for all
+        # under its own key and the update is tried again: a warning. Anything else is ours
+        # to look at now.
+        passing = failure.transient and failure.dependency is not None
         self._submit(
             Alert(
-                severity=Severity.CRITICAL,
+                severity=Severity.WARNING if passing else Severity.CRITICAL,
                 key=f"bot_payment_update:{update.update_id}",
                 component="bot",
                 title="a payment update failed in the bot",

@@ -18,8 +18,10 @@ from aiogram.exceptions import TelegramNetworkError
 from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import SendMessage
 
+from runtime.alerts import Severity
 from runtime.bot import TelegramBot
 from runtime.bot import keyboards as kb
+from runtime.failures import DATABASE, InfraError
 from runtime.i18n import load_translator
 from runtime.storage import Database, inbox, job_kinds
 
@@ -468,7 +470,8 @@ async def test_a_failing_payment_update_is_retried_and_alerts(
     paid = driver.payment_update(USER, payload, "XTR", 150, "charge-9")
     calls = await driver.deliver(paid)
     assert "We received your payment" in by_method(calls, "sendMessage")[0].text
-    assert any(key.startswith("bot_payment_update:") for key in shop.alerts.alert_keys())
+    (alert,) = [a for a in shop.alerts.alerts if a.key.startswith("bot_payment_update:")]
+    assert alert.severity is Severity.CRITICAL
     row = (
         await shop.fetch(
             "select attempts, processed_at, last_error from telegram_updates where update_id = $1",
@@ -719,3 +722,24 @@ async def test_the_balance_pays_for_a_plan_once_when_it_covers_the_price(
     assert "💰 Top up" in labels(calls)
     assert await shop.value("select count(*) from payments") == 1
     assert_translated(calls)
+
+
+async def test_a_payment_update_met_by_a_database_outage_is_a_warning_and_retried(
+    driver: Driver, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outage has its own alert (``degraded:database``); the update is tried again."""
+    calls = await driver.press(USER, kb.BuyCb(plan="month", provider="stars"))
+    payload = by_method(calls, "sendInvoice")[0].params["payload"]
+
+    async def cut_off(confirmed: Any) -> Any:
+        raise InfraError("connection lost", dependency=DATABASE)
+
+    monkeypatch.setattr(shop.billing, "confirm", cut_off)
+    paid = driver.payment_update(USER, payload, "XTR", 150, "charge-10")
+    await driver.deliver(paid)
+    (alert,) = [a for a in shop.alerts.alerts if a.key.startswith("bot_payment_update:")]
+    assert alert.severity is Severity.WARNING
+    assert await shop.value(
+        "select processed_at is null from telegram_updates where update_id = $1",
+        paid["update_id"],
+    )
