@@ -19,7 +19,8 @@ Every one of these is a single statement, committed on its own (no ``BEGIN``/``C
 around it): a job reported complete is committed. A claim alone commits without waiting
 for its WAL to reach the disk (a claim lost in a server crash leaves its job due again, as
 a dead claimer's does); every outcome waits, and flushes the claim it fences with it.
-``outbox_lanes.drain`` runs batches on several lanes whose completions share a commit.
+``outbox_lanes.drain`` runs batches on several lanes, one statement completing the
+batches they finished and claiming their next ones.
 
 ``complete``, ``record`` and ``fail`` count only for the claim that is still current: the
 row must be claimed by this owner under the number of the claim (``claims`` counts every
