@@ -518,7 +518,7 @@ from unnest($1::bigint[], $2::integer[], $3::boolean[], $4::integer[], $5::boole
             $7::jsonb[])
      as m(id, claims, started, steps_done, done, result)
 where o.id = any($1::bigint[]) and o.id = m.id and o.claims = m.claims
-  and o.claimed_by = $6 and o.status = 'pending'
+  and o.claimed_by = $6 and o.status not in ('done', 'dead')  -- see _claim_is_current
 returning o.id
 """
 
