@@ -114,7 +114,7 @@ async def drain(
                         claim_seconds=claim_seconds,
                         started=started,
                     )
-                    exhausted = not claimed
+                    exhausted = not claimed and not claimed.buried
                 else:
                     counted, claimed = await outbox.complete(db, done, owner=owner), Claimed()
                 completed += len(counted)

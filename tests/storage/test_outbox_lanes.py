@@ -126,3 +126,21 @@ async def test_one_statement_completes_the_finished_batches_and_feeds_every_idle
     # (and the last finds nothing due), instead of a claim and a completion per batch.
     assert statements <= len(batches) // 4 + 2
     assert await counts(db) == {"pending": 0, "done": 200, "dead": 0}
+
+
+async def test_a_claim_that_only_dead_letters_does_not_end_the_drain(db: Database) -> None:
+    from runtime.storage.outbox import claim, enqueue_job
+
+    for i in range(4):
+        await enqueue_job(db, kind=KIND, dedup_key=f"poison{i}", payload={}, max_attempts=1)
+    held = await claim(db, kinds=[KIND], owner="dead", limit=4, claim_seconds=0.1)
+    assert len(held) == 4
+    await trio.sleep(0.3)  # their worker "died" holding them: the claims expired
+    await add_jobs(db, 3)  # due after the poison jobs, which fill the first claim's limit
+
+    async def handle(jobs: Claimed) -> list[Job]:
+        return list(jobs)
+
+    total = await drain(db, handle, kinds=[KIND], owner="w", limit=1, claim_seconds=60, lanes=4)
+    assert total == 3
+    assert await counts(db) == {"pending": 0, "done": 3, "dead": 4}
