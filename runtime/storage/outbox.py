@@ -234,8 +234,8 @@ async def enqueue_jobs(
 # table at every claim, or (a generic plan, from the sixth execution of the prepared
 # statement on) probed the index once per pair of rows. A buried row is one whose claim
 # was lost after it had started (its ``lost_claims`` reached ``max_attempts`` with this one).
-_LOST = "(claimed_by is not null and started_at is not null)::int"
-"""1 when the row's claim, now expired, was lost with its work started, else 0."""
+LOST_CLAIM = "(claimed_by is not null and started_at is not null)::int"
+"""1 when a due row's claim, now expired, was lost with its work started, else 0."""
 
 _CLAIM = """
 with {settle}due as materialized (
@@ -275,7 +275,7 @@ select 'buried', * from buried{settled}
 """
 
 
-def _claim_is_current(*, ids: int, claims: int, owner: int) -> str:
+def claim_is_current(*, ids: int, claims: int, owner: int) -> str:
     """The row is one of the jobs ``ids`` (an array parameter, by number), still claimed by
     the owner under the claim number in the same place of ``claims``.
 
@@ -298,7 +298,7 @@ def _complete_sql(*, ids: int, claims: int, owner: int) -> str:
     return f"""
 update outbox o
 set status = 'done', done_at = now(), updated_at = now(), claim_expires_at = null
-where {_claim_is_current(ids=ids, claims=claims, owner=owner)}
+where {claim_is_current(ids=ids, claims=claims, owner=owner)}
 returning o.id
 """
 
@@ -323,7 +323,7 @@ LAZY_COMMIT = "\n      and (select set_config('synchronous_commit', 'off', true)
 
 def _claim_query(*, one_kind: bool, settle: bool) -> str:
     return _CLAIM.format(
-        lost=_LOST,
+        lost=LOST_CLAIM,
         settle=_SETTLE if settle else "",
         kinds="kind = $1::text" if one_kind else "kind = any($1::text[])",
         exclude=" and id <> all($6::bigint[])" if settle else "",
@@ -518,7 +518,7 @@ from unnest($1::bigint[], $2::integer[], $3::boolean[], $4::integer[], $5::boole
             $7::jsonb[])
      as m(id, claims, started, steps_done, done, result)
 where o.id = any($1::bigint[]) and o.id = m.id and o.claims = m.claims
-  and o.claimed_by = $6 and o.status not in ('done', 'dead')  -- see _claim_is_current
+  and o.claimed_by = $6 and o.status not in ('done', 'dead')  -- see claim_is_current
 returning o.id
 """
 
@@ -617,7 +617,7 @@ async def release(db: Database, jobs: Sequence[Job], *, owner: str) -> frozenset
             set attempts = o.attempts - 1, next_attempt_at = now(), claimed_by = null,
                 claim_expires_at = null, started_at = null, updated_at = now()
             where """
-            + _claim_is_current(ids=1, claims=2, owner=3)
+            + claim_is_current(ids=1, claims=2, owner=3)
             + " returning o.id",
             [j.id for j in jobs],
             [j.claim for j in jobs],
