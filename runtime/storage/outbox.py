@@ -232,8 +232,8 @@ async def enqueue_jobs(
 # rows through the primary key (``id = any(array(...))``) and compute from the row itself,
 # which the due scan locked: joined with the due rows instead, the planner hashed the whole
 # table at every claim, or (a generic plan, from the sixth execution of the prepared
-# statement on) probed the index once per pair of rows. A buried row is one whose claim
-# was lost after it had started (its ``lost_claims`` reached ``max_attempts`` with this one).
+# statement on) probed the index once per pair of rows. A row is buried when its lost
+# claims, this one counted, have reached ``max_attempts``.
 LOST_CLAIM = "(claimed_by is not null and started_at is not null)::int"
 """1 when a due row's claim, now expired, was lost with its work started, else 0."""
 
