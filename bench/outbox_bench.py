@@ -242,6 +242,12 @@ async def _postmaster(dsn: str) -> int:
         await conn.close()
 
 
+def _python_path() -> str:
+    """The project first, then what the caller's ``PYTHONPATH`` adds (the peer's packages,
+    say, when they are installed beside the environment rather than in it)."""
+    return os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+
+
 def _child(side: str, dsn: str, consumers: int, batch: int, jobs: int, postmaster: int) -> Run:
     server_before = _server_cpu(postmaster)
     out = subprocess.run(
@@ -252,7 +258,7 @@ def _child(side: str, dsn: str, consumers: int, batch: int, jobs: int, postmaste
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": _python_path()},
     )
     server = _server_cpu(postmaster) - server_before
     if out.returncode != 0:

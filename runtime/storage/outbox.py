@@ -19,7 +19,8 @@ Every one of these is a single statement, committed on its own (no ``BEGIN``/``C
 around it): a job reported complete is committed. A claim alone commits without waiting
 for its WAL to reach the disk (a claim lost in a server crash leaves its job due again, as
 a dead claimer's does); every outcome waits, and flushes the claim it fences with it.
-``outbox_lanes.drain`` runs batches on several lanes whose completions share a commit.
+``outbox_lanes.drain`` runs batches on several lanes, one statement completing the
+batches they finished and claiming their next ones.
 
 ``complete``, ``record`` and ``fail`` count only for the claim that is still current: the
 row must be claimed by this owner under the number of the claim (``claims`` counts every
@@ -227,12 +228,18 @@ async def enqueue_jobs(
 # A due row that is still claimed is a lost claim (its claim expired with no outcome): it
 # gives its attempt back, and counts as lost if its work had started. For one kind the
 # index outbox_claim returns the due rows in claim order, so the scan stops at the limit;
-# ``kind = any(...)`` would make it sort the whole backlog first.
+# ``kind = any(...)`` would make it sort the whole backlog first. The updates reach the due
+# rows through the primary key (``id = any(array(...))``) and compute from the row itself,
+# which the due scan locked: joined with the due rows instead, the planner hashed the whole
+# table at every claim, or (a generic plan, from the sixth execution of the prepared
+# statement on) probed the index once per pair of rows. A row is buried when its lost
+# claims, this one counted, have reached ``max_attempts``.
+LOST_CLAIM = "(claimed_by is not null and started_at is not null)::int"
+"""1 when a due row's claim, now expired, was lost with its work started, else 0."""
+
 _CLAIM = """
 with {settle}due as materialized (
-    select id, max_attempts,
-           attempts - (claimed_by is not null)::int as attempts,
-           lost_claims + (claimed_by is not null and started_at is not null)::int as lost_claims
+    select id, lost_claims + {lost} >= max_attempts as bury
     from outbox
     where status = 'pending' and {kinds} and next_attempt_at <= now(){exclude}{lazy}
     order by next_attempt_at, id
@@ -241,24 +248,23 @@ with {settle}due as materialized (
 ),
 buried as (
     update outbox o
-    set status = 'dead', attempts = due.attempts, lost_claims = due.lost_claims,
+    set status = 'dead', attempts = o.attempts - (o.claimed_by is not null)::int,
+        lost_claims = o.lost_claims + {lost},
         claimed_by = null, claim_expires_at = null, started_at = null, updated_at = now(),
-        last_error = 'its worker died while running it, ' || due.lost_claims || ' time(s)'
-                     || coalesce('; before that: ' || o.last_error, '')
-    from due
-    where o.id = due.id and due.lost_claims >= due.max_attempts
+        last_error = 'its worker died while running it, ' || o.lost_claims + {lost}
+                     || ' time(s)' || coalesce('; before that: ' || o.last_error, '')
+    where o.id = any(array(select id from due where bury))
     returning o.id, o.kind, o.dedup_key, o.payload, o.attempts, o.max_attempts,
               o.claimed_by, o.claim_expires_at, o.claims, o.steps_done, o.last_error,
               o.updated_at
 ),
 claimed as (
     update outbox o
-    set attempts = due.attempts + 1, claims = o.claims + 1, lost_claims = due.lost_claims,
-        claimed_by = $3,
+    set attempts = o.attempts - (o.claimed_by is not null)::int + 1, claims = o.claims + 1,
+        lost_claims = o.lost_claims + {lost}, claimed_by = $3,
         claim_expires_at = now() + $4::interval, next_attempt_at = now() + $4::interval,
         started_at = case when $5 then now() end, updated_at = now()
-    from due
-    where o.id = due.id and due.lost_claims < due.max_attempts
+    where o.id = any(array(select id from due where not bury))
     returning o.id, o.kind, o.dedup_key, o.payload, o.attempts, o.max_attempts,
               o.claimed_by, o.claim_expires_at, o.claims, o.steps_done,
               null::text as last_error, o.updated_at
@@ -269,14 +275,30 @@ select 'buried', * from buried{settled}
 """
 
 
+def claim_is_current(*, ids: int, claims: int, owner: int) -> str:
+    """The row is one of the jobs ``ids`` (an array parameter, by number), still claimed by
+    the owner under the claim number in the same place of ``claims``.
+
+    The rows are found through the primary key and each checks its own claim number: no
+    join with the arrays, which a generic plan (asyncpg prepares every statement, and
+    PostgreSQL may plan it generically from its sixth execution on) ran as a nested loop,
+    one pass over the arrays per row. "Not done nor dead" says "pending" (the only other
+    status) in words that do not match the partial indexes' ``status = 'pending'``: a
+    generic plan read the whole of ``outbox_claim`` to find the ids, one row at a time.
+    """
+    return (
+        f"o.id = any(${ids}::bigint[])"
+        f" and o.claims = (${claims}::integer[])[array_position(${ids}::bigint[], o.id)]"
+        f" and o.claimed_by = ${owner} and o.status not in ('done', 'dead')"
+    )
+
+
 def _complete_sql(*, ids: int, claims: int, owner: int) -> str:
     """Mark done the jobs whose claims are still the owner's (parameters by number)."""
     return f"""
 update outbox o
 set status = 'done', done_at = now(), updated_at = now(), claim_expires_at = null
-from unnest(${ids}::bigint[], ${claims}::integer[]) as j(id, claims)
-where o.id = any(${ids}::bigint[]) and o.id = j.id and o.claims = j.claims
-  and o.claimed_by = ${owner} and o.status = 'pending'
+where {claim_is_current(ids=ids, claims=claims, owner=owner)}
 returning o.id
 """
 
@@ -301,6 +323,7 @@ LAZY_COMMIT = "\n      and (select set_config('synchronous_commit', 'off', true)
 
 def _claim_query(*, one_kind: bool, settle: bool) -> str:
     return _CLAIM.format(
+        lost=LOST_CLAIM,
         settle=_SETTLE if settle else "",
         kinds="kind = $1::text" if one_kind else "kind = any($1::text[])",
         exclude=" and id <> all($6::bigint[])" if settle else "",
@@ -495,7 +518,7 @@ from unnest($1::bigint[], $2::integer[], $3::boolean[], $4::integer[], $5::boole
             $7::jsonb[])
      as m(id, claims, started, steps_done, done, result)
 where o.id = any($1::bigint[]) and o.id = m.id and o.claims = m.claims
-  and o.claimed_by = $6 and o.status = 'pending'
+  and o.claimed_by = $6 and o.status not in ('done', 'dead')  -- see claim_is_current
 returning o.id
 """
 
@@ -593,11 +616,9 @@ async def release(db: Database, jobs: Sequence[Job], *, owner: str) -> frozenset
             update outbox o
             set attempts = o.attempts - 1, next_attempt_at = now(), claimed_by = null,
                 claim_expires_at = null, started_at = null, updated_at = now()
-            from unnest($1::bigint[], $2::integer[]) as j(id, claims)
-            where o.id = any($1::bigint[]) and o.id = j.id and o.claims = j.claims
-              and o.claimed_by = $3 and o.status = 'pending'
-            returning o.id
-            """,
+            where """
+            + claim_is_current(ids=1, claims=2, owner=3)
+            + " returning o.id",
             [j.id for j in jobs],
             [j.claim for j in jobs],
             owner,

@@ -1,12 +1,14 @@
 """Work through the outbox at the database's pace: batches on several lanes at once.
 
-A lane claims a batch (a claim commits without waiting for the disk: see
-``outbox.claim``), hands it to the handler and waits until the jobs the handler returns
-are completed. The lanes of one owner share their completions: one statement completes
-every batch that finished while the previous statement ran, so one durable commit, one wait
-for the disk, settles several batches. A job counts as done only when the statement that
+One loop per owner talks to the database, and each of its statements does all there is
+to do at that moment: it completes every batch the handlers finished since the previous
+statement and claims a batch for every idle lane (``outbox.complete_and_claim``), so one
+round trip and one durable commit, one wait for the disk, settle several batches and feed
+several lanes. The claimed jobs are split into batches of at most ``limit``, each handed to
+the handler on a lane of its own. A job counts as done only when the statement that
 completed it has returned, committed and flushed, exactly as with ``outbox.complete``; a
-lane claims its next batch only then.
+lane gets its next batch only then. The first claim, with nothing to complete yet, commits
+without waiting for the disk, as ``outbox.claim`` does.
 
 The handler does the side effects of a batch and returns the jobs it finished; the others
 it settles itself (``outbox.fail``, ``outbox.release``) or leaves to their claim's expiry.
@@ -25,58 +27,43 @@ from .outbox import Claimed, Job
 Handler = Callable[[Claimed], Awaitable[Sequence[Job]]]
 """Does a claimed batch; returns the jobs to complete."""
 Done = Callable[[frozenset[int]], None]
-"""Told the ids of every batch's completed jobs, once their completion is committed."""
+"""Told the ids of completed jobs, once their completion is committed."""
 
 
-class _Settler:
-    """Completes the batches of every lane of one owner, together: each statement takes
-    the batches that finished while the previous one ran, so one durable commit (one wait
-    for the disk) settles them all. ``settle`` returns once its batch is committed; after
-    a statement failed, every ``settle`` raises what it raised."""
+def _batches(claimed: Claimed, limit: int) -> list[Claimed]:
+    """``claimed`` in lane batches of at most ``limit``; the first carries the buried."""
+    return [
+        Claimed(claimed[i : i + limit], claimed.buried if i == 0 else ())
+        for i in range(0, len(claimed), limit)
+    ]
 
-    def __init__(self, db: Database, owner: str) -> None:
-        self._db = db
-        self._owner = owner
-        self._waiting: list[tuple[Sequence[Job], trio.Event, list[frozenset[int]]]] = []
-        self._arrived = trio.Event()
-        self._failure: Exception | None = None
-        self.statements = 0
-        """Statements written so far (for tests and figures)."""
 
-    async def settle(self, jobs: Sequence[Job]) -> frozenset[int]:
-        """Complete ``jobs``; the ids that counted (see ``outbox.complete``)."""
-        if self._failure is not None:
-            raise self._failure
-        if not jobs:
-            return frozenset()
-        written = trio.Event()
-        result: list[frozenset[int]] = []
-        self._waiting.append((jobs, written, result))
-        self._arrived.set()
-        await written.wait()
-        if not result:
-            assert self._failure is not None
-            raise self._failure
-        return result[0]
+class _Lanes:
+    """The handlers' side: how many lanes are idle, and the jobs finished since the last
+    statement. A failure of a handler is kept, to be raised as it is."""
 
-    async def run(self) -> None:
-        while True:
-            await self._arrived.wait()
-            self._arrived = trio.Event()
-            batches, self._waiting = self._waiting, []
-            try:
-                counted = await outbox.complete(
-                    self._db, [job for jobs, _, _ in batches for job in jobs], owner=self._owner
-                )
-            except Exception as exc:
-                self._failure = exc
-                for _, written, _ in batches:
-                    written.set()
-                return
-            self.statements += 1
-            for jobs, written, result in batches:
-                result.append(frozenset(j.id for j in jobs) & counted)
-                written.set()
+    def __init__(self, handle: Handler, lanes: int) -> None:
+        self._handle = handle
+        self.idle = lanes
+        self.finished: list[Job] = []
+        self.failure: Exception | None = None
+        self.changed = trio.Event()
+
+    async def run(self, jobs: Claimed, cancel: trio.CancelScope) -> None:
+        try:
+            done = await self._handle(jobs)
+        except Exception as exc:  # raised by drain as it is, not wrapped in a group
+            if self.failure is None:
+                self.failure = exc
+            cancel.cancel()
+            return
+        self.finished.extend(done)
+        self.idle += 1
+        self.changed.set()
+
+    async def wait(self) -> None:
+        await self.changed.wait()
+        self.changed = trio.Event()
 
 
 async def drain(
@@ -100,43 +87,46 @@ async def drain(
     """
     if lanes < 1:
         raise ValueError("lanes must be at least 1")
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    state = _Lanes(handle, lanes)
     completed = 0
+    exhausted = False
     failure: Exception | None = None
-    settler = _Settler(db, owner)
 
-    async def lane() -> None:
-        nonlocal completed
-        while True:
-            jobs = await outbox.claim(
-                db,
-                kinds=kinds,
-                owner=owner,
-                limit=limit,
-                claim_seconds=claim_seconds,
-                started=started,
-            )
-            if not jobs:
-                return
-            counted = await settler.settle(await handle(jobs))
-            completed += len(counted)
-            if on_done is not None and counted:
-                on_done(counted)
-
-    async def guarded(cancel: trio.CancelScope) -> None:
-        nonlocal failure
+    async with trio.open_nursery() as nursery:
         try:
-            await lane()
+            while state.failure is None:
+                done, state.finished = state.finished, []
+                wanted = 0 if exhausted else state.idle
+                if not done and not wanted:
+                    if state.idle == lanes:
+                        break
+                    await state.wait()
+                    continue
+                if wanted:
+                    counted, claimed = await outbox.complete_and_claim(
+                        db,
+                        done,
+                        kinds=kinds,
+                        owner=owner,
+                        limit=limit * wanted,
+                        claim_seconds=claim_seconds,
+                        started=started,
+                    )
+                    exhausted = not claimed and not claimed.buried
+                else:
+                    counted, claimed = await outbox.complete(db, done, owner=owner), Claimed()
+                completed += len(counted)
+                if on_done is not None and counted:
+                    on_done(counted)
+                for batch in _batches(claimed, limit):
+                    state.idle -= 1
+                    nursery.start_soon(state.run, batch, nursery.cancel_scope)
         except Exception as exc:  # raised as it is, not wrapped in a group
-            if failure is None:
-                failure = exc
-            cancel.cancel()
-
-    async with trio.open_nursery() as outer:
-        outer.start_soon(settler.run)
-        async with trio.open_nursery() as nursery:
-            for _ in range(lanes):
-                nursery.start_soon(guarded, nursery.cancel_scope)
-        outer.cancel_scope.cancel()
+            failure = exc
+        nursery.cancel_scope.cancel()
+    failure = state.failure or failure
     if failure is not None:
         raise failure
     return completed

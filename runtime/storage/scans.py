@@ -21,7 +21,7 @@ import asyncpg
 
 from . import job_kinds
 from ._database import Connection, Database, fetch_one
-from .outbox import LAZY_COMMIT, Job
+from .outbox import LAZY_COMMIT, LOST_CLAIM, Job, claim_is_current
 
 # -- payments ------------------------------------------------------------------------------
 
@@ -241,25 +241,21 @@ async def recipients(db: Database, chat_ids: Iterable[int]) -> dict[int, Recipie
 # in ``outbox.claim``, and like its claims this one commits without waiting for the disk.
 _CLAIM_DIRECT = f"""
 with due as materialized (
-    select id,
-           attempts - (claimed_by is not null)::int as attempts,
-           lost_claims + (claimed_by is not null and started_at is not null)::int as lost_claims
+    select id
     from outbox
     where status = 'pending' and kind = 'telegram.notify' and dedup_key not like 'broadcast:%'
       and next_attempt_at <= now()
-      and lost_claims + (claimed_by is not null and started_at is not null)::int
-          < max_attempts{LAZY_COMMIT}
+      and lost_claims + {LOST_CLAIM} < max_attempts{LAZY_COMMIT}
     order by next_attempt_at, id
     limit $1
     for update skip locked
 )
 update outbox o
-set attempts = due.attempts + 1, claims = o.claims + 1, lost_claims = due.lost_claims,
-    claimed_by = $2,
+set attempts = o.attempts - (o.claimed_by is not null)::int + 1, claims = o.claims + 1,
+    lost_claims = o.lost_claims + {LOST_CLAIM}, claimed_by = $2,
     claim_expires_at = now() + $3::interval, next_attempt_at = now() + $3::interval,
     started_at = case when $4 then now() end, updated_at = now()
-from due
-where o.id = due.id
+where o.id = any(array(select id from due))
 returning o.id, o.kind, o.dedup_key, o.payload, o.attempts, o.max_attempts, o.claimed_by,
           o.claim_expires_at, o.claims, o.steps_done
 """
@@ -315,10 +311,7 @@ async def complete_skipped(
         return await conn.fetch(
             "update outbox o set status = 'done', done_at = now(), updated_at = now(),"
             " claim_expires_at = null, last_error = $4"
-            " from unnest($1::bigint[], $2::integer[]) as j(id, claims)"
-            " where o.id = any($1::bigint[]) and o.id = j.id and o.claims = j.claims"
-            " and o.claimed_by = $3 and o.status = 'pending'"
-            " returning o.id",
+            f" where {claim_is_current(ids=1, claims=2, owner=3)} returning o.id",
             [j.id for j in jobs],
             [j.claim for j in jobs],
             owner,

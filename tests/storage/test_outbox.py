@@ -551,6 +551,47 @@ async def test_a_claim_reads_its_kind_in_index_order_without_sorting_the_backlog
     assert "outbox_claim" in text and "Sort" not in text, text
 
 
+@pytest.mark.parametrize("settle", [False, True])
+async def test_outcomes_reach_their_rows_by_primary_key_under_a_generic_plan(
+    db: Database, settle: bool
+) -> None:
+    """asyncpg prepares every statement and PostgreSQL may plan it generically from its sixth
+    execution on, with statistics of a table that was empty when last analyzed (as after a
+    truncate): the outcome must still find its rows by id, not read a partial index whole
+    or hash the table."""
+    from runtime.storage.outbox import _CLAIM_QUERIES, _COMPLETE
+
+    async def vacuum(conn: Connection) -> None:
+        await conn.execute("vacuum analyze outbox")
+
+    await db.session(vacuum)
+    await add_jobs(db, 3000)
+    jobs = await claim(db, kinds=[KIND], owner="w", limit=200, claim_seconds=30)
+    ids, claims = [j.id for j in jobs], [j.claim for j in jobs]
+
+    def array(values: list[int]) -> str:
+        return "'{" + ",".join(str(int(v)) for v in values) + "}'"
+
+    async def plan(conn: Connection) -> str:
+        await conn.execute("set local plan_cache_mode = force_generic_plan")
+        if settle:
+            types = "text, integer, text, interval, boolean, bigint[], integer[]"
+            query, args = _CLAIM_QUERIES[True, True], f"'{KIND}', 200, 'w', '30 s', true"
+            args += f", {array(ids)}, {array(claims)}"
+        else:
+            types, query = "bigint[], integer[], text", _COMPLETE
+            args = f"{array(ids)}, {array(claims)}, 'w'"
+        await conn.execute(f"prepare outcome ({types}) as {query}")
+        rows = await conn.fetch(f"explain execute outcome ({args})")
+        await conn.execute("deallocate outcome")
+        return "\n".join(r[0] for r in rows)
+
+    text = await db.transaction(plan)
+    outcome = text.split("CTE due")[0]  # the completion (all of it without settle)
+    assert "outbox_pkey" in outcome and "outbox_claim" not in outcome, text
+    assert "Seq Scan" not in text and "Function Scan" not in text, text
+
+
 async def test_a_claim_alone_commits_without_waiting_for_the_disk_and_outcomes_wait(
     db: Database,
 ) -> None:
