@@ -67,12 +67,15 @@ echo "== mypy"
 # The project compiled to bytecode once, as an install is: the tests start `vpnbot run` in
 # many processes, and where PYTHONDONTWRITEBYTECODE is set each would compile every module.
 .venv/bin/python -m compileall -q runtime plugins supervisor.py >/dev/null
-# Two test processes share the files (most tests wait on processes, peers and timeouts more
-# than they compute; a third cut the idle run by a quarter but loaded 2 busy cores past
-# what the process-level tests can sample), and every core is kept busy by a spinning
-# process, as on a loaded CI machine: no test may depend on the machine's speed. VPNBOT_TEST_BUSY_CPUS=0 runs the tests
-# on idle cores, VPNBOT_TEST_WORKERS=0 in this process alone.
+# Test processes share the files, those that run whole processes first (tests/conftest.py;
+# --no-loadscope-reorder keeps that order instead of xdist's biggest-file-first). Every
+# core is kept busy by a spinning process, as on a loaded CI machine: no test may depend on
+# the machine's speed. There, two test processes: a third loaded two busy cores past what
+# the process-level tests can sample. On idle cores (VPNBOT_TEST_BUSY_CPUS=0) three: two
+# leave the cores idle while tests wait on processes and peers (425 s with two, 357 s with
+# three, 2,348 tests). VPNBOT_TEST_WORKERS=0 runs them in this process alone.
 BUSY="${VPNBOT_TEST_BUSY_CPUS:-$(nproc 2>/dev/null || echo 2)}"
-WORKERS="${VPNBOT_TEST_WORKERS:-2}"
+if [ "$BUSY" = 0 ]; then DEFAULT_WORKERS=3; else DEFAULT_WORKERS=2; fi
+WORKERS="${VPNBOT_TEST_WORKERS:-$DEFAULT_WORKERS}"
 echo "== pytest (test processes: $WORKERS, busy CPUs: $BUSY)"
-.venv/bin/pytest -n "$WORKERS" --dist loadfile --busy-cpus "$BUSY" "$@"
+.venv/bin/pytest -n "$WORKERS" --dist loadfile --no-loadscope-reorder --busy-cpus "$BUSY" "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +20,18 @@ def _logging_as_found() -> Iterator[None]:
     must not depend on the order the tests run in."""
     yield
     reset_logging()
+
+
+_PROCESS_LEVEL = (Path(__file__).parent / "integration", Path(__file__).parent / "e2e")
+
+
+def _runs_processes(item: pytest.Item) -> bool:
+    return any(item.path.is_relative_to(folder) for folder in _PROCESS_LEVEL)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files that run whole processes first (up to a minute each, mostly waiting), the
+    quick ones after: test processes take files as they finish the last, so the quick
+    files fill the gaps instead of one long file running alone at the end. The order
+    within a file is kept."""
+    items.sort(key=lambda item: not _runs_processes(item))
