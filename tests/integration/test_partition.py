@@ -44,7 +44,7 @@ from runtime.testing.telegram import SimUser, TelegramEmulator
 from . import balancer, hosts
 from .processes import PANEL_PASSWORD, PANEL_USER, PATIENCE, TOKEN, rows, until
 from .test_process import actor
-from .test_several_instances import Shop, check_once, settle, socket_of
+from .test_several_instances import Shop, check_once, settle, socket_of, write_config
 
 pytestmark = pytest.mark.long
 
@@ -56,53 +56,6 @@ other instance's wait between two attempts (a third of it)."""
 TAKEOVER_SLACK = 90.0
 """Beyond the lease and the wait: a loaded machine's slow crossings and retries."""
 CUSTOMERS_PER_PHASE = 2
-
-
-def write_config(
-    path: Path, *, instance: str, address: str, dsn: str, telegram: str, panel: str
-) -> Path:
-    path.write_text(
-        f"""
-[service]
-instance_id = "{instance}"
-log_format = "json"
-log_level = "info"
-
-[database]
-dsn = "{dsn}"
-
-[http]
-host = "{address}"
-port = {OPERATOR}
-
-[http.public]
-host = "{address}"
-port = {PUBLIC}
-
-[telegram]
-token = "{TOKEN}"
-api_base = "{telegram}"
-
-[bot]
-mode = "polling"
-polling_timeout_seconds = 1
-
-[plans.month]
-title = {{ en = "1 month" }}
-duration_days = 30
-backend = "marzban"
-prices = {{ stars = {{ XTR = 150 }} }}
-
-[plugins.settings.marzban]
-base_url = "{panel}"
-username = "{PANEL_USER}"
-password = "{PANEL_PASSWORD}"
-
-[plugins.settings.telegram_payments]
-card_provider_token = "381764678:TEST:card-provider"
-"""
-    )
-    return path
 
 
 _PROBE = """
@@ -218,6 +171,7 @@ async def test_the_poller_cut_off_from_the_database_is_replaced_and_rejoins_clea
                         dsn=f"postgresql://postgres@{gateway}:{ports['postgres']}/{database}",
                         telegram=f"http://{gateway}:{ports['telegram']}",
                         panel=f"http://{gateway}:{ports['panel']}",
+                        bot='mode = "polling"\npolling_timeout_seconds = 1',
                     )
                     for i, host in enumerate(network.hosts)
                 ]

@@ -65,12 +65,21 @@ def write_config(
     *,
     instance: str,
     address: str,
-    balancer: str,
     dsn: str,
     telegram: str,
     panel: str,
-    crypto: str,
+    bot: str,
+    crypto: str | None = None,
 ) -> Path:
+    """One host's config: its instance id and listeners on its own address, the shared
+    database, Telegram and panel through the balancer's forwards, and ``bot``'s table
+    (webhook or polling). With ``crypto``, the month plan is also sold through CryptoBot."""
+    prices = "stars = { XTR = 150 }" + ("" if crypto is None else ", cryptobot = { RUB = 19900 }")
+    cryptobot = (
+        ""
+        if crypto is None
+        else f'[plugins.settings.cryptobot]\ntoken = "{CRYPTO_TOKEN}"\nbase_url = "{crypto}/api/"\n'
+    )
     path.write_text(
         f"""
 [service]
@@ -94,25 +103,20 @@ token = "{TOKEN}"
 api_base = "{telegram}"
 
 [bot]
-mode = "webhook"
-webhook_url = "{balancer}{HOOK}"
-webhook_secret = "{SECRET}"
+{bot}
 
 [plans.month]
 title = {{ en = "1 month" }}
 duration_days = 30
 backend = "marzban"
-prices = {{ stars = {{ XTR = 150 }}, cryptobot = {{ RUB = 19900 }} }}
+prices = {{ {prices} }}
 
 [plugins.settings.marzban]
 base_url = "{panel}"
 username = "{PANEL_USER}"
 password = "{PANEL_PASSWORD}"
 
-[plugins.settings.cryptobot]
-token = "{CRYPTO_TOKEN}"
-base_url = "{crypto}/api/"
-
+{cryptobot}
 [plugins.settings.telegram_payments]
 card_provider_token = "381764678:TEST:card-provider"
 """
@@ -286,10 +290,11 @@ async def test_three_instances_behind_a_balancer_lose_and_double_nothing(
                         tmp_path / f"i{i}.toml",
                         instance=f"host-{i}",
                         address=host.address,
-                        balancer=lb,
                         dsn=f"postgresql://postgres@{gateway}:{ports['postgres']}/{database}",
                         telegram=f"http://{gateway}:{ports['telegram']}",
                         panel=f"http://{gateway}:{ports['panel']}",
+                        bot=f'mode = "webhook"\nwebhook_url = "{lb}{HOOK}"\n'
+                        f'webhook_secret = "{SECRET}"',
                         crypto=f"http://{gateway}:{ports['crypto']}",
                     )
                     configs.append(path)
