@@ -10,28 +10,18 @@ from typing import Any
 
 import pytest
 
-from plugins.yookassa import YooKassaProvider
-from runtime.billing import Billing
-from runtime.catalog import Catalog
 from runtime.storage import Database
 from runtime.testing.fakes.yookassa import FakeYooKassa
 from runtime.testing.telegram import TelegramEmulator
 
-from .conftest import Alerts, Shop, build_shop, make_settings
-from .test_e2e import bot_settings, emulator, eventually, newest, running, shown
+from .conftest import Alerts, Shop
+from .test_e2e import emulator, eventually, newest, running, shown
+from .test_yookassa_journey import yookassa, yookassa_shop
 
-__all__ = ["emulator"]  # the emulator fixture, served on loopback
+__all__ = ["emulator", "yookassa"]  # the fixtures, served on loopback
 
-SHOP, SECRET = "445577", "test_SavedCardJourney_0042"
 SAVING = "save card for auto-renewal"
 WAIT = 60.0
-
-
-@pytest.fixture
-async def yookassa() -> AsyncIterator[FakeYooKassa]:
-    fake = FakeYooKassa(SHOP, SECRET)
-    async with fake.running():
-        yield fake
 
 
 @pytest.fixture
@@ -43,23 +33,11 @@ async def shop(
     emulator: TelegramEmulator,
     yookassa: FakeYooKassa,
 ) -> AsyncIterator[Shop]:
-    plan = {
-        "title": {"en": "1 month", "ru": "1 месяц"},
-        "duration_days": 30,
-        "backend": "marzban",
-        "prices": {"yookassa": {"RUB": 19900}},
-    }
-    settings = make_settings(emulator.url, bot=bot_settings("polling"), plans={"month": plan})
-    shop = build_shop(settings, db, panel, crypto, alerts)
-    provider = YooKassaProvider(SHOP, SECRET, base_url=f"{yookassa.url}/v3/", saved_methods=True)
-    billing = Billing(
-        db, Catalog.from_settings(settings), {"yookassa": provider}, alerts, balance_currency="RUB"
-    )
-    shop.services.provide_domain(billing, shop.access)
-    shop.closers.append(provider)
-    yield shop
-    for closer in shop.closers:
-        await closer.aclose()
+    prices = {"yookassa": {"RUB": 19900}}
+    async with yookassa_shop(
+        db, panel, crypto, alerts, emulator, yookassa, prices=prices, saved_methods=True
+    ) as shop:
+        yield shop
 
 
 async def pay_link(emulator: TelegramEmulator, user: Any, *, saving: bool) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -33,6 +34,43 @@ async def yookassa() -> AsyncIterator[FakeYooKassa]:
         yield fake
 
 
+@asynccontextmanager
+async def yookassa_shop(
+    db: Database,
+    panel: Any,
+    crypto: Any,
+    alerts: Alerts,
+    emulator: TelegramEmulator,
+    yookassa: FakeYooKassa,
+    *,
+    prices: dict[str, dict[str, int]],
+    saved_methods: bool = False,
+) -> AsyncIterator[Shop]:
+    """A shop selling the month at ``prices``, with YooKassa (the fake) among its providers."""
+    plan = {
+        "title": {"en": "1 month", "ru": "1 месяц"},
+        "duration_days": 30,
+        "backend": "marzban",
+        "prices": prices,
+    }
+    settings = make_settings(emulator.url, bot=bot_settings("polling"), plans={"month": plan})
+    shop = build_shop(settings, db, panel, crypto, alerts)
+    provider = YooKassaProvider(
+        SHOP, SECRET, base_url=f"{yookassa.url}/v3/", saved_methods=saved_methods
+    )
+    providers = {**shop.billing.providers, "yookassa": provider}
+    billing = Billing(
+        db, Catalog.from_settings(settings), providers, alerts, balance_currency="RUB"
+    )
+    shop.services.provide_domain(billing, shop.access)
+    shop.closers.append(provider)
+    try:
+        yield shop
+    finally:
+        for closer in shop.closers:
+            await closer.aclose()
+
+
 @pytest.fixture
 async def shop(
     db: Database,
@@ -42,24 +80,9 @@ async def shop(
     emulator: TelegramEmulator,
     yookassa: FakeYooKassa,
 ) -> AsyncIterator[Shop]:
-    plan = {
-        "title": {"en": "1 month", "ru": "1 месяц"},
-        "duration_days": 30,
-        "backend": "marzban",
-        "prices": {"stars": {"XTR": 150}, "yookassa": {"RUB": 19900}},
-    }
-    settings = make_settings(emulator.url, bot=bot_settings("polling"), plans={"month": plan})
-    shop = build_shop(settings, db, panel, crypto, alerts)
-    provider = YooKassaProvider(SHOP, SECRET, base_url=f"{yookassa.url}/v3/")
-    providers = {**shop.billing.providers, "yookassa": provider}
-    billing = Billing(
-        db, Catalog.from_settings(settings), providers, alerts, balance_currency="RUB"
-    )
-    shop.services.provide_domain(billing, shop.access)
-    shop.closers.append(provider)
-    yield shop
-    for closer in shop.closers:
-        await closer.aclose()
+    prices = {"stars": {"XTR": 150}, "yookassa": {"RUB": 19900}}
+    async with yookassa_shop(db, panel, crypto, alerts, emulator, yookassa, prices=prices) as shop:
+        yield shop
 
 
 async def test_paying_with_yookassa_from_the_checkout_button(
