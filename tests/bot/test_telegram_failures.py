@@ -26,6 +26,7 @@ from runtime.i18n import load_translator
 from runtime.storage import Database, inbox
 from runtime.supervision import ActorStatus, Backoff, Supervisor
 from runtime.testing.telegram import Kind, SimUser, TelegramEmulator
+from tests import forkserver
 
 from .conftest import ADMIN, TOKEN, Alerts, Shop, build_shop, make_settings
 from .test_e2e import bot_settings, running
@@ -205,7 +206,7 @@ def write_config(tmp_path: Path, dsn: str) -> Path:
 
 
 def vpnbot(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return forkserver.run(
         [sys.executable, str(ROOT / "supervisor.py"), *args],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,

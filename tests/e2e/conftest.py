@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests import forkserver
 from tests.e2e.sandbox_env import sandbox_env
 from tests.integration.test_process import ROOT, free_port, get_status, wait_for
 
@@ -80,7 +81,7 @@ class SandboxProcess:
         command = [sys.executable, str(ROOT / "supervisor.py"), "run"]
         command += ["--telegram-port", str(self.telegram_port), *extra]
         with self.output.open("w") as out:
-            self.process = subprocess.Popen(
+            self.process = forkserver.popen(
                 command, cwd=self.directory, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         process = self.process

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import forkserver
 from tests.e2e.sandbox_env import sandbox_env
 from tests.integration.test_process import ROOT, free_port, get_status, wait_for
 
@@ -31,7 +32,7 @@ pause (each wait ends when the answer shows)."""
 def sandbox(tmp_path: Path) -> Iterator[int]:
     http_port, telegram_port = free_port(), free_port()
     env = sandbox_env(http_port)
-    process = subprocess.Popen(
+    process = forkserver.popen(
         [sys.executable, str(ROOT / "supervisor.py"), "run", "--telegram-port", str(telegram_port)],
         cwd=tmp_path,
         env=env,

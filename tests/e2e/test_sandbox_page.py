@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from runtime.sandbox._sandbox import FIRST_USER_ID
+from tests import forkserver
 from tests.e2e.sandbox_env import sandbox_env
 from tests.integration.test_process import ROOT, free_port, get_status, wait_for
 from tests.switches import switch
@@ -53,7 +54,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     cwd = tmp_path_factory.mktemp("sandbox")
     http_port, telegram_port = free_port(), free_port()
     env = sandbox_env(http_port)
-    process = subprocess.Popen(
+    process = forkserver.popen(
         [sys.executable, str(ROOT / "supervisor.py"), "run", "--telegram-port", str(telegram_port)],
         cwd=cwd,
         env=env,

@@ -16,6 +16,7 @@ import httpx
 import trio
 
 from runtime.storage import Connection, Database
+from tests import forkserver
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "123456789:AAHrestartsBotToken0123456789abcdef"
@@ -107,7 +108,7 @@ class Vpnbot:
         self.log = log
         self._out = log.open("a")
         command = [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)]
-        self.process = subprocess.Popen(
+        self.process = forkserver.popen(
             list(wrap(command)),
             cwd=config.parent,
             env={

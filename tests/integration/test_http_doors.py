@@ -9,7 +9,6 @@ providers (Stars, card, CryptoBot against its fake). Its memory is read from /pr
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +25,7 @@ import trio
 from runtime.storage import Connection, Database, payments
 from runtime.testing.fakes.cryptobot import FakeCryptoBot
 from runtime.testing.telegram import TelegramEmulator
+from tests import forkserver
 from tests.web.raw_client import chunked, head, until_hung_up
 
 from .processes import Vpnbot
@@ -246,7 +246,7 @@ async def test_each_listener_serves_only_its_own_routes(service: Service) -> Non
             assert (await client.get(f"{base}/healthz")).status_code == 200
             assert (await client.get(f"{base}/readyz")).status_code == 200
     found = await trio.to_thread.run_sync(
-        lambda: subprocess.run(
+        lambda: forkserver.run(
             [
                 sys.executable,
                 str(ROOT / "supervisor.py"),

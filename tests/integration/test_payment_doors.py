@@ -29,6 +29,7 @@ from runtime.storage import Database
 from runtime.storage import payments as store
 from runtime.testing.fakes.cryptobot import SIGNATURE_HEADER, sign
 from runtime.testing.payment_contract import money_state
+from tests import forkserver
 
 from .test_process import ROOT, free_port, log_lines, wait_for
 
@@ -99,7 +100,7 @@ def running(
     # Its output goes to a file: a pipe nobody reads while the test runs would fill up and
     # stop the process at its next log line.
     output = tmp_path / "stdout.log"
-    process = subprocess.Popen(
+    process = forkserver.popen(
         [
             sys.executable,
             str(ROOT / "supervisor.py"),

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from runtime.testing.postgres import TestPostgres
+from tests import forkserver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +150,7 @@ def start(
     left_out = ("NOTIFY_SOCKET", "WATCHDOG_USEC", *unset)
     env = {k: v for k, v in os.environ.items() if k not in left_out}
     env.update({"PYTHONPATH": str(ROOT), **(extra_env or {})})
-    return subprocess.Popen(
+    return forkserver.popen(
         [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
         cwd=tmp_path,
         env=env,
@@ -278,7 +279,7 @@ backoff_min_seconds = -1
 budget_max_failures = "many"
 """
     )
-    result = subprocess.run(
+    result = forkserver.run(
         [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config)],
         capture_output=True,
         text=True,
@@ -290,7 +291,7 @@ budget_max_failures = "many"
         assert key in result.stderr, key
     assert "Traceback" not in result.stderr
 
-    check = subprocess.run(
+    check = forkserver.run(
         [sys.executable, str(ROOT / "supervisor.py"), "check-config", str(config)],
         capture_output=True,
         text=True,
@@ -307,7 +308,7 @@ ANY_PORTS = {"VPNBOT_HTTP__PORT": "0", "VPNBOT_HTTP__PUBLIC__PORT": "0"}
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return forkserver.run(
         [sys.executable, str(ROOT / "supervisor.py"), *args],
         capture_output=True,
         text=True,
@@ -418,7 +419,7 @@ def _unreachable_database() -> str:
 
 
 def _cli(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return forkserver.popen(
         [sys.executable, str(ROOT / "supervisor.py"), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from runtime.app.exit_codes import EX_OSERR
+from tests import forkserver
 from tests.integration.test_process import ROOT
 
 DEADLINE = 180.0
@@ -74,7 +75,7 @@ def sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
         stdout, stderr = tmp_path / f"out-{len(started)}", tmp_path / f"err-{len(started)}"
         command = [sys.executable, str(ROOT / "supervisor.py"), "run"]
         with stdout.open("wb") as out, stderr.open("wb") as err:
-            process = subprocess.Popen(
+            process = forkserver.popen(
                 [*command, "--telegram-port", str(telegram_port)],
                 cwd=tmp_path,
                 env=env,
