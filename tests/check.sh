@@ -72,8 +72,8 @@ echo "== mypy"
 # core is kept busy by a spinning process, as on a loaded CI machine: no test may depend on
 # the machine's speed. There, two test processes: a third loaded two busy cores past what
 # the process-level tests can sample. On idle cores (VPNBOT_TEST_BUSY_CPUS=0) three: two
-# leave the cores idle while tests wait on processes and peers (425 s with two, 357 s with
-# three, 2,348 tests). VPNBOT_TEST_WORKERS=0 runs them in this process alone.
+# leave the cores idle while tests wait on processes and peers (282 s with three, 273 s with
+# four, 2,352 tests). VPNBOT_TEST_WORKERS=0 runs them in this process alone.
 BUSY="${VPNBOT_TEST_BUSY_CPUS:-$(nproc 2>/dev/null || echo 2)}"
 if [ "$BUSY" = 0 ]; then DEFAULT_WORKERS=3; else DEFAULT_WORKERS=2; fi
 WORKERS="${VPNBOT_TEST_WORKERS:-$DEFAULT_WORKERS}"
