@@ -307,8 +307,37 @@ class Billing:
             activation_attempts=self._activation_attempts,
         )
         self._report(confirmed, result)
+        await self._alert_refusal(confirmed, result)
         await self._keep_saved_method(confirmed, result)
         return result
+
+    async def _alert_refusal(self, confirmed: ConfirmedPayment, result: Finalized) -> None:
+        """Alert a refused charge once: the delivery that recorded it claims the alert in
+        the database. A delivery that finds it recorded already claims it when nobody did:
+        the one that recorded it lost its COMMIT's answer (a failover) and saw its own
+        refusal as a duplicate on the retry, or died before it alerted. A refusal that could
+        not be recorded (no payer known, values no row holds) is alerted every time."""
+        if result.verdict is Verdict.CREDITED:
+            return
+        duplicate = result.verdict is Verdict.DUPLICATE
+        if duplicate and not result.reason.startswith(store.RECORDED_ALREADY):
+            return
+        recorded, claimed = await store.claim_refusal_alert(
+            self._db, provider=confirmed.provider, external_id=confirmed.external_id
+        )
+        if recorded is not None and not claimed:
+            return
+        if duplicate:
+            if recorded is None or recorded.refused is None:
+                return
+            result = Finalized(
+                _refusal_verdict(recorded.refused),
+                result.payment,
+                reason=f"recorded as refused ({recorded.refused}) by a delivery that did not"
+                " alert it",
+                recorded=recorded,
+            )
+        self._alerts.submit(refusal_alert(confirmed, result))
 
     async def _keep_saved_method(self, confirmed: ConfirmedPayment, result: Finalized) -> None:
         """Keep the method a credited payment saved, when its intent carried the user's
@@ -421,7 +450,6 @@ class Billing:
         else:
             error = DomainError(f"payment refused: {result.verdict.value}: {result.reason}")
             log_failure(self._log, error, operation=operation, **fields)
-            self._alerts.submit(refusal_alert(confirmed, result))
 
     async def refund(self, payment_id: str, *, through_provider: bool = True) -> store.Refunded:
         """Refund a credited payment and take back what it gave, or a refused charge
@@ -523,6 +551,15 @@ class Billing:
             )
         )
         return refunded
+
+
+def _refusal_verdict(refused: str) -> Verdict:
+    """The verdict a recorded refusal was given (``payments.refused`` holds its value)."""
+    try:
+        verdict = Verdict(refused)
+    except ValueError:
+        return Verdict.MISMATCH
+    return Verdict.MISMATCH if verdict in (Verdict.CREDITED, Verdict.DUPLICATE) else verdict
 
 
 def refusal_alert(confirmed: ConfirmedPayment, result: Finalized) -> Alert:

@@ -365,6 +365,40 @@ def _mismatch(payment: Payment, charge: Charge) -> str:
     return ""
 
 
+RECORDED_ALREADY = "recorded already"
+"""How a ``DUPLICATE`` verdict's reason starts when the charge was recorded before."""
+
+
+async def claim_refusal_alert(
+    db: Database, *, provider: str, external_id: str
+) -> tuple[Payment | None, bool]:
+    """Claim the alert of the refused charge recorded as (``provider``, ``external_id``):
+    the recorded payment, or None when none is, and whether this call claimed its alert
+    (False: claimed before). Concurrent callers wait for each other: one claims."""
+    if not 0 < len(external_id) <= MAX_EXTERNAL_ID:
+        return None, False
+
+    async def unit(conn: Connection) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            "with target as (select id from payments where provider = $1"
+            " and external_id = $2 and refused is not null),"
+            " claimed as (update payments p set refusal_alerted_at = now()"
+            " where p.id in (select id from target) and p.refusal_alerted_at is null"
+            " returning p.id)"
+            f" select {_COLUMNS}, exists(select 1 from claimed) as claimed"
+            " from payments where id in (select id from target)",
+            provider,
+            external_id,
+        )
+
+    row = await db.statement(unit, retry=True)
+    if row is None:
+        return None, False
+    fields = dict(row)
+    claimed = bool(fields.pop("claimed"))
+    return Payment(**fields), claimed
+
+
 async def open_invoices(db: Database, provider: str, *, limit: int = 1000) -> list[Payment]:
     """Invoices still waiting for payment, oldest first (for the payment watcher)."""
 

@@ -149,6 +149,29 @@ async def test_tampered_payments_are_refused_and_alerted(
     assert len(alerts.keys()) == 1
 
 
+async def test_a_refusal_whose_commit_answer_was_lost_is_alerted_by_the_retry(
+    billing: Billing, db: Database, catalog: Catalog, alerts: Alerts
+) -> None:
+    """The first attempt recorded the refusal and its COMMIT's answer never came (a
+    failover): the retry sees a duplicate, and the admin is still told, once."""
+    from runtime.storage import payments
+
+    checkout = await billing.buy(USER, "month", "stars")
+    tampered = paid(checkout.payment.id, amount=1)
+    terms = {plan.id: plan.terms for plan in catalog.plans}
+    charge = payments.Charge("stars", tampered.external_id, checkout.payment.id, 1, "XTR")
+    first = await payments.finalize(db, charge, terms)  # committed, never alerted
+    assert first.verdict is Verdict.MISMATCH and alerts.keys() == []
+
+    retried = await billing.confirm(tampered)
+    assert retried.verdict is Verdict.DUPLICATE
+    assert alerts.keys() == [f"payment_mismatch:stars:{checkout.payment.id}"]
+    assert first.recorded is not None
+    assert f"/refund {first.recorded.id}" in alerts.alerts[0].text
+    await billing.confirm(tampered)  # another delivery: alerted already
+    assert len(alerts.keys()) == 1
+
+
 async def test_unknown_intents_are_alerted_under_one_key_of_our_own(
     billing: Billing, alerts: Alerts
 ) -> None:

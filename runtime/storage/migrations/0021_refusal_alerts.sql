@@ -1,0 +1,8 @@
+-- A refused charge's alert is claimed in the database: the delivery that recorded the
+-- refusal claims it, and when that delivery's COMMIT was lost (a failover) and its retry
+-- found the charge "recorded already", the retry claims it instead of losing it.
+alter table payments add column refusal_alerted_at timestamptz;
+
+-- The refusals recorded before this migration were alerted, or their alert is long gone:
+-- neither is sent again.
+update payments set refusal_alerted_at = created_at where refused is not null;
