@@ -115,15 +115,20 @@ async def test_sigkill_loop_costs_at_most_one_duplicate_per_kill(
         for index in range(USERS):
             emulator.create_user(FIRST_USER + index, first_name=f"u{index}")
         port = free_port()
-        config = write_config(
-            tmp_path / "vpnbot.toml",
-            port=port,
-            dsn=database_dsn,
-            telegram=emulator.url,
-            panel=panel.url,
-            crypto=crypto.url,
-            instance="killed-often",
-        )
+
+        def configure(extra: str = "") -> Path:
+            return write_config(
+                tmp_path / "vpnbot.toml",
+                port=port,
+                dsn=database_dsn,
+                telegram=emulator.url,
+                panel=panel.url,
+                crypto=crypto.url,
+                instance="killed-often",
+                extra=extra,
+            )
+
+        config = configure()
         expected: dict[int, int] = {}
         log = tmp_path / "vpnbot.log"
 
@@ -158,16 +163,7 @@ async def test_sigkill_loop_costs_at_most_one_duplicate_per_kill(
         emulator.limits = emulator.limits.with_changes(
             global_rate=DRAIN_RATE * 1.2, global_burst=int(DRAIN_RATE)
         )
-        write_config(
-            config,
-            port=port,
-            dsn=database_dsn,
-            telegram=emulator.url,
-            panel=panel.url,
-            crypto=crypto.url,
-            instance="killed-often",
-            extra=f"\n[notifier]\nrate_per_second = {DRAIN_RATE}\n",
-        )
+        configure(f"\n[notifier]\nrate_per_second = {DRAIN_RATE}\n")
         final = Vpnbot(config, log, port)
         try:
             await final.wait_ready()
