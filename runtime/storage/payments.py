@@ -370,25 +370,31 @@ RECORDED_ALREADY = "recorded already"
 
 
 async def claim_refusal_alert(
-    db: Database, *, provider: str, external_id: str
+    db: Database, *, provider: str, external_id: str, token: uuid.UUID | None = None
 ) -> tuple[Payment | None, bool]:
     """Claim the alert of the refused charge recorded as (``provider``, ``external_id``):
-    the recorded payment, or None when none is, and whether this call claimed its alert
-    (False: claimed before). Concurrent callers wait for each other: one claims."""
+    the recorded payment, or None when none is, and whether the claim is this caller's
+    (False: another claimed it). Concurrent callers wait for each other: one claims. The
+    claim carries ``token`` (a new one by default), so a retry after a lost ``COMMIT``
+    finds its own claim instead of a stranger's."""
     if not 0 < len(external_id) <= MAX_EXTERNAL_ID:
         return None, False
+    mine = token or uuid.uuid4()
 
     async def unit(conn: Connection) -> asyncpg.Record | None:
         return await conn.fetchrow(
-            "with target as (select id from payments where provider = $1"
-            " and external_id = $2 and refused is not null),"
-            " claimed as (update payments p set refusal_alerted_at = now()"
+            "with target as (select id, refusal_alert_token from payments"
+            " where provider = $1 and external_id = $2 and refused is not null),"
+            " claimed as (update payments p"
+            " set refusal_alerted_at = now(), refusal_alert_token = $3"
             " where p.id in (select id from target) and p.refusal_alerted_at is null"
             " returning p.id)"
-            f" select {_COLUMNS}, exists(select 1 from claimed) as claimed"
+            f" select {_COLUMNS}, exists(select 1 from claimed)"
+            " or exists(select 1 from target where refusal_alert_token = $3) as claimed"
             " from payments where id in (select id from target)",
             provider,
             external_id,
+            mine,
         )
 
     row = await db.statement(unit, retry=True)

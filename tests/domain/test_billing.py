@@ -533,3 +533,36 @@ async def test_a_refund_notice_counts_only_for_a_credited_payment_of_its_payer(
     notices = [key for kind, key in await outbox_rows(db) if key.startswith("notify:refund:")]
     assert len(notices) == 1
     assert alerts.keys() == []
+
+
+async def test_a_refusal_alert_claim_retried_after_a_lost_commit_is_still_its_own(
+    billing: Billing, db: Database, alerts: Alerts
+) -> None:
+    """The claim's own COMMIT answer lost, and the statement run again: the retry finds
+    its token, so the alert is not lost; another claimer's token is not its own."""
+    import uuid
+
+    from runtime.storage import payments
+
+    checkout = await billing.buy(USER, "month", "stars")
+    await billing.confirm(paid(checkout.payment.id, amount=1))  # recorded, claimed, alerted
+    token = uuid.uuid4()
+
+    async def unclaim(conn: Connection) -> None:
+        await conn.execute(
+            "update payments set refusal_alerted_at = null where refused is not null"
+        )
+
+    await db.transaction(unclaim)
+    first = await payments.claim_refusal_alert(
+        db, provider="stars", external_id="charge-1", token=token
+    )
+    again = await payments.claim_refusal_alert(
+        db, provider="stars", external_id="charge-1", token=token
+    )
+    other = await payments.claim_refusal_alert(db, provider="stars", external_id="charge-1")
+    assert first[1] and again[1] and not other[1]
+    assert first[0] is not None and first[0].refused == "mismatch"
+    assert await payments.claim_refusal_alert(
+        db, provider="stars", external_id="no-such-charge"
+    ) == (None, False)
