@@ -331,7 +331,7 @@ class Billing:
             if recorded is None or recorded.refused is None:
                 return
             result = Finalized(
-                _refusal_verdict(recorded.refused),
+                Verdict(recorded.refused),  # the column holds one of the refusals
                 result.payment,
                 reason=f"recorded as refused ({recorded.refused}) by a delivery that did not"
                 " alert it",
@@ -551,15 +551,6 @@ class Billing:
             )
         )
         return refunded
-
-
-def _refusal_verdict(refused: str) -> Verdict:
-    """The verdict a recorded refusal was given (``payments.refused`` holds its value)."""
-    try:
-        verdict = Verdict(refused)
-    except ValueError:
-        return Verdict.MISMATCH
-    return Verdict.MISMATCH if verdict in (Verdict.CREDITED, Verdict.DUPLICATE) else verdict
 
 
 def refusal_alert(confirmed: ConfirmedPayment, result: Finalized) -> Alert:
