@@ -231,6 +231,30 @@ async def test_stamina_can_be_switched_off(autojump_clock: trio.testing.MockCloc
     assert flaky.calls == 1
 
 
+async def test_a_first_attempt_that_succeeds_never_sets_up_stamina(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nearly every attempt succeeds first time: it must not pay for tenacity's set-up."""
+
+    def refuse(**_: object) -> None:
+        raise AssertionError("stamina was set up for an attempt that succeeded")
+
+    monkeypatch.setattr(stamina, "retry_context", refuse)
+    assert await retry_transient()(Flaky())() == "ok"
+    async for attempt in retry_transient(operation="db.unit"):
+        with attempt:
+            await trio.lowlevel.checkpoint()
+
+
+async def test_the_first_failure_propagates_as_the_same_object(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    error = DomainError("no such plan")
+    with pytest.raises(DomainError) as raised:
+        await retry_transient()(Flaky(error))()
+    assert raised.value is error
+
+
 def test_only_async_functions_are_decorated() -> None:
     def sync() -> None:
         pass
