@@ -10,7 +10,9 @@
   url-encoded form (which prepares every field, dumps nested objects to JSON and then
   percent-quotes them); a request that uploads a file still goes as a form. A keyboard
   marked with ``kept`` (built once and never changed, such as the main menu) is dumped
-  and prepared once, not on every request that carries it. It verifies TLS with the
+  and prepared once, not on every request that carries it; when the answer echoes it
+  exactly as sent, the kept markup stands in for the echo instead of parsing its buttons
+  again. It verifies TLS with the
   process's one client context (``shared_tls_context``): aiogram builds a context of its
   own for each session, another copy of the whole CA bundle in memory.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import datetime
 import functools
 from collections.abc import Callable, Sequence
+from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
 from aiogram import Bot, Router
@@ -28,9 +31,10 @@ from aiogram.dispatcher.event.bases import MiddlewareType, NextMiddlewareType
 from aiogram.dispatcher.event.handler import CallableObject, CallbackType
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods import TelegramMethod
-from aiogram.methods.base import TelegramType
+from aiogram.methods.base import Response, TelegramType
 from aiogram.types import TelegramObject
 from aiohttp import ClientError
+from pydantic import ValidationError
 
 from runtime.plugin_api.peer import shared_tls_context
 
@@ -148,7 +152,42 @@ class JsonBodySession(AiohttpSession):
             raise TelegramNetworkError(method=method, message="Request timeout error") from e
         except ClientError as e:
             raise TelegramNetworkError(method=method, message=f"{type(e).__name__}: {e}") from e
+        if held is not None:
+            echoed = self._result_echoing(bot, method, resp.status, raw_result, markup, body)
+            if echoed is not None:
+                return echoed
         response = self.check_response(
             bot=bot, method=method, status_code=resp.status, content=raw_result
         )
+        return cast(TelegramType, response.result)
+
+    def _result_echoing(
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        status: int,
+        content: str,
+        markup: object,
+        body: dict[str, Any],
+    ) -> TelegramType | None:
+        """The result of a request that carried a kept markup, when it echoes that markup
+        exactly as sent (a sent or edited message comes back with its keyboard): the kept
+        markup stands in for the echo, whose buttons, most of the result's models, are not
+        parsed again. None when it does not: the answer is then parsed as usual."""
+        if status != HTTPStatus.OK:
+            return None
+        try:
+            data = self.json_loads(content)
+        except ValueError:
+            return None
+        result = data.get("result") if isinstance(data, dict) and data.get("ok") is True else None
+        if not isinstance(result, dict) or result.get("reply_markup") != body["reply_markup"]:
+            return None
+        result["reply_markup"] = markup  # a model instance is taken as it is
+        try:
+            response = Response[method.__returning__].model_validate(  # type: ignore[name-defined]
+                data, context={"bot": bot}
+            )
+        except ValidationError:
+            return None
         return cast(TelegramType, response.result)
