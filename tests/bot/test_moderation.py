@@ -195,6 +195,14 @@ async def test_a_forwarded_message_opens_its_senders_card(driver: Driver, shop: 
     )
     (text,) = texts(await driver.deliver(forwarded))
     assert text.startswith(f"User {USER} @user{USER}")
+    # a user's command, forwarded, is the user's card too: not the admin's own menu
+    command = driver.message(
+        ADMIN,
+        text="/start",
+        forward_origin={"type": "user", "date": 1, "sender_user": driver.person(USER)},
+    )
+    (text,) = texts(await driver.deliver(command))
+    assert text.startswith(f"User {USER} @user{USER}")
     hidden = driver.message(
         ADMIN,
         text="my VPN does not work",

@@ -21,11 +21,19 @@ from . import (
 def routers() -> list[Router]:
     """Fresh routers (aiogram attaches a router to one dispatcher only): payments first
     (they must never fall through), then referrals (which records every ``/start`` and
-    passes it on), then the admins' (filtered to admins), then the user flows, then the
-    fallbacks for whatever is left."""
+    passes it on), then admins' forwarded messages (a forwarded ``/start`` opens its
+    sender's card), then the user flows, then the admins' (filtered to admins) and the
+    other routers, then the fallbacks for whatever is left.
+
+    The user flows come before the admins' and the other routers because no other router
+    takes their commands or buttons: the most frequent updates (``/start``, the menu's
+    buttons) then pass three routers fewer, each of which cost the dispatcher its
+    propagation (about 50 of 440 us of the dispatch of a ``/start``)."""
     return [
         payments.build_router(),
         referrals.build_router(),
+        admin.build_forwards_router(),
+        user.build_router(),
         _admins(
             admin.build_router(),
             broadcasts.build_router(),
@@ -36,7 +44,6 @@ def routers() -> list[Router]:
         ),
         promo.build_router(),
         limits.build_router(),
-        user.build_router(),
         user.build_fallback(),
     ]
 

@@ -486,7 +486,6 @@ def build_router() -> Router:
     router.callback_query.register(status_screen, kb.AdminCb.filter(F.action == "status"))
     router.message.register(user_command, Command("user"))
     router.callback_query.register(user_screen, kb.AdminCb.filter(F.action == "user"))
-    router.message.register(user_from_forward, F.chat.type == "private", F.forward_origin)
     router.message.register(grant_command, Command("grant"))
     router.callback_query.register(grant_button, kb.AdminCb.filter(F.action == "grant"))
     router.message.register(refund_command, Command("refund"))
@@ -496,4 +495,13 @@ def build_router() -> Router:
     )
     router.message.register(failed_command, Command("failed"))
     router.message.register(replay_command, Command("replay"))
+    return router
+
+
+def build_forwards_router() -> Router:
+    """An admin's forwarded message opens its sender's card, whatever it says (a user's
+    ``/start`` too): tried before the user flows, where only the forward check is paid."""
+    router = Router(name="admin_forwards")
+    router.message.filter(F.forward_origin, IsAdmin())
+    router.message.register(user_from_forward, F.chat.type == "private")
     return router
