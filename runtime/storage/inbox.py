@@ -364,7 +364,7 @@ async def claim(
     async def unit(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(_CLAIM, limit, owner, ttl, max_lost_claims, GAVE_UP)
 
-    rows = await db.transaction(unit)
+    rows = await db.statement(unit)
     updates = [
         InboxUpdate(
             update_id=row["update_id"],
@@ -448,7 +448,7 @@ async def mark_many_processed(
             owner,
         )
 
-    rows = await db.transaction(unit, retry=True)
+    rows = await db.statement(unit, retry=True)
     return [row["update_id"] for row in rows]
 
 

@@ -147,7 +147,7 @@ async def touch_at_start(
         )
         return User(**dict(row))
 
-    return await db.transaction(unit, retry=True)
+    return await db.statement(unit, retry=True)
 
 
 async def inviter_of(db: Database, user_id: int) -> int | None:

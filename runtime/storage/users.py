@@ -109,7 +109,7 @@ async def touch_user(
         assert row is not None
         return User(**dict(row))
 
-    return await db.transaction(unit, retry=True)
+    return await db.statement(unit, retry=True)
 
 
 async def set_language(db: Database, telegram_id: int, language: str) -> None:

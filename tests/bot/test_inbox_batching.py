@@ -44,16 +44,20 @@ class CountingConnection:
 
 
 def count_statements(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements of every unit of work ``db`` runs from now on, whatever its kind."""
     statements: list[str] = []
-    real = db.transaction
 
-    async def transaction(work: Any, **kwargs: Any) -> Any:
-        async def counted(conn: Connection) -> Any:
-            return await work(CountingConnection(conn, statements))
+    def counting(real: Any) -> Any:
+        async def unit(work: Any, **kwargs: Any) -> Any:
+            async def counted(conn: Connection) -> Any:
+                return await work(CountingConnection(conn, statements))
 
-        return await real(counted, **kwargs)
+            return await real(counted, **kwargs)
 
-    monkeypatch.setattr(db, "transaction", transaction)
+        return unit
+
+    for kind in ("transaction", "statement", "read", "session"):
+        monkeypatch.setattr(db, kind, counting(getattr(db, kind)))
     return statements
 
 
