@@ -3,7 +3,9 @@
 For every update it binds a correlation id (the inbox's, when it passed one) to the log
 context, records the contact (creating the user on first contact, with the language of
 their Telegram client; skipped when the inbox's record of the sender, ``inbox_sender``,
-shows nothing to change: no crossing, no database round trip) and gives the handlers
+shows nothing to change: no crossing, no database round trip) and a user's first
+``/start`` with its source (a referral or ad link; in the contact's statement when there
+is one), and gives the handlers
 ``account`` (``runtime.storage.users.User``), ``lang`` and ``alert`` (``SubmitAlert``).
 An exception from a handler is classified and logged once and the middleware returns a
 ``HandlerFailed`` instead of raising, so the dispatcher keeps serving. Its ``next`` tells
@@ -155,6 +157,7 @@ class HandlerBoundary(BaseMiddleware):
             try:
                 if user is not None and not user.is_bot:
                     account = unchanged_contact(data.get("inbox_sender"), user)
+                    start = start_payload(event)
                     if account is None:
                         account = await call_trio(
                             self._ctx.svc.touch,
@@ -162,8 +165,10 @@ class HandlerBoundary(BaseMiddleware):
                             username=user.username,
                             language=lang,
                             name=full_name(user.first_name, user.last_name),
-                            start=start_payload(event),
+                            start=start,
                         )
+                    elif start is not None and not self._ctx.svc.started(user.id):
+                        await call_trio(self._ctx.svc.record_start, user.id, start or None)
                     data["account"] = account
                     lang = account.language
                     if account.banned_at is not None and not self._ctx.is_admin(user.id):

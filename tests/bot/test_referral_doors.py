@@ -126,6 +126,17 @@ async def test_a_referral_link_attributes_the_first_start_once(driver: Driver, s
     assert await origin(shop, USER) == {"invited_by": None, "ad_link_id": None}
 
 
+async def test_a_known_users_first_start_records_its_source(driver: Driver, shop: Shop) -> None:
+    """A user the bot knows already (they wrote before, and nothing of their contact
+    changed, so it is not written again) still has their first ``/start`` recorded."""
+    await driver.send(USER, "/referrals")
+    code = await shop.value("select code from referral_codes where user_id = $1", USER)
+    await driver.send(OTHER, "/help")
+    assert await origin(shop, OTHER) is None
+    await menu_shown(driver, OTHER, f"/start ref_{code}")
+    assert await origin(shop, OTHER) == {"invited_by": USER, "ad_link_id": None}
+
+
 async def test_someone_elses_admin_commands_reach_nothing(driver: Driver, shop: Shop) -> None:
     tr = load_translator()
     unknown = tr.t("en", "errors.unknown_command")

@@ -16,8 +16,7 @@ from __future__ import annotations
 import re
 
 from aiogram import Bot, F, Router
-from aiogram.dispatcher.event.bases import SkipHandler
-from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message, Update
 
 from runtime.referrals import ad_link, referral_link
@@ -44,16 +43,6 @@ def _link(username: str | None, code: str, *, ad: bool = False) -> str:
     if username is None:
         return f"/start {'ad_' if ad else 'ref_'}{code}"
     return ad_link(username, code) if ad else referral_link(username, code)
-
-
-# -- the first start -----------------------------------------------------------------------
-
-
-async def record_start(message: Message, command: CommandObject, ctx: BotContext) -> None:
-    user = message.from_user
-    if user is not None and not user.is_bot and not ctx.svc.started(user.id):
-        await call_trio(ctx.svc.record_start, user.id, command.args)
-    raise SkipHandler  # the menu, or the deep link's own screen, answers
 
 
 # -- the user's screen ---------------------------------------------------------------------
@@ -263,10 +252,10 @@ async def adlink_command(
 
 
 def build_router() -> Router:
-    """Registered before the user router: its start recorder passes every ``/start`` on."""
+    """The referral screens and admins' link reports. A user's first start and its source
+    are recorded with the contact, by the handler boundary."""
     router = Router(name="referrals")
     router.message.filter(F.chat.type == "private")
-    router.message.register(record_start, CommandStart())
     router.message.register(referrals_screen, Command("referrals"))
     router.callback_query.register(referrals_screen, kb.Nav.filter(F.to == "ref"))
     router.message.register(refstats_command, Command("refstats"), IsAdmin())
