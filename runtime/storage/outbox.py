@@ -166,18 +166,21 @@ async def enqueue_many(
     max_attempts: int = 10,
 ) -> int:
     """Add many jobs of one kind, ``(dedup_key, payload)`` each, in one statement inside
-    the caller's unit of work; returns how many were new."""
+    the caller's unit of work; returns how many were new.
+
+    The jobs travel as one JSON document, ``[[key, payload], ...]``: as two arrays (``text[]``
+    and ``jsonb[]``), asyncpg encoded each payload on its own and checked every element's
+    type against abstract base classes, which cost a third of a batch's client CPU."""
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     if not jobs:
         return 0
     status = await conn.execute(
         "insert into outbox (kind, dedup_key, payload, max_attempts)"
-        " select $1, key, payload, $4 from unnest($2::text[], $3::jsonb[]) as j(key, payload)"
+        " select $1, j->>0, j->1, $3 from jsonb_array_elements($2::jsonb) as j"
         " on conflict (dedup_key) do nothing",
         kind,
-        [key for key, _ in jobs],
-        [payload for _, payload in jobs],
+        [[key, payload] for key, payload in jobs],
         max_attempts,
     )
     return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"

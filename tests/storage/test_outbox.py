@@ -458,6 +458,31 @@ async def test_enqueue_many_adds_new_jobs_in_one_statement_and_skips_known_keys(
     ]
 
 
+async def test_enqueue_many_keeps_keys_and_payloads_exactly(db: Database) -> None:
+    """The batch travels as one JSON document: keys and payloads come back as they went,
+    whatever they hold, and a key twice in one batch makes one job."""
+    from runtime.storage.outbox import enqueue_many
+
+    jobs = [
+        ('odd:"quoted"\\back', {"text": "Привет, мир ✓", "nested": [1, {"a": None}], "n": 2.5}),
+        ("odd:[0]", {}),
+        ("odd:[0]", {"second": True}),
+    ]
+
+    async def unit(conn: Connection) -> int:
+        return await enqueue_many(conn, kind="odd", jobs=jobs)
+
+    assert await db.transaction(unit) == 2
+
+    async def rows(conn: Connection) -> list[tuple[str, dict[str, Any]]]:
+        found = await conn.fetch(
+            "select dedup_key, payload from outbox where kind = 'odd' order by id"
+        )
+        return [(r["dedup_key"], r["payload"]) for r in found]
+
+    assert await db.read(rows) == [jobs[0], jobs[1]]
+
+
 async def test_batched_enqueues_racing_on_the_same_keys_make_each_job_once(db: Database) -> None:
     new: list[int] = []
 
