@@ -19,7 +19,7 @@ What this module adds to stamina:
   ``failure_type``...);
 - the first attempt runs before stamina is set up, and stamina takes over only once it
   failed: every database unit retries, and tenacity's set-up per call cost more CPU than
-  the unit's own client work (a quarter of an outbox enqueue).
+  the unit's own client work (a third of an outbox enqueue's).
 
 stamina's switches still apply: ``stamina.set_active(False)`` turns retries off and
 ``stamina.set_testing(True, ...)`` removes backoff and overrides the number of attempts.
