@@ -521,13 +521,12 @@ async def test_a_hanging_panel_times_out_as_transient(fake: FakeMarzban) -> None
                     break
                 except DependencyError:
                     continue
+        # answered after 3 s: a timeout that did not fire lets the call pass
         fake.delay_next(3, path_prefix="/api/user")
-        started = time.monotonic()
-        with pytest.raises(DependencyError) as caught:
+        with trio.fail_after(30), pytest.raises(DependencyError) as caught:
             await backend.ensure_account(spec())
     finally:
         await backend.aclose()
-    assert time.monotonic() - started < 2
     assert caught.value.transient
     assert "timed out" in str(caught.value)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from structlog.testing import capture_logs
 
 import plugins.remnawave as plugin
@@ -384,14 +384,12 @@ async def test_rate_limit_surfaces_retry_after(
 
 async def test_a_hanging_panel_times_out_as_transient(fake: FakeRemnawave) -> None:
     backend = RemnawaveBackend(make_settings(fake.url, timeout_seconds=0.2))
-    fake.delay_next(3)
-    started = time.monotonic()
+    fake.delay_next(3)  # answered after 3 s: a timeout that did not fire lets the call pass
     try:
-        with pytest.raises(DependencyError) as caught:
+        with trio.fail_after(30), pytest.raises(DependencyError) as caught:
             await backend.ensure_account(spec())
     finally:
         await backend.aclose()
-    assert time.monotonic() - started < 2
     assert caught.value.transient
     assert "timed out" in str(caught.value)
 
