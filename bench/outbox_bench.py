@@ -54,9 +54,10 @@ def _chunks(n: int, size: int) -> list[range]:
 
 
 def vpnbot_run(dsn: str, consumers: int, batch: int, jobs: int, *, lanes: int = 4) -> Run:
-    """The project's outbox as its workers use it: trio tasks sharing one pool of a
-    connection per consumer and one more (the producer's, as pgqueuer's); each consumer
-    drains the queue with ``outbox_lanes.drain`` on ``lanes`` lanes."""
+    """The project's outbox through its consumer for a stream of jobs: trio tasks sharing
+    one pool of a connection per consumer and one more (the producer's, as pgqueuer's);
+    each consumer drains the queue with ``outbox_lanes.drain`` on ``lanes`` lanes. (The
+    project's workers claim batches and settle each job in its own unit instead.)"""
     sys.path.insert(0, str(ROOT))
     import trio
 
