@@ -12,9 +12,9 @@
   marked with ``kept`` (built once and never changed, such as the main menu) is dumped
   and prepared once, not on every request that carries it; when the answer echoes it
   exactly as sent, the kept markup stands in for the echo instead of parsing its buttons
-  again. It verifies TLS with the
-  process's one client context (``shared_tls_context``): aiogram builds a context of its
-  own for each session, another copy of the whole CA bundle in memory.
+  again. It verifies TLS with the process's one client context (``shared_tls_context``):
+  aiogram builds a context of its own for each session, another copy of the whole CA
+  bundle in memory.
 """
 
 from __future__ import annotations

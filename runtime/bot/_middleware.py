@@ -5,11 +5,10 @@ context, records the contact (creating the user on first contact, with the langu
 their Telegram client; skipped when the inbox's record of the sender, ``inbox_sender``,
 shows nothing to change: no crossing, no database round trip) and a user's first
 ``/start`` with its source (a referral or ad link; in the contact's statement when there
-is one), and gives the handlers
-``account`` (``runtime.storage.users.User``), ``lang`` and ``alert`` (``SubmitAlert``).
-An exception from a handler is classified and logged once and the middleware returns a
-``HandlerFailed`` instead of raising, so the dispatcher keeps serving. Its ``next`` tells
-the inbox what to do with the update:
+is one), and gives the handlers ``account`` (``runtime.storage.users.User``), ``lang``
+and ``alert`` (``SubmitAlert``). An exception from a handler is classified and logged
+once and the middleware returns a ``HandlerFailed`` instead of raising, so the dispatcher
+keeps serving. Its ``next`` tells the inbox what to do with the update:
 
 - ``WAIT_FOR_TELEGRAM``: Telegram's flood control, or Telegram unreachable. Not a failure
   of the update: it runs again when Telegram lets it, without spending an attempt, and

@@ -2,8 +2,8 @@
 
 - a user's first ``/start`` is recorded with its source (``ref_<code>``, ``ad_<code>``;
   anything else is no source) by the handler boundary, before the usual handlers answer
-  it: the menu, or the screen a deep link opens. A payload that is malformed, unknown, too long,
-  or the user's own code changes nothing the user can see;
+  it: the menu, or the screen a deep link opens. A payload that is malformed, unknown,
+  too long, or the user's own code changes nothing the user can see;
 - ``/referrals`` and the menu's Referrals button: the user's link, how many they invited,
   how many of those paid, and what they earned;
 - for admins: ``/refstats`` (and the admin menu's button): invited users, paying invited
