@@ -47,9 +47,7 @@ class CryptoBotSettings(BaseModel):
     empty); ``"crypto"`` prices them in the intent's currency as a crypto asset (USDT...).
     """
 
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     token: Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)] = Field(
         default=None, validate_default=True

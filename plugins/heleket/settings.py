@@ -38,9 +38,7 @@ class HeleketSettings(BaseModel):
     5000000 } }``).
     """
 
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     merchant: Annotated[str, Field(min_length=1, max_length=64)]
     """The merchant's uuid (Business, Merchants, merchant settings)."""

@@ -35,9 +35,7 @@ class MarzbanSettings(BaseModel):
     inbounds = { vless = [] }  # proxy type -> inbound tags; [] means every inbound of it
     """
 
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     base_url: HttpUrl
     """The panel's address (its API lives under ``/api``)."""

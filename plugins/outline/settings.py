@@ -23,9 +23,7 @@ CIPHERS: tuple[str, ...] = get_args(Cipher)
 
 
 class OutlineSettings(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     api_url: SecretStr
     """``https://host:port/<secret path>``, the installer's ``apiUrl``."""

@@ -39,9 +39,7 @@ class RemnawaveSettings(BaseModel):
     internal_squads = ["3fa85f64-5717-4562-b3fc-2c963f66afa6"]
     """
 
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     base_url: HttpUrl
     """The panel's address (its API lives under ``/api``). A plain ``http://`` address

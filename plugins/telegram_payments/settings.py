@@ -30,9 +30,7 @@ def _not_stars(value: str) -> str:
 
 
 class TelegramPaymentsSettings(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     stars_enabled: bool = True
     """Whether the ``stars`` provider (Telegram Stars, XTR) exists."""

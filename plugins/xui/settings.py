@@ -44,9 +44,7 @@ class XuiSettings(BaseModel):
     """Log in with ``username`` and ``password`` (any version) or with ``api_token``
     (3x-ui v3.0 and later), not both."""
 
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     base_url: _Url
     """The panel's address with its web base path: ``https://panel.example.com:2053/AbCd/``."""

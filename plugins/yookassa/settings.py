@@ -39,9 +39,7 @@ def _networks(value: list[str]) -> list[str]:
 class YooKassaReceipt(BaseModel):
     """A 54-FZ receipt sent with each payment; set it when the shop must send receipts."""
 
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     vat_code: Annotated[int, Field(ge=1, le=12)]
     """YooKassa's ``vat_code`` of the item (1: no VAT, 2: 0%, 4: 20%...)."""
@@ -67,9 +65,7 @@ class YooKassaSettings(BaseModel):
     and YooKassa would send them again for a day.
     """
 
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     shop_id: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")]
     """The shop's id (shopId, digits), from the YooKassa dashboard."""

@@ -2,10 +2,10 @@
 
 Each key's words have one source. The core's are the comments of the documented example
 file, which an operator reads first and which must show every key anyway. A plugin's are
-its settings model's field descriptions (``Field(description=...)``, or the attribute
-docstrings that the built-ins write under each field, with ``use_attribute_docstrings``):
-the model is the only place a plugin's keys are all written, in the plugin's own package,
-where a third-party author keeps them. A plugin declares its model in ``vpnbot_offers``
+its settings model's field descriptions (``Field(description=...)``, or else the docstring
+written under each field, read from the model's source: ``_attribute_docs``): the model
+is the only place a plugin's keys are all written, in the plugin's own package, where a
+third-party author keeps them. A plugin declares its model in ``vpnbot_offers``
 (``Offer.settings_model``). A test keeps the committed copy in step.
 """
 
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 
+from ._attribute_docs import attribute_docstrings
 from ._model import ActorPolicyOverride, PlanSettings, PromoCodeSettings, Settings, _looks_secret
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[_Row]:
             rows.extend(_rows(PromoCodeSettings, "promo.codes.<CODE>"))
             continue
         secret = _is_secret_type(annotation) or _looks_secret(name)
-        description = info.description or ""
+        description = info.description or attribute_docstrings(model).get(name, "")
         nested = _optional_model(annotation)
         if nested is not None:
             rows.append(_Row(path, "table (optional)", _default(info), secret, description))

@@ -56,8 +56,9 @@ class Offer:
     per entry (one alert sink per Apprise URL); ``setting`` is the config key that turns it
     on (``plugins.settings.my_panel``), or None when it needs none. ``settings_model`` is
     ``"package.module:Model"``, the pydantic model that validates the table ``setting``
-    names; its fields' descriptions (``Field(description=...)``, or attribute docstrings
-    with ``use_attribute_docstrings=True``) are the words of the config reference.
+    names; its fields' descriptions (``Field(description=...)``, or else the docstring
+    written under each field, read from the model's source) are the words of the config
+    reference.
     """
 
     kind: OfferKind

@@ -29,7 +29,7 @@ TABLE = "plugins.settings.third_party"
 
 
 class ThirdPartyReceipt(BaseModel):
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    """Without ``use_attribute_docstrings``: the reference reads its source."""
 
     email: str
     """Where | receipts go,
@@ -256,6 +256,21 @@ def test_every_key_of_every_built_in_plugin_is_documented() -> None:
             assert expected <= set(rows), expected - set(rows)
             undocumented = [key for key, row in rows.items() if not row[4]]
             assert undocumented == [], f"describe these keys in {model.__module__}"
+
+
+def test_built_in_settings_models_leave_their_docstrings_to_the_reference() -> None:
+    """pydantic's ``use_attribute_docstrings`` walks the importing frames as each model is
+    created, a cost of every start; the reference reads the same words from the source."""
+    for info in loaded(*builtins()).plugins:
+        for offer in info.offers or []:
+            model = offer.load_settings_model()
+            models = [model] if model is not None else []
+            while models:
+                current = models.pop()
+                assert not current.model_config.get("use_attribute_docstrings"), current
+                for field in current.model_fields.values():
+                    args = [field.annotation, *getattr(field.annotation, "__args__", ())]
+                    models += [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
 
 
 def test_secrets_of_the_built_ins_are_marked() -> None:

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 
 class ExampleSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     panel_url: str
     """The panel's address."""
