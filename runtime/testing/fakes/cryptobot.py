@@ -49,6 +49,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from runtime.logs import get_logger
+from runtime.plugin_api.peer import shared_tls_context
 
 from ._base import FakePeer
 from ._payment_page import PAGE_ACTIONS, invoice_page
@@ -263,7 +264,7 @@ class FakeCryptoBot(FakePeer):
             return
         headers, body = self.webhook_delivery(invoice_id)
         try:
-            async with httpx.AsyncClient(timeout=10.0) as client:
+            async with httpx.AsyncClient(timeout=10.0, verify=shared_tls_context()) as client:
                 response = await client.post(target, headers=headers, content=body)
         except httpx.HTTPError as exc:
             self.webhook_results.append(repr(exc))

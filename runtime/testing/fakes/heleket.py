@@ -39,6 +39,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from runtime.plugin_api.peer import shared_tls_context
+
 from ._base import FakePeer
 
 FINAL = frozenset({"paid", "paid_over", "wrong_amount", "cancel", "fail", "system_fail"})
@@ -154,7 +156,7 @@ class FakeHeleket(FakePeer):
         if not target:
             return
         headers, body = self.webhook_delivery(invoice_id)
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with httpx.AsyncClient(timeout=10.0, verify=shared_tls_context()) as client:
             for _ in range(copies):
                 for _ in range(attempts):
                     try:

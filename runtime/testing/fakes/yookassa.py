@@ -54,6 +54,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from runtime.plugin_api.peer import shared_tls_context
+
 from ._base import FakePeer
 
 NOTIFIER_ADDRESS = "185.71.76.10"
@@ -229,7 +231,7 @@ class FakeYooKassa(FakePeer):
         result: int | str = "not sent"
         for _ in range(max(1, attempts)):
             try:
-                async with httpx.AsyncClient(timeout=10.0) as client:
+                async with httpx.AsyncClient(timeout=10.0, verify=shared_tls_context()) as client:
                     result = (await client.post(target, headers=headers, content=body)).status_code
             except httpx.HTTPError as exc:
                 result = repr(exc)

@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from runtime.plugin_api.peer import shared_tls_context
+
 from ._control import control_routes
 from ._errors import ApiError
 from ._params import parse_body
@@ -178,7 +180,7 @@ async def serve(
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     try:
         async with (
-            httpx.AsyncClient(timeout=emu.webhook_timeout) as client,
+            httpx.AsyncClient(timeout=emu.webhook_timeout, verify=shared_tls_context()) as client,
             trio.open_nursery() as nursery,
         ):
             emu._http = client
