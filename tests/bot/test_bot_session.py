@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
 from aiogram.methods import SendMessage
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
@@ -39,6 +41,21 @@ def test_sessions_verify_with_the_one_tls_context_of_the_process() -> None:
     first, second = JsonBodySession(), JsonBodySession()
     assert first._connector_init["ssl"] is shared_tls_context()
     assert second._connector_init["ssl"] is shared_tls_context()
+
+
+def test_a_session_is_set_up_as_aiogram_sets_up_its_own() -> None:
+    """Ours skips ``AiohttpSession.__init__`` (which builds a TLS context only for it to be
+    replaced): every attribute aiogram's sets, with the same values but the context, so an
+    aiogram release that changes them fails here first."""
+    ours = JsonBodySession(api=TelegramAPIServer.from_base("http://127.0.0.1:1"), timeout=7)
+    theirs = AiohttpSession(api=TelegramAPIServer.from_base("http://127.0.0.1:1"), timeout=7)
+    assert vars(ours).keys() == vars(theirs).keys()
+    for name, value in vars(theirs).items():
+        if name == "_connector_init":
+            assert value.keys() == ours._connector_init.keys()
+            assert {**value, "ssl": None} == {**ours._connector_init, "ssl": None}
+        elif name not in ("middleware",):
+            assert getattr(ours, name) == value, name
 
 
 def _menu() -> InlineKeyboardMarkup:
