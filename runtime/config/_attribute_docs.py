@@ -63,7 +63,7 @@ def attribute_docstrings(model: type[BaseModel]) -> dict[str, str]:
     """``field -> docstring`` of ``model``, its own words before its bases'."""
     words: dict[str, str] = {}
     for cls in model.__mro__:
-        if not isinstance(cls, type) or not issubclass(cls, BaseModel) or cls is BaseModel:
+        if not issubclass(cls, BaseModel) or cls is BaseModel:
             continue
         try:
             path = inspect.getsourcefile(cls)
