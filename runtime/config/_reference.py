@@ -120,6 +120,7 @@ class _Row:
 
 def _rows(model: type[BaseModel], prefix: str) -> list[_Row]:
     rows = []
+    docstrings = attribute_docstrings(model)
     for name, info in model.model_fields.items():
         path = f"{prefix}.{name}" if prefix else name
         annotation = info.annotation
@@ -136,7 +137,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[_Row]:
             rows.extend(_rows(PromoCodeSettings, "promo.codes.<CODE>"))
             continue
         secret = _is_secret_type(annotation) or _looks_secret(name)
-        description = info.description or attribute_docstrings(model).get(name, "")
+        description = info.description or docstrings.get(name, "")
         nested = _optional_model(annotation)
         if nested is not None:
             rows.append(_Row(path, "table (optional)", _default(info), secret, description))
