@@ -6,6 +6,9 @@ its dotted key path. Precedence, later wins: embedded defaults, the TOML file, s
 ``VPNBOT_<SECTION>__<KEY>`` environment variables (e.g. ``VPNBOT_HTTP__PORT=9000``).
 """
 
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 from ._load import load_settings, suggest, validate_section
 from ._model import (
     BOT_TOKEN_SHAPE,
@@ -40,7 +43,9 @@ from ._model import (
     priced_items,
     production_problems,
 )
-from ._reference import reference_markdown
+
+if TYPE_CHECKING:
+    from ._reference import reference_markdown
 
 __all__ = [
     "BOT_TOKEN_SHAPE",
@@ -79,3 +84,9 @@ __all__ = [
     "suggest",
     "validate_section",
 ]
+
+_LAZY = {"reference_markdown": "._reference"}
+"""The reference (and the parsing of the models' sources it does) is for ``config-reference``
+only: the service does not import it."""
+
+__getattr__ = lazy_exports(__name__, _LAZY)
