@@ -9,7 +9,7 @@
   before importing the libraries keeps the ones raised earlier for then.
 """
 
-from . import _without_rich  # noqa: F401 - first: structlog is imported without rich
+from . import _structlog_import  # noqa: F401 - first: structlog is imported lean
 from ._context import correlation, current_correlation_id, new_correlation_id
 from ._failure_log import log_failure
 from ._redact import REDACTED, add_secrets, redact_processor, redact_text

@@ -105,26 +105,30 @@ def test_database_commands_import_neither_the_bot_nor_the_http_server(argv: list
     assert not modules & NEVER
 
 
-RICH = {"rich", "pygments"}
-"""structlog's pretty tracebacks, which our logs never use: ~3 MB of every process."""
+KEPT_OUT = {"rich", "pygments", "greenlet"}
+"""What structlog would import for features our logs never use: rich's pretty tracebacks
+(~3 MB of every process), greenlet for the deprecated ``structlog.threadlocal``."""
 
 
 @pytest.mark.parametrize("argv", [["check-config"], ["plugins"]], ids=" ".join)
-def test_the_logs_come_without_rich(argv: list[str]) -> None:
+def test_the_logs_come_without_rich_or_greenlet(argv: list[str]) -> None:
     token = {"VPNBOT_TELEGRAM__TOKEN": "123456:AAcheckConfigToken0123456789abcdefg"}
     code, modules = _imported(*argv, env=token)
     assert code == 0
     assert "structlog" in modules
-    assert not modules & RICH
+    assert not modules & KEPT_OUT
 
 
-def test_rich_stays_importable_for_whatever_else_wants_it() -> None:
+@pytest.mark.parametrize("name", ["rich", "greenlet"])
+def test_what_structlog_goes_without_stays_importable_for_whatever_else_wants_it(
+    name: str,
+) -> None:
     check = (
-        "import importlib.util, sys\n"
+        "import importlib, importlib.util, sys\n"
         "import runtime.logs\n"
-        "assert 'rich' not in sys.modules, 'imported with structlog'\n"
-        "if importlib.util.find_spec('rich') is not None:\n"
-        "    import rich.console\n"
+        f"assert {name!r} not in sys.modules, 'imported with structlog'\n"
+        f"if importlib.util.find_spec({name!r}) is not None:\n"
+        f"    importlib.import_module({name!r})\n"
         "print('ok')\n"
     )
     done = _fresh(check)
@@ -140,6 +144,29 @@ def test_assembling_the_runtime_leaves_babel_unimported(path: Path | None) -> No
     assert code == 0
     assert "runtime" in modules
     assert "babel" not in modules
+
+
+MODULES = """
+import json, sys
+import supervisor
+try:
+    code = supervisor.main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("path", [None, EXAMPLE_CONFIG], ids=["sandbox", "example"])
+def test_assembling_the_runtime_leaves_the_config_reference_unimported(path: Path | None) -> None:
+    """The reference (it parses the settings models' sources) is ``config-reference``'s."""
+    token = {"VPNBOT_TELEGRAM__TOKEN": "123456:AAcheckConfigToken0123456789abcdefg"}
+    done = _fresh(MODULES, "check-config", *([str(path)] if path else []), env=token)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert "runtime.config" in report["modules"]
+    assert "runtime.config._reference" not in report["modules"]
+    assert "runtime.config._attribute_docs" not in report["modules"]
 
 
 def test_babel_and_a_languages_data_load_on_its_first_formatting() -> None:
