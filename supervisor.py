@@ -64,9 +64,10 @@ def _setup_logging(settings: Settings) -> None:
 
 def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from runtime.app._early import EarlyStart, Terminated
-    from runtime.app._settle import pause_collector
+    from runtime.app._settle import one_malloc_arena, pause_collector
     from runtime.app._without_http2 import import_httpx_without_http2
 
+    one_malloc_arena()
     pause_collector()
     import_httpx_without_http2()
 

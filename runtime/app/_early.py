@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._ports import BoundPorts
+from ._settle import collect_import_garbage
 
 if TYPE_CHECKING:
     from runtime.storage import EmbeddedPostgres
@@ -105,6 +106,7 @@ class EarlyStart:
                     importlib.import_module(name)
                 except Exception:
                     return
+            collect_import_garbage()
 
         self._start_thread(run, "import")
 

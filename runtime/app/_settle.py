@@ -7,7 +7,13 @@ see the service ready are not held up by it): one full collection, then ``gc.fre
 survivors leave the collector's generations, so later collections stop walking them), and
 glibc's ``malloc_trim(0)``, which gives the heap's free pages back to the system.
 
-Before that, from the command line's first step, the collector is paused
+At the command line's first step, glibc's allocator is held to one arena
+(``one_malloc_arena``): the start's threads (the bot's import, the embedded server's start,
+the asyncio loop) would each get an arena of their own, whose freed memory stays scattered
+over several heaps; measured, the idle service is about 0.4 MB smaller with one. An
+operator's ``MALLOC_ARENA_MAX`` is left to rule.
+
+From the same step, the collector is paused
 (``pause_collector``): the start creates those objects by the hundred thousand and the
 collector would walk them again and again for garbage that is not there (importing aiogram
 alone costs 0.35-0.45 s more CPU with it running, of a start of about 3.5 s). It runs again
@@ -18,12 +24,39 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
+from collections.abc import Mapping
 
 import trio
 
 
 def pause_collector() -> None:
     gc.disable()
+
+
+def collect_import_garbage() -> None:
+    """One full collection as soon as the bot's libraries are imported, while the start
+    still allocates: the import's cyclic garbage is freed then and its memory reused by the
+    rest of the start, instead of left in holes for the settle to find (measured, about
+    0.2 MB of the idle service)."""
+    gc.collect()
+
+
+M_ARENA_MAX = -8
+"""glibc's ``mallopt`` parameter for the most arenas its allocator keeps."""
+
+
+def one_malloc_arena(environ: Mapping[str, str] = os.environ) -> bool:
+    """Have glibc's allocator serve every thread from one arena; False where libc has no
+    ``mallopt`` (not glibc) or the process's ``MALLOC_ARENA_MAX``, which glibc reads
+    itself, says otherwise."""
+    if "MALLOC_ARENA_MAX" in environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, 1))
 
 
 def settle() -> None:

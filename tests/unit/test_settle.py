@@ -1,14 +1,21 @@
 """The collector is paused during the start; once the start is done, its survivors leave
-the collector's generations and it runs again."""
+the collector's generations and it runs again. The allocator is held to one arena, and the
+bot's import thread collects its garbage as soon as it is done."""
 
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
 import sys
+import threading
+from pathlib import Path
+from typing import Any
 
 import trio
 import trio.testing
 
+from runtime.app._early import EarlyStart
 from runtime.app._settle import (
     PAUSE_LIMIT_SECONDS,
     malloc_trim,
@@ -79,3 +86,46 @@ def _glibc() -> bool:
     import platform
 
     return platform.libc_ver()[0] == "glibc"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+ONE_ARENA = "from runtime.app._settle import one_malloc_arena; print(one_malloc_arena())"
+
+
+def _one_arena(**env: str) -> str:
+    """``one_malloc_arena()`` in a fresh interpreter: it changes the process's allocator."""
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_ARENA],
+        env={**environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_the_allocator_is_held_to_one_arena_on_glibc() -> None:
+    assert _one_arena() == str(sys.platform == "linux" and _glibc())
+
+
+def test_an_operators_malloc_arena_max_is_left_to_rule() -> None:
+    assert _one_arena(MALLOC_ARENA_MAX="4") == "False"
+
+
+def test_the_import_thread_collects_once_its_imports_are_done() -> None:
+    collected_by: list[str] = []
+
+    def on_collection(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            collected_by.append(threading.current_thread().name)
+
+    early = EarlyStart()
+    gc.callbacks.append(on_collection)
+    try:
+        early.import_in_background(["json"])
+        early.close()
+    finally:
+        gc.callbacks.remove(on_collection)
+    assert "early-import" in collected_by
