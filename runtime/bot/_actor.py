@@ -47,8 +47,8 @@ from ._services import ActorTable, BotServices
 from ._specs import BOT_ACTOR, POLLER_ACTOR, bot_specs
 from ._telegram_link import TelegramLink
 from ._webhook import webhook_routes
-from .handlers import broadcasts as broadcast_handlers
 from .handlers import routers
+from .handlers._broadcast_progress import progress_markup, progress_text
 from .handlers._common import edit_quietly
 
 COMMANDS = ("start", "subscription", "buy", "balance", "settings", "promo", "help")
@@ -321,10 +321,10 @@ class TelegramBot:
             creator = await users.get_user(db, broadcast.created_by)
             lang = creator.language if creator is not None else "en"
             chat_id = broadcast.report_chat_id
-            text = broadcast_handlers.progress_text(self.ctx, lang, broadcast, progress)
+            text = progress_text(self.ctx, lang, broadcast, progress)
             if not progress.done:
                 if chat_id is not None and broadcast.report_message_id is not None:
-                    markup = broadcast_handlers.progress_markup(self.ctx, lang, broadcast.id)
+                    markup = progress_markup(self.ctx, lang, broadcast.id)
                     await run_asyncio(
                         edit_quietly, bot, chat_id, broadcast.report_message_id, text, markup
                     )

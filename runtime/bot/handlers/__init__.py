@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from aiogram import Router
+from aiogram import F, Router
 
-from . import (
-    admin,
-    admin_actions,
-    admin_reports,
-    broadcasts,
-    limits,
-    moderation,
-    payments,
-    promo,
-    referrals,
-    user,
-)
+from . import limits, payments, promo, referrals, user
+from ._common import IsAdmin
+from ._lazy import LazyRouter
 
 
 def routers() -> list[Router]:
@@ -31,30 +22,51 @@ def routers() -> list[Router]:
     dispatch). Payments come before the fallbacks, which must never take them; no router
     before them takes a message without text."""
     return [
-        admin.build_forwards_router(),
+        _admin_forwards(),
         user.build_router(),
         referrals.build_router(),
         payments.build_router(),
-        _admins(
-            admin.build_router(),
-            broadcasts.build_router(),
-            moderation.build_router(),
-            admin_actions.build_router(),
-            admin_reports.build_router(),
-            promo.build_admin_router(),
-        ),
+        _admins(),
         promo.build_router(),
         limits.build_router(),
         user.build_fallback(),
     ]
 
 
-def _admins(*children: Router) -> Router:
+def _admin_forwards() -> Router:
+    """An admin's forwarded message; the handler's module is imported on the first one."""
+    router = LazyRouter(name="admin_forwards_lazy", build=_build_forwards, update_types=["message"])
+    router.message.filter(F.forward_origin, IsAdmin())
+    return router
+
+
+def _build_forwards() -> list[Router]:
+    from . import admin
+
+    return [admin.build_forwards_router()]
+
+
+def _admins() -> Router:
     """The admins' routers under one that lets only admins' messages and buttons in: any
     other user's update passes them all at one check instead of one per router (each
-    router it enters costs the dispatcher its propagation). Each keeps its own filter."""
-    router = Router(name="admins")
-    router.message.filter(admin.IsAdmin())
-    router.callback_query.filter(admin.IsAdmin())
-    router.include_routers(*children)
+    router it enters costs the dispatcher its propagation). Each keeps its own filter.
+
+    Their modules are imported on an admin's first update (``LazyRouter``): an idle
+    service does not hold them."""
+    router = LazyRouter(name="admins", build=_build_admins)
+    router.message.filter(IsAdmin())
+    router.callback_query.filter(IsAdmin())
     return router
+
+
+def _build_admins() -> list[Router]:
+    from . import admin, admin_actions, admin_reports, broadcasts, moderation
+
+    return [
+        admin.build_router(),
+        broadcasts.build_router(),
+        moderation.build_router(),
+        admin_actions.build_router(),
+        admin_reports.build_router(),
+        promo.build_admin_router(),
+    ]

@@ -1,4 +1,5 @@
-"""Small helpers the handlers share: showing a screen, answering a button quietly."""
+"""Small helpers the handlers share: the admins' filter, showing a screen, answering a button
+quietly."""
 
 from __future__ import annotations
 
@@ -6,7 +7,23 @@ import contextlib
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.filters import Filter
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, TelegramObject
+from aiogram.types import User as TelegramUser
+
+from .._context import BotContext
+
+
+class IsAdmin(Filter):
+    """Lets through the updates of the ids in ``telegram.admin_chat_ids`` only."""
+
+    async def __call__(
+        self,
+        event: TelegramObject,
+        ctx: BotContext,
+        event_from_user: TelegramUser | None = None,
+    ) -> bool:
+        return ctx.is_admin(event_from_user.id if event_from_user is not None else None)
 
 
 def not_modified(exc: TelegramBadRequest) -> bool:

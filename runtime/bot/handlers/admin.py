@@ -23,16 +23,14 @@ from __future__ import annotations
 import re
 
 from aiogram import Bot, F, Router
-from aiogram.filters import Command, CommandObject, Filter
+from aiogram.filters import Command, CommandObject
 from aiogram.types import (
     CallbackQuery,
     InlineKeyboardMarkup,
     Message,
     MessageOriginUser,
-    TelegramObject,
     Update,
 )
-from aiogram.types import User as TelegramUser
 
 from runtime.failures import DomainError
 from runtime.plugin_api.payments import RefundNotSupported
@@ -43,17 +41,7 @@ from runtime.storage.payments import Refunded
 from .. import keyboards as kb
 from .._context import BotContext
 from .._seam import call_trio
-from ._common import answer_quietly, show
-
-
-class IsAdmin(Filter):
-    async def __call__(
-        self,
-        event: TelegramObject,
-        ctx: BotContext,
-        event_from_user: TelegramUser | None = None,
-    ) -> bool:
-        return ctx.is_admin(event_from_user.id if event_from_user is not None else None)
+from ._common import IsAdmin, answer_quietly, show
 
 
 def _operation_key(event_update: Update) -> str:

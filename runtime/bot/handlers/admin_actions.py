@@ -36,8 +36,7 @@ from runtime.storage.admin_actions import NO_SUBSCRIPTION, OTHER_BACKEND, Edited
 from .. import keyboards as kb
 from .._context import BotContext
 from .._seam import call_trio
-from ._common import answer_quietly, show
-from .admin import IsAdmin
+from ._common import IsAdmin, answer_quietly, show
 from .limits import PANEL_FAILURES
 from .moderation import MAX_REASON
 

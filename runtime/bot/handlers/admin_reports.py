@@ -12,8 +12,7 @@ from runtime.storage.reports import PERIODS, Report
 from .. import keyboards as kb
 from .._context import BotContext
 from .._seam import call_trio
-from ._common import answer_quietly, show
-from .admin import IsAdmin
+from ._common import IsAdmin, answer_quietly, show
 
 
 def report_text(ctx: BotContext, lang: str, report: Report) -> str:

@@ -22,7 +22,6 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import (
     CallbackQuery,
-    InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
     Update,
@@ -35,8 +34,8 @@ from runtime.storage import broadcasts as store
 from .. import keyboards as kb
 from .._context import BotContext
 from .._seam import call_trio
-from ._common import answer_quietly, show
-from .admin import IsAdmin
+from ._broadcast_progress import audience_name, broadcast_button, progress_markup, progress_text
+from ._common import IsAdmin, answer_quietly, show
 
 BIGINT_MAX = 2**63 - 1
 _DEEP_LINK = re.compile(r"\[\s*(?:buy|renew)\s*\]", re.IGNORECASE)
@@ -44,45 +43,6 @@ _ARGS = re.compile(r"(\S{1,100})\s*(.*)", re.DOTALL)
 
 
 # -- texts ---------------------------------------------------------------------------------
-
-
-def audience_name(ctx: BotContext, lang: str, segment: str, arg: str | None) -> str:
-    key = f"broadcasts.segment_{segment}"
-    if not ctx.translator.has(key):
-        return segment
-    return ctx.t(lang, key, arg=arg or "")
-
-
-def progress_text(
-    ctx: BotContext, lang: str, broadcast: store.Broadcast, progress: store.BroadcastProgress
-) -> str:
-    params: dict[str, Any] = {
-        "id": broadcast.id,
-        "audience": audience_name(ctx, lang, broadcast.audience, broadcast.audience_arg),
-        "total": progress.total,
-        "count": progress.total,
-        "delivered": progress.delivered,
-        "blocked": progress.blocked,
-        "failed": progress.failed,
-        "pending": progress.pending,
-    }
-    if broadcast.status == "cancelled":
-        return ctx.t(lang, "admin.broadcast_cancelled_progress", **params)
-    if progress.done:
-        return ctx.t(lang, "admin.broadcast_done", **params)
-    return ctx.t(lang, "admin.broadcast_progress", **params)
-
-
-def progress_markup(ctx: BotContext, lang: str, broadcast_id: int) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                _button(ctx.t(lang, "admin.refresh_button"), "bc_show", broadcast_id),
-                _button(ctx.t(lang, "admin.stop_button"), "bc_stop", broadcast_id),
-            ],
-            [kb.admin_back_button(ctx, lang)],
-        ]
-    )
 
 
 def summary_text(ctx: BotContext, lang: str, found: store.Summary) -> str:
@@ -114,19 +74,15 @@ def summary_text(ctx: BotContext, lang: str, found: store.Summary) -> str:
     return text
 
 
-def _button(text: str, action: str, broadcast_id: int) -> InlineKeyboardButton:
-    return InlineKeyboardButton(
-        text=text, callback_data=kb.AdminCb(action=action, n=broadcast_id).pack()
-    )
-
-
 def summary_markup(ctx: BotContext, lang: str, found: store.Summary) -> InlineKeyboardMarkup:
     broadcast = found.broadcast
-    rows = [[_button(ctx.t(lang, "admin.refresh_button"), "bc_show", broadcast.id)]]
+    rows = [[broadcast_button(ctx.t(lang, "admin.refresh_button"), "bc_show", broadcast.id)]]
     if broadcast.status == "sending":
-        rows[0].append(_button(ctx.t(lang, "admin.stop_button"), "bc_stop", broadcast.id))
+        rows[0].append(broadcast_button(ctx.t(lang, "admin.stop_button"), "bc_stop", broadcast.id))
     elif broadcast.deletion_requested_at is None and found.progress.delivered:
-        rows.append([_button(ctx.t(lang, "broadcasts.delete_button"), "bc_del", broadcast.id)])
+        rows.append(
+            [broadcast_button(ctx.t(lang, "broadcasts.delete_button"), "bc_del", broadcast.id)]
+        )
     rows.append([kb.admin_back_button(ctx, lang)])
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
@@ -381,7 +337,7 @@ async def delete_confirmed(
         text = ctx.t(lang, "broadcasts.delete_queued", id=broadcast_id, count=started.queued)
     markup = InlineKeyboardMarkup(
         inline_keyboard=[
-            [_button(ctx.t(lang, "admin.refresh_button"), "bc_show", broadcast_id)],
+            [broadcast_button(ctx.t(lang, "admin.refresh_button"), "bc_show", broadcast_id)],
             [kb.admin_back_button(ctx, lang)],
         ]
     )
@@ -417,7 +373,7 @@ def list_text(ctx: BotContext, lang: str, found: list[store.Summary]) -> str:
 
 async def list_command(message: Message, ctx: BotContext, lang: str) -> None:
     found = await call_trio(store.recent, ctx.svc.db, ctx.settings.broadcasts.listed)
-    shown = [_button(f"#{i.broadcast.id}", "bc_show", i.broadcast.id) for i in found]
+    shown = [broadcast_button(f"#{i.broadcast.id}", "bc_show", i.broadcast.id) for i in found]
     rows = [shown[i : i + 5] for i in range(0, len(shown), 5)]
     rows.append([kb.admin_back_button(ctx, lang)])
     await message.answer(

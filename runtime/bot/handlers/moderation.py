@@ -27,8 +27,7 @@ from runtime.storage.moderation import Applied
 from .. import keyboards as kb
 from .._context import BotContext
 from .._seam import call_trio
-from ._common import answer_quietly, show
-from .admin import IsAdmin
+from ._common import IsAdmin, answer_quietly, show
 
 HISTORY_SHOWN = 20
 MAX_REASON = 300

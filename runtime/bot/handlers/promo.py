@@ -23,8 +23,7 @@ from runtime.storage.promo import Activation, Kind, PromoCode
 from .. import keyboards as kb
 from .._context import BotContext
 from .._seam import call_trio
-from ._common import answer_quietly, show
-from .admin import IsAdmin
+from ._common import IsAdmin, answer_quietly, show
 
 
 def price_label(

@@ -25,8 +25,7 @@ from runtime.storage import referrals as store
 from .. import keyboards as kb
 from .._context import BotContext
 from .._seam import call_trio
-from ._common import show
-from .admin import IsAdmin
+from ._common import IsAdmin, show
 
 _CODE = re.compile(r"[a-z0-9]{6,16}")
 MAX_NAME = store.MAX_NAME
