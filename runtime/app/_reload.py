@@ -19,12 +19,10 @@ systemd hears ``RELOADING=1`` before and ``READY=1`` after, with the outcome in
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -37,7 +35,6 @@ from runtime.promo import seed_codes
 from runtime.supervision import ActorSpec, SdNotifier
 from runtime.workers import worker_actors
 
-from ._early import EarlyStart
 from ._preflight import Preflight
 from ._runtime import (
     BUILTIN_ACTOR_NAMES,
@@ -46,6 +43,7 @@ from ._runtime import (
     check_configuration,
     plugins_and_catalog,
 )
+from ._sighup import ConfigSource
 
 RESTART_ONLY = (
     "service",
@@ -77,14 +75,6 @@ def needs_restart(path: str) -> bool:
     """Whether a change of the key at ``path`` waits for a restart."""
     tree_shape = path.startswith("actors.") and path.endswith(".enabled")
     return tree_shape or is_under(path, RESTART_ONLY)
-
-
-@dataclass(frozen=True)
-class ConfigSource:
-    """Where the running configuration came from: read again on a reload."""
-
-    path: Path
-    environ: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -282,26 +272,3 @@ class Reloader:
             )
         )
         return Reloaded("refused", needs_restart=list(needs_restart), problems=list(problems))
-
-
-async def reload_on_signal(
-    runtime: Runtime,
-    source: ConfigSource | None,
-    early: EarlyStart | None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """SIGHUP reloads ``source`` once the service is ready (a SIGHUP before waits for it);
-    several while one reload runs make one more. Without a source (the sandbox) it is
-    logged and ignored, never the default action (which ends the process)."""
-    with trio.open_signal_receiver(signal.SIGHUP) as signals:
-        task_status.started()
-        if source is None:
-            async for _ in signals:
-                _log.warning("SIGHUP ignored: no configuration file to reload")
-            return
-        reloader = Reloader(runtime, source)
-        await runtime.supervisor.ready.wait()
-        if early is not None and early.reload_requested.is_set():
-            await reloader.reload()
-        async for _ in signals:
-            await reloader.reload()

@@ -51,6 +51,7 @@ from ._observer import RuntimeObserver, describe_failure, failure_dependency
 from ._preflight import Preflight
 from ._services import plugin_services
 from ._settle import settle_when_ready
+from ._sighup import ConfigSource, reload_on_signal
 from .exit_codes import EX_CONFIG, EX_OK, EX_TEMPFAIL
 
 
@@ -386,10 +387,8 @@ async def serve(
     embedded server, a stop request already received). ``on_connected`` runs once the
     database is migrated and the instance id held, before any actor starts (the sandbox
     tells its Telegram emulator where the inbox left off). ``config``: the file SIGHUP
-    reads again (``_reload``); without one, SIGHUP is ignored.
+    reads again (``_sighup``, ``_reload``); without one, SIGHUP is ignored.
     """
-    from ._reload import ConfigSource, reload_on_signal
-
     source = None if config is None else ConfigSource(config, runtime.environ)
     starting = trio.CancelScope()
     if early is not None:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from runtime.broadcasts import markup as broadcast_markup
 from runtime.i18n import Translator, format_date, format_money
 
 BROADCAST = "broadcast"
@@ -137,6 +136,8 @@ def _broadcast(
 ) -> Part:
     """The admin's text (Telegram HTML when ``html``, checked when it was written), with
     its media and buttons; ``buy``/``renew`` buttons are labelled in ``language``."""
+    from runtime.broadcasts import markup as broadcast_markup  # a broadcast's: not held idle
+
     text = params.get("text") or payload.get("text") or ""
     html = payload.get("html") is True
     buttons = broadcast_markup(

@@ -14,7 +14,8 @@ import pytest
 import trio
 
 from runtime.app import build_runtime, serve
-from runtime.app._reload import ConfigSource, Reloaded, Reloader
+from runtime.app._reload import Reloaded, Reloader
+from runtime.app._sighup import ConfigSource
 from runtime.bridge._seam import current as seam
 from runtime.config import load_settings
 from runtime.testing.fakes.cryptobot import FakeCryptoBot

@@ -169,6 +169,28 @@ def test_assembling_the_runtime_leaves_the_config_reference_unimported(path: Pat
     assert "runtime.config._attribute_docs" not in report["modules"]
 
 
+SERVICE = """
+import json, sys
+import runtime.app._runtime, runtime.bot._actor, runtime.workers
+from runtime.bot.handlers import routers
+routers()
+print(json.dumps(sorted(m for m in sys.modules if m in sys.argv[1:])))
+"""
+ON_FIRST_USE = [
+    "runtime.app._reload",
+    "runtime.config._diff",
+    "runtime.broadcasts",
+    "runtime.config._reference",
+]
+"""What the service imports when it is used (a SIGHUP, a broadcast to render, the
+``config-reference`` command), not at its start: an idle service does not hold it."""
+
+
+def test_the_service_leaves_what_it_uses_now_and_then_unimported() -> None:
+    done = _fresh(SERVICE, *ON_FIRST_USE)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [], done.stderr
+
+
 def test_babel_and_a_languages_data_load_on_its_first_formatting() -> None:
     check = (
         "import json, sys\n"
