@@ -30,7 +30,7 @@ from runtime.failures import Outcome
 from runtime.i18n import Translator, load_translator
 from runtime.logs import get_logger, log_failure
 from runtime.plugin_api import Services
-from runtime.storage import Database, admin, gates, inbox, job_kinds, users
+from runtime.storage import Database, broadcasts, gates, inbox, job_kinds, users
 from runtime.storage.inbox import InboxUpdate
 from runtime.supervision import ActorContext, ActorSpec
 from runtime.workers import wakeups_of
@@ -311,9 +311,9 @@ class TelegramBot:
         to send (one process wins) and tell their admin the final count. Returns how many
         were running."""
         db = self._db()
-        sending = await admin.sending_broadcasts(db)
+        sending = await broadcasts.sending_broadcasts(db)
         for broadcast in sending:
-            progress = await admin.broadcast_progress(db, broadcast.id)
+            progress = await broadcasts.broadcast_progress(db, broadcast.id)
             seen = (progress.delivered, progress.blocked, progress.failed, progress.pending)
             if not progress.done and self._reported.get(broadcast.id) == seen:
                 continue
@@ -329,7 +329,7 @@ class TelegramBot:
                         edit_quietly, bot, chat_id, broadcast.report_message_id, text, markup
                     )
                 continue
-            if not await admin.finish_broadcast(db, broadcast.id, progress):
+            if not await broadcasts.finish_broadcast(db, broadcast.id, progress):
                 continue
             self._reported.pop(broadcast.id, None)
             _log.info(
@@ -346,7 +346,7 @@ class TelegramBot:
         return len(sending)
 
     async def _final_report(
-        self, bot: Bot, broadcast: admin.Broadcast, chat_id: int, text: str, lang: str
+        self, bot: Bot, broadcast: broadcasts.Broadcast, chat_id: int, text: str, lang: str
     ) -> None:
         """The final count, once: in place of the progress message, or as a new message
         when there is none or it cannot be edited any more (deleted, too old)."""

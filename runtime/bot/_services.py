@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from runtime.access import Access, TrialUnavailable
-from runtime.admin_actions import UserEditor
 from runtime.billing import BalanceOffer, Billing, Checkout
 from runtime.catalog import Catalog, admits
 from runtime.failures import DomainError
@@ -23,11 +22,9 @@ from runtime.promo import Promos
 from runtime.referrals import invited_trial, parse_start
 from runtime.storage import (
     Database,
-    admin,
     audiences,
     gates,
     grants,
-    moderation,
     saved_methods,
     subscriptions,
     users,
@@ -43,7 +40,8 @@ from runtime.storage.users import User
 from runtime.traffic import Traffic, TrafficStatus, traffic_of
 
 if TYPE_CHECKING:
-    from runtime.storage import reports
+    from runtime.admin_actions import UserEditor
+    from runtime.storage import admin, moderation, reports
 
 ActorTable = Callable[[], Mapping[str, Any]]
 """Returns the supervisor's status document: ``{"state", "ready", "actors": [...]}`` as
@@ -297,13 +295,19 @@ class BotServices:
         return await self.billing.confirm_telegram(payment)
 
     # -- admin -------------------------------------------------------------------------
+    # An admin's, now and then: each imports its storage when called, so that an idle
+    # service does not hold it (nor the admins' handlers, see ``handlers._lazy``).
 
     async def statistics(self) -> admin.Statistics:
+        from runtime.storage import admin
+
         return await admin.statistics(self.db)
 
     async def lookup(self, query: str) -> tuple[admin.UserCard | None, list[User]]:
         """A user's card by id or username, else by name: the card when one user matches,
         or the users whose name matches."""
+        from runtime.storage import admin
+
         card = await admin.find_user(self.db, query)
         if card is not None or query.startswith("@") or query.lstrip("-").isdigit():
             return card, []
@@ -313,6 +317,8 @@ class BotServices:
         return None, matches
 
     async def find_user(self, query: str) -> admin.UserCard | None:
+        from runtime.storage import admin
+
         return await admin.find_user(self.db, query)
 
     async def grant_days(
@@ -321,6 +327,8 @@ class BotServices:
         """Grant (or, with negative ``days``, take back) days of the user named by id or
         username, as the admin ``by``; returns their id (None when unknown) and what
         changed."""
+        from runtime.storage import admin
+
         card = await admin.find_user(self.db, who)
         if card is None:
             return None, None
@@ -340,6 +348,8 @@ class BotServices:
     ) -> tuple[int | None, moderation.Applied | None]:
         """An admin's ``action`` (``ban``, ``unban``, ``balance``, ``revoke``) on the user
         named by id or username; their id (None when unknown) and what it did."""
+        from runtime.storage import admin, moderation
+
         card = await admin.find_user(self.db, who)
         if card is None:
             return None, None
@@ -369,6 +379,8 @@ class BotServices:
     @property
     def editor(self) -> UserEditor:
         """The admin's user editor: expiry, plans, traffic and device resets."""
+        from runtime.admin_actions import UserEditor
+
         return UserEditor(
             self.db,
             self.catalog,
@@ -396,13 +408,15 @@ class BotServices:
         await gates.wait_for_purchases(self.db, user_id)
 
     async def report(self, period: str) -> reports.Report:
-        from runtime.storage import reports  # an admin's, now and then: not held idle
+        from runtime.storage import reports
 
         return await reports.report(self.db, period)
 
     async def audit_history(
         self, who: str, *, limit: int
     ) -> tuple[int | None, list[grants.AuditEntry]]:
+        from runtime.storage import admin
+
         card = await admin.find_user(self.db, who)
         if card is None:
             return None, []

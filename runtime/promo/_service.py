@@ -10,7 +10,6 @@ from runtime.failures import Outcome
 from runtime.logs import get_logger
 from runtime.storage import Connection, Database, discounts, grants
 from runtime.storage import promo as store
-from runtime.storage.admin import find_user
 from runtime.storage.promo import Activation, ActivationRow, NewCode, PromoCode
 from runtime.storage.users import lock_user
 
@@ -87,6 +86,8 @@ class Promos:
     async def set_discount(self, who: str, percent: int, *, by: int) -> int | None:
         """Set the personal discount of the user named by id or @username (0 removes
         it); returns their id, None when unknown."""
+        from runtime.storage.admin import find_user  # an admin's, now and then
+
         card = await find_user(self._db, who)
         if card is None:
             return None

@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from runtime.storage import Database, users
-from runtime.storage import admin as admin_store
+from runtime.storage import broadcasts as broadcast_store
 from runtime.testing.telegram import TelegramEmulator
 
 from . import test_e2e
@@ -25,14 +25,14 @@ async def test_a_broadcasts_final_report_is_shown_once(
     from runtime.workers import notifier
 
     passes = 0  # the bot's looks at the running broadcasts, one after the other
-    original = admin_store.sending_broadcasts
+    original = broadcast_store.sending_broadcasts
 
-    async def counted(db: Database) -> list[admin_store.Broadcast]:
+    async def counted(db: Database) -> list[broadcast_store.Broadcast]:
         nonlocal passes
         passes += 1
         return await original(db)
 
-    monkeypatch.setattr(admin_store, "sending_broadcasts", counted)
+    monkeypatch.setattr(broadcast_store, "sending_broadcasts", counted)
 
     admin = emulator.create_user(ADMIN, first_name="Boss", language_code="en")
     people = [emulator.create_user(first_name=f"U{i}", language_code="en") for i in range(2)]

@@ -177,13 +177,18 @@ routers()
 print(json.dumps(sorted(m for m in sys.modules if m in sys.argv[1:])))
 """
 ON_FIRST_USE = [
+    "runtime.admin_actions",
+    "runtime.storage.admin",
+    "runtime.storage.admin_actions",
+    "runtime.storage.moderation",
     "runtime.app._reload",
     "runtime.config._diff",
     "runtime.broadcasts",
     "runtime.config._reference",
 ]
-"""What the service imports when it is used (a SIGHUP, a broadcast to render, the
-``config-reference`` command), not at its start: an idle service does not hold it."""
+"""What the service imports when it is used (an admin's command, a SIGHUP, a broadcast to
+render, the ``config-reference`` command), not at its start: an idle service does not hold
+it."""
 
 
 def test_the_service_leaves_what_it_uses_now_and_then_unimported() -> None:
