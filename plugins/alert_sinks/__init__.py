@@ -5,17 +5,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runtime.logs import get_logger
-from runtime.plugin_api import AlertSink, Offer, OfferKind, hookimpl
-
-from .apprise_sink import AppriseSink
-from .apprise_sinks import apprise_sinks
-from .telegram import TelegramSink
-from .webhook import WebhookSink
+from runtime.plugin_api import AlertSink, Offer, OfferKind, hookimpl, lazy_exports
 
 if TYPE_CHECKING:
     from runtime.config import Settings
 
+    from .apprise_sink import AppriseSink
+    from .telegram import TelegramSink
+    from .webhook import WebhookSink
+
 __all__ = ["AppriseSink", "TelegramSink", "WebhookSink", "vpnbot_alert_sinks", "vpnbot_offers"]
+
+_LAZY = {
+    "AppriseSink": ".apprise_sink",
+    "TelegramSink": ".telegram",
+    "WebhookSink": ".webhook",
+}
+"""Each sink is imported when its settings configure it."""
+
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 _log = get_logger("alerts")
 
@@ -44,6 +52,8 @@ def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:
     sinks: list[AlertSink] = []
     webhook = settings.alerts.webhook
     if webhook.url:
+        from .webhook import WebhookSink
+
         sinks.append(
             WebhookSink(
                 str(webhook.url),
@@ -61,6 +71,8 @@ def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:
         elif not chat_ids:
             _log.error("telegram alerts enabled but no chat ids are set", outcome="skipped")
         else:
+            from .telegram import TelegramSink
+
             sinks.append(
                 TelegramSink(
                     token,
@@ -70,7 +82,10 @@ def vpnbot_alert_sinks(settings: Settings) -> list[AlertSink]:
                     name=TELEGRAM,
                 )
             )
-    sinks.extend(apprise_sinks(settings.alerts.apprise, prefix=APPRISE))
+    if settings.alerts.apprise.url_list():
+        from .apprise_sinks import apprise_sinks
+
+        sinks.extend(apprise_sinks(settings.alerts.apprise, prefix=APPRISE))
     return sinks
 
 

@@ -250,6 +250,15 @@ def test_an_unconfigured_plugin_loads_without_its_backend_and_models() -> None:
         assert [m for m in report["modules"] if m.startswith(f"plugins.{plugin}.")] == []
 
 
+def test_alert_sinks_are_imported_when_configured() -> None:
+    """The alert sinks' modules (and their HTTP clients) only for the sinks configured."""
+    sinks = [m for m in _plugins_loaded({})["modules"] if m.startswith("plugins.alert_sinks.")]
+    assert sinks == []
+    webhook = {"alerts": {"webhook": {"url": "https://alerts.example.com/hook"}}}
+    sinks = [m for m in _plugins_loaded(webhook)["modules"] if m.startswith("plugins.alert_sinks.")]
+    assert sinks == ["plugins.alert_sinks.webhook"]
+
+
 def test_a_configured_plugin_imports_its_backend() -> None:
     xui = {
         "base_url": "https://panel.example.com:2053/AbCdEf/",
