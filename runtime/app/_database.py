@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -14,7 +15,6 @@ from runtime.logs import get_logger
 from runtime.plugin_api import Services
 from runtime.storage import (
     Database,
-    EmbeddedPostgres,
     MigrationError,
     apply_migrations,
     pending_migrations,
@@ -23,6 +23,9 @@ from runtime.supervision import ActorContext, ActorSpec, Backoff, Budget, loop_w
 
 from ._early import EarlyStart
 from .exit_codes import EX_CONFIG, EX_TEMPFAIL
+
+if TYPE_CHECKING:
+    from runtime.storage import EmbeddedPostgres
 
 DATABASE_ACTOR = "database"
 
@@ -60,6 +63,8 @@ async def connect(settings: DatabaseSettings, *, early: EarlyStart | None = None
             if early is not None and early.server_for(data_dir) is not None:
                 embedded = await early.take_server()
             else:
+                from runtime.storage import EmbeddedPostgres  # not with a configured DSN
+
                 embedded = EmbeddedPostgres(data_dir)
                 await embedded.start()
             dsn = embedded.dsn()

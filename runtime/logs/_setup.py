@@ -22,7 +22,6 @@ from typing import Any, TextIO, cast
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from ._console import ConsoleLines
 from ._redact import redact_processor, set_secrets
 from ._warnings import capture_warnings, release_warnings
 
@@ -149,6 +148,13 @@ def _is_tty(stream: TextIO) -> bool:
         return False
 
 
+def _console_lines() -> Processor:
+    """The terminal's renderer, imported only for a terminal (a service logs JSON)."""
+    from ._console import ConsoleLines
+
+    return ConsoleLines(colors=_is_tty(_current_stream()))
+
+
 def configure_logging(
     *,
     fmt: str = "auto",
@@ -174,9 +180,7 @@ def configure_logging(
     set_secrets(secrets)
     _stream = stream
     console = fmt == "console" or (fmt == "auto" and _is_tty(_current_stream()))
-    renderer: Processor = (
-        ConsoleLines(colors=_is_tty(_current_stream())) if console else _JsonLines()
-    )
+    renderer: Processor = _console_lines() if console else _JsonLines()
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
     _PROCESSORS[:] = [

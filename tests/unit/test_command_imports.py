@@ -185,10 +185,12 @@ ON_FIRST_USE = [
     "runtime.config._diff",
     "runtime.broadcasts",
     "runtime.config._reference",
+    "runtime.logs._console",
+    "runtime.storage._embedded",
 ]
 """What the service imports when it is used (an admin's command, a SIGHUP, a broadcast to
-render, the ``config-reference`` command), not at its start: an idle service does not hold
-it."""
+render, the ``config-reference`` command, logs on a terminal, the embedded PostgreSQL), not
+at its start: an idle service does not hold it."""
 
 
 def test_the_service_leaves_what_it_uses_now_and_then_unimported() -> None:
