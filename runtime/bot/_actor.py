@@ -42,7 +42,6 @@ from ._gate import AccessGate
 from ._inbox import InboxProcessor, OnAsyncio
 from ._middleware import HandlerBoundary
 from ._polling import ALLOWED_UPDATES, Poller
-from ._responses import KEPT as _KEPT_RESPONSES  # noqa: F401 - held for the process's life
 from ._services import ActorTable, BotServices
 from ._specs import BOT_ACTOR, POLLER_ACTOR, bot_specs
 from ._telegram_link import TelegramLink

@@ -14,7 +14,8 @@
   exactly as sent, the kept markup stands in for the echo instead of parsing its buttons
   again. It verifies TLS with the process's one client context (``shared_tls_context``):
   aiogram builds a context of its own for each session, another copy of the whole CA
-  bundle in memory.
+  bundle in memory. It holds the model each method's answer is parsed with from the
+  method's first call (``_responses``), which pydantic would otherwise build again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from aiohttp import ClientError, ClientSession, TCPConnector
 from pydantic import ValidationError
 
 from runtime.plugin_api.peer import shared_tls_context
+
+from ._responses import keep_response_model
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _KEPT_MAX = 256
@@ -122,6 +125,7 @@ class JsonBodySession(AiohttpSession):
         method: TelegramMethod[TelegramType],
         timeout: int | None = None,  # noqa: ASYNC109 - aiogram's
     ) -> TelegramType:
+        keep_response_model(method)
         files: dict[str, Any] = {}
         body: dict[str, Any] = {}
         markup = getattr(method, "reply_markup", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
@@ -9,10 +10,13 @@ import pytest
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.methods import SendMessage
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.methods import GetMe, SendMessage
+from aiogram.methods.base import Response
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
+from runtime.bot import _responses
 from runtime.bot._dispatch import JsonBodySession, kept
+from runtime.bot._responses import kept_response_models
 from runtime.bridge import asyncio_loop, run_asyncio
 from runtime.plugin_api.peer import shared_tls_context
 from runtime.testing.telegram import TelegramEmulator
@@ -123,3 +127,28 @@ def test_an_echo_that_is_not_the_kept_markup_is_left_to_the_usual_parsing(
     method = SendMessage(chat_id=1, text="Menu", reply_markup=kept(_menu()))
     body = {"reply_markup": ECHO}
     assert session._result_echoing(bot, method, status, content, method.reply_markup, body) is None
+
+
+async def test_an_answers_model_is_kept_from_its_methods_first_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pydantic keeps parametrized models in a weak cache: the model of an answer must be
+    held once its method is called, or it is built again after every collection. A method
+    not called yet has nothing held (an idle service does not hold the models of all)."""
+    monkeypatch.setattr(_responses, "_KEPT", {})  # as in a process that called nothing yet
+    emulator = TelegramEmulator()
+    async with emulator.running(), asyncio_loop():
+        user = emulator.create_user(first_name="Ann")
+        bot = Bot(emulator.token, session=JsonBodySession(api=emulator.api_server()))
+        try:
+            await run_asyncio(bot.get_me)
+            assert SendMessage not in kept_response_models()
+            await run_asyncio(bot.send_message, user.id, "one")
+            held = kept_response_models()[SendMessage]
+            gc.collect()
+            await run_asyncio(bot.send_message, user.id, "two")
+        finally:
+            await run_asyncio(bot.session.close)
+    assert kept_response_models()[SendMessage] is held
+    assert Response[Message] is held  # what aiogram parses with: the held one, not rebuilt
+    assert GetMe in kept_response_models()
