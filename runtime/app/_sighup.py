@@ -50,7 +50,8 @@ async def reload_on_signal(
             reloader = _reloader(runtime, source)
             await reloader.reload()
         async for _ in signals:
-            reloader = reloader or _reloader(runtime, source)
+            if reloader is None:
+                reloader = _reloader(runtime, source)
             await reloader.reload()
 
 
