@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
-from collections.abc import Mapping
 
 import trio
 
@@ -46,11 +45,11 @@ M_ARENA_MAX = -8
 """glibc's ``mallopt`` parameter for the most arenas its allocator keeps."""
 
 
-def one_malloc_arena(environ: Mapping[str, str] = os.environ) -> bool:
+def one_malloc_arena() -> bool:
     """Have glibc's allocator serve every thread from one arena; False where libc has no
     ``mallopt`` (not glibc) or the process's ``MALLOC_ARENA_MAX``, which glibc reads
     itself, says otherwise."""
-    if "MALLOC_ARENA_MAX" in environ:
+    if "MALLOC_ARENA_MAX" in os.environ:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
