@@ -1157,6 +1157,12 @@ class TelegramEmulator:
     def faults(self) -> list[ScriptedFault]:
         return list(self._faults)
 
+    def _may_wait(self, method: str) -> bool:
+        """Whether answering ``method`` may wait: a long poll, an outage (it may hang), a
+        scripted fault (it may be a delay). Any other call is answered at once."""
+        spec = METHODS.get(method.lower())
+        return (spec is not None and spec.waits) or self._outage is not None or bool(self._faults)
+
     def _take_fault(self, method: str) -> ScriptedFault | None:
         for fault in self._faults:
             if fault.matches(method):

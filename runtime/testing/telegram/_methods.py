@@ -51,6 +51,9 @@ class Described:
 class MethodSpec:
     name: str
     handler: Handler
+    waits: bool = False
+    """The handler may wait (a long poll): the only ones the server watches for a client
+    that gives up before the answer."""
 
     async def call(self, emu: TelegramEmulator, bot: BotState, params: Params) -> Any:
         result = self.handler(emu, bot, params)
@@ -64,7 +67,7 @@ METHODS: dict[str, MethodSpec] = {}
 
 def method(name: str) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
-        METHODS[name.lower()] = MethodSpec(name, fn)
+        METHODS[name.lower()] = MethodSpec(name, fn, inspect.iscoroutinefunction(fn))
         return fn
 
     return register

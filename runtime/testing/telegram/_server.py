@@ -113,6 +113,12 @@ async def _bot_api(emu: TelegramEmulator, scope: Scope, receive: Receive, send: 
         await _respond(send, error.code, error.payload())
         return
 
+    if not emu._may_wait(method):
+        # Answered at once: no client to watch meanwhile, so no nursery and two tasks per
+        # call, which cost about 8% of the emulator's CPU under a stream of sends.
+        status, payload = await emu._call(bot, method, params)
+        await _respond(send, status, payload)
+        return
     outcome: list[tuple[int, Any]] = []
     async with trio.open_nursery() as nursery:
 
