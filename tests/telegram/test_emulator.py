@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import zlib
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -200,6 +201,40 @@ async def test_long_polling_offsets_and_conflicts() -> None:
         assert await run_asyncio(bot.get_updates) == []
         assert emulator.counters["updates.filtered"] == 1
     assert emulator.counters["conflicts"] == 2  # the ended long poll and the webhook
+
+
+async def test_a_long_poll_ends_when_its_client_gives_up() -> None:
+    """A client that closes its connection ends its long poll at once, not when the poll's
+    two minutes are up: its next getUpdates finds no poll of its own still waiting (which
+    would be answered 409)."""
+    emulator = TelegramEmulator()
+    async with emulator.running() as url, asyncio_loop(), emulator.bot_client() as bot:
+        address = urlsplit(url)
+        host, port = address.hostname or "", address.port or 80
+        body = b"timeout=120"
+        stream = await trio.open_tcp_stream(host, port)
+        await stream.send_all(
+            f"POST /bot{emulator.token}/getUpdates HTTP/1.1\r\nHost: {host}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await emulator.wait_until(
+            lambda: emulator.counters["calls.getUpdates"], timeout=30, what="the long poll"
+        )
+        await stream.aclose()
+        await emulator.wait_until(
+            lambda: emulator.counters["abandoned"], timeout=30, what="the poll's end"
+        )
+
+        # A poll still waiting would be answered 409 by this one.
+        assert await run_asyncio(bot.get_updates) == []
+        user = emulator.create_user()
+        user.send_text("after the client left")
+        updates = await run_asyncio(bot.get_updates, timeout=5)
+        assert [u.message.text for u in updates if u.message] == ["after the client left"]
+    assert emulator.counters["conflicts"] == 0
+    assert emulator.counters["abandoned"] == 1
 
 
 async def test_rate_limits_answer_429_with_retry_after() -> None:

@@ -207,7 +207,8 @@ class TelegramEmulator:
     ``faults`` (scripted faults used), ``conflicts`` (409s to getUpdates), ``updates``,
     ``updates.filtered`` (dropped by ``allowed_updates``), ``updates.repeated``,
     ``webhook.attempts``, ``webhook.delivered``, ``webhook.failed``, ``payments``,
-    ``payments.declined``, ``payments.expired``, ``refunds``, ``emulator_errors``.
+    ``payments.declined``, ``payments.expired``, ``refunds``, ``emulator_errors``,
+    ``abandoned`` (calls that could wait, a long poll say, ended because their client left).
     """
 
     def __init__(

@@ -128,6 +128,7 @@ async def _bot_api(emu: TelegramEmulator, scope: Scope, receive: Receive, send: 
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
+                    emu.counters["abandoned"] += 1
                     nursery.cancel_scope.cancel()
                     return
 
