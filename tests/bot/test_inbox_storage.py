@@ -110,10 +110,11 @@ async def test_retry_later_then_give_up(db: Database) -> None:
     await inbox.store(db, [update(1)])
     (claimed,) = await inbox.claim(db, owner="a", limit=1, claim_seconds=30)
     assert await inbox.retry_later(
-        db, claimed, owner="a", error="boom", delay_seconds=0.2, max_attempts=2
+        db, claimed, owner="a", error="boom", delay_seconds=1, max_attempts=2
     )
-    assert await inbox.claim(db, owner="a", limit=1, claim_seconds=30) == []  # not due yet
-    await trio.sleep(0.3)
+    # Not due yet: a second is far more than a busy machine takes between two statements.
+    assert await inbox.claim(db, owner="a", limit=1, claim_seconds=30) == []
+    await trio.sleep(1.1)
     (again,) = await inbox.claim(db, owner="a", limit=1, claim_seconds=30)
     assert again.attempts == 2
     assert (

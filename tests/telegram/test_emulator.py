@@ -158,8 +158,11 @@ async def test_long_polling_offsets_and_conflicts() -> None:
             results.extend(await run_asyncio(bot.get_updates, timeout=5))
 
         async with trio.open_nursery() as nursery:
+            polls = emulator.counters["calls.getUpdates"]
             nursery.start_soon(long_poll)
-            await trio.sleep(0.2)
+            await emulator.wait_until(
+                lambda: emulator.counters["calls.getUpdates"] > polls, timeout=30
+            )
             started = trio.current_time()
             user.send_text("three")
         assert trio.current_time() - started < 2
@@ -175,8 +178,11 @@ async def test_long_polling_offsets_and_conflicts() -> None:
                 conflicts.append(error)
 
         async with trio.open_nursery() as nursery:
+            polls = emulator.counters["calls.getUpdates"]
             nursery.start_soon(waiting_poll)
-            await trio.sleep(0.2)
+            await emulator.wait_until(
+                lambda: emulator.counters["calls.getUpdates"] > polls, timeout=30
+            )
             assert await run_asyncio(bot.get_updates, offset=results[-1].update_id + 1) == []
         assert len(conflicts) == 1
         assert "terminated by other getUpdates request" in str(conflicts[0])
