@@ -151,11 +151,11 @@ async def test_long_polling_offsets_and_conflicts() -> None:
         assert confirmed == []
         assert emulator.pending_updates() == []
 
-        # A long poll returns as soon as an update arrives.
+        # A long poll returns as soon as an update arrives, long before its 30 s are up.
         results: list[Any] = []
 
         async def long_poll() -> None:
-            results.extend(await run_asyncio(bot.get_updates, timeout=5))
+            results.extend(await run_asyncio(bot.get_updates, timeout=30))
 
         async with trio.open_nursery() as nursery:
             polls = emulator.counters["calls.getUpdates"]
@@ -165,7 +165,7 @@ async def test_long_polling_offsets_and_conflicts() -> None:
             )
             started = trio.current_time()
             user.send_text("three")
-        assert trio.current_time() - started < 2
+        assert trio.current_time() - started < 20
         assert [u.message.text for u in results if u.message] == ["three"]
 
         # A second getUpdates ends the one still waiting with 409.
